@@ -1,0 +1,51 @@
+"""The local stack as one unit: `make up`, `make down` and `make status` call these."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import ModuleType
+
+from infra import cassandra, kafka, migrate, process, redis_server, triton
+from infra.process import Service, say
+
+SERVERS: tuple[ModuleType, ...] = (redis_server, kafka, cassandra, triton)
+
+
+def servers() -> list[Service]:
+    return [module.service() for module in SERVERS]
+
+
+def up() -> None:
+    """Fetch what is missing, start what is not running, and wait until all of it is usable."""
+    began = time.monotonic()
+    _timed("prepare", lambda: [module.prepare() for module in SERVERS])
+    _timed("start servers", lambda: process.start(*servers()))
+    _timed("migrate Cassandra", migrate.apply_all)
+    say(f"stack is up in {time.monotonic() - began:.1f}s")
+
+
+def down() -> None:
+    """Stop everything steno started (a Redis it found running is left alone)."""
+    for service in reversed(servers()):
+        process.stop(service)
+    say("stack is down")
+
+
+def status() -> bool:
+    """Print one line per server; True when all of them are healthy."""
+    all_healthy = True
+    for service in servers():
+        pid = process.running_pid(service)
+        healthy = process.is_healthy(service)
+        all_healthy &= healthy
+        owner = f"pid {pid}" if pid else "not started by steno"
+        state = "healthy" if healthy else "DOWN"
+        print(f"{service.name:<10} {state:<8} {service.listens:<22} {owner:<22} log: {service.log_file}")
+    return all_healthy
+
+
+def _timed(step: str, action: Callable[[], object]) -> None:
+    began = time.monotonic()
+    action()
+    say(f"{step}: {time.monotonic() - began:.1f}s")
