@@ -1,0 +1,215 @@
+"""Every event steno writes to Kafka, as pydantic models.
+
+These classes are the contract between steno's components and with analytics consumers
+(exported as JSON Schema by `python -m schemas.export`). Fields are only ever added with
+defaults; a breaking change bumps `schema_version`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import uuid_utils
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def new_id() -> str:
+    """A unique, time-ordered id (UUIDv7): sorts by creation time, carries its timestamp."""
+    return str(uuid_utils.uuid7())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Fields every event carries, whatever its topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: int = 1
+    event_id: str = Field(default_factory=new_id)
+    occurred_at: datetime = Field(default_factory=utc_now)
+    conversation_id: str
+    user_id: str
+
+
+class ChatTurn(BaseModel):
+    """One message of a prompt, in the chat-completions shape models are trained on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+# --- conversation log: the history, kept forever -------------------------------------------
+
+
+class ConversationStarted(Event):
+    type: Literal["ConversationStarted"] = "ConversationStarted"
+    title: str = ""
+
+
+class MessageSubmitted(Event):
+    """A user's message, accepted by the API; `response_id` names the reply it will get."""
+
+    type: Literal["MessageSubmitted"] = "MessageSubmitted"
+    message_id: str
+    response_id: str
+    content: str
+    model: str
+
+
+class MessageAccepted(Event):
+    type: Literal["MessageAccepted"] = "MessageAccepted"
+    message_id: str
+    response_id: str
+    model: str
+    scores: dict[str, float] = {}
+
+
+class MessageBlocked(Event):
+    type: Literal["MessageBlocked"] = "MessageBlocked"
+    message_id: str
+    response_id: str
+    categories: list[str]
+    scores: dict[str, float] = {}
+    reason: str
+
+
+class ResponseCompleted(Event):
+    """The final reply: full text and usage, so history can be rebuilt from this log alone."""
+
+    type: Literal["ResponseCompleted"] = "ResponseCompleted"
+    message_id: str
+    response_id: str
+    text: str
+    finish_reason: str
+    usage: Usage
+    attempt: int = 1
+
+
+class ResponseFailed(Event):
+    type: Literal["ResponseFailed"] = "ResponseFailed"
+    message_id: str
+    response_id: str
+    error: str
+    attempt: int = 1
+
+
+class ResponseCancelled(Event):
+    """The user stopped the reply; `text` is what had been generated, kept in history."""
+
+    type: Literal["ResponseCancelled"] = "ResponseCancelled"
+    message_id: str
+    response_id: str
+    text: str
+    attempt: int = 1
+
+
+# --- inference requests ------------------------------------------------------------------
+
+
+class InferenceRequested(Event):
+    type: Literal["InferenceRequested"] = "InferenceRequested"
+    message_id: str
+    response_id: str
+    model: str
+    prompt: list[ChatTurn]
+    prompt_tokens: int
+    max_tokens: int
+    attempt: int = 1
+
+
+# --- token stream: live streaming, resume, analytics -------------------------------------
+
+
+class ResponseStarted(Event):
+    type: Literal["ResponseStarted"] = "ResponseStarted"
+    response_id: str
+    attempt: int = 1
+
+
+class TokenGenerated(Event):
+    type: Literal["TokenGenerated"] = "TokenGenerated"
+    response_id: str
+    seq: int
+    text: str
+    attempt: int = 1
+
+
+class ResponseRestarted(Event):
+    """A retried generation begins: clients discard the partial text of earlier attempts."""
+
+    type: Literal["ResponseRestarted"] = "ResponseRestarted"
+    response_id: str
+    attempt: int
+
+
+class ResponseEnded(Event):
+    """The last event of a response on the token stream, whatever its outcome."""
+
+    type: Literal["ResponseEnded"] = "ResponseEnded"
+    response_id: str
+    outcome: Literal["completed", "failed", "cancelled", "blocked"]
+    finish_reason: str = ""
+    detail: str = ""
+    attempt: int = 1
+
+
+# --- control ------------------------------------------------------------------------------
+
+
+class GenerationCancelRequested(Event):
+    type: Literal["GenerationCancelRequested"] = "GenerationCancelRequested"
+    response_id: str
+
+
+# --- dead letters -------------------------------------------------------------------------
+
+
+class DeadLetter(BaseModel):
+    """An input a processor could not handle; kept raw so it can be inspected and replayed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["DeadLetter"] = "DeadLetter"
+    schema_version: int = 1
+    event_id: str = Field(default_factory=new_id)
+    occurred_at: datetime = Field(default_factory=utc_now)
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    processor: str
+    reason: str
+    payload: str
+
+
+AnyEvent = Annotated[
+    ConversationStarted
+    | MessageSubmitted
+    | MessageAccepted
+    | MessageBlocked
+    | ResponseCompleted
+    | ResponseFailed
+    | ResponseCancelled
+    | InferenceRequested
+    | ResponseStarted
+    | TokenGenerated
+    | ResponseRestarted
+    | ResponseEnded
+    | GenerationCancelRequested
+    | DeadLetter,
+    Field(discriminator="type"),
+]
+
+TERMINAL_CONVERSATION_EVENTS = (ResponseCompleted, ResponseFailed, ResponseCancelled, MessageBlocked)

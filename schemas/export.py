@@ -1,0 +1,42 @@
+"""Write every event's JSON Schema to `schemas/json/`, so analytics can read the contract without our code.
+
+Run `python -m schemas.export` after changing an event; a test fails while the committed files
+are stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from schemas.events import AnyEvent
+
+OUT_DIR = Path(__file__).parent / "json"
+
+
+def event_classes() -> list[type[BaseModel]]:
+    union = typing.get_args(AnyEvent)[0]
+    return list(typing.get_args(union))
+
+
+def rendered() -> dict[str, str]:
+    """File name → JSON Schema text, for every event class."""
+    return {
+        f"{cls.__name__}.json": json.dumps(cls.model_json_schema(), indent=2, sort_keys=True) + "\n"
+        for cls in event_classes()
+    }
+
+
+def main() -> None:
+    OUT_DIR.mkdir(exist_ok=True)
+    for name, text in rendered().items():
+        (OUT_DIR / name).write_text(text)
+    print(f"wrote {len(rendered())} schemas to {OUT_DIR}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Topic names and partition counts, in one place.
+
+Everything is keyed by conversation_id, so one conversation's events stay in one partition,
+in order. Partitions are the unit of scale: a consumer group can run at most this many
+active instances of a processor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "steno"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    retention_ms: int  # -1 keeps events forever
+
+    @property
+    def config(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms)}
+
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+CONVERSATIONS = Topic(f"{PREFIX}.conversations", partitions=6, retention_ms=-1)
+INFERENCE_REQUESTS = Topic(f"{PREFIX}.inference-requests", partitions=6, retention_ms=7 * DAY_MS)
+TOKENS = Topic(f"{PREFIX}.tokens", partitions=6, retention_ms=3 * DAY_MS)
+CONTROL = Topic(f"{PREFIX}.control", partitions=6, retention_ms=7 * DAY_MS)
+DEAD_LETTERS = Topic(f"{PREFIX}.dead-letters", partitions=1, retention_ms=28 * DAY_MS)
+
+ALL = (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS, CONTROL, DEAD_LETTERS)
