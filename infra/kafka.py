@@ -141,14 +141,16 @@ def format_storage() -> None:
         return
     data_dir().mkdir(parents=True, exist_ok=True)
     say(f"kafka: formatting KRaft storage in {data_dir()}")
-    subprocess.run(
+    result = subprocess.run(
         [*_java(), "kafka.tools.StorageTool", "format",
          "--config", str(home() / "server.properties"),
          "--cluster-id", _new_cluster_id(),
          "--standalone"],  # this node alone is the initial controller quorum
-        check=True,
-        stdout=sys.stderr,
+        capture_output=True,  # the tool dumps its whole config at INFO: show it only on failure
+        text=True,
     )
+    if result.returncode != 0:
+        raise RuntimeError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
 
 def _new_cluster_id() -> str:

@@ -65,14 +65,69 @@ class RedisSettings(BaseModel):
 
 
 class TritonSettings(BaseModel):
+    """The local tritonserver `make up` starts, and the endpoints the bridge routes between."""
+
     host: str = "127.0.0.1"
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
+    # Production points the bridge at a fleet: STENO_TRITON__ENDPOINTS='["gpu-1:8001","gpu-2:8001"]'
+    endpoints: list[str] = []
 
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def bridge_endpoints(self) -> list[str]:
+        return self.endpoints or [self.grpc_url]
+
+
+class ModelSettings(BaseModel):
+    """What steno needs to know of a served model to build prompts for it."""
+
+    context_window: int  # tokens the model attends to: prompt + reply
+    max_tokens: int  # the longest reply steno asks for
+    tokenizer: str  # "gguf" (the model's own vocabulary) or "words" (the scripted model's)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    jwt_secret: str = "steno-local-dev-secret-change-me-in-production"
+    jwt_ttl_s: int = 24 * 3600
+    max_message_bytes: int = 32 * 1024
+    subscriber_queue: int = 1024  # events buffered per SSE client before it must catch up from the log
+    heartbeat_s: float = 15.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+class ModerationSettings(BaseModel):
+    """Thresholds are probabilities from the classifier; rules are regexes per category."""
+
+    toxicity_threshold: float = 0.9
+    rules: dict[str, list[str]] = {
+        "weapons": [r"\b(build|make|assemble)\b.{0,40}\b(bomb|explosive|nerve agent|bioweapon)s?\b"],
+        "self-harm": [r"\b(how|best way) to (kill|hurt) myself\b", r"\bwant to (die|end my life)\b"],
+        "malware": [r"\b(write|create|build)\b.{0,30}\b(ransomware|keylogger)\b"],
+    }
+
+
+class ContextSettings(BaseModel):
+    system_prompt: str = "You are steno, a helpful and concise assistant."
+    cache_turns: int = 64  # turns kept per conversation in Redis
+    cache_ttl_s: int = 24 * 3600  # idle conversations leave the cache; Cassandra keeps them
+    watermark_wait_s: float = 2.0  # rule 3: how long to wait for the cache before reading Cassandra
+
+
+class BridgeSettings(BaseModel):
+    first_token_timeout_s: float = 30.0
+    token_timeout_s: float = 30.0
+    max_attempts: int = 3
+    max_concurrent: int = 256
 
 
 class Settings(BaseSettings):
@@ -83,6 +138,14 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     redis: RedisSettings = RedisSettings()
     triton: TritonSettings = TritonSettings()
+    api: ApiSettings = ApiSettings()
+    moderation: ModerationSettings = ModerationSettings()
+    context: ContextSettings = ContextSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    models: dict[str, ModelSettings] = {
+        "smollm2": ModelSettings(context_window=2048, max_tokens=256, tokenizer="gguf"),
+        "scripted": ModelSettings(context_window=512, max_tokens=128, tokenizer="words"),
+    }
 
 
 settings = Settings()

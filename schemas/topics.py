@@ -7,6 +7,7 @@ active instances of a processor.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 PREFIX = "steno"
@@ -33,3 +34,12 @@ CONTROL = Topic(f"{PREFIX}.control", partitions=6, retention_ms=7 * DAY_MS)
 DEAD_LETTERS = Topic(f"{PREFIX}.dead-letters", partitions=1, retention_ms=28 * DAY_MS)
 
 ALL = (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS, CONTROL, DEAD_LETTERS)
+
+
+def partition_for(conversation_id: str, topic: Topic) -> int:
+    """The partition of a conversation's events, the same in every producer and reader.
+
+    steno chooses partitions itself (instead of each client library's default partitioner) so
+    that the API can compute where a response's token events are without asking Kafka.
+    """
+    return zlib.crc32(conversation_id.encode()) % topic.partitions

@@ -52,3 +52,14 @@ def test_committed_json_schemas_are_current() -> None:
         committed = export.OUT_DIR / name
         assert committed.exists(), f"{committed} missing: run `python -m schemas.export`"
         assert committed.read_text() == text, f"{committed} is stale: run `python -m schemas.export`"
+
+
+def test_a_conversation_maps_to_one_partition_on_every_topic_of_equal_width() -> None:
+    from schemas.topics import CONTROL, INFERENCE_REQUESTS, TOKENS, partition_for
+
+    ids = [new_id() for _ in range(200)]
+    partitions = {partition_for(i, TOKENS) for i in ids}
+    assert partitions == set(range(TOKENS.partitions)), "ids should spread over every partition"
+    for conversation_id in ids:
+        assert partition_for(conversation_id, TOKENS) == partition_for(conversation_id, INFERENCE_REQUESTS)
+        assert partition_for(conversation_id, TOKENS) == partition_for(conversation_id, CONTROL)

@@ -1,0 +1,289 @@
+"""Run a real Apache Cassandra 5.0 single node on 127.0.0.1 from the jars on Maven Central.
+
+There is no Cassandra tarball or Docker image here: Maven fetches `cassandra-all` and its runtime
+dependencies once into `.stack/cassandra/lib`, and we start `CassandraDaemon` with the same JVM
+flags Cassandra's own `bin/cassandra` + `conf/jvm17-server.options` would use on Java 17, minus
+what only matters on big production boxes. Config lives in `infra/conf/cassandra/` (versioned);
+everything the node writes lives under `.stack/` (ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from string import Template
+
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import WhiteListRoundRobinPolicy
+
+from infra.process import Service, say
+from infra.settings import REPO_ROOT, settings
+
+POM = REPO_ROOT / "infra" / "maven" / "cassandra" / "pom.xml"
+CONF_TEMPLATES = REPO_ROOT / "infra" / "conf" / "cassandra"
+MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
+
+# Ports the settings module does not (yet) carry; Cassandra's defaults, loopback only.
+STORAGE_PORT = 7000  # inter-node gossip/streaming; a single node still binds it
+JMX_PORT = 7199  # local-only JMX, so `nodetool` works for debugging
+
+# From Cassandra 5.0 conf/jvm17-server.options ("JPMS"): Cassandra reaches into JDK internals
+# (Unsafe, direct buffers, attach API for jamm, RMI for JMX); without these Java 17 refuses.
+JPMS_FLAGS = [
+    "-Djdk.attach.allowAttachSelf=true",
+    *(
+        f"--add-exports={module}=ALL-UNNAMED"
+        for module in (
+            "java.base/jdk.internal.misc",
+            "java.management.rmi/com.sun.jmx.remote.internal.rmi",
+            "java.rmi/sun.rmi.registry",
+            "java.rmi/sun.rmi.server",
+            "java.sql/java.sql",
+            "java.base/java.lang.ref",
+            "jdk.unsupported/sun.misc",
+            "jdk.compiler/com.sun.tools.javac.file",
+            "jdk.attach/sun.tools.attach",
+        )
+    ),
+    *(
+        f"--add-opens={module}=ALL-UNNAMED"
+        for module in (
+            "java.base/java.lang.module",
+            "java.base/jdk.internal.loader",
+            "java.base/jdk.internal.ref",
+            "java.base/jdk.internal.reflect",
+            "java.base/jdk.internal.math",
+            "java.base/jdk.internal.module",
+            "java.base/jdk.internal.util.jar",
+            "jdk.management/com.sun.management.internal",
+            "java.base/sun.nio.ch",
+            "java.base/java.io",
+            "java.base/java.lang.reflect",
+            "jdk.compiler/com.sun.tools.javac",
+            "java.base/java.lang",
+            "java.base/java.util",
+            "java.base/java.nio",
+        )
+    ),
+]
+
+# G1 as upstream's jvm17-server.options sets it, sized for a 1G dev heap. No -Xmn: with G1 a fixed
+# young gen overrides the pause-time goal (upstream's cassandra-env.sh refuses -Xmn with G1), so
+# the young gen is instead kept small through G1's own percent bounds.
+GC_FLAGS = [
+    "-XX:+UseG1GC",
+    "-XX:+ParallelRefProcEnabled",
+    "-XX:MaxTenuringThreshold=1",
+    "-XX:G1RSetUpdatingPauseTimePercent=5",
+    "-XX:MaxGCPauseMillis=300",
+    "-XX:InitiatingHeapOccupancyPercent=70",
+    "-XX:+UnlockExperimentalVMOptions",
+    "-XX:G1NewSizePercent=5",
+    "-XX:G1MaxNewSizePercent=25",
+]
+
+# From jvm-server.options / jvm17-server.options / cassandra-env.sh, the ones that matter here.
+# Left out on purpose: -XX:+AlwaysPreTouch (faults in the whole heap at boot: slower start and
+# full-heap RSS on a shared dev box), -XX:+UseNUMA, heap dumps of a throwaway dev node.
+GENERAL_FLAGS = [
+    "-ea",  # upstream runs with assertions on: they guard real invariants
+    "-da:net.openhft...",  # ...except Chronicle's, which leak memory by design
+    "-XX:+UseThreadPriorities",
+    "-Xss256k",
+    "-XX:+UseTLAB",
+    "-XX:+ResizeTLAB",
+    "-XX:+PerfDisableSharedMem",  # no hsperfdata mmap writes stalling GC
+    "-XX:+ExitOnOutOfMemoryError",  # a node that OOMed may corrupt data: die, don't limp
+    "-Djava.net.preferIPv4Stack=true",
+    "-Djdk.nio.maxCachedBufferSize=1048576",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+]
+
+# Single-node shortcuts: nothing to gossip with, nobody to wait for.
+FAST_START_FLAGS = [
+    "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+    "-Dcassandra.ring_delay_ms=1000",
+    "-Dcassandra.superuser_setup_delay_ms=0",
+]
+
+
+def home() -> Path:
+    """Cassandra's install folder under the stack root: jars, rendered config, triggers."""
+    return settings.stack.root / "cassandra"
+
+
+def lib_dir() -> Path:
+    return home() / "lib"
+
+
+def conf_dir() -> Path:
+    return home() / "conf"
+
+
+def data_dir() -> Path:
+    return settings.stack.data_dir / "cassandra"
+
+
+def prepare() -> None:
+    """Everything `service()` needs on disk: jars (first run only), data folders, config."""
+    fetch_jars()
+    for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
+        (data_dir() / sub).mkdir(parents=True, exist_ok=True)
+    (home() / "triggers").mkdir(parents=True, exist_ok=True)
+    settings.stack.log_dir.mkdir(parents=True, exist_ok=True)
+    write_config()
+
+
+def fetch_jars() -> None:
+    """Copy cassandra-all and its dependencies from Maven Central, unless already there.
+
+    The jars land in a temporary folder that is renamed into place only when Maven succeeded,
+    so an interrupted download never looks like a complete install.
+    """
+    if _jar_present():
+        return
+    if shutil.which("mvn") is None:
+        raise RuntimeError("Maven (`mvn`) is needed to fetch Cassandra; install it (apt install maven)")
+    say("cassandra: fetching Cassandra jars from Maven Central (first run only)...")
+    started = time.monotonic()
+    staging = home() / "lib.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    subprocess.run(
+        [
+            "mvn", "-q", "-B", "-f", str(POM),
+            "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
+        ],
+        check=True,
+    )
+    shutil.rmtree(lib_dir(), ignore_errors=True)
+    staging.rename(lib_dir())
+    jars = len(list(lib_dir().glob("*.jar")))
+    say(f"cassandra: {jars} jars in {lib_dir()} ({time.monotonic() - started:.0f}s)")
+
+
+def _jar_present() -> bool:
+    return any(lib_dir().glob("cassandra-all-*.jar"))
+
+
+def version() -> str:
+    """The cassandra-all version in lib/ (from the jar's file name)."""
+    jar = next(lib_dir().glob("cassandra-all-*.jar"))
+    return jar.stem.removeprefix("cassandra-all-")
+
+
+def write_config() -> None:
+    """Render the versioned cassandra.yaml template into .stack/cassandra/conf with paths and ports."""
+    conf_dir().mkdir(parents=True, exist_ok=True)
+    values = {
+        "host": settings.cassandra.host,
+        "native_port": str(settings.cassandra.port),
+        "storage_port": str(STORAGE_PORT),
+        "data_dir": str(data_dir()),
+    }
+    template = Template((CONF_TEMPLATES / "cassandra.yaml").read_text())
+    (conf_dir() / "cassandra.yaml").write_text(template.substitute(values))
+
+
+def service() -> Service:
+    """The Cassandra node as a steno Service: healthy once CQL answers a query."""
+    return Service(
+        name="cassandra",
+        argv=java_argv(),
+        healthy=healthy,
+        listens=f"{settings.cassandra.host}:{settings.cassandra.port} (CQL)",
+        env={"MALLOC_ARENA_MAX": "4"},  # as cassandra-env.sh: fewer glibc arenas, less RSS
+        cwd=home(),
+        start_timeout_s=180.0,
+        stop_timeout_s=60.0,  # SIGTERM drains (flushes memtables) before exiting
+    )
+
+
+def java_argv() -> list[str]:
+    """The `java` command line that `bin/cassandra -f` would build, spelled out."""
+    return [
+        _java(),
+        f"-Xms{settings.cassandra.heap}",
+        f"-Xmx{settings.cassandra.heap}",
+        *GC_FLAGS,
+        *GENERAL_FLAGS,
+        *JPMS_FLAGS,
+        *_jamm_agent(),
+        *FAST_START_FLAGS,
+        f"-Dcassandra.jmx.local.port={JMX_PORT}",
+        "-Dcom.sun.management.jmxremote.authenticate=false",
+        "-Dcassandra-foreground=yes",  # keep stdout/stderr open: they are our log
+        f"-Dcassandra.config={(conf_dir() / 'cassandra.yaml').as_uri()}",
+        f"-Dlogback.configurationFile={CONF_TEMPLATES / 'logback.xml'}",
+        f"-Dcassandra.logdir={settings.stack.log_dir}",
+        f"-Dcassandra.storagedir={data_dir()}",
+        f"-Dcassandra.triggers_dir={home() / 'triggers'}",
+        "-cp",
+        f"{lib_dir()}/*",
+        MAIN_CLASS,
+    ]
+
+
+def _java() -> str:
+    """JAVA_HOME's java when set (it must be 11 or 17 for Cassandra 5.0), else the one on PATH."""
+    java_home = os.environ.get("JAVA_HOME")
+    return str(Path(java_home) / "bin" / "java") if java_home else "java"
+
+
+def _jamm_agent() -> list[str]:
+    """jamm measures object sizes for memtable accounting; upstream loads it as a Java agent."""
+    jars = sorted(lib_dir().glob("jamm-*.jar"))
+    return [f"-javaagent:{jars[-1]}"] if jars else []
+
+
+def connect(keyspace: str | None = None, timeout_s: float = 10.0) -> tuple[Cluster, Session]:
+    """A driver session on the local node; callers `cluster.shutdown()` when done.
+
+    Pinned to the one local node (white-list policy), which also keeps the driver from warning
+    about a missing load-balancing policy.
+    """
+    profile = ExecutionProfile(
+        load_balancing_policy=WhiteListRoundRobinPolicy([settings.cassandra.host]),
+        request_timeout=timeout_s,
+    )
+    cluster = Cluster(
+        [settings.cassandra.host],
+        port=settings.cassandra.port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        connect_timeout=timeout_s,
+        control_connection_timeout=timeout_s,
+    )
+    try:
+        return cluster, cluster.connect(keyspace)
+    except Exception:
+        cluster.shutdown()
+        raise
+
+
+def healthy() -> bool:
+    """True once the node serves CQL: the port accepts and `system.local` answers.
+
+    A bare TCP check first keeps the (noisy, slower) driver out of the way while the JVM boots.
+    """
+    try:
+        with socket.create_connection((settings.cassandra.host, settings.cassandra.port), timeout=1):
+            pass
+    except OSError:
+        return False
+    driver_log = logging.getLogger("cassandra")
+    level = driver_log.level
+    driver_log.setLevel(logging.CRITICAL)  # connection errors while booting are expected
+    try:
+        cluster, session = connect(timeout_s=5.0)
+        try:
+            return session.execute("SELECT release_version FROM system.local").one() is not None
+        finally:
+            cluster.shutdown()
+    finally:
+        driver_log.setLevel(level)

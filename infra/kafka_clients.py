@@ -1,0 +1,89 @@
+"""Kafka clients configured the way steno's rules require, shared by every component.
+
+Rule 1: every producer is idempotent with acks=all. Rule 2: consumers commit by hand, after
+the effect. Partitions are chosen by `schemas.topics.partition_for`, never by the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+
+from infra.settings import settings
+from schemas.events import DeadLetter, Event
+from schemas.serde import encode
+from schemas.topics import Topic, partition_for
+
+
+def consumer(group_id: str, **overrides: Any) -> Consumer:
+    """A consumer that never commits on its own: callers commit after their effect (rule 2)."""
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            **overrides,
+        }
+    )
+
+
+class EventProducer:
+    """An idempotent producer whose sends resolve asyncio futures when Kafka acknowledges them.
+
+    A background thread serves delivery callbacks, so callers on the event loop never block on
+    librdkafka. `linger.ms` is small: token events are batched by librdkafka while it waits for
+    the previous batch's ack, without holding any single token back noticeably.
+    """
+
+    def __init__(self, **overrides: Any) -> None:
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 1,
+                "compression.type": "lz4",
+                **overrides,
+            }
+        )
+        self._running = True
+        self._poller = threading.Thread(target=self._poll_forever, name="kafka-delivery", daemon=True)
+        self._poller.start()
+
+    def send(self, topic: Topic, event: Event | DeadLetter, key: str | None = None) -> asyncio.Future[Message]:
+        """Queue the event on its conversation's partition; the future resolves on the broker's ack."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+        key = key if key is not None else event.conversation_id  # type: ignore[union-attr]
+        self._producer.produce(
+            topic.name,
+            value=encode(event),
+            key=key.encode(),
+            partition=partition_for(key, topic),
+            on_delivery=lambda err, msg: loop.call_soon_threadsafe(_settle, future, err, msg),
+        )
+        return future
+
+    def _poll_forever(self) -> None:
+        while self._running:
+            self._producer.poll(0.05)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Deliver what is queued, then stop the delivery thread."""
+        self._producer.flush(timeout_s)
+        self._running = False
+        self._poller.join()
+
+
+def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
+    if future.done():
+        return
+    if err is not None:
+        future.set_exception(KafkaException(err))
+    else:
+        future.set_result(msg)

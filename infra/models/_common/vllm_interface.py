@@ -1,0 +1,204 @@
+"""The tensor interface of Triton's vLLM backend, shared by steno's local Python-backend models.
+
+steno's inference bridge talks to the local Triton exactly as it would to a production fleet
+running the vLLM backend, so that pointing it at one needs no code change. This module holds
+that contract once, so the local models (`scripted`, `smollm2`) cannot drift from it or from
+each other.
+
+Inputs (as in the vLLM backend):
+    text_input           BYTES [1]  the prompt
+    stream               BOOL  [1]  optional; false (vLLM's default) means one response
+    sampling_parameters  BYTES [1]  optional JSON object, e.g. {"max_tokens": 64}; numbers may be
+                                    sent as strings, as vLLM accepts them
+Output:
+    text_output          BYTES [1]  new text (a delta) when streaming, the whole text otherwise
+
+Response protocol (the model is decoupled; every request gets exactly one final response):
+    stream=true   one response per token, then a response whose text_output is "" and which
+                  carries TRITONSERVER_RESPONSE_COMPLETE_FINAL (clients see the response
+                  parameter `triton_final_response` = true). The final response is a real one,
+                  not a null one, so clients need not ask for empty final responses.
+                  (Triton's vLLM backend flags its last token instead: a client should treat
+                  text in a final response as text, which covers both.)
+    stream=false  one response with the whole text, flagged final.
+    error         one error response, flagged final (after any tokens already streamed).
+    cancelled     generation stops before its next token; the final flag still goes out so that
+                  Triton releases the request.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One request's inputs, decoded from Triton tensors into plain Python."""
+
+    prompt: str
+    stream: bool = False
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    def get_int(self, key: str, default: int | None) -> int | None:
+        """An integer sampling parameter; vLLM clients may send numbers as strings."""
+        return self._number(key, int, default)
+
+    def get_float(self, key: str, default: float | None) -> float | None:
+        """A float sampling parameter; vLLM clients may send numbers as strings."""
+        return self._number(key, float, default)
+
+    def _number(self, key: str, kind: type[N], default: N | None) -> N | None:
+        value = self.sampling.get(key)
+        if value is None:
+            return default
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"sampling parameter {key!r} must be a number, got {value!r}") from None
+
+
+def parse_request(request: pb_utils.InferenceRequest) -> GenerationRequest:
+    """Decode the vLLM-backend input tensors; raises ValueError on a malformed request."""
+    prompt = _scalar(request, "text_input")
+    if not isinstance(prompt, str):
+        raise ValueError("text_input is required")
+    return GenerationRequest(
+        prompt=prompt,
+        stream=bool(_scalar(request, "stream") or False),
+        sampling=_sampling_parameters(_scalar(request, "sampling_parameters")),
+    )
+
+
+def _scalar(request: pb_utils.InferenceRequest, name: str) -> Any:
+    """The single element of an optional [1]-shaped input; bytes decoded as UTF-8."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    if tensor is None:
+        return None
+    value = tensor.as_numpy().reshape(-1)[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+def _sampling_parameters(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"sampling_parameters is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("sampling_parameters must be a JSON object")
+    return value
+
+
+def _text_response(text: str) -> pb_utils.InferenceResponse:
+    output = pb_utils.Tensor("text_output", np.array([text.encode("utf-8")], dtype=np.object_))
+    return pb_utils.InferenceResponse(output_tensors=[output])
+
+
+class ResponseStream:
+    """Sends one request's output by the protocol in the module docstring.
+
+    It remembers whether the final response went out, so that a model cannot send two
+    (Triton rejects the second) or none (Triton would hold the request forever).
+    """
+
+    def __init__(self, sender: pb_utils.InferenceResponseSender, stream: bool) -> None:
+        self._sender = sender
+        self._stream = stream
+        self._parts: list[str] = []
+        self._closed = False
+
+    def cancelled(self) -> bool:
+        """Whether the client cancelled the request; models check it before each token."""
+        return self._sender.is_cancelled()
+
+    def send(self, text: str) -> None:
+        """Emit one token (streaming) or keep it for the single response (not streaming)."""
+        if self._stream:
+            self._sender.send(_text_response(text))
+        else:
+            self._parts.append(text)
+
+    def finish(self) -> None:
+        """Close the request normally (also after a cancellation)."""
+        self._close(_text_response("" if self._stream else "".join(self._parts)))
+
+    def fail(self, message: str) -> None:
+        """Close the request with an error; a no-op if it is already closed."""
+        self._close(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)))
+
+    def _close(self, response: pb_utils.InferenceResponse) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sender.send(response, flags=FINAL)
+
+
+class StreamingModel(ABC):
+    """Base of a decoupled model that serves each request on a worker thread.
+
+    Why threads: the Python backend calls `execute` with one batch at a time, so a model that
+    generated inside `execute` would serve streams one after another. `execute` here only hands
+    requests to a pool and returns, so up to `workers` streams (model config parameter) are in
+    flight at once; further requests wait in arrival order.
+    """
+
+    def initialize(self, args: dict[str, str]) -> None:
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException(
+                f"{args['model_name']} streams, so its config needs "
+                "model_transaction_policy { decoupled: true }"
+            )
+        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.logger = pb_utils.Logger
+        self.workers = int(parameters.get("workers", "64"))
+        self.setup(parameters)
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=args["model_name"])
+
+    def setup(self, parameters: dict[str, str]) -> None:
+        """Load what generation needs; runs once before the model reports ready."""
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest, out: ResponseStream) -> None:
+        """Produce the response text through `out`, stopping early once `out.cancelled()`."""
+
+    def execute(self, requests: list[pb_utils.InferenceRequest]) -> None:
+        for request in requests:
+            self._pool.submit(self._serve, request)
+        return None  # decoupled: responses go through each request's sender
+
+    def _serve(self, request: pb_utils.InferenceRequest) -> None:
+        sender = request.get_response_sender()
+        out = ResponseStream(sender, stream=False)
+        try:
+            if self._stopping.is_set():
+                raise RuntimeError("the model is unloading")
+            parsed = parse_request(request)
+            out = ResponseStream(sender, stream=parsed.stream)
+            if not out.cancelled():
+                self.generate(parsed, out)
+            out.finish()
+        except Exception as exc:  # the client gets the reason; the worker lives on
+            self.logger.log_warn(f"request failed: {type(exc).__name__}: {exc}")
+            try:
+                out.fail(f"{type(exc).__name__}: {exc}")
+            except Exception as send_exc:  # e.g. the stream is already gone
+                self.logger.log_warn(f"could not report the failure: {send_exc}")
+
+    def finalize(self) -> None:
+        """Fail requests still queued, let running generations end, then stop the threads."""
+        self._stopping.set()
+        self._pool.shutdown(wait=True)

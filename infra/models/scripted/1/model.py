@@ -1,0 +1,64 @@
+"""`scripted`: a deterministic stand-in for an LLM, for tests and benchmarks.
+
+It speaks the vLLM-backend interface (see `vllm_interface`) and streams exactly the text it is
+told to, at the pace it is told to, so tests can assert on exact tokens and benchmarks can model
+a GPU fleet's latency without one. Sampling parameters (all optional):
+
+    script    the text to stream; without it, a deterministic echo of text_input
+    ttft_ms   delay before the first token (time to first token)
+    itl_ms    delay before each later token (inter-token latency)
+    max_tokens  stop after this many tokens
+    fail_after  fail the request (error response) once this many tokens were sent
+
+Tokens are whitespace-attached words: "Hello there, friend." streams as "Hello ", "there, ",
+"friend."; joined, the tokens are exactly the script.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from vllm_interface import GenerationRequest, ResponseStream, StreamingModel
+
+TOKEN = re.compile(r"\S+\s*|\s+")  # a word with its trailing space; leading space stands alone
+CANCEL_POLL_S = 0.05  # a long delay is slept in slices so a cancellation ends it promptly
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into tokens that join back to exactly the text."""
+    return TOKEN.findall(text)
+
+
+def echo(prompt: str) -> str:
+    """The default script: deterministic, and visibly derived from the prompt."""
+    return f"You said: {prompt}"
+
+
+class TritonPythonModel(StreamingModel):
+    """Streams a script token by token, honouring delays, limits and cancellation."""
+
+    def generate(self, request: GenerationRequest, out: ResponseStream) -> None:
+        script = request.sampling.get("script")
+        tokens = tokenize(echo(request.prompt) if script is None else str(script))
+        tokens = tokens[: request.get_int("max_tokens", None)]
+        ttft_s = (request.get_float("ttft_ms", 0.0) or 0.0) / 1000
+        itl_s = (request.get_float("itl_ms", 0.0) or 0.0) / 1000
+        fail_after = request.get_int("fail_after", None)
+        for index, token in enumerate(tokens):
+            if not _wait(ttft_s if index == 0 else itl_s, out):
+                return
+            if index == fail_after:
+                raise RuntimeError(f"scripted failure after {index} tokens")
+            out.send(token)
+
+
+def _wait(seconds: float, out: ResponseStream) -> bool:
+    """Sleep for `seconds`, returning False as soon as the client cancels."""
+    deadline = time.monotonic() + seconds
+    while not out.cancelled():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        time.sleep(min(remaining, CANCEL_POLL_S))
+    return False

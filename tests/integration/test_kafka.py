@@ -1,0 +1,123 @@
+"""The local Kafka broker does what steno relies on: explicit topics, idempotent producers,
+and consumer groups that resume from their committed offsets.
+
+Needs the broker that `make up` starts.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra import kafka
+from infra.settings import settings
+
+pytestmark = pytest.mark.integration
+
+BOOTSTRAP = settings.kafka.bootstrap
+PARTITIONS = 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def broker() -> None:
+    if not kafka.healthy():
+        pytest.fail(f"no Kafka broker at {BOOTSTRAP}: start the stack with `make up`")
+
+
+@pytest.fixture
+def topic() -> Iterator[str]:
+    name = f"test.kafka.{uuid.uuid4().hex[:12]}"
+    kafka.ensure_topics({name: PARTITIONS})
+    yield name
+    AdminClient({"bootstrap.servers": BOOTSTRAP}).delete_topics([name])
+
+
+def test_ensure_topics_creates_with_explicit_partitions_and_is_idempotent(topic: str) -> None:
+    kafka.ensure_topics({topic: PARTITIONS})  # second call: no error, no change
+
+    metadata = AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(topic, timeout=10)
+    assert len(metadata.topics[topic].partitions) == PARTITIONS
+
+
+def test_ensure_topics_refuses_a_changed_partition_count(topic: str) -> None:
+    with pytest.raises(RuntimeError, match="partitions"):
+        kafka.ensure_topics({topic: PARTITIONS + 1})
+
+
+def test_auto_topic_creation_is_off() -> None:
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "message.timeout.ms": 3000})
+    errors: list[KafkaError] = []
+    producer.produce(f"test.kafka.absent.{uuid.uuid4().hex[:12]}", b"x",
+                     on_delivery=lambda err, _msg: errors.append(err))
+    producer.flush(10)
+    assert errors and errors[0] is not None
+
+
+def test_group_resumes_from_committed_offset(topic: str) -> None:
+    group = f"test-group-{uuid.uuid4().hex[:12]}"
+    first = [f"first-{i}".encode() for i in range(9)]
+    second = [f"second-{i}".encode() for i in range(9)]
+
+    produce(topic, first)
+    consumer = group_consumer(group, topic)
+    assert sorted(consume(consumer, len(first))) == sorted(first)
+    consumer.commit(asynchronous=False)
+    committed = consumer.committed(
+        [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
+    )
+    assert sum(max(tp.offset, 0) for tp in committed) == len(first)  # -1001: none yet
+    consumer.close()
+
+    produce(topic, second)
+    resumed = group_consumer(group, topic)
+    try:
+        # Within a partition every `first` message precedes every `second` one, so once all of
+        # `second` has arrived, any re-delivery of `first` would have arrived too.
+        assert sorted(consume(resumed, len(second))) == sorted(second)
+    finally:
+        resumed.close()
+
+
+def produce(topic: str, values: list[bytes]) -> None:
+    """Produce the way steno's services do: idempotent, acknowledged by all in-sync replicas."""
+    producer = Producer(
+        {"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all"}
+    )
+    errors: list[KafkaError] = []
+    for i, value in enumerate(values):
+        producer.produce(topic, value, key=f"conversation-{i}".encode(),
+                         on_delivery=lambda err, _msg: err and errors.append(err))
+    assert producer.flush(30) == 0, "messages still undelivered after 30s"
+    assert errors == []
+
+
+def group_consumer(group: str, topic: str) -> Consumer:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    return consumer
+
+
+def consume(consumer: Consumer, count: int, timeout_s: float = 60.0) -> list[bytes]:
+    """Exactly `count` values, or fail after the timeout."""
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(values) < count:
+        assert time.monotonic() < deadline, f"got {len(values)} of {count} messages"
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        assert message.error() is None, message.error()
+        values.append(message.value())
+    return values
