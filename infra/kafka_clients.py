@@ -87,3 +87,16 @@ def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Messag
         future.set_exception(KafkaException(err))
     else:
         future.set_result(msg)
+
+
+def dead_letter(msg: Message, processor: str, reason: str) -> DeadLetter:
+    """Rule 7: wrap an input a processor could not handle, so the partition can move on."""
+    raw = msg.value() or b""
+    return DeadLetter(
+        source_topic=msg.topic(),
+        source_partition=msg.partition(),
+        source_offset=msg.offset(),
+        processor=processor,
+        reason=reason,
+        payload=raw.decode("utf-8", errors="replace"),
+    )
