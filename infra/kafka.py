@@ -42,6 +42,9 @@ logger.request.name = kafka.request.logger
 logger.request.level = WARN
 logger.clients.name = org.apache.kafka.clients
 logger.clients.level = WARN
+# Each start would dump every config key several times; server.properties is on disk instead.
+logger.config.name = org.apache.kafka.common.config.AbstractConfig
+logger.config.level = WARN
 """
 
 
@@ -72,8 +75,8 @@ def fetch_jars() -> None:
     stamped with the pom's hash: an interrupted download is redone, and a version bump in
     the pom re-fetches instead of mixing two versions' jars on one classpath.
     """
-    stamp = _pom_hash()
-    if (libs_dir() / ".pom-sha256").is_file() and (libs_dir() / ".pom-sha256").read_text() == stamp:
+    stamp, stamp_file = _pom_hash(), libs_dir() / ".pom-sha256"
+    if stamp_file.is_file() and stamp_file.read_text() == stamp:
         return
     say("kafka: fetching Kafka jars from Maven Central (first run only)...")
     started = time.monotonic()

@@ -7,6 +7,7 @@ defaults; a breaking change bumps `schema_version`.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -17,6 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 def new_id() -> str:
     """A unique, time-ordered id (UUIDv7): sorts by creation time, carries its timestamp."""
     return str(uuid_utils.uuid7())
+
+
+def id_created_ms(event_id: str) -> int | None:
+    """When a steno id was minted (UUIDv7 ids carry it in their top 48 bits); None if not one."""
+    try:
+        parsed = uuid.UUID(event_id)
+    except ValueError:
+        return None
+    return parsed.int >> 80 if parsed.version == 7 else None
 
 
 def utc_now() -> datetime:

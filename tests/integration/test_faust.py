@@ -7,12 +7,15 @@ Needs the broker that `make up` starts. The worker runs in-process, in the test'
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import faust
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from infra import kafka
 from infra.settings import settings
@@ -20,13 +23,20 @@ from infra.settings import settings
 pytestmark = pytest.mark.integration
 
 
-async def test_agent_round_trip(tmp_path: Path) -> None:
+@pytest.fixture
+def run_id() -> Iterator[str]:
+    """A fresh id for this test's app and topics, which are deleted afterwards."""
     if not kafka.healthy():
         pytest.fail(f"no Kafka broker at {settings.kafka.bootstrap}: start the stack with `make up`")
     run = uuid.uuid4().hex[:12]
-    source, sink = f"test.faust.{run}.in", f"test.faust.{run}.out"
+    yield run
+    delete_topics(f"test.faust.{run}.in", f"test.faust.{run}.out", f"test-faust-{run}-__assignor-__leader")
+
+
+async def test_agent_round_trip(run_id: str, tmp_path: Path) -> None:
+    source, sink = f"test.faust.{run_id}.in", f"test.faust.{run_id}.out"
     kafka.ensure_topics({source: 2, sink: 2})
-    app = upper_casing_app(f"test-faust-{run}", source, sink, tmp_path)
+    app = upper_casing_app(f"test-faust-{run_id}", source, sink, tmp_path)
     results = sink_consumer(sink)
     sent = [f"hello {i}" for i in range(5)]
 
@@ -36,10 +46,11 @@ async def test_agent_round_trip(tmp_path: Path) -> None:
             await app.topic(source).send(key=f"conversation-{i}".encode(), value=text.encode())
         received = await asyncio.to_thread(read, results, len(sent))
     finally:
-        await app.stop()
+        await app.stop()  # drains the stream, then commits the source offsets
         results.close()
 
     assert sorted(received) == sorted(text.upper() for text in sent)
+    assert committed_count(app.conf.id, source, partitions=2) == len(sent)
 
 
 def upper_casing_app(app_id: str, source: str, sink: str, data_dir: Path) -> faust.App:
@@ -64,6 +75,27 @@ def upper_casing_app(app_id: str, source: str, sink: str, data_dir: Path) -> fau
     return app
 
 
+def committed_count(group: str, topic: str, partitions: int) -> int:
+    """How many of the topic's records the group has committed, over all partitions."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})
+    try:
+        offsets = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    finally:
+        consumer.close()
+    return sum(max(tp.offset, 0) for tp in offsets)  # -1001: nothing committed
+
+
+def delete_topics(*names: str) -> None:
+    """Clean up; a topic that was never created (the app failed early) is not a second error."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})  # must outlive its futures
+    for done in admin.delete_topics(list(names)).values():
+        try:
+            done.result(timeout=30)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
+
+
 def sink_consumer(topic: str) -> Consumer:
     consumer = Consumer(
         {
@@ -78,8 +110,6 @@ def sink_consumer(topic: str) -> Consumer:
 
 def read(consumer: Consumer, count: int, timeout_s: float = 90.0) -> list[str]:
     """Poll until `count` values arrive; blocking, so the test runs it off the event loop."""
-    import time
-
     values: list[str] = []
     deadline = time.monotonic() + timeout_s
     while len(values) < count:

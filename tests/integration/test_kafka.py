@@ -34,7 +34,9 @@ def topic() -> Iterator[str]:
     name = f"test.kafka.{uuid.uuid4().hex[:12]}"
     kafka.ensure_topics({name: PARTITIONS})
     yield name
-    AdminClient({"bootstrap.servers": BOOTSTRAP}).delete_topics([name])
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})  # must outlive its futures
+    for done in admin.delete_topics([name]).values():
+        done.result(timeout=30)
 
 
 def test_ensure_topics_creates_with_explicit_partitions_and_is_idempotent(topic: str) -> None:
@@ -50,12 +52,16 @@ def test_ensure_topics_refuses_a_changed_partition_count(topic: str) -> None:
 
 
 def test_auto_topic_creation_is_off() -> None:
-    producer = Producer({"bootstrap.servers": BOOTSTRAP, "message.timeout.ms": 3000})
+    """A misspelt topic name must fail the producer, not quietly create a new topic."""
+    name = f"test.kafka.absent.{uuid.uuid4().hex[:12]}"
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "message.timeout.ms": 1500})
     errors: list[KafkaError] = []
-    producer.produce(f"test.kafka.absent.{uuid.uuid4().hex[:12]}", b"x",
-                     on_delivery=lambda err, _msg: errors.append(err))
+    producer.produce(name, b"x", on_delivery=lambda err, _msg: errors.append(err))
     producer.flush(10)
-    assert errors and errors[0] is not None
+
+    assert len(errors) == 1 and errors[0] is not None
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    assert name not in admin.list_topics(timeout=10).topics
 
 
 def test_group_resumes_from_committed_offset(topic: str) -> None:

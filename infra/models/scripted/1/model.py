@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 
-from vllm_interface import GenerationRequest, ResponseStream, StreamingModel
+from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel
 
 TOKEN = re.compile(r"\S+\s*|\s+")  # a word with its trailing space; leading space stands alone
 CANCEL_POLL_S = 0.05  # a long delay is slept in slices so a cancellation ends it promptly

