@@ -152,15 +152,21 @@ def fetch_jars() -> None:
     if _jar_present():
         return
     if shutil.which("mvn") is None:
-        raise RuntimeError("Maven (`mvn`) is needed to fetch Cassandra; install it (apt install maven)")
+        raise RuntimeError("Maven (`mvn`) is needed to fetch Cassandra: apt install maven")
     say("cassandra: fetching Cassandra jars from Maven Central (first run only)...")
     started = time.monotonic()
     staging = home() / "lib.partial"
     shutil.rmtree(staging, ignore_errors=True)
     subprocess.run(
         [
-            "mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(POM),
-            "dependency:copy-dependencies", f"-DoutputDirectory={staging}",
+            "mvn",
+            "-q",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
         ],
         check=True,
     )
@@ -181,7 +187,7 @@ def version() -> str:
 
 
 def write_config() -> None:
-    """Render the versioned cassandra.yaml template into .stack/cassandra/conf with paths and ports."""
+    """Render the versioned cassandra.yaml template into .stack/cassandra/conf (paths, ports)."""
     conf_dir().mkdir(parents=True, exist_ok=True)
     values = {
         "host": settings.cassandra.host,
@@ -289,8 +295,9 @@ def healthy() -> bool:
 
     A bare TCP check first keeps the (noisy, slower) driver out of the way while the JVM boots.
     """
+    address = (settings.cassandra.host, settings.cassandra.port)
     try:
-        with socket.create_connection((settings.cassandra.host, settings.cassandra.port), timeout=1):
+        with socket.create_connection(address, timeout=1):
             pass
     except OSError:
         return False
@@ -317,8 +324,10 @@ def nodetool_argv(*args: str) -> list[str]:
         "-cp",
         f"{lib_dir()}/*",
         "org.apache.cassandra.tools.NodeTool",
-        "-h", settings.cassandra.host,
-        "-p", str(JMX_PORT),
+        "-h",
+        settings.cassandra.host,
+        "-p",
+        str(JMX_PORT),
         *args,
     ]
 

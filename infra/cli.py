@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from infra import stack
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steno", description=__doc__)
@@ -13,12 +11,27 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="install, start and health-check the whole stack")
     commands.add_parser("down", help="stop everything steno started")
     commands.add_parser("status", help="say what runs, where, and where its log is")
+    token = commands.add_parser("token", help="print a bearer token for a user (local secret)")
+    token.add_argument("user")
+    replay = commands.add_parser("replay", help="rebuild the history views from the conversation log")
+    replay.add_argument("--reset", action="store_true", help="empty the views first")
     args = parser.parse_args(argv)
 
-    if args.command == "up":
-        stack.up()
-    elif args.command == "down":
-        stack.down()
-    elif args.command == "status":
+    # Imports are per command: `steno token` must not need the servers' client libraries warm.
+    if args.command == "token":
+        from ingest_api.auth import issue_token
+
+        print(issue_token(args.user))
+        return 0
+    if args.command == "replay":
+        from projections import replay as replay_module
+
+        replay_module.run(reset=args.reset)
+        return 0
+
+    from infra import stack
+
+    if args.command == "status":
         return 0 if stack.status() else 1
+    {"up": stack.up, "down": stack.down}[args.command]()
     return 0

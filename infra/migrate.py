@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cassandra.cluster import Session
@@ -146,12 +146,13 @@ def apply(migration: Migration, session: Session, keyspace: str) -> None:
         raise MigrationError(f"after {migration.name}, keyspace {keyspace} still does not exist")
     session.execute(HISTORY_TABLE.format(keyspace=keyspace))
     session.execute(
-        f"INSERT INTO {keyspace}.schema_migrations (version, name, checksum, applied_at) VALUES (%s, %s, %s, %s)",
-        (migration.version, migration.name, migration.checksum, datetime.now(timezone.utc)),
+        f"INSERT INTO {keyspace}.schema_migrations (version, name, checksum, applied_at)"
+        " VALUES (%s, %s, %s, %s)",
+        (migration.version, migration.name, migration.checksum, datetime.now(UTC)),
     )
 
 
-def migrate(keyspace: str | None = None) -> int:
+def apply_all(keyspace: str | None = None) -> int:
     """Apply every pending migration in order; returns how many ran. Safe to run any time."""
     keyspace = keyspace or settings.cassandra.keyspace
     migrations = discover()
@@ -181,7 +182,7 @@ def _check_unchanged(migrations: list[Migration], done: dict[int, str]) -> None:
 
 
 def main() -> None:
-    migrate()
+    apply_all()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from cassandra.cluster import Session
@@ -52,7 +52,7 @@ def test_migrations_created_the_keyspace(session: Session) -> None:
 
 def test_prepared_insert_and_select_round_trip(session: Session, scratch_table: str) -> None:
     conversation_id = uuid.uuid4()
-    at = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=timezone.utc)
+    at = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     written = [(seq, f"token {seq} — ünïcode ✓", {"a", f"t{seq}"}) for seq in range(3)]
     insert = session.prepare(
         f"INSERT INTO {scratch_table} (conversation_id, seq, text, at, tags) VALUES (?, ?, ?, ?, ?)"
@@ -66,4 +66,4 @@ def test_prepared_insert_and_select_round_trip(session: Session, scratch_table: 
     rows = list(session.execute(select, (conversation_id,)))
 
     assert [(r.seq, r.text, r.tags) for r in rows] == written  # clustering order: seq ascending
-    assert all(r.at.replace(tzinfo=timezone.utc) == at for r in rows)
+    assert all(r.at.replace(tzinfo=UTC) == at for r in rows)

@@ -118,6 +118,7 @@ class ResponseStream:
         self._stream = stream
         self._parts: list[str] = []
         self._closed = False
+        self.tokens = 0
 
     def cancelled(self) -> bool:
         """Whether the client cancelled the request; models check it before each token."""
@@ -125,6 +126,7 @@ class ResponseStream:
 
     def send(self, text: str) -> None:
         """Emit one token (streaming) or keep it for the single response (not streaming)."""
+        self.tokens += 1
         if self._stream:
             self._sender.send(_text_response(text))
         else:
@@ -143,6 +145,47 @@ class ResponseStream:
             return
         self._closed = True
         self._sender.send(response, flags=FINAL)
+
+
+class Metrics:
+    """Per-model counters on Triton's metrics endpoint (port 8002, /metrics).
+
+    steno_requests_total{model, outcome}: outcome is completed, cancelled or failed.
+    steno_tokens_total{model}: tokens generated, counted when a request ends (one IPC call per
+    request, not per token). Besides operations, this is how tests see that a client's
+    cancellation reached the model and stopped its generation.
+    """
+
+    OUTCOMES = ("completed", "cancelled", "failed")
+
+    def __init__(self, model: str) -> None:
+        requests = pb_utils.MetricFamily(
+            name="steno_requests_total",
+            description="Generation requests served, by outcome",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        tokens = pb_utils.MetricFamily(
+            name="steno_tokens_total",
+            description="Tokens generated",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self._requests = {
+            outcome: requests.Metric(labels={"model": model, "outcome": outcome})
+            for outcome in self.OUTCOMES
+        }
+        self._tokens = tokens.Metric(labels={"model": model})
+        self._families = [requests, tokens]  # a Metric must not outlive its family
+
+    def record(self, outcome: str, tokens: int) -> None:
+        self._requests[outcome].increment(1)
+        if tokens:
+            self._tokens.increment(tokens)
+
+    def close(self) -> None:
+        """Drop the metrics before their families, the order the Python backend requires."""
+        self._requests.clear()
+        del self._tokens
+        self._families.clear()
 
 
 class StreamingModel(ABC):
@@ -165,6 +208,7 @@ class StreamingModel(ABC):
         self.logger = pb_utils.Logger
         self.workers = int(parameters.get("workers", "64"))
         self.setup(parameters)
+        self._metrics = Metrics(args["model_name"])
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=args["model_name"])
 
@@ -190,15 +234,22 @@ class StreamingModel(ABC):
             out = ResponseStream(sender, stream=parsed.stream)
             if not out.cancelled():
                 self.generate(parsed, out)
+            outcome = "cancelled" if out.cancelled() else "completed"
             out.finish()
         except Exception as exc:  # the client gets the reason; the worker lives on
-            self.logger.log_warn(f"request failed: {type(exc).__name__}: {exc}")
-            try:
-                out.fail(f"{type(exc).__name__}: {exc}")
-            except Exception as send_exc:  # e.g. the stream is already gone
-                self.logger.log_warn(f"could not report the failure: {send_exc}")
+            outcome = "failed"
+            self._report_failure(out, exc)
+        self._metrics.record(outcome, out.tokens)
+
+    def _report_failure(self, out: ResponseStream, exc: Exception) -> None:
+        self.logger.log_warn(f"request failed: {type(exc).__name__}: {exc}")
+        try:
+            out.fail(f"{type(exc).__name__}: {exc}")
+        except Exception as send_exc:  # e.g. the stream is already gone
+            self.logger.log_warn(f"could not report the failure: {send_exc}")
 
     def finalize(self) -> None:
         """Fail requests still queued, let running generations end, then stop the threads."""
         self._stopping.set()
         self._pool.shutdown(wait=True)
+        self._metrics.close()
