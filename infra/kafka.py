@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from infra.process import Service, say
@@ -139,7 +139,7 @@ def server_properties() -> dict[str, str]:
 
 
 def format_storage() -> None:
-    """Format the KRaft metadata log, on the first start only (formatting twice would refuse or wipe)."""
+    """Format the KRaft metadata log, on the first start only: the tool refuses a formatted dir."""
     if (data_dir() / "meta.properties").is_file():
         return
     data_dir().mkdir(parents=True, exist_ok=True)
@@ -230,10 +230,10 @@ def ensure_topics(
         return
     for name, future in admin.create_topics(missing, operation_timeout=30).items():
         try:
-            future.result()
+            future.result(timeout=60)
             say(f"kafka: created topic {name}")
         except KafkaException as exc:
-            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":  # lost a race with another creator
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # else: lost a race, fine
                 raise
 
 

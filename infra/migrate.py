@@ -152,10 +152,10 @@ def apply(migration: Migration, session: Session, keyspace: str) -> None:
     )
 
 
-def apply_all(keyspace: str | None = None) -> int:
+def apply_all(keyspace: str | None = None, directory: Path = MIGRATIONS_DIR) -> int:
     """Apply every pending migration in order; returns how many ran. Safe to run any time."""
     keyspace = keyspace or settings.cassandra.keyspace
-    migrations = discover()
+    migrations = discover(directory)
     cluster, session = cassandra.connect(timeout_s=30.0)
     try:
         done = applied(session, keyspace)

@@ -89,6 +89,7 @@ class ModelSettings(BaseModel):
     context_window: int  # tokens the model attends to: prompt + reply
     max_tokens: int  # the longest reply steno asks for
     tokenizer: str  # "gguf" (the model's own vocabulary) or "words" (the scripted model's)
+    sampling: dict[str, float | int | str] = {}  # extra sampling_parameters the bridge sends
 
 
 class ApiSettings(BaseModel):
@@ -144,7 +145,10 @@ class Settings(BaseSettings):
     bridge: BridgeSettings = BridgeSettings()
     models: dict[str, ModelSettings] = {
         "smollm2": ModelSettings(context_window=2048, max_tokens=256, tokenizer="gguf"),
-        "scripted": ModelSettings(context_window=512, max_tokens=128, tokenizer="words"),
+        # Paced like a small model on a GPU, so pipelines and benchmarks see realistic streams.
+        "scripted": ModelSettings(
+            context_window=512, max_tokens=128, tokenizer="words", sampling={"ttft_ms": 20, "itl_ms": 10}
+        ),
     }
 
 

@@ -1,8 +1,9 @@
 """Read one response's events back from the token stream, for late joiners and resumes.
 
 A response's events all live in its conversation's partition and were all written after its
-id was minted, so the read starts at the offset for that time (or right after the client's
-`Last-Event-ID`) and stops at the response's end or the partition's current end.
+id was minted, so the read starts at the offset for that time and stops at the response's end
+or the partition's current end. It always reads the whole response (a few hundred events at
+most), so a client resuming after the end learns that it has everything.
 """
 
 from __future__ import annotations
@@ -22,23 +23,21 @@ from ingest_api.token_feed import CLOCK_SKEW_MS
 READ_TIMEOUT_S = 10.0
 
 
-def read_response(conversation_id: str, response_id: str, after_offset: int | None) -> list[LoggedEvent]:
-    """Blocking: the response's events after `after_offset` that the log holds right now."""
+def read_response(conversation_id: str, response_id: str) -> list[LoggedEvent]:
+    """Blocking: the response's events that the log holds right now."""
     partition = partition_for(conversation_id, TOKENS)
     consumer = Consumer(
         {"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-api-reader", "enable.auto.commit": False}
     )
     try:
-        start = _start_offset(consumer, partition, response_id, after_offset)
+        start = _start_offset(consumer, partition, response_id)
         _, end = consumer.get_watermark_offsets(TopicPartition(TOKENS.name, partition), timeout=5)
         return _read(consumer, TopicPartition(TOKENS.name, partition, start), end, response_id)
     finally:
         consumer.close()
 
 
-def _start_offset(consumer: Consumer, partition: int, response_id: str, after_offset: int | None) -> int:
-    if after_offset is not None:
-        return after_offset + 1
+def _start_offset(consumer: Consumer, partition: int, response_id: str) -> int:
     since = TopicPartition(TOKENS.name, partition, (id_created_ms(response_id) or 0) - CLOCK_SKEW_MS)
     [found] = consumer.offsets_for_times([since], timeout=5)
     return found.offset if found.offset >= 0 else _end_offset(consumer, partition)

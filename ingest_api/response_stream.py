@@ -25,7 +25,9 @@ async def response_events(
     while True:  # one round per (re)subscription; a slow client overflows and comes back here
         subscription = feed.subscribe(response_id)
         try:
-            backlog = await _backlog(feed, conversation_id, response_id, last)
+            backlog = await _backlog(feed, conversation_id, response_id)
+            if any(isinstance(i.event, ResponseEnded) and i.offset <= last for i in backlog):
+                return  # the client already has the end
             async for item in _merged(backlog, subscription):
                 if item.offset <= last:
                     continue
@@ -44,9 +46,9 @@ async def _merged(backlog: list[LoggedEvent], live: AsyncIterator[LoggedEvent]) 
         yield item
 
 
-async def _backlog(feed: TokenFeed, conversation_id: str, response_id: str, last: int) -> list[LoggedEvent]:
+async def _backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> list[LoggedEvent]:
+    """Every event of the response so far: from the feed's memory, else from the log."""
     remembered = feed.remembered(response_id)
     if remembered is not None:
-        return [item for item in remembered if item.offset > last]
-    after = None if last < 0 else last
-    return await asyncio.to_thread(read_response, conversation_id, response_id, after)
+        return remembered
+    return await asyncio.to_thread(read_response, conversation_id, response_id)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from cassandra.cluster import Session
 
-from infra import cassandra
+from infra import cassandra, migrate
 from infra.settings import settings
 
 pytestmark = pytest.mark.integration
@@ -20,6 +21,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def session() -> Iterator[Session]:
+    if not cassandra.healthy():
+        pytest.fail(
+            f"no Cassandra at {settings.cassandra.host}:{settings.cassandra.port}: "
+            "start the stack with `make up`"
+        )
     cluster, session = cassandra.connect(keyspace=settings.cassandra.keyspace)
     yield session
     cluster.shutdown()
@@ -67,3 +73,24 @@ def test_prepared_insert_and_select_round_trip(session: Session, scratch_table: 
 
     assert [(r.seq, r.text, r.tags) for r in rows] == written  # clustering order: seq ascending
     assert all(r.at.replace(tzinfo=UTC) == at for r in rows)
+
+
+def test_migrations_run_once_and_refuse_edits(session: Session, tmp_path: Path) -> None:
+    keyspace = f"test_migrate_{uuid.uuid4().hex[:12]}"
+    (tmp_path / "001_keyspace.cql").write_text(
+        (migrate.MIGRATIONS_DIR / "001_keyspace.cql").read_text()
+    )
+    (tmp_path / "002_notes.cql").write_text(
+        "CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY, body text); -- a; comment\n"
+        "INSERT INTO notes (id, body) VALUES (1, 'semi;colon');\n"
+    )
+    try:
+        assert migrate.apply_all(keyspace, tmp_path) == 2
+        assert migrate.apply_all(keyspace, tmp_path) == 0
+        assert session.execute(f"SELECT body FROM {keyspace}.notes").one().body == "semi;colon"
+
+        (tmp_path / "002_notes.cql").write_text("-- edited after it ran\n")
+        with pytest.raises(migrate.MigrationError, match="edited"):
+            migrate.apply_all(keyspace, tmp_path)
+    finally:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 from infra import kafka
 from infra.settings import settings
@@ -31,8 +31,9 @@ def broker() -> None:
 
 @pytest.fixture
 def topic() -> Iterator[str]:
+    """A unique topic with PARTITIONS partitions, deleted afterwards."""
     name = f"test.kafka.{uuid.uuid4().hex[:12]}"
-    kafka.ensure_topics({name: PARTITIONS})
+    kafka.ensure_topics({name: PARTITIONS}, {name: {"retention.ms": "-1"}})
     yield name
     admin = AdminClient({"bootstrap.servers": BOOTSTRAP})  # must outlive its futures
     for done in admin.delete_topics([name]).values():
@@ -42,8 +43,11 @@ def topic() -> Iterator[str]:
 def test_ensure_topics_creates_with_explicit_partitions_and_is_idempotent(topic: str) -> None:
     kafka.ensure_topics({topic: PARTITIONS})  # second call: no error, no change
 
-    metadata = AdminClient({"bootstrap.servers": BOOTSTRAP}).list_topics(topic, timeout=10)
-    assert len(metadata.topics[topic].partitions) == PARTITIONS
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == PARTITIONS
+    resource = ConfigResource("topic", topic)
+    configs = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert configs["retention.ms"].value == "-1"  # the topic config given at creation
 
 
 def test_ensure_topics_refuses_a_changed_partition_count(topic: str) -> None:

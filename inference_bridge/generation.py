@@ -1,0 +1,142 @@
+"""One inference request's life in the bridge: from InferenceRequested to the events it owes the log.
+
+Every request ends in exactly one terminal event on the conversation log (ResponseCompleted,
+ResponseFailed or ResponseCancelled) and a ResponseEnded on the token stream that live clients
+wait for. Token events are sent without waiting for each acknowledgement — librdkafka batches
+them while the previous batch is in flight — and `run` returns only once Kafka acknowledged all
+of them and the terminal events, so the caller may then commit the request (rule 6).
+
+Two ways to stop a generation early, kept apart on purpose:
+- `cancel()` is the user's cancel: streaming stops and the partial text is recorded.
+- cancelling the task that runs `run` abandons the generation (shutdown, partition revoked):
+  nothing more is written, and the request, not committed, is retried by its next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
+from typing import Any
+
+from inference_bridge.triton_stream import InferenceError
+from schemas.events import (
+    Event,
+    InferenceRequested,
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseEnded,
+    ResponseFailed,
+    ResponseRestarted,
+    ResponseStarted,
+    TokenGenerated,
+    Usage,
+)
+from schemas.topics import CONVERSATIONS, TOKENS, Topic
+
+TextStream = Callable[[InferenceRequested], AsyncIterator[str]]
+"""The model's output for a request, piece by piece; raises InferenceError when it cannot finish."""
+Send = Callable[[Topic, Event], Awaitable[Any]]
+"""Queue an event on a topic; the awaitable resolves when Kafka acknowledged it."""
+BeginAttempt = Callable[[str], Awaitable[int]]
+"""Count a new attempt at a response id and return its number, 1 for the first."""
+
+
+class Generation:
+    def __init__(
+        self,
+        request: InferenceRequested,
+        *,
+        stream: TextStream,
+        send: Send,
+        begin_attempt: BeginAttempt,
+        max_attempts: int,
+    ) -> None:
+        self.request = request
+        self._stream = stream
+        self._send = send
+        self._begin_attempt = begin_attempt
+        self._max_attempts = max_attempts
+        self._attempt = 0  # numbered by run(), from the shared counter
+        self._pieces: list[str] = []
+        self._acks: list[Awaitable[Any]] = []
+        self._cancel_requested = False
+        self._streaming: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        """The user stopped the reply: end it now, keeping what was generated so far."""
+        self._cancel_requested = True
+        if self._streaming is not None:
+            self._streaming.cancel()
+
+    async def run(self) -> None:
+        """Generate and record the response; returns once all its events are acknowledged."""
+        self._attempt = await self._begin_attempt(self.request.response_id)
+        if self._attempt > self._max_attempts:
+            self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
+        elif self._cancel_requested:
+            self._cancelled()
+        else:
+            if self._attempt > 1:
+                self._emit(TOKENS, ResponseRestarted(**self._ids()))
+            self._emit(TOKENS, ResponseStarted(**self._ids()))
+            await self._generate()
+        await asyncio.gather(*self._acks)
+
+    async def _generate(self) -> None:
+        self._streaming = asyncio.create_task(self._stream_tokens())
+        try:
+            await self._streaming
+        except InferenceError as exc:
+            self._fail(str(exc))
+        except asyncio.CancelledError:
+            if not self._cancel_requested or _current_task_cancelling():
+                raise  # abandoned, not cancelled by the user
+            self._cancelled()
+        else:
+            self._completed()
+
+    async def _stream_tokens(self) -> None:
+        async with aclosing(self._stream(self.request)) as pieces:
+            async for piece in pieces:
+                self._emit(TOKENS, TokenGenerated(**self._ids(), seq=len(self._pieces), text=piece))
+                self._pieces.append(piece)
+
+    def _completed(self) -> None:
+        reason = "length" if len(self._pieces) >= self.request.max_tokens else "stop"
+        usage = Usage(prompt_tokens=self.request.prompt_tokens, completion_tokens=len(self._pieces))
+        self._emit(CONVERSATIONS, ResponseCompleted(**self._reply_ids(), text=self._text, finish_reason=reason, usage=usage))
+        self._emit(TOKENS, ResponseEnded(**self._ids(), outcome="completed", finish_reason=reason))
+
+    def _fail(self, reason: str) -> None:
+        self._emit(CONVERSATIONS, ResponseFailed(**self._reply_ids(), error=reason))
+        self._emit(TOKENS, ResponseEnded(**self._ids(), outcome="failed", detail=reason))
+
+    def _cancelled(self) -> None:
+        self._emit(CONVERSATIONS, ResponseCancelled(**self._reply_ids(), text=self._text))
+        self._emit(TOKENS, ResponseEnded(**self._ids(), outcome="cancelled"))
+
+    @property
+    def _text(self) -> str:
+        return "".join(self._pieces)
+
+    def _emit(self, topic: Topic, event: Event) -> None:
+        self._acks.append(self._send(topic, event))
+
+    def _ids(self) -> dict[str, Any]:
+        """The fields every token-stream event of this attempt shares."""
+        request = self.request
+        return {
+            "conversation_id": request.conversation_id,
+            "user_id": request.user_id,
+            "response_id": request.response_id,
+            "attempt": self._attempt,
+        }
+
+    def _reply_ids(self) -> dict[str, Any]:
+        return {**self._ids(), "message_id": self.request.message_id}
+
+
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -1,0 +1,75 @@
+"""A small client of steno's HTTP API for the end-to-end tests: REST calls and SSE reading."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import httpx
+from httpx_sse import aconnect_sse
+
+from infra.settings import settings
+from ingest_api.auth import issue_token
+from schemas.events import new_id
+
+
+@dataclass(frozen=True)
+class Sse:
+    event: str
+    id: str
+    data: dict
+
+
+class StenoClient:
+    """One user talking to the running API on settings.api.url."""
+
+    def __init__(self, user: str | None = None) -> None:
+        self.user = user or f"user-{new_id()}"
+        self.http = httpx.AsyncClient(
+            base_url=settings.api.url,
+            headers={"Authorization": f"Bearer {issue_token(self.user)}"},
+            timeout=httpx.Timeout(30.0),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def new_conversation(self) -> str:
+        response = await self.http.post("/v1/conversations", json={})
+        assert response.status_code == 201, response.text
+        return response.json()["id"]
+
+    async def send(self, conversation_id: str, content: str, model: str = "scripted") -> dict:
+        response = await self.http.post(
+            f"/v1/conversations/{conversation_id}/messages", json={"content": content, "model": model}
+        )
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    async def events(self, response_id: str, last_event_id: str | None = None, limit: int | None = None) -> list[Sse]:
+        """Read the response's SSE stream until it closes, or until `limit` events (then disconnect)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        received: list[Sse] = []
+        async with aconnect_sse(self.http, "GET", f"/v1/responses/{response_id}/events", headers=headers) as source:
+            source.response.raise_for_status()
+            async for sse in source.aiter_sse():
+                received.append(Sse(sse.event, sse.id, json.loads(sse.data)))
+                if limit is not None and len(received) >= limit:
+                    break
+        return received
+
+    async def history(self, conversation_id: str) -> list[dict]:
+        response = await self.http.get(f"/v1/conversations/{conversation_id}/messages")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def text_of(events: list[Sse]) -> str:
+    """The reply as a client shows it: tokens joined, a `restart` discarding what came before."""
+    text = ""
+    for sse in events:
+        if sse.event == "restart":
+            text = ""
+        elif sse.event == "token":
+            text += sse.data["text"]
+    return text

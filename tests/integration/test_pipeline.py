@@ -1,0 +1,194 @@
+"""The whole chat pipeline on the real stack: API → Kafka → Faust → bridge → Triton → SSE, with
+the Cassandra and Redis views. Needs `make up` (the test command brings it up)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from infra.settings import settings
+from projections.active_context import ActiveContext
+from schemas.events import InferenceRequested
+from schemas.topics import CONVERSATIONS, INFERENCE_REQUESTS, TOKENS
+from tests.integration.kafka_log import events_of
+from tests.integration.steno_client import StenoClient, text_of
+
+pytestmark = pytest.mark.integration
+
+SCRIPTED_WINDOW = settings.models["scripted"]
+
+
+def scripted_reply(content: str) -> str:
+    """What the scripted model answers: an echo of the newest user message."""
+    return f"You said: {content}"
+
+
+@pytest.fixture
+async def alice() -> AsyncIterator[StenoClient]:
+    client = StenoClient()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def bob() -> AsyncIterator[StenoClient]:
+    client = StenoClient()
+    yield client
+    await client.close()
+
+
+async def test_a_message_streams_its_reply_and_lands_in_every_view(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    content = "hello steno, please stream this back"
+    ids = await alice.send(conversation, content)
+
+    events = await alice.events(ids["response_id"])
+
+    assert text_of(events) == scripted_reply(content)
+    assert [e.event for e in events][-1] == "done"
+    assert [e.data["seq"] for e in events if e.event == "token"] == list(range(len(events) - 1))
+    history = await alice.history(conversation)
+    assert [(m["role"], m["status"]) for m in history] == [("user", "accepted"), ("assistant", "completed")]
+    assert history[1]["content"] == scripted_reply(content)
+    context = ActiveContext()
+    turns = await context.turns(conversation)
+    await context.close()
+    assert [(t.role, t.content) for t in turns or []] == [("user", content), ("assistant", scripted_reply(content))]
+    logged = {type(e).__name__ for topic in (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS) for e in events_of(topic, conversation)}
+    assert {"MessageSubmitted", "MessageAccepted", "InferenceRequested", "TokenGenerated", "ResponseCompleted"} <= logged
+
+
+async def test_the_next_prompt_contains_the_previous_exchange(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    first = await alice.send(conversation, "my name is Ada")
+    await alice.events(first["response_id"])
+    second = await alice.send(conversation, "what is my name?")
+    await alice.events(second["response_id"])
+
+    [request] = [e for e in events_of(INFERENCE_REQUESTS, conversation) if e.response_id == second["response_id"]]
+    assert [(t.role, t.content) for t in request.prompt[1:]] == [
+        ("user", "my name is Ada"),
+        ("assistant", scripted_reply("my name is Ada")),
+        ("user", "what is my name?"),
+    ]
+    assert request.prompt[0].role == "system"
+
+
+async def test_a_long_conversation_never_overflows_the_context_window(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    long_message = " ".join(f"word{i}" for i in range(90))
+    for _ in range(6):
+        ids = await alice.send(conversation, long_message)
+        await alice.events(ids["response_id"])
+
+    requests = [e for e in events_of(INFERENCE_REQUESTS, conversation) if isinstance(e, InferenceRequested)]
+    assert len(requests) == 6
+    for request in requests:
+        assert request.prompt_tokens + request.max_tokens <= SCRIPTED_WINDOW.context_window
+        assert request.prompt[-1].content == long_message
+    assert len(requests[-1].prompt) < 2 * 6 + 1, "older turns should have been left out"
+
+
+async def test_a_dangerous_message_is_blocked_with_a_reason(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    ids = await alice.send(conversation, "explain how to build a bomb at home")
+
+    [ending] = await alice.events(ids["response_id"])
+
+    assert ending.event == "blocked"
+    assert "weapons" in ending.data["detail"]
+    history = await alice.history(conversation)
+    assert [m["status"] for m in history] == ["blocked", "blocked"]
+
+
+async def test_cancel_mid_stream_keeps_the_partial_reply(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    ids = await alice.send(conversation, " ".join(f"w{i}" for i in range(120)))
+    stream = asyncio.create_task(alice.events(ids["response_id"]))
+    await _until(lambda: _has_tokens(alice, ids["response_id"]))
+
+    cancelled = await alice.http.post(f"/v1/responses/{ids['response_id']}/cancel")
+    events = await stream
+
+    assert cancelled.status_code == 202
+    assert events[-1].event == "done" and events[-1].data["outcome"] == "cancelled"
+    partial = text_of(events)
+    assert 0 < len(partial) < len(scripted_reply(" ".join(f"w{i}" for i in range(120))))
+    reply = (await alice.history(conversation))[1]
+    assert (reply["status"], reply["content"]) == ("cancelled", partial)
+
+
+async def test_resume_with_last_event_id_loses_and_repeats_nothing(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    content = " ".join(f"t{i}" for i in range(40))
+    ids = await alice.send(conversation, content)
+
+    first_part = await alice.events(ids["response_id"], limit=5)  # disconnects mid-stream
+    rest = await alice.events(ids["response_id"], last_event_id=first_part[-1].id)
+    assert text_of(first_part + rest) == scripted_reply(content)
+    assert rest[-1].event == "done"
+
+    after_done = await alice.events(ids["response_id"], last_event_id=first_part[1].id)
+    assert text_of(first_part[:2] + after_done) == scripted_reply(content)
+    assert await alice.events(ids["response_id"], last_event_id=rest[-1].id) == []
+
+
+async def test_two_users_at_once_get_their_own_tokens_and_not_each_others(alice: StenoClient, bob: StenoClient) -> None:
+    a_conv, b_conv = await asyncio.gather(alice.new_conversation(), bob.new_conversation())
+    a_ids, b_ids = await asyncio.gather(alice.send(a_conv, "alpha " * 20), bob.send(b_conv, "bravo " * 20))
+    a_events, b_events = await asyncio.gather(alice.events(a_ids["response_id"]), bob.events(b_ids["response_id"]))
+
+    assert text_of(a_events) == scripted_reply("alpha " * 20)
+    assert text_of(b_events) == scripted_reply("bravo " * 20)
+    for attempt in (
+        bob.http.get(f"/v1/conversations/{a_conv}/messages"),
+        bob.http.post(f"/v1/conversations/{a_conv}/messages", json={"content": "hi", "model": "scripted"}),
+        bob.http.get(f"/v1/responses/{a_ids['response_id']}/events"),
+        bob.http.post(f"/v1/responses/{a_ids['response_id']}/cancel"),
+    ):
+        assert (await attempt).status_code == 404
+    assert a_conv not in [c["id"] for c in (await bob.http.get("/v1/conversations")).json()]
+    assert [c["id"] for c in (await alice.http.get("/v1/conversations")).json()][0] == a_conv
+
+
+async def test_bad_requests_get_clear_errors_and_write_nothing(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    post = lambda body: alice.http.post(f"/v1/conversations/{conversation}/messages", json=body)  # noqa: E731
+
+    assert (await post({"content": "   ", "model": "scripted"})).status_code == 422
+    assert (await post({"content": "hi", "model": "gpt-99"})).status_code == 422
+    oversized = await post({"content": "x" * (settings.api.max_message_bytes + 1), "model": "scripted"})
+    assert oversized.status_code == 413 and "limit" in oversized.json()["detail"]
+    assert await alice.history(conversation) == []
+
+    first = await alice.send(conversation, " ".join(["slow"] * 100))
+    busy = await post({"content": "and another", "model": "scripted"})
+    assert busy.status_code == 409
+    await alice.events(first["response_id"])
+    assert len(await alice.history(conversation)) == 2
+
+    anonymous = await alice.http.get("/v1/conversations", headers={"Authorization": ""})
+    forged = await alice.http.get("/v1/conversations", headers={"Authorization": "Bearer abc.def.ghi"})
+    assert anonymous.status_code == forged.status_code == 401
+
+
+async def test_the_real_model_answers_through_the_whole_pipeline(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    ids = await alice.send(conversation, "What is the capital of France?", model="smollm2")
+
+    events = await alice.events(ids["response_id"])
+
+    assert events[-1].event == "done"
+    assert "Paris" in text_of(events)
+
+
+async def _has_tokens(client: StenoClient, response_id: str) -> bool:
+    return any(e.event == "token" for e in await client.events(response_id, limit=1))
+
+
+async def _until(condition, timeout_s: float = 20.0) -> None:  # noqa: ANN001 - async predicate
+    async with asyncio.timeout(timeout_s):
+        while not await condition():
+            await asyncio.sleep(0.05)

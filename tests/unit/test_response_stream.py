@@ -1,0 +1,59 @@
+"""Stitching remembered and live events for one SSE client: no gap, no duplicate (rule 5)."""
+
+import asyncio
+
+from ingest_api.positions import LoggedEvent
+from ingest_api.response_stream import response_events
+from ingest_api.responses import to_sse
+from ingest_api.token_feed import Subscription, TokenFeed
+from schemas.events import ResponseEnded, ResponseStarted, TokenGenerated, new_id
+
+CONVERSATION = new_id()
+
+
+def token(response_id: str, offset: int, seq: int) -> LoggedEvent:
+    return LoggedEvent(offset, TokenGenerated(conversation_id=CONVERSATION, user_id="u", response_id=response_id, seq=seq, text=f"t{seq} "))
+
+
+def ended(response_id: str, offset: int) -> LoggedEvent:
+    return LoggedEvent(offset, ResponseEnded(conversation_id=CONVERSATION, user_id="u", response_id=response_id, outcome="completed"))
+
+
+async def collect(feed: TokenFeed, response_id: str, after: int | None) -> list[int]:
+    return [item.offset async for item in response_events(feed, CONVERSATION, response_id, after)]
+
+
+async def test_events_before_and_after_subscribing_arrive_once_in_order() -> None:
+    feed = TokenFeed()
+    rid = new_id()
+    feed._dispatch([LoggedEvent(10, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=rid)), token(rid, 11, 0)])
+    reader = asyncio.create_task(collect(feed, rid, None))
+    await asyncio.sleep(0)  # let the reader subscribe
+    feed._dispatch([token(rid, 11, 0), token(rid, 12, 1), ended(rid, 14)])  # 11 again: a redelivery
+    assert await asyncio.wait_for(reader, 5) == [10, 11, 12, 14]
+
+
+async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
+    feed = TokenFeed()
+    rid = new_id()
+    feed._dispatch([token(rid, 20, 0), token(rid, 21, 1), token(rid, 22, 2), ended(rid, 23)])
+    assert await collect(feed, rid, 21) == [22, 23]
+    assert await asyncio.wait_for(collect(feed, rid, 23), 5) == []  # resumed after the end: closes at once
+
+
+async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
+    feed = TokenFeed()
+    rid = new_id()
+    subscription = Subscription(rid, capacity=2)
+    for offset in range(5):
+        subscription.offer(token(rid, offset, offset))
+    assert subscription.overflowed
+    assert [item.offset async for item in subscription] == [0, 1]
+
+
+def test_sse_names_and_ids() -> None:
+    rid = new_id()
+    sse = to_sse(token(rid, 7, 3))
+    assert (sse.event, sse.id) == ("token", "7")
+    assert to_sse(ended(rid, 8)).event == "done"
+    assert to_sse(LoggedEvent(1, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=rid))) is None
