@@ -244,8 +244,9 @@ def _without_memory_locking() -> list[str]:
 
     At boot Cassandra calls mlockall(); only root (CAP_IPC_LOCK) gets past the default 8 MiB
     RLIMIT_MEMLOCK, and then every page of the 1G heap is faulted in and locked: ~1.5 GB RSS
-    from the first second instead of ~0.4 GB. A dev node sharing the machine with Kafka and
-    Triton should not do that, and a normal user's node already runs unlocked. Dropping the
+    from the first second, instead of ~0.5 GB at boot growing to ~1 GB as the heap gets used.
+    A dev node sharing the machine with Kafka and Triton has no use for pinned memory (there is
+    no swap to avoid), and a normal user's node already runs unlocked. Dropping the
     capability makes mlockall fail exactly as it does for a normal user (one WARN line,
     "Unable to lock JVM memory (ENOMEM)", which is expected). setpriv execs, so the PID is java's.
     """

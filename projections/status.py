@@ -1,0 +1,19 @@
+"""The statuses a turn moves through, shared by the history and active-context views.
+
+A user's message is `pending` until moderation decides: `accepted` or `blocked`.
+The assistant's reply is `pending` until it ends: `completed`, `failed`, `cancelled`, or
+`blocked` when the message it answers was blocked.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    BLOCKED = "blocked"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
