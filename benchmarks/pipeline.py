@@ -1,0 +1,167 @@
+"""How much latency steno adds to a model's stream, and how much of its throughput it delivers.
+
+For each concurrency level, in the same run and against the same `scripted` model (paced like a
+GPU: settings.models["scripted"].sampling), it streams N replies two ways:
+
+- direct: tritonclient's asyncio gRPC stream, as the bridge calls it (the baseline);
+- steno: POST the message, then read the SSE stream: API → Kafka → moderation → context →
+  bridge → Triton → token events → API fan-out → SSE.
+
+It reports time to first token (from the request; for steno from the POST) and the gaps between
+tokens, p50/p95/p99 for both and the difference, plus tokens per second delivered, as a table on
+stdout and JSON in benchmarks/results/pipeline.json. Run with `make bench` (stack up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import tritonclient.grpc.aio as triton
+
+from inference_bridge.triton_stream import Timeouts, stream_text
+from infra.settings import settings
+from schemas.events import ChatTurn
+from tests.integration.steno_client import StenoClient
+
+RESULTS = Path(__file__).parent / "results" / "pipeline.json"
+MODEL = "scripted"
+WORDS = 30  # each reply: "You said: " + 30 words = 32 tokens
+
+
+@dataclass
+class Stream:
+    ttft_s: float
+    gaps_s: list[float]
+    tokens: int
+
+
+@dataclass
+class Run:
+    mode: str
+    concurrency: int
+    streams: list[Stream] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        ttft = [s.ttft_s * 1000 for s in self.streams]
+        gaps = [g * 1000 for s in self.streams for g in s.gaps_s]
+        tokens = sum(s.tokens for s in self.streams)
+        return {
+            **{f"ttft_p{p}_ms": percentile(ttft, p) for p in (50, 95, 99)},
+            **{f"gap_p{p}_ms": percentile(gaps, p) for p in (50, 95, 99)},
+            "tokens_per_s": tokens / self.wall_s,
+            "tokens": tokens,
+        }
+
+
+def percentile(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else values[0]
+
+
+def message(index: int) -> str:
+    return " ".join(f"w{index}-{i}" for i in range(WORDS))
+
+
+async def timed(chunks, started: float) -> Stream:  # noqa: ANN001 - an async iterator of tokens
+    arrivals = [time.perf_counter() async for _ in chunks]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    return Stream(ttft_s=arrivals[0] - started, gaps_s=gaps, tokens=len(arrivals))
+
+
+async def direct_stream(client: triton.InferenceServerClient, index: int) -> Stream:
+    prompt = [ChatTurn(role="system", content=settings.context.system_prompt), ChatTurn(role="user", content=message(index))]
+    sampling = {"max_tokens": settings.models[MODEL].max_tokens, **settings.models[MODEL].sampling}
+    started = time.perf_counter()
+    return await timed(stream_text(client, MODEL, prompt, sampling, Timeouts(30, 30)), started)
+
+
+async def steno_stream(client: StenoClient, conversation_id: str, index: int) -> Stream:
+    started = time.perf_counter()
+    ids = await client.send(conversation_id, message(index), model=MODEL)
+    return await timed(_sse_tokens(client, ids["response_id"]), started)
+
+
+async def _sse_tokens(client: StenoClient, response_id: str):  # noqa: ANN202
+    from httpx_sse import aconnect_sse
+
+    async with aconnect_sse(client.http, "GET", f"/v1/responses/{response_id}/events") as source:
+        async for sse in source.aiter_sse():
+            if sse.event == "token":
+                yield sse.data
+            elif sse.event in ("done", "error", "blocked"):
+                return
+
+
+async def run_direct(concurrency: int) -> Run:
+    client = triton.InferenceServerClient(settings.triton.grpc_url)
+    run = Run("direct", concurrency)
+    began = time.perf_counter()
+    run.streams = list(await asyncio.gather(*(direct_stream(client, i) for i in range(concurrency))))
+    run.wall_s = time.perf_counter() - began
+    await client.close()
+    return run
+
+
+async def run_steno(concurrency: int) -> Run:
+    clients = [StenoClient() for _ in range(concurrency)]
+    conversations = await asyncio.gather(*(c.new_conversation() for c in clients))
+    run = Run("steno", concurrency)
+    began = time.perf_counter()
+    run.streams = list(await asyncio.gather(*(steno_stream(c, conv, i) for i, (c, conv) in enumerate(zip(clients, conversations)))))
+    run.wall_s = time.perf_counter() - began
+    await asyncio.gather(*(c.close() for c in clients))
+    return run
+
+
+def compare(direct: Run, steno: Run) -> dict[str, float]:
+    d, s = direct.summary(), steno.summary()
+    return {
+        "concurrency": direct.concurrency,
+        **{f"direct_{k}": v for k, v in d.items()},
+        **{f"steno_{k}": v for k, v in s.items()},
+        **{f"added_ttft_p{p}_ms": s[f"ttft_p{p}_ms"] - d[f"ttft_p{p}_ms"] for p in (50, 95, 99)},
+        **{f"added_gap_p{p}_ms": s[f"gap_p{p}_ms"] - d[f"gap_p{p}_ms"] for p in (50, 95, 99)},
+        "throughput_ratio": s["tokens_per_s"] / d["tokens_per_s"],
+    }
+
+
+def table(rows: list[dict[str, float]]) -> str:
+    head = "| N | TTFT p50/p95/p99 direct (ms) | TTFT p50/p95/p99 steno (ms) | added TTFT p50/p95/p99 (ms) | gap p50/p99 direct → steno (ms) | tok/s direct → steno (ratio) |"
+    lines = [head, "|" + "---|" * 6]
+    for r in rows:
+        lines.append(
+            f"| {r['concurrency']} "
+            f"| {r['direct_ttft_p50_ms']:.1f} / {r['direct_ttft_p95_ms']:.1f} / {r['direct_ttft_p99_ms']:.1f} "
+            f"| {r['steno_ttft_p50_ms']:.1f} / {r['steno_ttft_p95_ms']:.1f} / {r['steno_ttft_p99_ms']:.1f} "
+            f"| {r['added_ttft_p50_ms']:.1f} / {r['added_ttft_p95_ms']:.1f} / {r['added_ttft_p99_ms']:.1f} "
+            f"| {r['direct_gap_p50_ms']:.1f}/{r['direct_gap_p99_ms']:.1f} → {r['steno_gap_p50_ms']:.1f}/{r['steno_gap_p99_ms']:.1f} "
+            f"| {r['direct_tokens_per_s']:.0f} → {r['steno_tokens_per_s']:.0f} ({r['throughput_ratio']:.2f}) |"
+        )
+    return "\n".join(lines)
+
+
+async def main(levels: list[int]) -> None:
+    await run_steno(1)  # warm-up: first connections, JIT-free but cache-cold paths
+    rows = []
+    for n in levels:
+        print(f"concurrency {n}: direct...", flush=True)
+        direct = await run_direct(n)
+        print(f"concurrency {n}: steno...", flush=True)
+        steno = await run_steno(n)
+        rows.append(compare(direct, steno))
+    print(table(rows))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"model": MODEL, "sampling": settings.models[MODEL].sampling, "rows": rows}, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
+    asyncio.run(main(parser.parse_args().concurrency))

@@ -1,0 +1,65 @@
+"""The control topic as every bridge instance must read it: all of it, outside any consumer group.
+
+A cancel has to reach whichever instance runs the generation, and nobody knows which one that
+is, so each instance reads every partition itself (assigned, not subscribed: no group, no
+commits). It starts a little in the past rather than at the end, so cancels sent while it was
+starting or restarting are still seen and can be applied to requests redelivered to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
+
+from infra.kafka_clients import consumer
+from schemas.events import GenerationCancelRequested
+from schemas.serde import UndecodableEvent, decode
+from schemas.topics import CONTROL
+
+log = logging.getLogger(__name__)
+
+LOOKUP_TIMEOUT_S = 10.0
+
+
+def control_consumer(lookback_s: float) -> Consumer:
+    """A consumer of every control partition, from `lookback_s` ago (or the end, if later).
+
+    librdkafka needs a group id even for assigned partitions; a unique one keeps instances from
+    ever sharing state, and nothing is committed under it.
+    """
+    client = consumer(f"steno-bridge-control-{uuid.uuid4().hex}")
+    since_ms = int((time.time() - lookback_s) * 1000)
+    wanted = [TopicPartition(CONTROL.name, p, since_ms) for p in range(CONTROL.partitions)]
+    found = client.offsets_for_times(wanted, timeout=LOOKUP_TIMEOUT_S)
+    client.assign([_at_end_if_unset(client, tp) for tp in found])
+    return client
+
+
+def _at_end_if_unset(client: Consumer, found: TopicPartition) -> TopicPartition:
+    """No message since the timestamp: start at today's end offset, not a logical "end" that
+    would skip whatever arrives before the first fetch."""
+    if found.offset != OFFSET_END and found.offset >= 0:
+        return found
+    _, high = client.get_watermark_offsets(found, timeout=LOOKUP_TIMEOUT_S)
+    return TopicPartition(found.topic, found.partition, high)
+
+
+def cancelled_response(message: Message) -> str | None:
+    """The response id a control message cancels; None for anything else.
+
+    An undecodable control message is logged, not dead-lettered: every instance reads every
+    control message, so each would dead-letter it once more.
+    """
+    if message.error():
+        log.warning("control topic: %s", message.error())
+        return None
+    try:
+        event = decode(message.value())
+    except UndecodableEvent as exc:
+        log.warning("control topic: skipped %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
+        return None
+    return event.response_id if isinstance(event, GenerationCancelRequested) else None
+
