@@ -60,6 +60,16 @@ class _InFlight:
 class Bridge:
     """Runs until `stop` is set, then drains, commits and leaves the consumer group."""
 
+    # connections, made by `run`
+    _loop: asyncio.AbstractEventLoop
+    _router: LeastBusyRouter[triton.InferenceServerClient]
+    _attempts: AttemptCounter
+    _producer: EventProducer
+    _requests: Consumer
+    _control: Consumer
+    _requests_thread: ThreadPoolExecutor
+    _control_thread: ThreadPoolExecutor
+
     def __init__(
         self,
         config: BridgeSettings,
@@ -79,6 +89,7 @@ class Bridge:
         self._offsets = OffsetTracker()
         self._pending_cancels = PendingCancels(CANCEL_MEMORY_S, CANCEL_MEMORY_SIZE)
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
+        self._paused = False
         self._error: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -107,7 +118,7 @@ class Bridge:
         resources.push_async_callback(redis_client.aclose)
         self._attempts = AttemptCounter(redis_client)
         self._producer = EventProducer()
-        resources.callback(self._producer.close)
+        resources.push_async_callback(asyncio.to_thread, self._producer.close)
         self._requests_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-requests"))
         self._control_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-control"))
         self._requests = consumer(self._group_id)
@@ -140,12 +151,13 @@ class Bridge:
             self._commit()
 
     def _throttle(self, free: int) -> None:
-        """Pause fetching while full; re-applied every round, since a rebalance resumes partitions."""
-        assignment = self._requests.assignment()
+        """Stop fetching while full, start again once a generation ends."""
         if free <= 0:
-            self._requests.pause(assignment)
-        else:
-            self._requests.resume(assignment)
+            self._requests.pause(self._requests.assignment())  # every round: a rebalance assigns unpaused
+            self._paused = True
+        elif self._paused:
+            self._requests.resume(self._requests.assignment())
+            self._paused = False
 
     def _accept(self, message: Message) -> None:
         if message.error():
@@ -237,7 +249,12 @@ class Bridge:
                     self._cancel(response_id)
 
     def _cancel(self, response_id: str) -> None:
-        running = [f.generation for f in self._in_flight.values() if f.generation and f.generation.request.response_id == response_id]
+        """Stop the response's generation if it runs here, else remember the cancel for later."""
+        running = [
+            f.generation
+            for f in self._in_flight.values()
+            if f.generation is not None and f.generation.request.response_id == response_id
+        ]
         for generation in running:
             generation.cancel()
         if not running:

@@ -1,0 +1,1 @@
+"""Faust stream processors over the conversation log: moderation, then context assembly."""

@@ -11,12 +11,12 @@ turn exactly as it will appear in the model's input:
 
 from __future__ import annotations
 
+import atexit
 import functools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from infra.settings import settings
 from schemas.events import ChatTurn
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class GgufTokenizer:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._llama = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
+        atexit.register(self._llama.close)  # freed by llama.cpp while it is still loaded, not at teardown
         template = self._llama.metadata["tokenizer.chat_template"]
         special = dict(
             eos_token=self._token_text(self._llama.token_eos()),
@@ -115,13 +116,12 @@ def _suffix(prefix: str, text: str) -> str:
 
 
 @functools.cache
-def for_model(model: str) -> Tokenizer:
-    """The tokenizer of a served model, loaded once per process."""
-    kind = settings.models[model].tokenizer
+def load(kind: str) -> Tokenizer:
+    """The tokenizer a model's settings name (`ModelSettings.tokenizer`), loaded once per process."""
     if kind == "words":
         return WordTokenizer()
     if kind == "gguf":
         from infra.triton import smollm2_gguf  # the only GGUF model steno serves
 
         return GgufTokenizer(smollm2_gguf())
-    raise ValueError(f"model {model!r} has unknown tokenizer kind {kind!r}")
+    raise ValueError(f"unknown tokenizer kind {kind!r}")

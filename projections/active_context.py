@@ -1,0 +1,219 @@
+"""The active-context view: each conversation's recent turns in Redis, ready to become a prompt.
+
+Write side: `ActiveContext.apply(event, partition, offset)` runs one Lua script that checks the
+partition's watermark, applies the event's effect and advances the watermark, atomically. An
+offset at or below the watermark was applied already, so redelivered and replayed events change
+nothing, and the watermark tells the context assembler exactly what the cache covers (rule 3).
+
+Read side: `turns()` for the context assembler, `applied_offset()` / `wait_until_applied()` for
+rule 3, and the in-flight claim with which the API admits one response per conversation at a time.
+
+Keys, under a namespace ("steno"; tests use scratch ones):
+    {ns}:ctx:{p}:<conversation_id>   hash: turn id -> JSON {role, content, status}, + `started`
+    {ns}:ctx:{p}:applied             highest applied offset of conversation-log partition p
+    {ns}:inflight:<conversation_id>  the response id being generated
+`{p}` keeps its braces: it is a Redis Cluster hash tag, so a conversation's key and its
+partition's watermark share a slot and the script can touch both on a cluster too.
+
+A conversation is cached only from its start (ConversationStarted). Once its key expires, later
+events do not recreate it, since it would then hold only part of the conversation: readers get
+None and fall back to the history view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Literal, NamedTuple
+
+import redis.asyncio as redis
+
+from infra.settings import ContextSettings, settings
+from projections.status import Status
+from schemas.events import (
+    TERMINAL_CONVERSATION_EVENTS,
+    ChatTurn,
+    ConversationStarted,
+    Event,
+    MessageAccepted,
+    MessageBlocked,
+    MessageSubmitted,
+    ResponseCancelled,
+    ResponseCompleted,
+)
+from schemas.topics import CONVERSATIONS, partition_for
+
+STARTED = "started"  # the hash field that marks a conversation as cached from its start
+WATERMARK_POLL_S = 0.01
+
+# Which turns a prompt may contain: pending and blocked ones never, failed replies are never stored.
+VISIBLE = {"user": {Status.ACCEPTED}, "assistant": {Status.COMPLETED, Status.CANCELLED}}
+
+# KEYS: conversation hash, partition watermark.
+# ARGV: offset, op, turn id, value, `started` field name, cap, ttl seconds.
+APPLY_LUA = """
+local applied = tonumber(redis.call('GET', KEYS[2]) or '-1')
+if tonumber(ARGV[1]) <= applied then return 0 end
+redis.call('SET', KEYS[2], ARGV[1])
+local op, turn_id, value, started = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if op == 'start' then
+    redis.call('HSET', KEYS[1], started, '1')
+elseif op == 'none' or redis.call('EXISTS', KEYS[1]) == 0 then
+    return 1
+elseif op == 'put' then
+    redis.call('HSET', KEYS[1], turn_id, value)
+elseif op == 'status' then
+    local turn = redis.call('HGET', KEYS[1], turn_id)
+    if turn then
+        local decoded = cjson.decode(turn)
+        decoded.status = value
+        redis.call('HSET', KEYS[1], turn_id, cjson.encode(decoded))
+    end
+elseif op == 'drop' then
+    redis.call('HDEL', KEYS[1], turn_id)
+end
+local ids = redis.call('HKEYS', KEYS[1])
+local excess = #ids - 1 - tonumber(ARGV[6])
+if excess > 0 then
+    table.sort(ids)
+    local oldest = {}
+    for _, id in ipairs(ids) do
+        if #oldest == excess then break end
+        if id ~= started then table.insert(oldest, id) end
+    end
+    redis.call('HDEL', KEYS[1], unpack(oldest))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+return 1
+"""
+
+# KEYS: in-flight key. ARGV: the response id that must still hold it.
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Effect(NamedTuple):
+    """What an event does to its conversation's cached turns."""
+
+    op: Literal["start", "put", "status", "drop", "none"]
+    turn_id: str = ""
+    value: str = ""
+
+
+def effect(event: Event) -> Effect:
+    match event:
+        case ConversationStarted():
+            return Effect("start")
+        case MessageSubmitted():
+            return Effect("put", event.message_id, _turn("user", event.content, Status.PENDING))
+        case MessageAccepted():
+            return Effect("status", event.message_id, Status.ACCEPTED)
+        case MessageBlocked():
+            return Effect("drop", event.message_id)
+        case ResponseCompleted():
+            return Effect("put", event.response_id, _turn("assistant", event.text, Status.COMPLETED))
+        case ResponseCancelled() if event.text:
+            return Effect("put", event.response_id, _turn("assistant", event.text, Status.CANCELLED))
+    return Effect("none")
+
+
+def _turn(role: str, content: str, status: Status) -> str:
+    return json.dumps({"role": role, "content": content, "status": status})
+
+
+def visible_turns(fields: Mapping[str, str]) -> list[ChatTurn]:
+    """The turns a prompt may use, in conversation order (turn ids are UUIDv7s)."""
+    turns = []
+    for turn_id in sorted(fields.keys() - {STARTED}):
+        turn = json.loads(fields[turn_id])
+        if turn["status"] in VISIBLE[turn["role"]]:
+            turns.append(ChatTurn(role=turn["role"], content=turn["content"]))
+    return turns
+
+
+def connect() -> redis.Redis:
+    """A client on steno's Redis; close it with `await client.aclose()`."""
+    return redis.Redis.from_url(settings.redis.url, decode_responses=True)
+
+
+class ActiveContext:
+    """The active-context view over one Redis client (created with `decode_responses=True`)."""
+
+    def __init__(self, client: redis.Redis, config: ContextSettings = settings.context, namespace: str = "steno") -> None:
+        self._redis = client
+        self._config = config
+        self._namespace = namespace
+        self._apply = client.register_script(APPLY_LUA)
+        self._release = client.register_script(RELEASE_LUA)
+
+    def _context_key(self, conversation_id: str) -> str:
+        return f"{self._namespace}:ctx:{{{partition_for(conversation_id, CONVERSATIONS)}}}:{conversation_id}"
+
+    def _watermark_key(self, partition: int) -> str:
+        return f"{self._namespace}:ctx:{{{partition}}}:applied"
+
+    def _inflight_key(self, conversation_id: str) -> str:
+        return f"{self._namespace}:inflight:{conversation_id}"
+
+    # --- write side ---------------------------------------------------------------------
+
+    async def apply(self, event: Event, partition: int, offset: int) -> bool:
+        """Apply the event found at this log position; False when the watermark says it already was.
+
+        A terminal event also releases its response's in-flight claim. That is not guarded by the
+        watermark: a crash between the two steps must not leave the claim held until it expires.
+        """
+        keys = [self._context_key(event.conversation_id), self._watermark_key(partition)]
+        op, turn_id, value = effect(event)
+        args = [offset, op, turn_id, value, STARTED, self._config.cache_turns, self._config.cache_ttl_s]
+        applied = bool(await self._apply(keys=keys, args=args))
+        if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
+            await self.release_inflight(event.conversation_id, event.response_id)
+        return applied
+
+    async def clear(self) -> None:
+        """Delete every cached conversation and watermark of this namespace (not in-flight claims)."""
+        async for key in self._redis.scan_iter(match=f"{self._namespace}:ctx:*", count=1000):
+            await self._redis.unlink(key)
+
+    # --- read side ----------------------------------------------------------------------
+
+    async def turns(self, conversation_id: str) -> list[ChatTurn] | None:
+        """The conversation's recent turns usable as context; None when it is not cached."""
+        fields = await self._redis.hgetall(self._context_key(conversation_id))
+        return visible_turns(fields) if fields else None
+
+    async def applied_offset(self, partition: int) -> int:
+        """The highest conversation-log offset of the partition applied here; -1 before any."""
+        applied = await self._redis.get(self._watermark_key(partition))
+        return -1 if applied is None else int(applied)
+
+    async def wait_until_applied(self, partition: int, offset: int, timeout_s: float) -> bool:
+        """Wait until the cache covers the log up to `offset`; False if it did not within the timeout."""
+        deadline = time.monotonic() + timeout_s
+        while await self.applied_offset(partition) < offset:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(WATERMARK_POLL_S)
+        return True
+
+    # --- one response in progress per conversation --------------------------------------
+
+    async def claim_inflight(self, conversation_id: str, response_id: str, ttl_s: int) -> bool:
+        """Claim the conversation for this response; False while another response holds it.
+
+        The TTL frees the conversation even if the terminal event never comes.
+        """
+        return bool(await self._redis.set(self._inflight_key(conversation_id), response_id, nx=True, ex=ttl_s))
+
+    async def release_inflight(self, conversation_id: str, response_id: str) -> None:
+        """Release the claim if (and only if) this response still holds it."""
+        await self._release(keys=[self._inflight_key(conversation_id)], args=[response_id])
+
+    async def inflight(self, conversation_id: str) -> str | None:
+        """The response id now being generated in the conversation, if any."""
+        return await self._redis.get(self._inflight_key(conversation_id))

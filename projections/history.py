@@ -1,0 +1,267 @@
+"""The history view: conversations and their turns in Cassandra, built from the conversation log.
+
+Write side: `History.apply(event)`. Every write is an upsert keyed by ids the event carries, and
+its Cassandra write timestamp comes from the event (`write_time`), never from the clock.
+Cassandra keeps, per cell, the value with the highest write timestamp, so the view is a function
+of the set of events applied, whatever their order or repetition: a redelivered event changes
+nothing, and a replay running beside the live runner cannot roll a finished reply back to
+`pending`.
+
+Read side: the queries the API answers history and ownership requests with.
+
+The tables are created by `infra/migrations/002_history.cql`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cassandra.cluster import Session
+from cassandra.query import BatchStatement, BatchType, Statement
+
+from infra import cassandra
+from infra.settings import settings
+from projections.status import Status
+from schemas.events import (
+    ConversationStarted,
+    Event,
+    MessageAccepted,
+    MessageBlocked,
+    MessageSubmitted,
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseFailed,
+    id_created_ms,
+)
+
+TABLES = ("conversations", "conversations_by_user", "messages_by_conversation", "responses")
+
+MessageEvent = (
+    MessageSubmitted | MessageAccepted | MessageBlocked | ResponseCompleted | ResponseFailed | ResponseCancelled
+)
+
+# A message's events in lifecycle order; a later stage's writes win over an earlier one's.
+STAGES: dict[type[MessageEvent], int] = {
+    MessageSubmitted: 0,
+    MessageAccepted: 1,
+    MessageBlocked: 2,
+    ResponseCompleted: 3,
+    ResponseFailed: 3,
+    ResponseCancelled: 3,
+}
+
+Cells = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Conversation:
+    conversation_id: str
+    user_id: str
+    title: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn: the user's message (row id = message_id) or the reply (row id = response_id)."""
+
+    conversation_id: str
+    message_id: str
+    role: str
+    content: str
+    status: Status
+    model: str
+    reply_to: str | None  # on a reply: the message_id it answers
+    finish_reason: str | None
+    detail: str | None  # why a reply failed or was blocked
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Response:
+    """Where a response id belongs: enough to check its owner and find its turn."""
+
+    response_id: str
+    conversation_id: str
+    user_id: str
+    message_id: str
+
+
+def connect() -> Session:
+    """A session on steno's keyspace; close it with `session.cluster.shutdown()`."""
+    _, session = cassandra.connect(keyspace=settings.cassandra.keyspace)
+    return session
+
+
+def write_time(event: ConversationStarted | MessageEvent) -> int:
+    """The Cassandra write timestamp (microseconds) of the event's writes.
+
+    A message's events are stamped with the message_id's UUIDv7 time plus their lifecycle stage,
+    so a later stage always wins even when the clocks of the machines that produced the events
+    (API, moderation, bridge) disagree. A conversation is started once: its own time will do.
+    """
+    if isinstance(event, ConversationStarted):
+        return int(event.occurred_at.timestamp() * 1_000_000)
+    return _created_ms(event.message_id) * 1000 + STAGES[type(event)]
+
+
+def _created_ms(id_: str) -> int:
+    created = id_created_ms(id_)
+    if created is None:
+        raise ValueError(f"{id_!r} is not a steno id (UUIDv7)")
+    return created
+
+
+def turn_cells(event: MessageEvent) -> dict[str, Cells]:
+    """Row id -> the cells of `messages_by_conversation` the event sets on that turn."""
+    match event:
+        case MessageSubmitted():
+            shared = {"model": event.model, "created_at": event.occurred_at}
+            user = {"role": "user", "content": event.content, "status": Status.PENDING}
+            reply = {"role": "assistant", "content": "", "status": Status.PENDING, "reply_to": event.message_id}
+            return {event.message_id: user | shared, event.response_id: reply | shared}
+        case MessageAccepted():
+            return {event.message_id: {"status": Status.ACCEPTED}}
+        case MessageBlocked():
+            blocked = {"status": Status.BLOCKED, "content": event.reason, "detail": ", ".join(event.categories)}
+            return {event.message_id: {"status": Status.BLOCKED}, event.response_id: blocked}
+        case ResponseCompleted():
+            completed = {"status": Status.COMPLETED, "content": event.text, "finish_reason": event.finish_reason}
+            return {event.response_id: completed}
+        case ResponseFailed():
+            return {event.response_id: {"status": Status.FAILED, "detail": event.error}}
+        case ResponseCancelled():
+            return {event.response_id: {"status": Status.CANCELLED, "content": event.text}}
+
+
+class History:
+    """The history view over one Cassandra session (whose keyspace holds the tables)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        prepare = session.prepare
+        self._upsert_turn = prepare(
+            "UPDATE messages_by_conversation USING TIMESTAMP :write_time"
+            " SET role = :role, content = :content, status = :status, model = :model,"
+            " reply_to = :reply_to, finish_reason = :finish_reason, detail = :detail,"
+            " created_at = :created_at, updated_at = :updated_at"
+            " WHERE conversation_id = :conversation_id AND message_id = :message_id"
+        )
+        self._insert_conversation = prepare(
+            "INSERT INTO conversations (conversation_id, user_id, title, created_at)"
+            " VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._insert_by_user = prepare(
+            "INSERT INTO conversations_by_user (user_id, conversation_id, title, created_at)"
+            " VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._insert_response = prepare(
+            "INSERT INTO responses (response_id, conversation_id, user_id, message_id)"
+            " VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
+        )
+        self._select_owner = prepare("SELECT user_id FROM conversations WHERE conversation_id = ?")
+        self._select_conversations = prepare(
+            "SELECT conversation_id, user_id, title, created_at FROM conversations_by_user"
+            " WHERE user_id = ? LIMIT ?"
+        )
+        self._select_messages = prepare(
+            "SELECT conversation_id, message_id, role, content, status, model, reply_to,"
+            " finish_reason, detail, created_at, updated_at"
+            " FROM messages_by_conversation WHERE conversation_id = ?"
+        )
+        self._select_response = prepare(
+            "SELECT response_id, conversation_id, user_id, message_id FROM responses WHERE response_id = ?"
+        )
+
+    # --- write side ---------------------------------------------------------------------
+
+    async def apply(self, event: Event) -> None:
+        """Upsert what the event says; events this view does not keep are ignored."""
+        for statement in self._writes(event):
+            await self._execute(statement)
+
+    def _writes(self, event: Event) -> list[Statement]:
+        match event:
+            case ConversationStarted():
+                return self._conversation_rows(event)
+            case MessageSubmitted():
+                return [self._turn_rows(event), self._response_row(event)]
+            case MessageAccepted() | MessageBlocked() | ResponseCompleted() | ResponseFailed() | ResponseCancelled():
+                return [self._turn_rows(event)]
+        return []
+
+    def _conversation_rows(self, event: ConversationStarted) -> list[Statement]:
+        row = (event.title, event.occurred_at, write_time(event))
+        return [
+            self._insert_conversation.bind((event.conversation_id, event.user_id, *row)),
+            self._insert_by_user.bind((event.user_id, event.conversation_id, *row)),
+        ]
+
+    def _turn_rows(self, event: MessageEvent) -> BatchStatement:
+        """One event's turn rows share a partition, so one unlogged batch writes them atomically."""
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        stamp = {"write_time": write_time(event), "updated_at": event.occurred_at}
+        for row_id, cells in turn_cells(event).items():
+            key = {"conversation_id": event.conversation_id, "message_id": row_id}
+            batch.add(self._upsert_turn.bind(cells | key | stamp))
+        return batch
+
+    def _response_row(self, event: MessageSubmitted) -> Statement:
+        ids = (event.response_id, event.conversation_id, event.user_id, event.message_id)
+        return self._insert_response.bind((*ids, write_time(event)))
+
+    async def truncate(self) -> None:
+        """Empty every table of this view, so a replay rebuilds it from nothing."""
+        for table in TABLES:
+            await self._execute(f"TRUNCATE {table}")
+
+    # --- read side ----------------------------------------------------------------------
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        rows = await self._execute(self._select_owner.bind((conversation_id,)))
+        return rows[0].user_id if rows else None
+
+    async def conversations(self, user_id: str, limit: int = 50) -> list[Conversation]:
+        """The user's conversations, newest first."""
+        rows = await self._execute(self._select_conversations.bind((user_id, limit)))
+        return [
+            Conversation(r.conversation_id, r.user_id, r.title, _utc(r.created_at)) for r in rows
+        ]
+
+    async def messages(self, conversation_id: str) -> list[Message]:
+        """Every turn of the conversation, in order: each message followed by its reply."""
+        rows = await self._execute(self._select_messages.bind((conversation_id,)))
+        return [_message(row) for row in rows]
+
+    async def response(self, response_id: str) -> Response | None:
+        rows = await self._execute(self._select_response.bind((response_id,)))
+        return Response(*rows[0]) if rows else None
+
+    async def _execute(self, statement: Statement | str) -> list[Any]:
+        """Run a statement off the event loop; all pages are fetched before returning."""
+        return await asyncio.to_thread(lambda: list(self._session.execute(statement)))
+
+
+def _message(row: Any) -> Message:
+    return Message(
+        conversation_id=row.conversation_id,
+        message_id=row.message_id,
+        role=row.role,
+        content=row.content,
+        status=Status(row.status),
+        model=row.model,
+        reply_to=row.reply_to,
+        finish_reason=row.finish_reason,
+        detail=row.detail,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _utc(naive: datetime) -> datetime:
+    """The driver returns timestamps as naive UTC datetimes."""
+    return naive.replace(tzinfo=UTC)

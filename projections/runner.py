@@ -1,0 +1,120 @@
+"""The live projections runner: tails the conversation log into the history and context views.
+
+Rule 2: a record's offset is committed only after both views applied it, so a crash means
+redelivery, which the views absorb. Rule 7: a record that cannot be decoded or applied goes to the
+dead-letter topic with the reason and the partition moves on. A store that is down is different:
+the runner retries the same record until the store is back, because skipping it would lose history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from infra import kafka_clients
+from infra.kafka_clients import EventProducer, dead_letter
+from projections.projector import STORE_UNAVAILABLE, Projector, connected
+from schemas.topics import CONVERSATIONS, DEAD_LETTERS
+
+GROUP = "steno-projections"
+PROCESSOR = "projections"
+BATCH_SIZE = 500
+POLL_S = 0.5  # also how long a stop request may wait for the consumer
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
+
+log = logging.getLogger(__name__)
+
+
+class Runner:
+    def __init__(self, projector: Projector, consumer: Consumer, producer: EventProducer) -> None:
+        self._projector = projector
+        self._consumer = consumer
+        self._producer = producer
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, committing each batch after its effects."""
+        self._consumer.subscribe(
+            [CONVERSATIONS.name], on_assign=_log_partitions("assigned"), on_revoke=_log_partitions("revoked")
+        )
+        while not stop.is_set():
+            records = await asyncio.to_thread(self._consumer.consume, BATCH_SIZE, POLL_S)
+            done: list[Message] = []
+            for record in records:
+                if record.error() is not None:
+                    log.warning("consumer error: %s", record.error())
+                elif await self._handle(record, stop):
+                    done.append(record)
+                else:
+                    break
+            await self._commit(done)
+
+    async def _handle(self, record: Message, stop: asyncio.Event) -> bool:
+        """Apply one record, or dead-letter it; False if stopped while waiting for a store."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                await self._projector.apply(record)
+                return True
+            except STORE_UNAVAILABLE as exc:
+                log.warning("store unavailable at %s (%r); retrying in %.1fs", _position(record), exc, delay)
+                if await _stopped_within(stop, delay):
+                    return False
+                delay = min(delay * 2, RETRY_MAX_S)
+            except Exception as exc:  # rule 7: whatever the event did, the partition moves on
+                await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+                return True
+
+    async def _dead_letter(self, record: Message, reason: str) -> None:
+        log.error("dead-lettering %s: %s", _position(record), reason)
+        key = (record.key() or b"").decode(errors="replace")
+        await self._producer.send(DEAD_LETTERS, dead_letter(record, PROCESSOR, reason), key=key)
+
+    async def _commit(self, done: list[Message]) -> None:
+        """Commit past the handled records; a failed commit only means they are redelivered."""
+        if not done:
+            return
+        offsets = {(r.topic(), r.partition()): r.offset() + 1 for r in done}
+        positions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        try:
+            await asyncio.to_thread(self._consumer.commit, offsets=positions, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit failed, %d records will be redelivered: %s", len(done), exc)
+
+
+async def serve(stop: asyncio.Event) -> None:
+    """Run the projections against the configured stores until `stop` is set."""
+    producer = EventProducer()
+    consumer = kafka_clients.consumer(GROUP)
+    try:
+        async with connected() as projector:
+            log.info("projecting %s as consumer group %s", CONVERSATIONS.name, GROUP)
+            await Runner(projector, consumer, producer).run(stop)
+    finally:
+        consumer.close()  # leaves the group now, so its partitions move on without waiting for a timeout
+        producer.close()
+    log.info("stopped")
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _position(record: Message) -> str:
+    return f"{record.topic()}[{record.partition()}]@{record.offset()}"
+
+
+def _log_partitions(what: str) -> Callable[[Consumer, list[TopicPartition]], None]:
+    """A rebalance callback that says which partitions this instance now owns or lost."""
+
+    def callback(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions %s: %s", what, sorted(p.partition for p in partitions))
+
+    return callback

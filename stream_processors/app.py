@@ -1,0 +1,113 @@
+"""The Faust app: two agents over the conversation log, moderation and context assembly.
+
+Each agent runs one actor per partition (`isolated_partitions`): a conversation's events stay in
+order, and an assembly waiting for the active context to catch up (rule 3) holds back only its
+own partition. The agents share the input topic and the app's consumer group, and each reads
+every record, acting on its own event type only.
+
+Faust's own producer is not used. It makes its aiokafka producer idempotent only in
+exactly-once mode (`Producer._settings_extra`), which would also make every send transactional;
+steno's shared `EventProducer` is idempotent with acks=all (rule 1), chooses partitions with
+`schemas.topics.partition_for`, and resolves a future on each broker acknowledgement (rule 2).
+Faust creates no topics either: steno creates them itself with their partition counts, so
+internal topic declaration and the leader-election topic are switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from infra.kafka_clients import EventProducer
+from infra.settings import settings
+from projections import active_context, history
+from projections.active_context import ActiveContext
+from projections.history import History
+from schemas.topics import CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKENS, Topic
+from stream_processors import tokenizers
+from stream_processors.context_step import ContextStep
+from stream_processors.conversation import ConversationReader
+from stream_processors.moderation import Moderator
+from stream_processors.moderation_step import ModerationStep
+from stream_processors.processor import Processor, Record
+
+APP_ID = "steno-processors"  # also the consumer group id, which `make up` health-checks
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics the app reads and writes; tests run it on scratch copies of them."""
+
+    conversations: Topic = CONVERSATIONS
+    inference_requests: Topic = INFERENCE_REQUESTS
+    tokens: Topic = TOKENS
+    dead_letters: Topic = DEAD_LETTERS
+
+
+def create_app(
+    app_id: str = APP_ID,
+    topics: Topics = Topics(),
+    cache_namespace: str = "steno",
+    offset_reset: str = "latest",
+) -> faust.App:
+    """A worker-ready app with its clients open.
+
+    `offset_reset` applies only to a group with no committed offsets. "latest" because the
+    conversation log is kept forever: a group that lost its offsets must not re-moderate and
+    re-request every message ever sent.
+    """
+    app = faust.App(
+        app_id,
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        store="memory://",
+        datadir=str(settings.stack.data_dir / "faust"),
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset=offset_reset,
+    )
+    for model in settings.models.values():
+        tokenizers.load(model.tokenizer)  # fail at start, not on the first message, if one can't load
+    producer = EventProducer()
+    redis = active_context.connect()
+    cassandra = history.connect()
+    reader = ConversationReader(
+        ActiveContext(redis, namespace=cache_namespace), History(cassandra), settings.context.watermark_wait_s
+    )
+    steps = [
+        ModerationStep(Moderator(settings.moderation), topics.conversations, topics.tokens),
+        ContextStep(reader, settings.context.system_prompt, settings.models, topics.inference_requests),
+    ]
+    log = app.topic(
+        topics.conversations.name,
+        partitions=topics.conversations.partitions,
+        internal=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    for step in steps:
+        agent = consume_with(Processor(step, producer, topics.dead_letters))
+        app.agent(log, name=step.name, isolated_partitions=True)(agent)
+
+    @app.on_before_shutdown.connect
+    async def close_clients(sender: faust.App, **_: Any) -> None:
+        await asyncio.to_thread(producer.close)
+        await redis.aclose()
+        cassandra.cluster.shutdown()
+
+    return app
+
+
+def consume_with(processor: Processor) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+    """An agent that hands each record to the processor and waits for its effects."""
+
+    async def agent(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            await processor.process(Record(message.topic, message.partition, message.offset, message.key, message.value))
+
+    return agent

@@ -1,0 +1,62 @@
+"""The conversation a prompt is built from, never missing a turn the log holds (design rule 3).
+
+The Redis active context is fast but written by another process, so it may lag the log. It
+records how far it has applied each partition: once that watermark reaches the MessageAccepted
+record's own offset, it has applied every earlier event of the conversation too, the user's
+MessageSubmitted included. Until then (bounded by `settings.context.watermark_wait_s`), or when
+the conversation is not cached, the Cassandra history is read instead. History carries no
+watermark, but it is written in log order: a history that holds the new message holds every
+earlier turn, so it is read until it does (within the same bound), and otherwise the prompt is
+refused rather than built from a stale view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from projections.active_context import VISIBLE, ActiveContext
+from projections.history import History, Message
+from schemas.events import ChatTurn, MessageAccepted
+
+HISTORY_POLL_S = 0.05
+
+
+class ContextUnavailable(RuntimeError):
+    """Neither view has caught up with the message in time."""
+
+
+class ConversationReader:
+    def __init__(self, cache: ActiveContext, history: History, wait_s: float) -> None:
+        self._cache = cache
+        self._history = history
+        self._wait_s = wait_s
+
+    async def turns_through(self, accepted: MessageAccepted, partition: int, offset: int) -> list[ChatTurn]:
+        """The conversation's turns, ending with the accepted message at this log position."""
+        deadline = time.monotonic() + self._wait_s
+        if await self._cache.wait_until_applied(partition, offset, self._wait_s):
+            turns = await self._cache.turns(accepted.conversation_id)
+            if turns is not None:
+                return turns
+        while (turns := history_through(await self._history.messages(accepted.conversation_id), accepted.message_id)) is None:
+            if time.monotonic() >= deadline:
+                raise ContextUnavailable(
+                    f"message {accepted.message_id} is in neither the active context (partition {partition} "
+                    f"not applied up to offset {offset}) nor the history after {self._wait_s}s"
+                )
+            await asyncio.sleep(HISTORY_POLL_S)
+        return turns
+
+
+def history_through(messages: list[Message], message_id: str) -> list[ChatTurn] | None:
+    """The history's turns up to the message, which counts even while history says `pending`
+    (it was accepted: that is why a prompt is being built); None if history lacks it yet.
+    Earlier turns are those the active context would show: no pending, blocked or empty ones."""
+    turns = []
+    for message in messages:
+        if message.message_id == message_id:
+            return [*turns, ChatTurn(role="user", content=message.content)]
+        if message.status in VISIBLE[message.role] and message.content:
+            turns.append(ChatTurn(role=message.role, content=message.content))  # type: ignore[arg-type]
+    return None

@@ -1,0 +1,45 @@
+"""The moderation step: every submitted message is accepted or blocked, in the conversation log.
+
+A block also ends the response on the token stream (ResponseEnded, outcome "blocked"), because
+that is the one topic the API tails for a client waiting on its reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from schemas.events import AnyEvent, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
+from schemas.topics import Topic
+from stream_processors.moderation import Moderator
+from stream_processors.processor import Emit, Record
+
+
+class ModerationStep:
+    name = "moderation"
+
+    def __init__(self, moderator: Moderator, conversations: Topic, tokens: Topic) -> None:
+        self._moderator = moderator
+        self._conversations = conversations
+        self._tokens = tokens
+
+    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
+        if not isinstance(event, MessageSubmitted):
+            return []
+        verdict = self._moderator.classify(event.content)
+        ids = {
+            "conversation_id": event.conversation_id,
+            "user_id": event.user_id,
+            "message_id": event.message_id,
+            "response_id": event.response_id,
+        }
+        if not verdict.blocked:
+            return [Emit(self._conversations, MessageAccepted(**ids, model=event.model, scores=verdict.scores))]
+        blocked = MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason)
+        ended = ResponseEnded(
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            response_id=event.response_id,
+            outcome="blocked",
+            detail=verdict.reason,
+        )
+        return [Emit(self._conversations, blocked), Emit(self._tokens, ended)]

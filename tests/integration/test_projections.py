@@ -1,0 +1,523 @@
+"""The projections against the real stack: Cassandra history, Redis active context, the runner
+on the real conversation log, dead letters and replay.
+
+Views live in scratch stores (a migrated keyspace and a Redis namespace per use) so tests never
+see each other's state, and replay can rebuild into stores that are really empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from cassandra.cluster import Cluster, NoHostAvailable
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra import cassandra, kafka, kafka_clients, migrate
+from infra.kafka_clients import EventProducer
+from infra.settings import ContextSettings, settings
+from projections import active_context
+from projections.active_context import ActiveContext
+from projections.history import Conversation, History, Response
+from projections.projector import Projector
+from projections.replay import LiveRunnerError, empty_views, replay
+from projections.runner import PROCESSOR, Runner
+from projections.status import Status
+from schemas.events import (
+    ChatTurn,
+    ConversationStarted,
+    DeadLetter,
+    Event,
+    MessageAccepted,
+    MessageBlocked,
+    MessageSubmitted,
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseFailed,
+    Usage,
+    new_id,
+)
+from schemas.serde import decode
+from schemas.topics import ALL, CONVERSATIONS, DEAD_LETTERS, partition_for
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 30.0
+
+
+# --- a conversation's events, as the pipeline emits them ------------------------------------
+
+
+@dataclass
+class Chat:
+    conversation_id: str = field(default_factory=new_id)
+    user_id: str = field(default_factory=lambda: f"user-{new_id()}")
+
+    def _ids(self) -> dict[str, str]:
+        return {"conversation_id": self.conversation_id, "user_id": self.user_id}
+
+    def start(self, title: str = "a title") -> ConversationStarted:
+        return ConversationStarted(**self._ids(), title=title)
+
+    def submit(self, content: str) -> MessageSubmitted:
+        return MessageSubmitted(**self._ids(), message_id=new_id(), response_id=new_id(), content=content, model="scripted")
+
+    def accept(self, m: MessageSubmitted) -> MessageAccepted:
+        return MessageAccepted(**self._pair(m), model=m.model)
+
+    def block(self, m: MessageSubmitted) -> MessageBlocked:
+        return MessageBlocked(**self._pair(m), categories=["weapons"], reason="That request is not allowed.")
+
+    def complete(self, m: MessageSubmitted, text: str) -> ResponseCompleted:
+        usage = Usage(prompt_tokens=3, completion_tokens=len(text.split()))
+        return ResponseCompleted(**self._pair(m), text=text, finish_reason="stop", usage=usage)
+
+    def fail(self, m: MessageSubmitted) -> ResponseFailed:
+        return ResponseFailed(**self._pair(m), error="triton unavailable")
+
+    def cancel(self, m: MessageSubmitted, text: str) -> ResponseCancelled:
+        return ResponseCancelled(**self._pair(m), text=text)
+
+    def _pair(self, m: MessageSubmitted) -> dict[str, str]:
+        return {**self._ids(), "message_id": m.message_id, "response_id": m.response_id}
+
+    @property
+    def partition(self) -> int:
+        return partition_for(self.conversation_id, CONVERSATIONS)
+
+
+def every_outcome(chat: Chat) -> list[Event]:
+    """A conversation with one message of each fate: answered, blocked, cancelled, failed, pending."""
+    answered, blocked, cancelled, failed, pending = (chat.submit(q) for q in ("q1", "q2", "q3", "q4", "q5"))
+    return [
+        chat.start(),
+        answered, chat.accept(answered), chat.complete(answered, "a1"),
+        blocked, chat.block(blocked),
+        cancelled, chat.accept(cancelled), chat.cancel(cancelled, "a3 partial"),
+        failed, chat.accept(failed), chat.fail(failed),
+        pending,
+    ]
+
+
+# --- stores -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if not cassandra.healthy():
+        pytest.fail("no Cassandra at 127.0.0.1:9042: start the stack with `make up`")
+    cluster, _ = cassandra.connect(timeout_s=30.0)
+    yield cluster
+    cluster.shutdown()
+
+
+def scratch_history(cluster: Cluster) -> Iterator[History]:
+    """A History on a freshly migrated keyspace of its own, dropped afterwards."""
+    keyspace = f"steno_test_{uuid.uuid4().hex[:12]}"
+    migrate.apply_all(keyspace)
+    try:
+        yield History(cluster.connect(keyspace))
+    finally:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+
+
+@pytest.fixture(scope="module")
+def history(cluster: Cluster) -> Iterator[History]:
+    yield from scratch_history(cluster)
+
+
+@pytest.fixture(scope="module")
+def empty_history(cluster: Cluster) -> Iterator[History]:
+    yield from scratch_history(cluster)
+
+
+@asynccontextmanager
+async def scratch_context(config: ContextSettings = settings.context) -> AsyncIterator[ActiveContext]:
+    """An ActiveContext in a Redis namespace of its own, deleted afterwards."""
+    client = active_context.connect()
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield ActiveContext(client, config, namespace=namespace)
+    finally:
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            await client.unlink(key)
+        await client.aclose()
+
+
+@pytest.fixture
+async def context() -> AsyncIterator[ActiveContext]:
+    async with scratch_context() as context:
+        yield context
+
+
+async def apply_all(history: History, context: ActiveContext, events: list[Event], first_offset: int = 0) -> None:
+    """Apply the events as if they sat at consecutive offsets of their conversation's partition."""
+    for offset, event in enumerate(events, start=first_offset):
+        await history.apply(event)
+        await context.apply(event, partition_for(event.conversation_id, CONVERSATIONS), offset)
+
+
+async def raw_context(context: ActiveContext, conversation_id: str) -> dict[str, str]:
+    """The conversation's cached hash as stored, whatever readers make of it."""
+    client = context._redis  # noqa: SLF001 - the test inspects the stored shape
+    keys = [key async for key in client.scan_iter(match=f"*:ctx:*:{conversation_id}")]
+    return await client.hgetall(keys[0]) if keys else {}
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str, timeout_s: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# --- the history view ---------------------------------------------------------------------
+
+
+async def test_history_shows_each_turn_with_its_outcome(history: History) -> None:
+    chat = Chat()
+    events = every_outcome(chat)
+    for event in events:
+        await history.apply(event)
+
+    messages = await history.messages(chat.conversation_id)
+    assert [(m.role, m.content, m.status) for m in messages] == [
+        ("user", "q1", Status.ACCEPTED), ("assistant", "a1", Status.COMPLETED),
+        ("user", "q2", Status.BLOCKED), ("assistant", "That request is not allowed.", Status.BLOCKED),
+        ("user", "q3", Status.ACCEPTED), ("assistant", "a3 partial", Status.CANCELLED),
+        ("user", "q4", Status.ACCEPTED), ("assistant", "", Status.FAILED),
+        ("user", "q5", Status.PENDING), ("assistant", "", Status.PENDING),
+    ]
+    submitted, accepted, completed = events[1:4]
+    question, answer = messages[0], messages[1]
+    assert (question.message_id, answer.message_id) == (submitted.message_id, submitted.response_id)
+    assert (question.reply_to, answer.reply_to) == (None, submitted.message_id)
+    assert (answer.finish_reason, messages[3].detail, messages[7].detail) == ("stop", "weapons", "triton unavailable")
+    assert question.created_at == answer.created_at == millis(submitted.occurred_at)
+    assert (question.updated_at, answer.updated_at) == (millis(accepted.occurred_at), millis(completed.occurred_at))
+
+
+async def test_history_answers_ownership_and_lists_conversations_newest_first(history: History) -> None:
+    older, newer = Chat(), Chat()
+    newer.user_id = older.user_id
+    submitted = older.submit("hello")
+    for event in (older.start("older"), submitted, newer.start("newer")):
+        await history.apply(event)
+
+    assert await history.conversation_owner(older.conversation_id) == older.user_id
+    assert await history.conversation_owner(new_id()) is None
+    listed = await history.conversations(older.user_id, limit=10)
+    assert [(c.conversation_id, c.title) for c in listed] == [(newer.conversation_id, "newer"), (older.conversation_id, "older")]
+    assert listed[1] == Conversation(older.conversation_id, older.user_id, "older", listed[1].created_at)
+    assert await history.conversations(older.user_id, limit=1) == listed[:1]
+    assert await history.response(submitted.response_id) == Response(
+        submitted.response_id, older.conversation_id, older.user_id, submitted.message_id
+    )
+    assert await history.response(new_id()) is None
+
+
+async def test_history_is_the_same_after_redelivery_and_out_of_order_replays(history: History) -> None:
+    chat = Chat()
+    events = every_outcome(chat)
+    for event in events:
+        await history.apply(event)
+    built = await history.messages(chat.conversation_id)
+
+    for event in [*events, *reversed(events)]:  # redelivered, then a replay racing behind the live writer
+        await history.apply(event)
+
+    assert await history.messages(chat.conversation_id) == built
+    assert await history.conversations(chat.user_id, limit=10) != []
+
+
+# --- the active-context view --------------------------------------------------------------
+
+
+async def test_context_holds_accepted_questions_and_finished_answers(context: ActiveContext) -> None:
+    chat = Chat()
+    for offset, event in enumerate(every_outcome(chat)):
+        assert await context.apply(event, chat.partition, offset)
+
+    assert await context.turns(chat.conversation_id) == [
+        ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="a1"),
+        ChatTurn(role="user", content="q3"), ChatTurn(role="assistant", content="a3 partial"),
+        ChatTurn(role="user", content="q4"),
+    ]
+
+
+async def test_context_ignores_redelivered_events(context: ActiveContext) -> None:
+    chat = Chat()
+    events = every_outcome(chat)
+    for offset, event in enumerate(events):
+        await context.apply(event, chat.partition, offset)
+    stored = await raw_context(context, chat.conversation_id)
+
+    submitted_again = [(offset, e) for offset, e in enumerate(events) if isinstance(e, MessageSubmitted)]
+    for offset, event in submitted_again:  # would put the turns back to `pending` if applied
+        assert not await context.apply(event, chat.partition, offset)
+
+    assert await raw_context(context, chat.conversation_id) == stored
+    assert await context.applied_offset(chat.partition) == len(events) - 1
+
+
+async def test_context_keeps_only_conversations_it_saw_start(context: ActiveContext) -> None:
+    chat = Chat()
+    submitted = chat.submit("hello")
+    for offset, event in enumerate([submitted, chat.accept(submitted)]):
+        await context.apply(event, chat.partition, offset)
+
+    assert await context.turns(chat.conversation_id) is None  # partial: readers must use the history
+    await context.apply(Chat().start(), chat.partition, 2)
+    assert await context.turns(new_id()) is None
+
+
+async def test_context_keeps_the_newest_turns_up_to_its_cap_and_refreshes_its_ttl() -> None:
+    config = ContextSettings(cache_turns=4, cache_ttl_s=600)
+    chat = Chat()
+    events: list[Event] = [chat.start()]
+    for n in range(1, 4):
+        m = chat.submit(f"q{n}")
+        events += [m, chat.accept(m), chat.complete(m, f"a{n}")]
+
+    async with scratch_context(config) as context:
+        for offset, event in enumerate(events):
+            await context.apply(event, chat.partition, offset)
+        turns = await context.turns(chat.conversation_id)
+        ttl = await context._redis.ttl(next(iter(await keys_of(context, chat.conversation_id))))  # noqa: SLF001
+
+    assert [t.content for t in turns or []] == ["q2", "a2", "q3", "a3"]
+    assert 0 < ttl <= 600
+
+
+async def keys_of(context: ActiveContext, conversation_id: str) -> list[str]:
+    return [key async for key in context._redis.scan_iter(match=f"*:{conversation_id}")]  # noqa: SLF001
+
+
+async def test_watermark_says_how_far_each_partition_is_applied(context: ActiveContext) -> None:
+    chat = Chat()
+    assert await context.applied_offset(chat.partition) == -1
+    await context.apply(chat.start(), chat.partition, 7)
+
+    assert await context.applied_offset(chat.partition) == 7
+    assert await context.applied_offset((chat.partition + 1) % CONVERSATIONS.partitions) == -1
+    assert await context.wait_until_applied(chat.partition, 7, timeout_s=0.1)
+    assert not await context.wait_until_applied(chat.partition, 9, timeout_s=0.2)
+
+    waiting = asyncio.create_task(context.wait_until_applied(chat.partition, 9, timeout_s=WAIT_S))
+    await context.apply(chat.submit("late"), chat.partition, 9)
+    assert await waiting
+
+
+async def test_one_response_in_flight_per_conversation(context: ActiveContext) -> None:
+    chat = Chat()
+    first, second, third = chat.submit("1"), chat.submit("2"), chat.submit("3")
+
+    assert await context.claim_inflight(chat.conversation_id, first.response_id, ttl_s=60)
+    assert not await context.claim_inflight(chat.conversation_id, second.response_id, ttl_s=60)
+    await context.release_inflight(chat.conversation_id, second.response_id)  # not its claim
+    assert await context.inflight(chat.conversation_id) == first.response_id
+    await context.release_inflight(chat.conversation_id, first.response_id)
+    assert await context.inflight(chat.conversation_id) is None
+
+    assert await context.claim_inflight(chat.conversation_id, second.response_id, ttl_s=60)
+    await context.apply(chat.block(second), chat.partition, 0)  # a terminal event releases its own claim
+    assert await context.inflight(chat.conversation_id) is None
+
+    assert await context.claim_inflight(chat.conversation_id, third.response_id, ttl_s=60)
+    await context.apply(chat.complete(first, "late"), chat.partition, 0)  # an old response's end: no effect
+    assert await context.inflight(chat.conversation_id) == third.response_id
+
+
+# --- the runner and replay on the real conversation log -----------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def topics() -> None:
+    if not kafka.healthy():
+        pytest.fail(f"no Kafka broker at {settings.kafka.bootstrap}: start the stack with `make up`")
+    kafka.ensure_topics({t.name: t.partitions for t in ALL}, {t.name: t.config for t in ALL})
+
+
+def end_offsets(topic_name: str, partitions: int) -> list[TopicPartition]:
+    consumer = kafka_clients.consumer(f"test-offsets-{new_id()}")
+    try:
+        return [
+            TopicPartition(topic_name, p, consumer.get_watermark_offsets(TopicPartition(topic_name, p), timeout=10)[1])
+            for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+@asynccontextmanager
+async def running(projector: Projector) -> AsyncIterator[str]:
+    """The runner, in a consumer group of its own that starts at the log's current end."""
+    group = f"test-projections-{new_id()}"
+    starter = kafka_clients.consumer(group)
+    starter.commit(offsets=end_offsets(CONVERSATIONS.name, CONVERSATIONS.partitions), asynchronous=False)
+    starter.close()
+    consumer, producer = kafka_clients.consumer(group), EventProducer()
+    stop = asyncio.Event()
+    task = asyncio.create_task(Runner(projector, consumer, producer).run(stop))
+    try:
+        yield group
+    finally:
+        stop.set()
+        await task
+        consumer.close()
+        producer.close()
+
+
+async def produce(events: list[Event]) -> int:
+    """Send the events in order; returns the offset of the last one."""
+    producer = EventProducer()
+    try:
+        sent = [producer.send(CONVERSATIONS, event) for event in events]
+        return (await asyncio.gather(*sent))[-1].offset()
+    finally:
+        producer.close()
+
+
+def produce_garbage(conversation_id: str) -> int:
+    """Bytes that are no steno event, on the conversation's partition; returns their offset."""
+    delivered = []
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True})
+    producer.produce(
+        CONVERSATIONS.name, value=b"\x00\xffnot an event", key=conversation_id.encode(),
+        partition=partition_for(conversation_id, CONVERSATIONS), on_delivery=lambda err, msg: delivered.append(msg),
+    )
+    producer.flush(10)
+    return delivered[0].offset()
+
+
+def dead_letters_since(start: list[TopicPartition], want: Callable[[DeadLetter], bool]) -> DeadLetter:
+    consumer = kafka_clients.consumer(f"test-dlq-{new_id()}")
+    consumer.assign(start)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            record = consumer.poll(0.5)
+            if record is not None and record.error() is None:
+                letter = decode(record.value())
+                if isinstance(letter, DeadLetter) and want(letter):
+                    return letter
+        pytest.fail("no matching dead letter")
+    finally:
+        consumer.close()
+
+
+async def test_runner_projects_the_log_and_dead_letters_a_poison_pill(history: History) -> None:
+    chat = Chat()
+    dlq_start = end_offsets(DEAD_LETTERS.name, DEAD_LETTERS.partitions)
+    async with scratch_context() as context, running(Projector(history, context)) as group:
+        poison = produce_garbage(chat.conversation_id)
+        last = await produce(every_outcome(chat))
+
+        await eventually(lambda: context.wait_until_applied(chat.partition, last, 0), "the runner to pass the poison pill")
+        turns = await context.turns(chat.conversation_id)
+        messages = await history.messages(chat.conversation_id)
+        await eventually(lambda: committed_past(group, chat.partition, last), "the offset commit")
+
+    letter = dead_letters_since(dlq_start, lambda d: d.source_offset == poison and d.source_partition == chat.partition)
+    assert (letter.processor, letter.source_topic) == (PROCESSOR, CONVERSATIONS.name)
+    assert "not a steno event" in letter.reason and "not an event" in letter.payload
+    assert [t.content for t in turns or []] == ["q1", "a1", "q3", "a3 partial", "q4"]
+    assert [m.status for m in messages][-2:] == [Status.PENDING, Status.PENDING]
+
+
+async def test_runner_waits_out_a_store_outage_and_commits_only_after_the_effect(
+    history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = Chat()
+    store_back, attempts = asyncio.Event(), []
+    apply = history.apply
+
+    async def down_until_back(event: Event) -> None:
+        if event.conversation_id == chat.conversation_id and not store_back.is_set():
+            attempts.append(event)
+            raise NoHostAvailable("Cassandra is down (test)", {})
+        await apply(event)
+
+    monkeypatch.setattr(history, "apply", down_until_back)
+    async with scratch_context() as context, running(Projector(history, context)) as group:
+        offset = await produce([chat.start()])
+        await eventually(lambda: as_awaitable(len(attempts) >= 3), "the runner to retry")
+        assert not await committed_past(group, chat.partition, offset)
+        assert await context.applied_offset(chat.partition) < offset
+
+        store_back.set()
+        await eventually(lambda: committed_past(group, chat.partition, offset), "the commit after the outage")
+        assert await history.conversation_owner(chat.conversation_id) == chat.user_id
+
+
+async def as_awaitable(value: bool) -> bool:
+    return value
+
+
+async def committed_past(group: str, partition: int, offset: int) -> bool:
+    consumer = kafka_clients.consumer(group)
+    try:
+        [position] = consumer.committed([TopicPartition(CONVERSATIONS.name, partition)], timeout=10)
+        return position.offset > offset
+    finally:
+        consumer.close()
+
+
+async def test_replay_into_empty_stores_rebuilds_what_the_live_runner_built(
+    history: History, empty_history: History
+) -> None:
+    chat = Chat()
+    async with scratch_context() as live, running(Projector(history, live)):
+        last = await produce(every_outcome(chat))
+        await eventually(lambda: live.wait_until_applied(chat.partition, last, 0), "the live runner")
+        live_view = await views(history, live, chat)
+
+        async with scratch_context() as rebuilt:
+            progress = await replay(Projector(empty_history, rebuilt), report=lambda _: None)
+            assert await views(empty_history, rebuilt, chat) == live_view
+
+        await replay(Projector(history, live), report=lambda _: None)  # beside the live runner: no change
+        assert await views(history, live, chat) == live_view
+
+    assert progress.applied >= len(every_outcome(chat))
+    assert live_view[1] is not None and len(live_view[0]) == 10
+
+
+async def test_reset_refuses_while_the_live_runner_consumes(history: History) -> None:
+    chat = Chat()
+    async with scratch_context() as context:
+        projector = Projector(history, context)
+        await apply_all(history, context, [chat.start()])
+        async with running(projector) as group:
+            await eventually(lambda: group_has_members(group), "the runner to join its group")
+            with pytest.raises(LiveRunnerError):
+                await empty_views(projector, live_group=group)
+        assert await context.turns(chat.conversation_id) == []  # refused: nothing emptied
+        await empty_views(projector, live_group=group)
+        assert await context.turns(chat.conversation_id) is None
+        assert await history.conversation_owner(chat.conversation_id) is None
+
+
+async def group_has_members(group: str) -> bool:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    return bool(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
+
+
+async def views(history: History, context: ActiveContext, chat: Chat) -> tuple:
+    return (
+        await history.messages(chat.conversation_id),
+        await context.turns(chat.conversation_id),
+        await history.conversations(chat.user_id, limit=10),
+    )
+
+
+def millis(at) -> object:  # noqa: ANN001
+    """A datetime as Cassandra keeps it: to the millisecond."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)

@@ -1,0 +1,211 @@
+"""One request's events: what the log gets for each way a generation can end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from inference_bridge.generation import Generation, TextStream
+from inference_bridge.triton_stream import InferenceError
+from schemas.events import (
+    ChatTurn,
+    Event,
+    InferenceRequested,
+    ResponseCancelled,
+    ResponseCompleted,
+    ResponseEnded,
+    ResponseFailed,
+    ResponseRestarted,
+    ResponseStarted,
+    TokenGenerated,
+)
+from schemas.topics import CONVERSATIONS, TOKENS, Topic
+
+REQUEST = InferenceRequested(
+    conversation_id="c1",
+    user_id="u1",
+    message_id="m1",
+    response_id="r1",
+    model="scripted",
+    prompt=[ChatTurn(role="user", content="hi")],
+    prompt_tokens=7,
+    max_tokens=10,
+)
+
+
+class FakeLog:
+    """Records sends; acknowledges them at once unless told to hold the acks."""
+
+    def __init__(self, hold_acks: bool = False) -> None:
+        self.sent: list[tuple[str, Event]] = []
+        self.unacked: list[asyncio.Future[None]] = []
+        self.ended = asyncio.Event()
+        self._hold_acks = hold_acks
+
+    def send(self, topic: Topic, event: Event) -> asyncio.Future[None]:
+        self.sent.append((topic.name, event))
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._hold_acks:
+            self.unacked.append(ack)
+        else:
+            ack.set_result(None)
+        if isinstance(event, ResponseEnded):
+            self.ended.set()
+        return ack
+
+    def types(self, topic: Topic) -> list[str]:
+        return [type(event).__name__ for name, event in self.sent if name == topic.name]
+
+    def last(self, topic: Topic) -> Event:
+        return [event for name, event in self.sent if name == topic.name][-1]
+
+
+class Model:
+    """A fake model stream: some pieces, then an error, the end, or a hang until closed."""
+
+    def __init__(self, *pieces: str, error: Exception | None = None, hang: bool = False) -> None:
+        self.pieces = pieces
+        self.error = error
+        self.hang = hang
+        self.hanging = asyncio.Event()
+        self.closed = False
+
+    async def __call__(self, request: InferenceRequested) -> AsyncIterator[str]:
+        try:
+            for piece in self.pieces:
+                yield piece
+            if self.error:
+                raise self.error
+            if self.hang:
+                self.hanging.set()
+                await asyncio.Event().wait()
+        finally:
+            self.closed = True
+
+
+def generation(stream: TextStream, log: FakeLog, attempt: int = 1, max_attempts: int = 3) -> Generation:
+    async def begin_attempt(response_id: str) -> int:
+        assert response_id == REQUEST.response_id
+        return attempt
+
+    return Generation(REQUEST, stream=stream, send=log.send, begin_attempt=begin_attempt, max_attempts=max_attempts)
+
+
+async def test_a_completed_response_streams_tokens_in_order_then_records_the_text() -> None:
+    log = FakeLog()
+    await generation(Model("Hello ", "there, ", "friend."), log).run()
+
+    assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated", "TokenGenerated", "TokenGenerated", "ResponseEnded"]
+    tokens = [event for _, event in log.sent if isinstance(event, TokenGenerated)]
+    assert [(t.seq, t.text) for t in tokens] == [(0, "Hello "), (1, "there, "), (2, "friend.")]
+    completed = log.last(CONVERSATIONS)
+    assert isinstance(completed, ResponseCompleted)
+    assert (completed.text, completed.finish_reason, completed.message_id) == ("Hello there, friend.", "stop", "m1")
+    assert (completed.usage.prompt_tokens, completed.usage.completion_tokens) == (7, 3)
+    ended = log.last(TOKENS)
+    assert isinstance(ended, ResponseEnded)
+    assert (ended.outcome, ended.finish_reason) == ("completed", "stop")
+
+
+async def test_a_response_cut_at_max_tokens_finishes_for_length() -> None:
+    log = FakeLog()
+    await generation(Model(*["word "] * REQUEST.max_tokens), log).run()
+    completed = log.last(CONVERSATIONS)
+    assert isinstance(completed, ResponseCompleted)
+    assert completed.finish_reason == "length"
+
+
+async def test_a_model_error_fails_the_response_with_its_reason() -> None:
+    log = FakeLog()
+    await generation(Model("Hel", error=InferenceError("the model failed: out of memory")), log).run()
+
+    failed = log.last(CONVERSATIONS)
+    assert isinstance(failed, ResponseFailed)
+    assert failed.error == "the model failed: out of memory"
+    ended = log.last(TOKENS)
+    assert isinstance(ended, ResponseEnded)
+    assert (ended.outcome, ended.detail) == ("failed", "the model failed: out of memory")
+
+
+async def test_a_user_cancel_stops_the_stream_and_keeps_the_partial_text() -> None:
+    log = FakeLog()
+    model = Model("Once ", "upon ", hang=True)
+    running = generation(model, log)
+    task = asyncio.create_task(running.run())
+    await model.hanging.wait()
+
+    running.cancel()
+    await task
+
+    assert model.closed
+    cancelled = log.last(CONVERSATIONS)
+    assert isinstance(cancelled, ResponseCancelled)
+    assert cancelled.text == "Once upon "
+    ended = log.last(TOKENS)
+    assert isinstance(ended, ResponseEnded)
+    assert ended.outcome == "cancelled"
+
+
+async def test_a_cancel_before_the_stream_starts_generates_nothing() -> None:
+    log = FakeLog()
+    running = generation(Model("never"), log)
+    running.cancel()
+    await running.run()
+
+    assert log.types(TOKENS) == ["ResponseEnded"]
+    cancelled = log.last(CONVERSATIONS)
+    assert isinstance(cancelled, ResponseCancelled)
+    assert cancelled.text == ""
+
+
+async def test_an_abandoned_generation_writes_no_outcome() -> None:
+    """Shutdown or a lost partition: the request stays uncommitted and is retried elsewhere."""
+    log = FakeLog()
+    model = Model("Once ", hang=True)
+    task = asyncio.create_task(generation(model, log).run())
+    await model.hanging.wait()
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert model.closed
+    assert log.types(CONVERSATIONS) == []
+    assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated"]
+
+
+async def test_a_retry_tells_clients_to_discard_the_earlier_attempt() -> None:
+    log = FakeLog()
+    await generation(Model("Hi"), log, attempt=2).run()
+
+    restarted, started = (event for _, event in log.sent[:2])
+    assert isinstance(restarted, ResponseRestarted) and restarted.attempt == 2
+    assert isinstance(started, ResponseStarted) and started.attempt == 2
+    assert all(getattr(event, "attempt") == 2 for _, event in log.sent)
+
+
+async def test_a_request_past_its_attempts_fails_without_generating() -> None:
+    log = FakeLog()
+    model = Model("never")
+    await generation(model, log, attempt=4, max_attempts=3).run()
+
+    assert not model.closed
+    failed = log.last(CONVERSATIONS)
+    assert isinstance(failed, ResponseFailed)
+    assert "3 attempts" in failed.error
+    assert log.types(TOKENS) == ["ResponseEnded"]
+
+
+async def test_run_returns_only_once_every_event_is_acknowledged() -> None:
+    log = FakeLog(hold_acks=True)
+    task = asyncio.create_task(generation(Model("a ", "b"), log).run())
+    await log.ended.wait()
+
+    for ack in log.unacked[:-1]:
+        ack.set_result(None)
+    done, _ = await asyncio.wait({task}, timeout=0.1)
+    assert not done
+    log.unacked[-1].set_result(None)
+    await task

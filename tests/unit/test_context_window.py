@@ -1,0 +1,108 @@
+"""Prompt fitting: never over budget, newest turns first, the new message always present."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.settings import settings
+from schemas.events import ChatTurn
+from stream_processors.context_window import PromptTooSmall, fit
+from stream_processors import tokenizers
+from stream_processors.tokenizers import Tokenizer, WordTokenizer
+
+SYSTEM = ChatTurn(role="system", content="You are steno, a helpful and concise assistant.")
+WORDS = WordTokenizer()
+
+
+def conversation(turns: int) -> list[ChatTurn]:
+    """Alternating user and assistant turns of varied lengths, each naming its index."""
+    return [
+        ChatTurn(
+            role="user" if i % 2 == 0 else "assistant",
+            content=f"turn {i}: " + " ".join(f"word{i}-{j}" for j in range(3 + (i * 7) % 40)),
+        )
+        for i in range(turns)
+    ]
+
+
+def measured(turns: list[ChatTurn], tokenizer: Tokenizer) -> int:
+    return tokenizer.reply_primer_tokens + sum(tokenizer.turn_tokens(turn) for turn in turns)
+
+
+def test_a_short_conversation_fits_whole() -> None:
+    *earlier, new = conversation(5)
+
+    prompt = fit(SYSTEM, earlier, new, budget=10_000, tokenizer=WORDS)
+
+    assert prompt.turns == [SYSTEM, *earlier, new]
+    assert prompt.tokens == measured(prompt.turns, WORDS)
+
+
+@pytest.mark.parametrize("budget", [60, 61, 97, 200, 384, 1000])
+def test_a_long_conversation_never_overflows_and_keeps_the_newest_turns(budget: int) -> None:
+    *earlier, new = conversation(500)
+
+    prompt = fit(SYSTEM, earlier, new, budget=budget, tokenizer=WORDS)
+
+    assert prompt.tokens == measured(prompt.turns, WORDS) <= budget
+    assert prompt.turns[0] == SYSTEM and prompt.turns[-1] == new
+    kept = prompt.turns[1:-1]
+    assert kept == earlier[len(earlier) - len(kept):]  # an unbroken run back from the newest
+    next_older = earlier[len(earlier) - len(kept) - 1]
+    assert prompt.tokens + WORDS.turn_tokens(next_older) > budget  # and as long as fits
+
+
+def test_a_new_message_too_long_alone_loses_its_beginning() -> None:
+    new = ChatTurn(role="user", content=" ".join(f"w{i}" for i in range(1000)) + " so what is the answer?")
+    budget = 100
+
+    prompt = fit(SYSTEM, conversation(4), new, budget=budget, tokenizer=WORDS)
+
+    assert prompt.turns[0] == SYSTEM and len(prompt.turns) == 2
+    cut = prompt.turns[1]
+    assert cut.role == "user" and new.content.endswith(cut.content)
+    assert cut.content.endswith("so what is the answer?")
+    assert prompt.tokens == measured(prompt.turns, WORDS) == budget
+
+
+def test_a_budget_without_room_for_the_message_is_refused() -> None:
+    new = ChatTurn(role="user", content="hello")
+    with pytest.raises(PromptTooSmall):
+        fit(SYSTEM, [], new, budget=WORDS.turn_tokens(SYSTEM) + 1, tokenizer=WORDS)
+
+
+def test_the_real_model_tokenizer_counts_the_rendered_prompt_exactly() -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make up`")
+    tokenizer = tokenizers.load(settings.models["smollm2"].tokenizer)
+    model = settings.models["smollm2"]
+    budget = model.context_window - model.max_tokens
+    *earlier, new = conversation(400)
+
+    prompt = fit(SYSTEM, earlier, new, budget=budget, tokenizer=tokenizer)
+
+    assert len(prompt.turns) > 3 and prompt.turns[-1] == new
+    assert prompt.tokens == rendered_tokens(tokenizer, prompt.turns) <= budget
+    assert prompt.tokens + tokenizer.turn_tokens(earlier[-(len(prompt.turns) - 1)]) > budget
+
+
+def test_the_real_model_tokenizer_cuts_a_huge_message_to_fit() -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make up`")
+    tokenizer = tokenizers.load(settings.models["smollm2"].tokenizer)
+    new = ChatTurn(role="user", content="Ünïcödé ✓ " * 3000 + "the end")
+
+    prompt = fit(SYSTEM, [], new, budget=300, tokenizer=tokenizer)
+
+    assert prompt.tokens == rendered_tokens(tokenizer, prompt.turns) <= 300
+    assert prompt.turns[-1].content.endswith("the end")
+
+
+def rendered_tokens(tokenizer: Tokenizer, turns: list[ChatTurn]) -> int:
+    """The whole prompt as llama.cpp's chat completion renders and tokenizes it."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    llama = tokenizer._llama  # type: ignore[attr-defined]
+    formatter = Jinja2ChatFormatter(
+        llama.metadata["tokenizer.chat_template"], eos_token="<|im_end|>", bos_token="<|im_start|>"
+    )
+    text = formatter(messages=[turn.model_dump() for turn in turns]).prompt
+    return len(llama.tokenize(text.encode(), add_bos=True, special=True))
