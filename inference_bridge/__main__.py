@@ -6,8 +6,8 @@ import asyncio
 import logging
 import signal
 
-from infra.settings import settings
 from inference_bridge.service import Bridge
+from infra.settings import settings
 
 
 async def main() -> None:

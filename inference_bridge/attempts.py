@@ -24,5 +24,7 @@ class AttemptCounter:
         """Count one more attempt at the response and return its number (1 for the first)."""
         key = KEY.format(response_id=response_id)
         async with self._client.pipeline(transaction=True) as pipe:
-            attempt, _ = await pipe.incr(key).pexpire(key, TTL_MS).execute()
+            pipe.incr(key)
+            pipe.pexpire(key, TTL_MS)
+            attempt, _ = await pipe.execute()
         return int(attempt)

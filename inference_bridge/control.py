@@ -17,22 +17,22 @@ from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
 from infra.kafka_clients import consumer
 from schemas.events import GenerationCancelRequested
 from schemas.serde import UndecodableEvent, decode
-from schemas.topics import CONTROL
+from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
 
 LOOKUP_TIMEOUT_S = 10.0
 
 
-def control_consumer(lookback_s: float) -> Consumer:
-    """A consumer of every control partition, from `lookback_s` ago (or the end, if later).
+def control_consumer(topic: Topic, lookback_s: float) -> Consumer:
+    """A consumer of every partition of the control topic, from `lookback_s` ago.
 
     librdkafka needs a group id even for assigned partitions; a unique one keeps instances from
     ever sharing state, and nothing is committed under it.
     """
     client = consumer(f"steno-bridge-control-{uuid.uuid4().hex}")
     since_ms = int((time.time() - lookback_s) * 1000)
-    wanted = [TopicPartition(CONTROL.name, p, since_ms) for p in range(CONTROL.partitions)]
+    wanted = [TopicPartition(topic.name, p, since_ms) for p in range(topic.partitions)]
     found = client.offsets_for_times(wanted, timeout=LOOKUP_TIMEOUT_S)
     client.assign([_at_end_if_unset(client, tp) for tp in found])
     return client

@@ -15,10 +15,11 @@ Two ways to stop a generation early, kept apart on purpose:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Any
 
+from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
 from schemas.events import (
     Event,
@@ -32,9 +33,9 @@ from schemas.events import (
     TokenGenerated,
     Usage,
 )
-from schemas.topics import CONVERSATIONS, TOKENS, Topic
+from schemas.topics import Topic
 
-TextStream = Callable[[InferenceRequested], AsyncIterator[str]]
+TextStream = Callable[[InferenceRequested], AsyncGenerator[str, None]]
 """The model's output for a request, piece by piece; raises InferenceError when it cannot finish."""
 Send = Callable[[Topic, Event], Awaitable[Any]]
 """Queue an event on a topic; the awaitable resolves when Kafka acknowledged it."""
@@ -51,10 +52,13 @@ class Generation:
         send: Send,
         begin_attempt: BeginAttempt,
         max_attempts: int,
+        topics: Topics,
     ) -> None:
         self.request = request
         self._stream = stream
         self._send = send
+        self._tokens = topics.tokens
+        self._conversations = topics.conversations
         self._begin_attempt = begin_attempt
         self._max_attempts = max_attempts
         self._attempt = 0  # numbered by run(), from the shared counter
@@ -78,8 +82,8 @@ class Generation:
             self._cancelled()
         else:
             if self._attempt > 1:
-                self._emit(TOKENS, ResponseRestarted(**self._ids()))
-            self._emit(TOKENS, ResponseStarted(**self._ids()))
+                self._emit(self._tokens, ResponseRestarted(**self._ids()))
+            self._emit(self._tokens, ResponseStarted(**self._ids()))
             await self._generate()
         await asyncio.gather(*self._acks)
 
@@ -99,22 +103,23 @@ class Generation:
     async def _stream_tokens(self) -> None:
         async with aclosing(self._stream(self.request)) as pieces:
             async for piece in pieces:
-                self._emit(TOKENS, TokenGenerated(**self._ids(), seq=len(self._pieces), text=piece))
+                self._emit(self._tokens, TokenGenerated(**self._ids(), seq=len(self._pieces), text=piece))
                 self._pieces.append(piece)
 
     def _completed(self) -> None:
         reason = "length" if len(self._pieces) >= self.request.max_tokens else "stop"
         usage = Usage(prompt_tokens=self.request.prompt_tokens, completion_tokens=len(self._pieces))
-        self._emit(CONVERSATIONS, ResponseCompleted(**self._reply_ids(), text=self._text, finish_reason=reason, usage=usage))
-        self._emit(TOKENS, ResponseEnded(**self._ids(), outcome="completed", finish_reason=reason))
+        completed = ResponseCompleted(**self._reply_ids(), text=self._text, finish_reason=reason, usage=usage)
+        self._emit(self._conversations, completed)
+        self._emit(self._tokens, ResponseEnded(**self._ids(), outcome="completed", finish_reason=reason))
 
     def _fail(self, reason: str) -> None:
-        self._emit(CONVERSATIONS, ResponseFailed(**self._reply_ids(), error=reason))
-        self._emit(TOKENS, ResponseEnded(**self._ids(), outcome="failed", detail=reason))
+        self._emit(self._conversations, ResponseFailed(**self._reply_ids(), error=reason))
+        self._emit(self._tokens, ResponseEnded(**self._ids(), outcome="failed", detail=reason))
 
     def _cancelled(self) -> None:
-        self._emit(CONVERSATIONS, ResponseCancelled(**self._reply_ids(), text=self._text))
-        self._emit(TOKENS, ResponseEnded(**self._ids(), outcome="cancelled"))
+        self._emit(self._conversations, ResponseCancelled(**self._reply_ids(), text=self._text))
+        self._emit(self._tokens, ResponseEnded(**self._ids(), outcome="cancelled"))
 
     @property
     def _text(self) -> str:

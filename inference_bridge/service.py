@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
@@ -23,20 +23,20 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis
 import tritonclient.grpc.aio as triton
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from infra.kafka_clients import EventProducer, consumer, dead_letter
-from infra.settings import BridgeSettings
 from inference_bridge.attempts import AttemptCounter
 from inference_bridge.cancels import PendingCancels
 from inference_bridge.control import cancelled_response, control_consumer
 from inference_bridge.generation import Generation
 from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter
+from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import Timeouts, stream_text
+from infra.kafka_clients import EventProducer, consumer, dead_letter
+from infra.settings import BridgeSettings
 from schemas.events import InferenceRequested
 from schemas.serde import UndecodableEvent, decode
-from schemas.topics import DEAD_LETTERS, INFERENCE_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,11 @@ class Bridge:
         redis_url: str,
         group_id: str = GROUP_ID,
         sampling: Mapping[str, Mapping[str, Any]] | None = None,
+        topics: Topics = Topics(),
     ) -> None:
         """`sampling`: extra sampling parameters per model name, sent with every request for it."""
         self._config = config
+        self._topics = topics
         self._endpoints = list(endpoints)
         self._redis_url = redis_url
         self._group_id = group_id
@@ -97,6 +99,7 @@ class Bridge:
         async with AsyncExitStack() as resources:
             await self._open(resources)
             cancels = asyncio.create_task(self._consume_cancels())
+            cancels.add_done_callback(self._check_crash)
             try:
                 await self._consume_requests(stop)
                 await self._drain()
@@ -104,7 +107,7 @@ class Bridge:
                 cancels.cancel()
                 await asyncio.gather(cancels, return_exceptions=True)
         if self._error is not None:
-            raise RuntimeError("a generation failed unexpectedly; its request stays uncommitted") from self._error
+            raise RuntimeError("the bridge stopped on an unexpected error") from self._error
 
     # --- set-up and tear-down -----------------------------------------------------------
 
@@ -123,8 +126,9 @@ class Bridge:
         self._control_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-control"))
         self._requests = consumer(self._group_id)
         resources.push_async_callback(self._in_thread, self._requests_thread, self._requests.close)
-        self._requests.subscribe([INFERENCE_REQUESTS.name], on_revoke=self._on_revoke)
-        self._control = await self._in_thread(self._control_thread, control_consumer, CANCEL_MEMORY_S)
+        self._requests.subscribe([self._topics.inference_requests.name], on_revoke=self._on_revoke)
+        control = self._topics.control
+        self._control = await self._in_thread(self._control_thread, control_consumer, control, CANCEL_MEMORY_S)
         resources.push_async_callback(self._in_thread, self._control_thread, self._control.close)
 
     async def _drain(self) -> None:
@@ -164,9 +168,10 @@ class Bridge:
             log.warning("inference requests: %s", message.error())
             return
         partition, offset = message.partition(), message.offset()
+        assert partition is not None and offset is not None  # set on every fetched message
         self._offsets.start(partition, offset)
         try:
-            request = _inference_request(message)
+            request = _inference_request(message.value())
         except UndecodableEvent as exc:
             self._track(self._dead_letter(message, str(exc)), _InFlight(partition, offset, None))
             return
@@ -176,37 +181,46 @@ class Bridge:
             send=self._producer.send,
             begin_attempt=self._attempts.begin,
             max_attempts=self._config.max_attempts,
+            topics=self._topics,
         )
         if self._pending_cancels.take(request.response_id):
             generation.cancel()
         self._track(generation.run(), _InFlight(partition, offset, generation))
 
-    def _track(self, work: Any, in_flight: _InFlight) -> None:
+    def _track(self, work: Coroutine[Any, Any, None], in_flight: _InFlight) -> None:
         task = asyncio.create_task(work)
         self._in_flight[task] = in_flight
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         in_flight = self._in_flight.pop(task)
-        if task.cancelled():
-            return  # abandoned: left uncommitted for the partition's next owner
-        if task.exception() is not None:
-            log.error("generation failed unexpectedly; stopping the bridge", exc_info=task.exception())
-            self._error = self._error or task.exception()
+        if not task.cancelled() and task.exception() is None:  # a cancelled task was abandoned
+            self._offsets.finish(in_flight.partition, in_flight.offset)
+        self._check_crash(task)
+
+    def _check_crash(self, task: asyncio.Task[None]) -> None:
+        """An unexpected error (Kafka refusing events, Redis down) stops the bridge, uncommitted:
+        a restarted bridge retries the request, which is safer than guessing at its state."""
+        if task.cancelled() or task.exception() is None:
             return
-        self._offsets.finish(in_flight.partition, in_flight.offset)
+        log.error("unexpected error; stopping the bridge", exc_info=task.exception())
+        self._error = self._error or task.exception()
 
     def _commit(self) -> None:
         positions = self._offsets.committable()
         if positions:
-            self._requests.commit(offsets=_topic_partitions(positions), asynchronous=True)
+            self._requests.commit(offsets=self._topic_partitions(positions), asynchronous=True)
+
+    def _topic_partitions(self, positions: dict[int, int]) -> list[TopicPartition]:
+        topic = self._topics.inference_requests.name
+        return [TopicPartition(topic, partition, offset) for partition, offset in positions.items()]
 
     async def _dead_letter(self, message: Message, reason: str) -> None:
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), reason)
         key = (message.key() or b"").decode(errors="replace")
-        await self._producer.send(DEAD_LETTERS, dead_letter(message, PROCESSOR, reason), key=key)
+        await self._producer.send(self._topics.dead_letters, dead_letter(message, PROCESSOR, reason), key=key)
 
-    async def _text_stream(self, request: InferenceRequested) -> AsyncIterator[str]:
+    async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
         sampling = {**self._sampling.get(request.model, {}), "max_tokens": request.max_tokens}
         with self._router.lease() as client:
             chunks = stream_text(client, request.model, request.prompt, sampling, self._timeouts)
@@ -217,19 +231,23 @@ class Bridge:
     # --- rebalances -------------------------------------------------------------------------
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Called in the consumer thread: commit what is done, abandon what is not, then let go."""
+        """Called in the consumer thread: abandon what is unfinished, commit what is done, let go."""
         lost = {tp.partition for tp in partitions}
-        release = asyncio.run_coroutine_threadsafe(self._release(lost), self._loop)
-        positions = release.result()
-        if positions:
-            consumer.commit(offsets=_topic_partitions(positions), asynchronous=False)
+        positions = asyncio.run_coroutine_threadsafe(self._release(lost), self._loop).result()
+        if not positions:
+            return
+        try:
+            consumer.commit(offsets=self._topic_partitions(positions), asynchronous=False)
+        except KafkaException as exc:  # the next owner redoes the finished requests: at least once
+            log.warning("commit on revoke failed: %s", exc)
 
     async def _release(self, partitions: set[int]) -> dict[int, int]:
+        """Abandon the partitions' generations; return every commit position not yet committed."""
         await self._abandon({task for task, f in self._in_flight.items() if f.partition in partitions})
         positions = self._offsets.committable()
         for partition in partitions:
             self._offsets.forget(partition)
-        return {p: offset for p, offset in positions.items() if p in partitions}
+        return positions
 
     async def _abandon(self, tasks: set[asyncio.Task[None]]) -> None:
         for task in tasks:
@@ -261,12 +279,8 @@ class Bridge:
             self._pending_cancels.add(response_id)
 
 
-def _inference_request(message: Message) -> InferenceRequested:
-    event = decode(message.value())
+def _inference_request(raw: bytes | None) -> InferenceRequested:
+    event = decode(raw)
     if not isinstance(event, InferenceRequested):
-        raise UndecodableEvent(f"a {event.type} event does not belong on {INFERENCE_REQUESTS.name}")
+        raise UndecodableEvent(f"a {event.type} event is not an inference request")
     return event
-
-
-def _topic_partitions(positions: dict[int, int]) -> list[TopicPartition]:
-    return [TopicPartition(INFERENCE_REQUESTS.name, p, offset) for p, offset in positions.items()]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ async def stream_text(
     prompt: Sequence[ChatTurn],
     sampling: Mapping[str, Any],
     timeouts: Timeouts,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The generated text, piece by piece as Triton streams it (empty pieces are skipped)."""
     call = client.stream_infer(_single_request(model, prompt_text(prompt), sampling))
     timeout_s = timeouts.first_token_s
@@ -110,7 +110,8 @@ def _text(result: triton.InferResult) -> str:
     output = result.as_numpy(OUTPUT)
     if output is None:
         return ""
-    return "".join(piece.decode(errors="replace") if isinstance(piece, bytes) else str(piece) for piece in output.reshape(-1))
+    pieces = output.reshape(-1)
+    return "".join(p.decode(errors="replace") if isinstance(p, bytes) else str(p) for p in pieces)
 
 
 def _is_final(result: triton.InferResult) -> bool:

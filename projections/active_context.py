@@ -143,7 +143,9 @@ def connect() -> redis.Redis:
 class ActiveContext:
     """The active-context view over one Redis client (created with `decode_responses=True`)."""
 
-    def __init__(self, client: redis.Redis, config: ContextSettings = settings.context, namespace: str = "steno") -> None:
+    def __init__(
+        self, client: redis.Redis, config: ContextSettings = settings.context, namespace: str = "steno"
+    ) -> None:
         self._redis = client
         self._config = config
         self._namespace = namespace
@@ -208,7 +210,8 @@ class ActiveContext:
 
         The TTL frees the conversation even if the terminal event never comes.
         """
-        return bool(await self._redis.set(self._inflight_key(conversation_id), response_id, nx=True, ex=ttl_s))
+        key = self._inflight_key(conversation_id)
+        return bool(await self._redis.set(key, response_id, nx=True, ex=ttl_s))
 
     async def release_inflight(self, conversation_id: str, response_id: str) -> None:
         """Release the claim if (and only if) this response still holds it."""

@@ -40,7 +40,12 @@ from schemas.events import (
 TABLES = ("conversations", "conversations_by_user", "messages_by_conversation", "responses")
 
 MessageEvent = (
-    MessageSubmitted | MessageAccepted | MessageBlocked | ResponseCompleted | ResponseFailed | ResponseCancelled
+    MessageSubmitted
+    | MessageAccepted
+    | MessageBlocked
+    | ResponseCompleted
+    | ResponseFailed
+    | ResponseCancelled
 )
 
 # A message's events in lifecycle order; a later stage's writes win over an earlier one's.
@@ -120,22 +125,22 @@ def turn_cells(event: MessageEvent) -> dict[str, Cells]:
     """Row id -> the cells of `messages_by_conversation` the event sets on that turn."""
     match event:
         case MessageSubmitted():
-            shared = {"model": event.model, "created_at": event.occurred_at}
-            user = {"role": "user", "content": event.content, "status": Status.PENDING}
-            reply = {"role": "assistant", "content": "", "status": Status.PENDING, "reply_to": event.message_id}
-            return {event.message_id: user | shared, event.response_id: reply | shared}
+            created = dict(model=event.model, created_at=event.occurred_at)
+            user = dict(role="user", content=event.content, status=Status.PENDING)
+            reply = dict(role="assistant", content="", status=Status.PENDING, reply_to=event.message_id)
+            return {event.message_id: user | created, event.response_id: reply | created}
         case MessageAccepted():
-            return {event.message_id: {"status": Status.ACCEPTED}}
+            return {event.message_id: dict(status=Status.ACCEPTED)}
         case MessageBlocked():
-            blocked = {"status": Status.BLOCKED, "content": event.reason, "detail": ", ".join(event.categories)}
-            return {event.message_id: {"status": Status.BLOCKED}, event.response_id: blocked}
+            reply = dict(status=Status.BLOCKED, content=event.reason, detail=", ".join(event.categories))
+            return {event.message_id: dict(status=Status.BLOCKED), event.response_id: reply}
         case ResponseCompleted():
-            completed = {"status": Status.COMPLETED, "content": event.text, "finish_reason": event.finish_reason}
-            return {event.response_id: completed}
+            reply = dict(status=Status.COMPLETED, content=event.text, finish_reason=event.finish_reason)
+            return {event.response_id: reply}
         case ResponseFailed():
-            return {event.response_id: {"status": Status.FAILED, "detail": event.error}}
+            return {event.response_id: dict(status=Status.FAILED, detail=event.error)}
         case ResponseCancelled():
-            return {event.response_id: {"status": Status.CANCELLED, "content": event.text}}
+            return {event.response_id: dict(status=Status.CANCELLED, content=event.text)}
 
 
 class History:
@@ -174,7 +179,8 @@ class History:
             " FROM messages_by_conversation WHERE conversation_id = ?"
         )
         self._select_response = prepare(
-            "SELECT response_id, conversation_id, user_id, message_id FROM responses WHERE response_id = ?"
+            "SELECT response_id, conversation_id, user_id, message_id FROM responses"
+            " WHERE response_id = ?"
         )
 
     # --- write side ---------------------------------------------------------------------
@@ -185,13 +191,12 @@ class History:
             await self._execute(statement)
 
     def _writes(self, event: Event) -> list[Statement]:
-        match event:
-            case ConversationStarted():
-                return self._conversation_rows(event)
-            case MessageSubmitted():
-                return [self._turn_rows(event), self._response_row(event)]
-            case MessageAccepted() | MessageBlocked() | ResponseCompleted() | ResponseFailed() | ResponseCancelled():
-                return [self._turn_rows(event)]
+        if isinstance(event, ConversationStarted):
+            return self._conversation_rows(event)
+        if isinstance(event, MessageSubmitted):
+            return [self._turn_rows(event), self._response_row(event)]
+        if isinstance(event, MessageEvent):
+            return [self._turn_rows(event)]
         return []
 
     def _conversation_rows(self, event: ConversationStarted) -> list[Statement]:
@@ -228,9 +233,7 @@ class History:
     async def conversations(self, user_id: str, limit: int = 50) -> list[Conversation]:
         """The user's conversations, newest first."""
         rows = await self._execute(self._select_conversations.bind((user_id, limit)))
-        return [
-            Conversation(r.conversation_id, r.user_id, r.title, _utc(r.created_at)) for r in rows
-        ]
+        return [Conversation(r.conversation_id, r.user_id, r.title, _utc(r.created_at)) for r in rows]
 
     async def messages(self, conversation_id: str) -> list[Message]:
         """Every turn of the conversation, in order: each message followed by its reply."""

@@ -52,6 +52,18 @@ class Projector:
         await self.context.apply(event, record.partition(), record.offset())
 
 
+def lanes(records: list[Message]) -> list[list[Message]]:
+    """The records grouped by partition, each group in log order.
+
+    Partitions are independent, so their groups can be applied concurrently; within one, the
+    context cache's watermark needs the log order.
+    """
+    grouped: dict[tuple[str, int], list[Message]] = {}
+    for record in records:
+        grouped.setdefault((record.topic(), record.partition()), []).append(record)
+    return list(grouped.values())
+
+
 @asynccontextmanager
 async def connected() -> AsyncIterator[Projector]:
     """A projector on the configured Cassandra and Redis, closed on exit."""

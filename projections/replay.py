@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from infra import kafka_clients
 from infra.process import say
 from infra.settings import settings
-from projections.projector import STORE_UNAVAILABLE, Projector, connected
+from projections.projector import STORE_UNAVAILABLE, Projector, connected, lanes
 from projections.runner import BATCH_SIZE, GROUP, POLL_S
 from schemas.events import new_id
 from schemas.topics import CONVERSATIONS
@@ -63,11 +63,11 @@ async def replay(projector: Projector, report: Callable[[Progress], None] = say_
         remaining = {partition: high for partition, (low, high) in ends.items() if high > low}
         last_report = time.monotonic()
         while remaining:
-            for record in await asyncio.to_thread(consumer.consume, BATCH_SIZE, POLL_S):
-                if record.error() is not None:
-                    raise KafkaException(record.error())
-                if record.offset() < remaining.get(record.partition(), -1):
-                    await _apply(projector, record, progress)
+            records = await asyncio.to_thread(consumer.consume, BATCH_SIZE, POLL_S)
+            for failed in (r for r in records if r.error() is not None):
+                raise KafkaException(failed.error())
+            wanted = [r for r in records if r.offset() < remaining.get(r.partition(), -1)]
+            await asyncio.gather(*(_apply_in_order(projector, lane, progress) for lane in lanes(wanted)))
             _drop_finished(consumer, remaining)
             if time.monotonic() - last_report >= REPORT_EVERY_S:
                 last_report = time.monotonic()
@@ -80,9 +80,10 @@ async def replay(projector: Projector, report: Callable[[Progress], None] = say_
 
 def _assign_from_beginning(consumer: Consumer) -> dict[int, tuple[int, int]]:
     """Assign every partition at its first offset; returns partition -> (first, end) offsets."""
-    ends = {}
-    for partition in range(CONVERSATIONS.partitions):
-        ends[partition] = consumer.get_watermark_offsets(TopicPartition(CONVERSATIONS.name, partition), timeout=10)
+    ends = {
+        partition: consumer.get_watermark_offsets(TopicPartition(CONVERSATIONS.name, partition), timeout=10)
+        for partition in range(CONVERSATIONS.partitions)
+    }
     consumer.assign([TopicPartition(CONVERSATIONS.name, p, low) for p, (low, _) in ends.items()])
     return ends
 
@@ -95,15 +96,16 @@ def _drop_finished(consumer: Consumer, remaining: dict[int, int]) -> None:
             del remaining[position.partition]
 
 
-async def _apply(projector: Projector, record: Message, progress: Progress) -> None:
-    try:
-        await projector.apply(record)
-        progress.applied += 1
-    except STORE_UNAVAILABLE:
-        raise  # replay is safe to run again: stop, and let the operator rerun it once the store is back
-    except Exception as exc:  # a poison pill: the live runner dead-lettered it; move on (rule 7)
-        progress.skipped += 1
-        say(f"replay: skipped {CONVERSATIONS.name}[{record.partition()}]@{record.offset()}: {exc}")
+async def _apply_in_order(projector: Projector, lane: list[Message], progress: Progress) -> None:
+    for record in lane:
+        try:
+            await projector.apply(record)
+            progress.applied += 1
+        except STORE_UNAVAILABLE:
+            raise  # replay is safe to run again: stop, and let the operator rerun it once the store is back
+        except Exception as exc:  # a poison pill: the live runner dead-lettered it; move on (rule 7)
+            progress.skipped += 1
+            say(f"replay: skipped {CONVERSATIONS.name}[{record.partition()}]@{record.offset()}: {exc}")
 
 
 async def empty_views(projector: Projector, live_group: str = GROUP) -> None:
@@ -111,7 +113,9 @@ async def empty_views(projector: Projector, live_group: str = GROUP) -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     members = len(admin.describe_consumer_groups([live_group])[live_group].result(timeout=10).members)
     if members:
-        raise LiveRunnerError(f"consumer group {live_group} has {members} member(s): stop `python -m projections` first")
+        raise LiveRunnerError(
+            f"consumer group {live_group} has {members} member(s): stop `python -m projections` first"
+        )
     await projector.history.truncate()
     await projector.context.clear()
 
@@ -134,7 +138,7 @@ def run(reset: bool = False) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m projections.replay", description=__doc__.splitlines()[0])
-    parser.add_argument("--reset", action="store_true", help="empty the views first (stop the live runner before)")
+    parser.add_argument("--reset", action="store_true", help="empty the views first (stop the runner before)")
     logging.basicConfig(level=logging.WARNING)
     run(reset=parser.parse_args().reset)
 

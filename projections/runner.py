@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra import kafka_clients
 from infra.kafka_clients import EventProducer, dead_letter
-from projections.projector import STORE_UNAVAILABLE, Projector, connected
+from projections.projector import STORE_UNAVAILABLE, Projector, connected, lanes
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS
 
 GROUP = "steno-projections"
@@ -42,15 +42,20 @@ class Runner:
         )
         while not stop.is_set():
             records = await asyncio.to_thread(self._consumer.consume, BATCH_SIZE, POLL_S)
-            done: list[Message] = []
-            for record in records:
-                if record.error() is not None:
-                    log.warning("consumer error: %s", record.error())
-                elif await self._handle(record, stop):
-                    done.append(record)
-                else:
-                    break
-            await self._commit(done)
+            for failed in (r for r in records if r.error() is not None):
+                log.warning("consumer error: %s", failed.error())
+            valid = [r for r in records if r.error() is None]
+            handled = await asyncio.gather(*(self._handle_in_order(lane, stop) for lane in lanes(valid)))
+            await self._commit([record for lane in handled for record in lane])
+
+    async def _handle_in_order(self, lane: list[Message], stop: asyncio.Event) -> list[Message]:
+        """Handle one partition's records in order; returns those handled before any stop."""
+        handled: list[Message] = []
+        for record in lane:
+            if not await self._handle(record, stop):
+                break
+            handled.append(record)
+        return handled
 
     async def _handle(self, record: Message, stop: asyncio.Event) -> bool:
         """Apply one record, or dead-letter it; False if stopped while waiting for a store."""
@@ -77,8 +82,8 @@ class Runner:
         """Commit past the handled records; a failed commit only means they are redelivered."""
         if not done:
             return
-        offsets = {(r.topic(), r.partition()): r.offset() + 1 for r in done}
-        positions = [TopicPartition(topic, partition, offset) for (topic, partition), offset in offsets.items()]
+        ends = {(r.topic(), r.partition()): r.offset() + 1 for r in done}
+        positions = [TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()]
         try:
             await asyncio.to_thread(self._consumer.commit, offsets=positions, asynchronous=False)
         except KafkaException as exc:

@@ -33,7 +33,7 @@ from stream_processors.context_step import ContextStep
 from stream_processors.conversation import ConversationReader
 from stream_processors.moderation import Moderator
 from stream_processors.moderation_step import ModerationStep
-from stream_processors.processor import Processor, Record
+from stream_processors.processor import Processor, Record, Step
 
 APP_ID = "steno-processors"  # also the consumer group id, which `make up` health-checks
 
@@ -69,6 +69,7 @@ def create_app(
         topic_allow_declare=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset=offset_reset,
+        stream_wait_empty=False,  # stop without draining: unacked records are redelivered (rule 2)
     )
     for model in settings.models.values():
         tokenizers.load(model.tokenizer)  # fail at start, not on the first message, if one can't load
@@ -78,11 +79,11 @@ def create_app(
     reader = ConversationReader(
         ActiveContext(redis, namespace=cache_namespace), History(cassandra), settings.context.watermark_wait_s
     )
-    steps = [
+    steps: list[Step] = [
         ModerationStep(Moderator(settings.moderation), topics.conversations, topics.tokens),
         ContextStep(reader, settings.context.system_prompt, settings.models, topics.inference_requests),
     ]
-    log = app.topic(
+    conversation_log = app.topic(
         topics.conversations.name,
         partitions=topics.conversations.partitions,
         internal=False,
@@ -91,10 +92,11 @@ def create_app(
     )
     for step in steps:
         agent = consume_with(Processor(step, producer, topics.dead_letters))
-        app.agent(log, name=step.name, isolated_partitions=True)(agent)
+        app.agent(conversation_log, name=step.name, isolated_partitions=True)(agent)
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function
     async def close_clients(sender: faust.App, **_: Any) -> None:
+        """After the consumer stopped: deliver what is queued, then let the stores go."""
         await asyncio.to_thread(producer.close)
         await redis.aclose()
         cassandra.cluster.shutdown()
@@ -110,4 +112,5 @@ def consume_with(processor: Processor) -> Callable[[faust.StreamT[bytes]], Await
             message = event.message
             await processor.process(Record(message.topic, message.partition, message.offset, message.key, message.value))
 
+    agent.__qualname__ = processor.name  # Faust labels an agent's log lines with its function's name
     return agent

@@ -13,13 +13,17 @@ refused rather than built from a stale view.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from projections.active_context import VISIBLE, ActiveContext
 from projections.history import History, Message
+from projections.projector import STORE_UNAVAILABLE
 from schemas.events import ChatTurn, MessageAccepted
 
 HISTORY_POLL_S = 0.05
+
+log = logging.getLogger(__name__)
 
 
 class ContextUnavailable(RuntimeError):
@@ -35,10 +39,9 @@ class ConversationReader:
     async def turns_through(self, accepted: MessageAccepted, partition: int, offset: int) -> list[ChatTurn]:
         """The conversation's turns, ending with the accepted message at this log position."""
         deadline = time.monotonic() + self._wait_s
-        if await self._cache.wait_until_applied(partition, offset, self._wait_s):
-            turns = await self._cache.turns(accepted.conversation_id)
-            if turns is not None:
-                return turns
+        cached = await self._cached_through(accepted.conversation_id, partition, offset)
+        if cached is not None:
+            return cached
         while (turns := history_through(await self._history.messages(accepted.conversation_id), accepted.message_id)) is None:
             if time.monotonic() >= deadline:
                 raise ContextUnavailable(
@@ -48,12 +51,22 @@ class ConversationReader:
             await asyncio.sleep(HISTORY_POLL_S)
         return turns
 
+    async def _cached_through(self, conversation_id: str, partition: int, offset: int) -> list[ChatTurn] | None:
+        """The cached turns once the cache covers the offset; None if it does not in time, does
+        not hold the conversation, or cannot be reached (the history may still answer)."""
+        try:
+            if await self._cache.wait_until_applied(partition, offset, self._wait_s):
+                return await self._cache.turns(conversation_id)
+        except STORE_UNAVAILABLE as exc:
+            log.warning("active context unavailable (%r): reading the history", exc)
+        return None
+
 
 def history_through(messages: list[Message], message_id: str) -> list[ChatTurn] | None:
     """The history's turns up to the message, which counts even while history says `pending`
     (it was accepted: that is why a prompt is being built); None if history lacks it yet.
     Earlier turns are those the active context would show: no pending, blocked or empty ones."""
-    turns = []
+    turns: list[ChatTurn] = []
     for message in messages:
         if message.message_id == message_id:
             return [*turns, ChatTurn(role="user", content=message.content)]

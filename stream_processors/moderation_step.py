@@ -26,12 +26,7 @@ class ModerationStep:
         if not isinstance(event, MessageSubmitted):
             return []
         verdict = self._moderator.classify(event.content)
-        ids = {
-            "conversation_id": event.conversation_id,
-            "user_id": event.user_id,
-            "message_id": event.message_id,
-            "response_id": event.response_id,
-        }
+        ids = event.model_dump(include={"conversation_id", "user_id", "message_id", "response_id"})
         if not verdict.blocked:
             return [Emit(self._conversations, MessageAccepted(**ids, model=event.model, scores=verdict.scores))]
         blocked = MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason)

@@ -6,22 +6,26 @@ the agent has moved past) never precedes their effects. A crash in between redel
 record: consumers downstream are idempotent by message and response id.
 
 Rule 7: a record that does not decode, or that the step fails on, becomes a DeadLetter and the
-step moves on, so one poison pill never stalls its partition. Failing to write to Kafka is not
-the record's fault, so it is not dead-lettered: it propagates and the record is redelivered.
+step moves on, so one poison pill never stalls its partition. A store that cannot be reached
+says nothing about the record, so the step is retried until the store is back instead (as the
+projections runner does), and a failure to write to Kafka propagates: the record is redelivered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from infra.kafka_clients import EventProducer
+from projections.projector import STORE_UNAVAILABLE
 from schemas.events import AnyEvent, DeadLetter, Event
 from schemas.serde import decode
 from schemas.topics import Topic
+
+RETRY_FIRST_S = 0.1
+RETRY_MAX_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -54,27 +58,51 @@ class Step(Protocol):
         ...
 
 
+class Sender(Protocol):
+    """`infra.kafka_clients.EventProducer`: the returned future resolves on the broker's ack."""
+
+    def send(self, topic: Topic, event: Event | DeadLetter, key: str | None = None) -> Awaitable[Any]: ...
+
+
 class Processor:
-    def __init__(self, step: Step, producer: EventProducer, dead_letters: Topic) -> None:
+    def __init__(self, step: Step, producer: Sender, dead_letters: Topic) -> None:
         self._step = step
         self._producer = producer
         self._dead_letters = dead_letters
 
+    @property
+    def name(self) -> str:
+        return self._step.name
+
     async def process(self, record: Record) -> None:
-        try:
-            emits = await self._step.handle(decode(record.value), record)
-        except Exception as exc:  # rule 7: whatever the step's failure, the partition moves on
-            log.exception("%s: dead-lettering %s[%d]@%d", self._step.name, record.topic, record.partition, record.offset)
-            emits = [self._dead_letter(record, f"{type(exc).__name__}: {exc}")]
+        emits = await self._outcome(record)
         await asyncio.gather(*(self._producer.send(emit.topic, emit.event, emit.key) for emit in emits))
+
+    async def _outcome(self, record: Record) -> Sequence[Emit]:
+        """The step's events for the record, or its dead letter."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await self._step.handle(decode(record.value), record)
+            except STORE_UNAVAILABLE as exc:
+                log.warning("%s: store unavailable at %s (%r); retrying in %.1fs", self.name, _at(record), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+            except Exception as exc:  # rule 7: whatever else failed, the partition moves on
+                log.exception("%s: dead-lettering %s", self.name, _at(record))
+                return [self._dead_letter(record, f"{type(exc).__name__}: {exc}")]
 
     def _dead_letter(self, record: Record, reason: str) -> Emit:
         letter = DeadLetter(
             source_topic=record.topic,
             source_partition=record.partition,
             source_offset=record.offset,
-            processor=self._step.name,
+            processor=self.name,
             reason=reason,
             payload=(record.value or b"").decode(errors="replace"),
         )
         return Emit(self._dead_letters, letter, key=(record.key or b"").decode(errors="replace"))
+
+
+def _at(record: Record) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

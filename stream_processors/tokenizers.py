@@ -70,16 +70,13 @@ class GgufTokenizer:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         self._llama = Llama(model_path=str(model_path), vocab_only=True, verbose=False)
-        atexit.register(self._llama.close)  # freed by llama.cpp while it is still loaded, not at teardown
+        atexit.register(self._llama.close)  # at interpreter teardown, Llama.__del__ finds llama.cpp gone
         template = self._llama.metadata["tokenizer.chat_template"]
-        special = dict(
-            eos_token=self._token_text(self._llama.token_eos()),
-            bos_token=self._token_text(self._llama.token_bos()),
-        )
-        self._turns = Jinja2ChatFormatter(template, add_generation_prompt=False, **special)
-        self._with_primer = Jinja2ChatFormatter(template, add_generation_prompt=True, **special)
-        bos = len(self._llama.tokenize(b"", add_bos=True, special=True))
-        self.reply_primer_tokens = bos + self._count(self._primer_text())
+        eos, bos = self._token_text(self._llama.token_eos()), self._token_text(self._llama.token_bos())
+        self._turns = Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=False)
+        self._with_primer = Jinja2ChatFormatter(template, eos, bos, add_generation_prompt=True)
+        added_bos = len(self._llama.tokenize(b"", add_bos=True, special=True))  # 0 unless the vocab adds one
+        self.reply_primer_tokens = added_bos + self._count(self._primer_text())
 
     def turn_tokens(self, turn: ChatTurn) -> int:
         return self._count(self._turn_text(turn))

@@ -1,8 +1,8 @@
 """The inference bridge against the real Kafka, Redis and Triton (scripted model).
 
-Each test runs its own bridge in-process, configured for what it checks, with a consumer group
-of its own that starts at the end of the request topic: it serves only the requests the test
-sends. The bridge that `make up` runs is stopped meanwhile, so that it cannot serve them too.
+Each test runs its own bridge in-process, configured for what it checks, on scratch copies of
+the bridge's topics: the bridge that `make up` runs never sees these requests, and these bridges
+never see anyone else's.
 """
 
 from __future__ import annotations
@@ -10,27 +10,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as redis
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from infra import app_services, process
-from infra.kafka_clients import EventProducer
-from infra.settings import settings
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
 from inference_bridge.service import Bridge
+from inference_bridge.topics import Topics
+from infra import kafka
+from infra.kafka_clients import EventProducer
+from infra.settings import settings
 from schemas.events import (
     ChatTurn,
     DeadLetter,
-    Event,
     GenerationCancelRequested,
     InferenceRequested,
     ResponseCancelled,
@@ -42,10 +43,10 @@ from schemas.events import (
     TokenGenerated,
     new_id,
 )
-from schemas.serde import UndecodableEvent, decode
-from schemas.topics import CONTROL, CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKENS, Topic, partition_for
+from schemas.serde import decode
+from schemas.topics import Topic, partition_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("steno_topics", "stack_bridge_stopped")]
+pytestmark = pytest.mark.integration
 
 SCRIPT = "Hello there, friend. How are you today?"
 SCRIPT_TOKENS = ["Hello ", "there, ", "friend. ", "How ", "are ", "you ", "today?"]
@@ -54,15 +55,33 @@ WAIT_S = 20.0
 DEAD_ENDPOINT = "127.0.0.1:9"  # discard: nothing listens there
 
 
-@pytest.fixture(scope="module")
-def stack_bridge_stopped() -> Iterator[None]:
-    [service] = [s for s in app_services.services() if s.name == "bridge"]
-    running = process.running_pid(service) is not None
-    if running:
-        process.stop(service)
-    yield
-    if running:
-        process.start(service)
+@pytest.fixture
+def topics() -> Iterator[Topics]:
+    """Scratch copies of the bridge's topics, so the stack's own bridge never sees these requests."""
+    run = uuid.uuid4().hex[:12]
+    scratch = Topics(*(replace(topic, name=f"test.bridge.{run}.{topic.name}") for topic in Topics().all()))
+    kafka.ensure_topics({topic.name: topic.partitions for topic in scratch.all()})
+    _wait_until_served(scratch.all())
+    yield scratch
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})  # must outlive its futures
+    for done in admin.delete_topics([topic.name for topic in scratch.all()]).values():
+        done.result(timeout=30)
+
+
+def _wait_until_served(topics: list[Topic]) -> None:
+    """A new partition answers offset queries only once its leader has loaded it."""
+    client = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests"})
+    deadline = time.monotonic() + WAIT_S
+    try:
+        for topic, partition in ((t, p) for t in topics for p in range(t.partitions)):
+            while True:
+                try:
+                    client.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=WAIT_S)
+                    break
+                except KafkaException:
+                    assert time.monotonic() < deadline, f"{topic.name}[{partition}] has no leader"
+    finally:
+        client.close()
 
 
 # --- running a bridge ---------------------------------------------------------------------
@@ -82,23 +101,23 @@ class RunningBridge:
 
 @asynccontextmanager
 async def running_bridge(
+    topics: Topics,
     group: str | None = None,
     sampling: dict[str, Any] | None = None,
     endpoints: list[str] | None = None,
     **config: Any,
 ) -> AsyncIterator[RunningBridge]:
-    """A bridge in the given consumer group, or in a fresh one that starts at the end of the
-    request topic; the scripted model streams SCRIPT unless `sampling` says otherwise."""
-    fresh_group = group is None
+    """A bridge on the scratch topics, in the given consumer group or a new one; the scripted
+    model streams SCRIPT unless `sampling` says otherwise."""
+    new_group = group is None
     group = group or f"steno-bridge-test-{uuid.uuid4().hex}"
-    if fresh_group:
-        await asyncio.to_thread(_commit_at_end, group)
     bridge = Bridge(
         settings.bridge.model_copy(update=config),
         endpoints or settings.triton.bridge_endpoints,
         redis_url=settings.redis.url,
         group_id=group,
         sampling={"scripted": {"script": SCRIPT, **(sampling or {})}},
+        topics=topics,
     )
     stop = asyncio.Event()
     running = RunningBridge(group, asyncio.create_task(bridge.run(stop)))
@@ -108,22 +127,8 @@ async def running_bridge(
         stop.set()
         if not running.task.cancelled():
             await running.task
-        if fresh_group:
+        if new_group:
             await asyncio.to_thread(_delete_group, group)
-
-
-def _commit_at_end(group: str) -> None:
-    client = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})
-    try:
-        ends = [_end_of(client, INFERENCE_REQUESTS, p) for p in range(INFERENCE_REQUESTS.partitions)]
-        client.commit(offsets=ends, asynchronous=False)
-    finally:
-        client.close()
-
-
-def _end_of(client: Consumer, topic: Topic, partition: int) -> TopicPartition:
-    _, high = client.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=10)
-    return TopicPartition(topic.name, partition, high)
 
 
 def _delete_group(group: str) -> None:
@@ -132,10 +137,10 @@ def _delete_group(group: str) -> None:
         future.result(timeout=10)
 
 
-async def committed_past(group: str, partition: int, offset: int) -> None:
+async def committed_past(topic: Topic, group: str, partition: int, offset: int) -> None:
     """Wait until the group has committed the request at `offset` (commits are asynchronous)."""
     client = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})
-    wanted = [TopicPartition(INFERENCE_REQUESTS.name, partition)]
+    wanted = [TopicPartition(topic.name, partition)]
     try:
         async with asyncio.timeout(WAIT_S):
             while (await asyncio.to_thread(client.committed, wanted, 10))[0].offset <= offset:
@@ -151,18 +156,24 @@ def produce_raw(topic: Topic, partition: int, value: bytes) -> int:
     producer.produce(topic.name, value=value, partition=partition, on_delivery=lambda _err, msg: delivered.append(msg))
     producer.flush(10)
     [message] = delivered
-    return message.offset()
+    return _offset(message)
+
+
+def _offset(delivered: Message) -> int:
+    offset = delivered.offset()
+    assert offset is not None, "a delivered message has an offset"
+    return offset
 
 
 # --- talking to it through the log ----------------------------------------------------------
 
 
 class Log:
-    """One partition of a topic, read from the moment the test began."""
+    """One partition of a scratch topic, from its start."""
 
     def __init__(self, topic: Topic, partition: int) -> None:
         self._consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests"})
-        self._consumer.assign([_end_of(self._consumer, topic, partition)])
+        self._consumer.assign([TopicPartition(topic.name, partition, 0)])
         self.events: list[Any] = []
 
     async def until(self, done: Callable[[Any], bool]) -> list[Any]:
@@ -170,8 +181,7 @@ class Log:
         async with asyncio.timeout(WAIT_S):
             while not any(done(event) for event in self.events):
                 for message in await asyncio.to_thread(self._consumer.consume, 100, 0.2):
-                    with contextlib.suppress(UndecodableEvent):
-                        self.events.append(decode(message.value()))
+                    self.events.append(decode(message.value()))
         return self.events
 
     def close(self) -> None:
@@ -179,12 +189,14 @@ class Log:
 
 
 class Conversation:
-    """A fresh conversation: sends requests and cancels, reads what the bridge wrote back."""
+    """A conversation on the scratch topics: sends requests and cancels, reads what comes back."""
 
-    def __init__(self) -> None:
+    def __init__(self, topics: Topics) -> None:
         self.id = f"test-bridge-{new_id()}"
-        self.tokens = Log(TOKENS, partition_for(self.id, TOKENS))
-        self.history = Log(CONVERSATIONS, partition_for(self.id, CONVERSATIONS))
+        self.topics = topics
+        self.partition = partition_for(self.id, topics.inference_requests)
+        self.tokens = Log(topics.tokens, partition_for(self.id, topics.tokens))
+        self.history = Log(topics.conversations, partition_for(self.id, topics.conversations))
         self._producer = EventProducer()
 
     def request(self, max_tokens: int = 64) -> InferenceRequested:
@@ -199,22 +211,22 @@ class Conversation:
             max_tokens=max_tokens,
         )
 
-    async def send(self, topic: Topic, event: Event) -> int:
-        """Send an event and return its offset."""
-        return (await self._producer.send(topic, event)).offset()
+    async def send(self, request: InferenceRequested) -> int:
+        """Send the request and return its offset."""
+        return _offset(await self._producer.send(self.topics.inference_requests, request))
 
     async def cancel(self, response_id: str) -> None:
-        await self.send(CONTROL, GenerationCancelRequested(conversation_id=self.id, user_id="test-user", response_id=response_id))
+        cancel = GenerationCancelRequested(conversation_id=self.id, user_id="test-user", response_id=response_id)
+        await self._producer.send(self.topics.control, cancel)
 
     async def stream_of(self, response_id: str) -> list[Any]:
         """The token-stream events of a response, through its ResponseEnded."""
         events = await self.tokens.until(lambda e: isinstance(e, ResponseEnded) and e.response_id == response_id)
-        return [e for e in events if getattr(e, "response_id", None) == response_id]
+        return [e for e in events if e.response_id == response_id]
 
     async def outcome_of(self, response_id: str) -> Any:
         """The response's one terminal event on the conversation log."""
-        events = await self.history.until(lambda e: getattr(e, "response_id", None) == response_id)
-        [outcome] = [e for e in events if getattr(e, "response_id", None) == response_id]
+        [outcome] = await self.history.until(lambda e: e.response_id == response_id)
         return outcome
 
     def close(self) -> None:
@@ -224,8 +236,8 @@ class Conversation:
 
 
 @pytest.fixture
-def conversation() -> Iterator[Conversation]:
-    conversation = Conversation()
+def conversation(topics: Topics) -> Iterator[Conversation]:
+    conversation = Conversation(topics)
     yield conversation
     conversation.close()
 
@@ -244,10 +256,10 @@ def cancelled_in_triton() -> int:
 # --- the tests ------------------------------------------------------------------------------
 
 
-async def test_a_request_streams_its_tokens_in_order_then_completes(conversation: Conversation) -> None:
+async def test_a_request_streams_its_tokens_in_order_then_completes(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request()
-    async with running_bridge():
-        await conversation.send(INFERENCE_REQUESTS, request)
+    async with running_bridge(topics):
+        await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
         completed = await conversation.outcome_of(request.response_id)
 
@@ -262,29 +274,29 @@ async def test_a_request_streams_its_tokens_in_order_then_completes(conversation
     assert (completed.usage.prompt_tokens, completed.usage.completion_tokens) == (5, len(SCRIPT_TOKENS))
 
 
-async def test_a_reply_cut_at_max_tokens_finishes_for_length(conversation: Conversation) -> None:
+async def test_a_reply_cut_at_max_tokens_finishes_for_length(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request(max_tokens=3)
-    async with running_bridge():
-        await conversation.send(INFERENCE_REQUESTS, request)
+    async with running_bridge(topics):
+        await conversation.send(request)
         completed = await conversation.outcome_of(request.response_id)
 
     assert isinstance(completed, ResponseCompleted)
     assert (completed.text, completed.finish_reason) == ("".join(SCRIPT_TOKENS[:3]), "length")
 
 
-async def test_a_finished_request_is_committed(conversation: Conversation) -> None:
+async def test_a_finished_request_is_committed(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request()
-    async with running_bridge() as bridge:
-        offset = await conversation.send(INFERENCE_REQUESTS, request)
+    async with running_bridge(topics) as bridge:
+        offset = await conversation.send(request)
         await conversation.outcome_of(request.response_id)
-        await committed_past(bridge.group, partition_for(conversation.id, INFERENCE_REQUESTS), offset)
+        await committed_past(topics.inference_requests, bridge.group, conversation.partition, offset)
 
 
-async def test_a_cancel_stops_the_stream_and_keeps_the_partial_text(conversation: Conversation) -> None:
+async def test_a_cancel_stops_the_stream_and_keeps_the_partial_text(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request(max_tokens=200)
     cancelled_before = cancelled_in_triton()
-    async with running_bridge(sampling={"script": LONG_SCRIPT, "itl_ms": 50}):
-        await conversation.send(INFERENCE_REQUESTS, request)
+    async with running_bridge(topics, sampling={"script": LONG_SCRIPT, "itl_ms": 50}):
+        await conversation.send(request)
         await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
         await conversation.cancel(request.response_id)
         stream = await conversation.stream_of(request.response_id)
@@ -297,11 +309,13 @@ async def test_a_cancel_stops_the_stream_and_keeps_the_partial_text(conversation
     assert cancelled_in_triton() > cancelled_before, "the model itself stopped generating"
 
 
-async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arrives(conversation: Conversation) -> None:
+async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arrives(
+    topics: Topics, conversation: Conversation
+) -> None:
     request = conversation.request()
-    async with running_bridge():
+    async with running_bridge(topics):
         await conversation.cancel(request.response_id)
-        await conversation.send(INFERENCE_REQUESTS, request)
+        await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
         cancelled = await conversation.outcome_of(request.response_id)
 
@@ -314,15 +328,17 @@ async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arri
     [
         pytest.param({"endpoints": [DEAD_ENDPOINT]}, "unavailable", id="unreachable-endpoint"),
         pytest.param({"sampling": {"fail_after": 2}}, "scripted failure after 2 tokens", id="model-error"),
-        pytest.param({"sampling": {"ttft_ms": 5000}, "first_token_timeout_s": 0.5}, "sent nothing for 0.5s", id="timeout"),
+        pytest.param(
+            {"sampling": {"ttft_ms": 5000}, "first_token_timeout_s": 0.5}, "sent nothing for 0.5s", id="timeout"
+        ),
     ],
 )
 async def test_a_failed_generation_is_reported_to_the_client(
-    conversation: Conversation, bridge: dict[str, Any], detail: str
+    topics: Topics, conversation: Conversation, bridge: dict[str, Any], detail: str
 ) -> None:
     request = conversation.request()
-    async with running_bridge(**bridge):
-        await conversation.send(INFERENCE_REQUESTS, request)
+    async with running_bridge(topics, **bridge):
+        await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
         failed = await conversation.outcome_of(request.response_id)
 
@@ -331,14 +347,16 @@ async def test_a_failed_generation_is_reported_to_the_client(
     assert (stream[-1].outcome, stream[-1].detail) == ("failed", failed.error)
 
 
-async def test_a_request_interrupted_by_a_crash_is_retried_by_the_next_bridge(conversation: Conversation) -> None:
+async def test_a_request_interrupted_by_a_crash_is_retried_by_the_next_bridge(
+    topics: Topics, conversation: Conversation
+) -> None:
     request = conversation.request(max_tokens=200)
     slow = {"script": LONG_SCRIPT, "itl_ms": 20}
-    async with running_bridge(sampling=slow) as crashing:
-        await conversation.send(INFERENCE_REQUESTS, request)
+    async with running_bridge(topics, sampling=slow) as crashing:
+        await conversation.send(request)
         await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
         await crashing.crash()
-        async with running_bridge(group=crashing.group, sampling=slow):
+        async with running_bridge(topics, group=crashing.group, sampling=slow):
             stream = await conversation.stream_of(request.response_id)
             completed = await conversation.outcome_of(request.response_id)
 
@@ -350,13 +368,13 @@ async def test_a_request_interrupted_by_a_crash_is_retried_by_the_next_bridge(co
     assert isinstance(completed, ResponseCompleted) and (completed.text, completed.attempt) == (LONG_SCRIPT, 2)
 
 
-async def test_a_request_that_keeps_being_interrupted_is_given_up(conversation: Conversation) -> None:
+async def test_a_request_that_keeps_being_interrupted_is_given_up(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request()
     store = redis.Redis.from_url(settings.redis.url)
-    await store.set(ATTEMPT_KEY.format(response_id=request.response_id), 3, ex=60)
+    await store.set(ATTEMPT_KEY.format(response_id=request.response_id), 3, ex=60)  # three bridges died on it
     await store.aclose()
-    async with running_bridge(max_attempts=3):
-        await conversation.send(INFERENCE_REQUESTS, request)
+    async with running_bridge(topics, max_attempts=3):
+        await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
         failed = await conversation.outcome_of(request.response_id)
 
@@ -364,33 +382,32 @@ async def test_a_request_that_keeps_being_interrupted_is_given_up(conversation: 
     assert [type(e) for e in stream] == [ResponseEnded]
 
 
-async def test_an_undecodable_request_is_dead_lettered_and_the_partition_moves_on(conversation: Conversation) -> None:
+async def test_an_undecodable_request_is_dead_lettered_and_the_partition_moves_on(
+    topics: Topics, conversation: Conversation
+) -> None:
     request = conversation.request()
-    partition = partition_for(conversation.id, INFERENCE_REQUESTS)
-    dead_letters = Log(DEAD_LETTERS, 0)
+    dead_letters = Log(topics.dead_letters, 0)
     try:
-        async with running_bridge() as bridge:
-            bad = await asyncio.to_thread(produce_raw, INFERENCE_REQUESTS, partition, b"{not an event")
-            offset = await conversation.send(INFERENCE_REQUESTS, request)
-            letters = await dead_letters.until(
-                lambda e: isinstance(e, DeadLetter) and (e.source_partition, e.source_offset) == (partition, bad)
-            )
+        async with running_bridge(topics) as bridge:
+            bad = await asyncio.to_thread(produce_raw, topics.inference_requests, conversation.partition, b"{oops")
+            offset = await conversation.send(request)
+            [letter] = await dead_letters.until(lambda e: isinstance(e, DeadLetter))
             completed = await conversation.outcome_of(request.response_id)
-            await committed_past(bridge.group, partition, offset)
+            await committed_past(topics.inference_requests, bridge.group, conversation.partition, offset)
     finally:
         dead_letters.close()
 
-    [letter] = [e for e in letters if (e.source_partition, e.source_offset) == (partition, bad)]
-    assert (letter.processor, letter.payload) == ("inference_bridge", "{not an event")
+    assert (letter.source_partition, letter.source_offset) == (conversation.partition, bad)
+    assert (letter.processor, letter.payload) == ("inference_bridge", "{oops")
     assert letter.reason.startswith("not a steno event")
     assert isinstance(completed, ResponseCompleted)
 
 
-async def test_no_more_generations_run_at_once_than_allowed(conversation: Conversation) -> None:
+async def test_no_more_generations_run_at_once_than_allowed(topics: Topics, conversation: Conversation) -> None:
     requests = [conversation.request() for _ in range(4)]
-    async with running_bridge(sampling={"itl_ms": 50}, max_concurrent=2):
+    async with running_bridge(topics, sampling={"itl_ms": 50}, max_concurrent=2):
         for request in requests:
-            await conversation.send(INFERENCE_REQUESTS, request)
+            await conversation.send(request)
         streams = [await conversation.stream_of(r.response_id) for r in requests]
 
     spans = [(stream[0].occurred_at, stream[-1].occurred_at) for stream in streams]

@@ -1,35 +1,28 @@
 """The Faust processors on the real Kafka, Redis and Cassandra: moderation, context assembly
 with the active context's watermark (rule 3) and its history fallback, and dead letters (rule 7).
 
-The app runs in-process on scratch copies of steno's topics and a scratch Redis namespace, so
-the stack's own processors never see these events and these tests never see theirs. The views
-are written by the projections' own `Projector`, fed from the scratch log (the live runner only
-reads the real topic).
+The app runs in-process on scratch topics and a scratch Redis namespace (processors_harness).
+The views are written by the projections' own `Projector`, fed from the scratch log, in the
+tests that need a live projection; the others have none, as when the projection lags.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import fields, replace
 
 import faust
 import pytest
 import pytest_asyncio
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Producer
 
-from infra import kafka
 from infra.kafka_clients import EventProducer
 from infra.settings import settings
 from projections import active_context, history
 from projections.active_context import ActiveContext
 from projections.history import History
-from projections.projector import Projector
 from schemas.events import (
-    ChatTurn,
     ConversationStarted,
     DeadLetter,
     Event,
@@ -42,51 +35,33 @@ from schemas.events import (
     Usage,
     new_id,
 )
-from schemas.serde import UndecodableEvent, decode
 from schemas.topics import Topic, partition_for
 from stream_processors.app import Topics, create_app
+from tests.integration.processors_harness import LogTail, delete_group, project, scratch_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
-RUN = uuid.uuid4().hex[:10]
-NAMESPACE = f"test-processors-{RUN}"
+RUN = f"processors-{uuid.uuid4().hex[:10]}"
 MODEL = "scripted"
-SYSTEM = ChatTurn(role="system", content=settings.context.system_prompt)
-WAIT_S = 60.0
-
-Seen = list[tuple[str, object]]  # (topic name, decoded event) in arrival order
+SYSTEM = ("system", settings.context.system_prompt)
 
 
 @pytest.fixture(scope="module")
 def topics() -> Iterator[Topics]:
-    if not kafka.healthy():
-        pytest.fail(f"no Kafka broker at {settings.kafka.bootstrap}: start the stack with `make up`")
-    scratch = Topics(*(replace(t, name=f"test.processors.{RUN}.{t.name}") for t in _each(Topics())))
-    all_topics = _each(scratch)
-    kafka.ensure_topics({t.name: t.partitions for t in all_topics})
-    yield scratch
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})  # must outlive its futures
-    for done in admin.delete_topics([t.name for t in all_topics]).values():
-        done.result(timeout=30)
-
-
-def _each(topics: Topics) -> list[Topic]:
-    return [getattr(topics, field.name) for field in fields(topics)]
+    with scratch_topics(RUN) as scratch:
+        yield scratch
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def app(topics: Topics) -> AsyncIterator[faust.App]:
-    group = f"test-processors-{RUN}"
-    app = create_app(group, topics, cache_namespace=NAMESPACE, offset_reset="earliest")
+    app = create_app(f"test-{RUN}", topics, cache_namespace=RUN, offset_reset="earliest")
     await app.start()
     yield app
     await app.stop()
     client = active_context.connect()
-    await ActiveContext(client, namespace=NAMESPACE).clear()
+    await ActiveContext(client, namespace=RUN).clear()
     await client.aclose()
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
-    for done in admin.delete_consumer_groups([group]).values():
-        done.result(timeout=30)
+    delete_group(f"test-{RUN}")
 
 
 @pytest.fixture(scope="module")
@@ -97,88 +72,20 @@ def producer() -> Iterator[EventProducer]:
 
 
 @pytest.fixture(scope="module")
-def outputs(topics: Topics) -> Iterator[Log]:
-    log = Log([topics.conversations, topics.inference_requests, topics.tokens, topics.dead_letters])
-    yield log
-    log.close()
+def log(topics: Topics) -> Iterator[LogTail]:
+    tail = LogTail([topics.conversations, topics.inference_requests, topics.tokens, topics.dead_letters])
+    yield tail
+    tail.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def projection(topics: Topics) -> AsyncIterator[None]:
-    """The projections' record step, applied to every record of the scratch log while a test runs."""
-    session, client = history.connect(), active_context.connect()
-    projector = Projector(History(session), ActiveContext(client, namespace=NAMESPACE))
-    consumer = _consumer_from_start([topics.conversations])
+    """The views kept up to date from the scratch log while the test runs."""
     stop = asyncio.Event()
-
-    async def project() -> None:
-        while not stop.is_set():
-            for record in await asyncio.to_thread(consumer.consume, 100, 0.2):
-                try:
-                    await projector.apply(record)
-                except UndecodableEvent:
-                    pass  # the garbage test's record: the live runner would dead-letter it
-
-    task = asyncio.create_task(project())
+    task = asyncio.create_task(project(topics.conversations, RUN, stop))
     yield
     stop.set()
     await task
-    consumer.close()
-    await client.aclose()
-    session.cluster.shutdown()
-
-
-class Log:
-    """Every event the app writes, read by a background consumer; tests wait for what they expect."""
-
-    def __init__(self, topics: list[Topic]) -> None:
-        self._consumer = _consumer_from_start(topics)
-        self._seen: Seen = []
-        self._changed = threading.Condition()
-        self._running = True
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while self._running:
-            for record in self._consumer.consume(100, 0.2):
-                try:
-                    event: object = decode(record.value())
-                except UndecodableEvent:
-                    event = record.value()
-                with self._changed:
-                    self._seen.append((record.topic(), event))
-                    self._changed.notify_all()
-
-    async def wait_for(self, predicate: Callable[[Seen], bool], timeout_s: float = WAIT_S) -> Seen:
-        """What was seen once `predicate` holds for it; fails the test after the timeout."""
-
-        def wait() -> Seen:
-            with self._changed:
-                assert self._changed.wait_for(lambda: predicate(self._seen), timeout_s), f"not seen: {self._seen}"
-                return list(self._seen)
-
-        return await asyncio.to_thread(wait)
-
-    async def of(self, response_id: str, *types: type, count: int) -> list[object]:
-        """The first `count` events of these types for the response, waiting until there are as many."""
-        matching = lambda seen: [e for _, e in seen if isinstance(e, types) and getattr(e, "response_id", None) == response_id]  # noqa: E731
-        return matching(await self.wait_for(lambda seen: len(matching(seen)) >= count))[:count]
-
-    def seen(self) -> Seen:
-        with self._changed:
-            return list(self._seen)
-
-    def close(self) -> None:
-        self._running = False
-        self._thread.join()
-        self._consumer.close()
-
-
-def _consumer_from_start(topics: list[Topic]) -> Consumer:
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": f"test-{RUN}", "enable.auto.commit": False})
-    consumer.assign([TopicPartition(t.name, p, 0) for t in topics for p in range(t.partitions)])
-    return consumer
 
 
 class Chat:
@@ -193,7 +100,8 @@ class Chat:
 
     def submitted(self, content: str, model: str = MODEL) -> MessageSubmitted:
         return MessageSubmitted(
-            conversation_id=self.id, user_id=self.user, message_id=new_id(), response_id=new_id(), content=content, model=model
+            conversation_id=self.id, user_id=self.user, message_id=new_id(), response_id=new_id(),
+            content=content, model=model,
         )
 
     def accepted(self, message: MessageSubmitted) -> MessageAccepted:
@@ -202,8 +110,9 @@ class Chat:
 
     def completed(self, message: MessageSubmitted, text: str) -> ResponseCompleted:
         return ResponseCompleted(
-            conversation_id=self.id, user_id=self.user, message_id=message.message_id, response_id=message.response_id,
-            text=text, finish_reason="stop", usage=Usage(prompt_tokens=1, completion_tokens=1),
+            conversation_id=self.id, user_id=self.user, message_id=message.message_id,
+            response_id=message.response_id, text=text, finish_reason="stop",
+            usage=Usage(prompt_tokens=1, completion_tokens=1),
         )
 
 
@@ -212,125 +121,119 @@ async def send(producer: EventProducer, topic: Topic, *events: Event) -> None:
         await producer.send(topic, event)
 
 
+async def request_for(log: LogTail, message: MessageSubmitted) -> InferenceRequested:
+    [record] = await log.of(message.response_id, InferenceRequested)
+    return record.event  # type: ignore[return-value]
+
+
 def prompt_of(request: InferenceRequested) -> list[tuple[str, str]]:
     return [(turn.role, turn.content) for turn in request.prompt]
 
 
+async def dead_letters(log: LogTail, match: Callable[[DeadLetter], bool], count: int = 1) -> list[DeadLetter]:
+    def letters(seen: list) -> list[DeadLetter]:
+        return [r.event for r in seen if isinstance(r.event, DeadLetter) and match(r.event)]
+
+    return letters(await log.wait_for(lambda seen: len(letters(seen)) >= count))
+
+
 async def test_accepted_messages_get_prompts_from_the_active_context(
-    app: faust.App, projection: None, producer: EventProducer, outputs: Log, topics: Topics
+    app: faust.App, projection: None, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
     chat = Chat()
     first = chat.submitted("my name is Ada")
     await send(producer, topics.conversations, chat.started(), first)
-    [accepted] = await outputs.of(first.response_id, MessageAccepted, count=1)
-    [request] = await outputs.of(first.response_id, InferenceRequested, count=1)
-    assert accepted.scores["toxicity"] < settings.moderation.toxicity_threshold
-    assert prompt_of(request) == [("system", SYSTEM.content), ("user", "my name is Ada")]
-    assert (request.model, request.attempt) == (MODEL, 1)
-    assert request.max_tokens == settings.models[MODEL].max_tokens
+    [accepted] = await log.of(first.response_id, MessageAccepted)
+    request = await request_for(log, first)
+
+    assert accepted.topic == topics.conversations.name
+    assert accepted.event.scores["toxicity"] < settings.moderation.toxicity_threshold
+    assert prompt_of(request) == [SYSTEM, ("user", "my name is Ada")]
+    assert (request.model, request.attempt, request.max_tokens) == (MODEL, 1, settings.models[MODEL].max_tokens)
 
     second = chat.submitted("what is my name?")
     await send(producer, topics.conversations, chat.completed(first, "Hello Ada!"), second)
-    [request] = await outputs.of(second.response_id, InferenceRequested, count=1)
+    request = await request_for(log, second)
 
-    assert prompt_of(request) == [
-        ("system", SYSTEM.content),
-        ("user", "my name is Ada"),
-        ("assistant", "Hello Ada!"),
-        ("user", "what is my name?"),
-    ]
+    assert prompt_of(request) == [SYSTEM, ("user", "my name is Ada"), ("assistant", "Hello Ada!"), ("user", "what is my name?")]
     assert request.prompt_tokens + request.max_tokens <= settings.models[MODEL].context_window
 
 
 async def test_a_lagging_active_context_falls_back_to_history(
-    app: faust.App, producer: EventProducer, outputs: Log, topics: Topics
+    app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
-    """No projection runs: the cache's watermark never reaches the message, history has it."""
+    """No projection runs: the cache's watermark never reaches the message; history has it."""
     chat = Chat()
-    earlier = chat.submitted("the password is swordfish")
-    new = chat.submitted("what is the password?")
+    earlier, new = chat.submitted("the password is swordfish"), chat.submitted("what is the password?")
     session = history.connect()
-    view = History(session)
     for event in (chat.started(), earlier, chat.accepted(earlier), chat.completed(earlier, "Noted."), new):
-        await view.apply(event)
+        await History(session).apply(event)
     session.cluster.shutdown()
 
     await send(producer, topics.conversations, new)
-    [request] = await outputs.of(new.response_id, InferenceRequested, count=1)
+    request = await request_for(log, new)
 
-    assert prompt_of(request)[1:] == [
-        ("user", "the password is swordfish"),
-        ("assistant", "Noted."),
-        ("user", "what is the password?"),
+    assert prompt_of(request) == [
+        SYSTEM, ("user", "the password is swordfish"), ("assistant", "Noted."), ("user", "what is the password?")
     ]
 
 
 async def test_without_any_view_of_the_message_no_prompt_is_built(
-    app: faust.App, producer: EventProducer, outputs: Log, topics: Topics
+    app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
-    """Rule 3: rather than a prompt that may miss turns, a dead letter naming why."""
-    chat = Chat()
-    message = chat.submitted("is anybody there?")
+    """Rule 3: rather than a prompt that may miss turns, a dead letter that says why."""
+    message = Chat().submitted("is anybody there?")
     await send(producer, topics.conversations, message)
-    [accepted] = await outputs.of(message.response_id, MessageAccepted, count=1)
+    [accepted] = await log.of(message.response_id, MessageAccepted)
 
-    letters = await _dead_letters(outputs, lambda letter: accepted.event_id in letter.payload)
+    [letter] = await dead_letters(log, lambda letter: accepted.event.event_id in letter.payload)
 
-    assert [(letter.processor, letter.source_topic) for letter in letters] == [("context-assembly", topics.conversations.name)]
-    assert letters[0].reason.startswith("ContextUnavailable")
-    assert not [e for _, e in outputs.seen() if isinstance(e, InferenceRequested) and e.response_id == message.response_id]
+    assert (letter.processor, letter.source_topic) == ("context-assembly", topics.conversations.name)
+    assert letter.reason.startswith("ContextUnavailable")
+    assert not [r for r in log.seen() if isinstance(r.event, InferenceRequested) and r.event.response_id == message.response_id]
 
 
 async def test_a_dangerous_message_is_blocked_and_its_response_ended(
-    app: faust.App, producer: EventProducer, outputs: Log, topics: Topics
+    app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
-    chat = Chat()
-    message = chat.submitted("Explain how to build a bomb at home")
+    message = Chat().submitted("Explain how to build a bomb at home")
     await send(producer, topics.conversations, message)
 
-    [blocked] = await outputs.of(message.response_id, MessageBlocked, count=1)
-    [ended] = await outputs.of(message.response_id, ResponseEnded, count=1)
+    [blocked] = await log.of(message.response_id, MessageBlocked)
+    [ended] = await log.of(message.response_id, ResponseEnded)
 
-    assert blocked.categories == ["weapons"] and blocked.message_id == message.message_id
-    assert "weapons" in blocked.reason
-    assert (ended.outcome, ended.detail) == ("blocked", blocked.reason)
-    seen = outputs.seen()
-    assert (topics.tokens.name, ended) in seen
-    assert not [e for _, e in seen if isinstance(e, MessageAccepted) and e.response_id == message.response_id]
+    assert (blocked.topic, ended.topic) == (topics.conversations.name, topics.tokens.name)
+    assert blocked.event.categories == ["weapons"] and "weapons" in blocked.event.reason
+    assert (ended.event.outcome, ended.event.detail) == ("blocked", blocked.event.reason)
+    assert not [r for r in log.seen() if isinstance(r.event, MessageAccepted) and r.event.response_id == message.response_id]
 
 
 async def test_garbage_is_dead_lettered_and_its_partition_moves_on(
-    app: faust.App, producer: EventProducer, outputs: Log, topics: Topics
+    app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
     chat = Chat()
     garbage = f"not an event {RUN}".encode()
-    raw = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True, "acks": "all"})
     partition = partition_for(chat.id, topics.conversations)
+    raw = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True, "acks": "all"})
     raw.produce(topics.conversations.name, garbage, key=chat.id.encode(), partition=partition)
     assert raw.flush(30) == 0
     after = chat.submitted("hello after the garbage")
     await send(producer, topics.conversations, after)
 
-    letters = await _dead_letters(outputs, lambda letter: letter.payload == garbage.decode(), count=2)
-    await outputs.of(after.response_id, MessageAccepted, count=1)
+    letters = await dead_letters(log, lambda letter: letter.payload == garbage.decode(), count=2)
+    await log.of(after.response_id, MessageAccepted)
 
     assert sorted(letter.processor for letter in letters) == ["context-assembly", "moderation"]
     assert {(letter.source_partition, letter.reason.split(":")[0]) for letter in letters} == {(partition, "UndecodableEvent")}
 
 
 async def test_a_step_that_fails_dead_letters_the_event(
-    app: faust.App, producer: EventProducer, outputs: Log, topics: Topics
+    app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
-    chat = Chat()
-    message = chat.submitted("which model am I talking to?", model="no-such-model")
+    message = Chat().submitted("which model am I talking to?", model="no-such-model")
     await send(producer, topics.conversations, message)
-    [accepted] = await outputs.of(message.response_id, MessageAccepted, count=1)
+    [accepted] = await log.of(message.response_id, MessageAccepted)
 
-    [letter] = await _dead_letters(outputs, lambda letter: accepted.event_id in letter.payload)
+    [letter] = await dead_letters(log, lambda letter: accepted.event.event_id in letter.payload)
 
     assert (letter.processor, letter.reason) == ("context-assembly", "KeyError: 'no-such-model'")
-
-
-async def _dead_letters(outputs: Log, match: Callable[[DeadLetter], bool], count: int = 1) -> list[DeadLetter]:
-    letters = lambda seen: [e for _, e in seen if isinstance(e, DeadLetter) and match(e)]  # noqa: E731
-    return letters(await outputs.wait_for(lambda seen: len(letters(seen)) >= count))

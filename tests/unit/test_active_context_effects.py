@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from projections.active_context import STARTED, Effect, effect, visible_turns
 from schemas.events import (
     ChatTurn,
     ConversationStarted,
+    Event,
     MessageAccepted,
     MessageBlocked,
     MessageSubmitted,
@@ -25,17 +28,29 @@ def turn(role: str, content: str, status: str) -> str:
     return json.dumps({"role": role, "content": content, "status": status})
 
 
-def test_each_event_maps_to_one_effect_on_its_turn() -> None:
-    message_id, response_id = IDS["message_id"], IDS["response_id"]
-    usage = Usage(prompt_tokens=1, completion_tokens=1)
-    assert effect(ConversationStarted(conversation_id="c", user_id="u")) == Effect("start")
-    assert effect(MessageSubmitted(**IDS, content="q", model="m")) == Effect("put", message_id, turn("user", "q", "pending"))
-    assert effect(MessageAccepted(**IDS, model="m")) == Effect("status", message_id, "accepted")
-    assert effect(MessageBlocked(**IDS, categories=[], reason="r")) == Effect("drop", message_id)
-    assert effect(ResponseCompleted(**IDS, text="a", finish_reason="stop", usage=usage)) == Effect(
-        "put", response_id, turn("assistant", "a", "completed")
-    )
-    assert effect(ResponseCancelled(**IDS, text="par")) == Effect("put", response_id, turn("assistant", "par", "cancelled"))
+MESSAGE_ID, RESPONSE_ID = IDS["message_id"], IDS["response_id"]
+USAGE = Usage(prompt_tokens=1, completion_tokens=1)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (ConversationStarted(conversation_id="c", user_id="u"), Effect("start")),
+        (
+            MessageSubmitted(**IDS, content="q", model="m"),
+            Effect("put", MESSAGE_ID, turn("user", "q", "pending")),
+        ),
+        (MessageAccepted(**IDS, model="m"), Effect("status", MESSAGE_ID, "accepted")),
+        (MessageBlocked(**IDS, categories=[], reason="r"), Effect("drop", MESSAGE_ID)),
+        (
+            ResponseCompleted(**IDS, text="a", finish_reason="stop", usage=USAGE),
+            Effect("put", RESPONSE_ID, turn("assistant", "a", "completed")),
+        ),
+        (ResponseCancelled(**IDS, text="p"), Effect("put", RESPONSE_ID, turn("assistant", "p", "cancelled"))),
+    ],
+)
+def test_each_event_maps_to_one_effect_on_its_turn(event: Event, expected: Effect) -> None:
+    assert effect(event) == expected
 
 
 def test_failures_and_empty_cancellations_add_nothing() -> None:

@@ -6,8 +6,8 @@ import pytest
 
 from infra.settings import settings
 from schemas.events import ChatTurn
-from stream_processors.context_window import PromptTooSmall, fit
 from stream_processors import tokenizers
+from stream_processors.context_window import PromptTooSmall, fit
 from stream_processors.tokenizers import Tokenizer, WordTokenizer
 
 SYSTEM = ChatTurn(role="system", content="You are steno, a helpful and concise assistant.")

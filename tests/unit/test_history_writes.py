@@ -24,6 +24,7 @@ from schemas.events import (
 MESSAGE_ID, RESPONSE_ID = new_id(), new_id()
 IDS = {"conversation_id": "c", "user_id": "u", "message_id": MESSAGE_ID, "response_id": RESPONSE_ID}
 AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+USAGE = Usage(prompt_tokens=1, completion_tokens=1)
 
 
 def lifecycle(occurred_at: datetime) -> list[Event]:
@@ -33,7 +34,7 @@ def lifecycle(occurred_at: datetime) -> list[Event]:
         MessageSubmitted(**IDS, **at, content="hi", model="scripted"),
         MessageAccepted(**IDS, **at, model="scripted"),
         MessageBlocked(**IDS, **at, categories=["x"], reason="no"),
-        ResponseCompleted(**IDS, **at, text="hello", finish_reason="stop", usage=Usage(prompt_tokens=1, completion_tokens=1)),
+        ResponseCompleted(**IDS, **at, text="hi!", finish_reason="stop", usage=USAGE),
     ]
 
 
@@ -54,7 +55,10 @@ def test_a_conversation_start_is_stamped_with_its_own_time() -> None:
     assert write_time(started) == int(AT.timestamp()) * 1_000_000
 
 
-@pytest.mark.parametrize("message_id", ["not-a-uuid", "6ba7b810-9dad-11d1-80b4-00c04fd430c8"])  # the 2nd: a UUIDv1
+UUID1 = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
+
+
+@pytest.mark.parametrize("message_id", ["not-a-uuid", UUID1])
 def test_message_ids_that_are_not_uuid7_are_refused(message_id: str) -> None:
     with pytest.raises(ValueError, match="UUIDv7"):
         write_time(MessageAccepted(**{**IDS, "message_id": message_id}, model="m"))

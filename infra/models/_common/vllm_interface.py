@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+CANCEL_CHECK_INTERVAL_S = 0.005
 N = TypeVar("N", int, float)
 
 
@@ -118,11 +120,22 @@ class ResponseStream:
         self._stream = stream
         self._parts: list[str] = []
         self._closed = False
+        self._cancelled = False
+        self._next_cancel_check = 0.0
         self.tokens = 0
 
     def cancelled(self) -> bool:
-        """Whether the client cancelled the request; models check it before each token."""
-        return self._sender.is_cancelled()
+        """Whether the client cancelled the request; models check it before each token.
+
+        Asking Triton is an IPC round trip that would halve the token rate of a fast stream,
+        so the answer is reused for CANCEL_CHECK_INTERVAL_S: a cancellation is seen within
+        that time (or one token, for slower streams).
+        """
+        now = time.monotonic()
+        if not self._cancelled and now >= self._next_cancel_check:
+            self._cancelled = self._sender.is_cancelled()
+            self._next_cancel_check = now + CANCEL_CHECK_INTERVAL_S
+        return self._cancelled
 
     def send(self, text: str) -> None:
         """Emit one token (streaming) or keep it for the single response (not streaming)."""
@@ -154,6 +167,9 @@ class Metrics:
     steno_tokens_total{model}: tokens generated, counted when a request ends (one IPC call per
     request, not per token). Besides operations, this is how tests see that a client's
     cancellation reached the model and stopped its generation.
+
+    Updates are serialised: the Python backend of Triton 2.51 aborts the whole server
+    (boost::interprocess::lock_exception) when worker threads update metrics concurrently.
     """
 
     OUTCOMES = ("completed", "cancelled", "failed")
@@ -175,17 +191,20 @@ class Metrics:
         }
         self._tokens = tokens.Metric(labels={"model": model})
         self._families = [requests, tokens]  # a Metric must not outlive its family
+        self._lock = threading.Lock()
 
     def record(self, outcome: str, tokens: int) -> None:
-        self._requests[outcome].increment(1)
-        if tokens:
-            self._tokens.increment(tokens)
+        with self._lock:
+            self._requests[outcome].increment(1)
+            if tokens:
+                self._tokens.increment(tokens)
 
     def close(self) -> None:
         """Drop the metrics before their families, the order the Python backend requires."""
-        self._requests.clear()
-        del self._tokens
-        self._families.clear()
+        with self._lock:
+            self._requests.clear()
+            del self._tokens
+            self._families.clear()
 
 
 class StreamingModel(ABC):

@@ -1,0 +1,115 @@
+"""The processor's delivery rules: effects acknowledged before it returns, dead letters for
+records it cannot handle, retries (not dead letters) while a store is unreachable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from cassandra.cluster import NoHostAvailable
+
+from schemas.events import AnyEvent, DeadLetter, Event, MessageSubmitted, ResponseEnded
+from schemas.serde import encode
+from schemas.topics import DEAD_LETTERS, TOKENS, Topic
+from stream_processors.processor import Emit, Processor, Record
+
+SUBMITTED = MessageSubmitted(
+    conversation_id="c1", user_id="u1", message_id="m1", response_id="r1", content="hi", model="scripted"
+)
+
+
+def record(value: bytes | None, key: bytes | None = b"c1") -> Record:
+    return Record(topic="steno.conversations", partition=3, offset=41, key=key, value=value)
+
+
+class Producer:
+    """Records each send; its futures resolve only when `ack` is called, like a broker's ack."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Topic, Event | DeadLetter, str | None]] = []
+        self.pending: list[asyncio.Future[None]] = []
+        self.sending = asyncio.Event()
+
+    def send(self, topic: Topic, event: Event | DeadLetter, key: str | None = None) -> asyncio.Future[None]:
+        self.sent.append((topic, event, key))
+        self.pending.append(asyncio.get_running_loop().create_future())
+        self.sending.set()
+        return self.pending[-1]
+
+    def ack(self) -> None:
+        for future in self.pending:
+            future.set_result(None)
+
+
+class EndsResponses:
+    """A step that answers every MessageSubmitted with a ResponseEnded, after `failures` errors."""
+
+    name = "test-step"
+
+    def __init__(self, *failures: Exception) -> None:
+        self._failures = list(failures)
+
+    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
+        if self._failures:
+            raise self._failures.pop(0)
+        if not isinstance(event, MessageSubmitted):
+            return []
+        ended = ResponseEnded(conversation_id="c1", user_id="u1", response_id=event.response_id, outcome="completed")
+        return [Emit(TOKENS, ended)]
+
+
+async def process(step: EndsResponses, rec: Record) -> Producer:
+    """Run the processor on one record; its sends are acknowledged once it has made them all."""
+    producer = Producer()
+    done = asyncio.create_task(Processor(step, producer, DEAD_LETTERS).process(rec))
+    sending = asyncio.create_task(producer.sending.wait())
+    await asyncio.wait([done, sending], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if producer.sent:
+        assert not done.done(), "returned before Kafka acknowledged its events"
+    producer.ack()
+    await asyncio.wait_for(done, timeout=10)
+    sending.cancel()
+    return producer
+
+
+async def test_emits_the_steps_events_and_returns_only_after_their_ack() -> None:
+    producer = await process(EndsResponses(), record(encode(SUBMITTED)))
+
+    [(topic, event, key)] = producer.sent
+    assert (topic, event.type, key) == (TOKENS, "ResponseEnded", None)
+
+
+async def test_an_undecodable_record_is_dead_lettered_with_its_position() -> None:
+    producer = await process(EndsResponses(), record(b"\xffnot json", key=b"c9"))
+
+    [(topic, letter, key)] = producer.sent
+    assert (topic, key) == (DEAD_LETTERS, "c9")
+    assert isinstance(letter, DeadLetter)
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == ("steno.conversations", 3, 41)
+    assert (letter.processor, letter.payload) == ("test-step", "\ufffdnot json")
+    assert letter.reason.startswith("UndecodableEvent")
+
+
+async def test_a_failing_step_is_dead_lettered_and_a_tombstone_too() -> None:
+    failed = await process(EndsResponses(ValueError("boom")), record(encode(SUBMITTED)))
+    tombstone = await process(EndsResponses(), record(None, key=None))
+
+    assert [(t, e.reason, k) for t, e, k in failed.sent] == [(DEAD_LETTERS, "ValueError: boom", "c1")]  # type: ignore[union-attr]
+    assert [(t, e.payload, k) for t, e, k in tombstone.sent] == [(DEAD_LETTERS, "", "")]  # type: ignore[union-attr]
+
+
+async def test_an_unreachable_store_is_retried_not_dead_lettered() -> None:
+    step = EndsResponses(NoHostAvailable("cassandra down", {}), NoHostAvailable("still down", {}))
+
+    producer = await process(step, record(encode(SUBMITTED)))
+
+    assert [event.type for _, event, _ in producer.sent] == ["ResponseEnded"]
+
+
+async def test_events_the_step_ignores_produce_nothing() -> None:
+    ended: Any = ResponseEnded(conversation_id="c1", user_id="u1", response_id="r1", outcome="completed")
+
+    producer = await process(EndsResponses(), record(encode(ended)))
+
+    assert producer.sent == []
