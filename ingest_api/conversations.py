@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
@@ -84,7 +83,7 @@ async def start_conversation(user: User, deps: Deps, body: NewConversation | Non
 
 @router.get("", response_model=list[ConversationOut])
 async def list_conversations(user: User, deps: Deps, limit: int = 50) -> list[ConversationOut]:
-    rows = await asyncio.to_thread(deps.history.conversations, user, min(max(limit, 1), 500))
+    rows = await deps.history.conversations(user, min(max(limit, 1), 500))
     return [ConversationOut(id=r.conversation_id, title=r.title, created_at=r.created_at) for r in rows]
 
 
@@ -117,7 +116,7 @@ async def send_message(conversation_id: str, body: NewMessage, user: User, deps:
 @router.get("/{conversation_id}/messages", response_model=list[MessageOut])
 async def history(conversation_id: str, user: User, deps: Deps) -> list[MessageOut]:
     await deps.ownership.check_conversation(conversation_id, user)
-    rows = await asyncio.to_thread(deps.history.messages, conversation_id)
+    rows = await deps.history.messages(conversation_id)
     return [
         MessageOut(
             id=r.message_id, role=r.role, content=r.content, status=r.status, model=r.model,

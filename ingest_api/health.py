@@ -21,8 +21,8 @@ async def readyz(deps: Deps, response: Response) -> dict[str, object]:
     """Ready when the token feed is consuming and both views answer."""
     checks = {
         "token_feed": deps.feed.healthy,
-        "redis": await _passes(deps.context.ping()),
-        "cassandra": await _passes(asyncio.to_thread(deps.history.ping)),
+        "redis": await _passes(deps.redis.ping()),
+        "cassandra": await _passes(asyncio.to_thread(deps.session.execute, "SELECT release_version FROM system.local")),
     }
     ready = all(checks.values())
     if not ready:

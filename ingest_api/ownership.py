@@ -77,7 +77,7 @@ async def _eventually(lookup, key: str):  # noqa: ANN001, ANN202 - a History rea
     if minted_ms is None:
         return None
     deadline_ms = minted_ms + PROJECTION_WAIT_S * 1000
-    while (found := await asyncio.to_thread(lookup, key)) is None and time.time() * 1000 < deadline_ms:
+    while (found := await lookup(key)) is None and time.time() * 1000 < deadline_ms:
         await asyncio.sleep(POLL_S)
     return found
 

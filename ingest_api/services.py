@@ -7,9 +7,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
+from cassandra.cluster import Session
 from fastapi import Depends, FastAPI, Request
+from redis.asyncio import Redis
 
 from infra.kafka_clients import EventProducer
+from projections import active_context
 from projections.active_context import ActiveContext
 from projections.history import History, connect
 
@@ -19,6 +22,8 @@ from ingest_api.token_feed import TokenFeed
 
 @dataclass
 class Services:
+    redis: Redis
+    session: Session
     producer: EventProducer
     feed: TokenFeed
     history: History
@@ -29,14 +34,17 @@ class Services:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     session = connect()
+    redis_client = active_context.connect()
     history = History(session)
     feed = TokenFeed()
     feed.start()
     services = Services(
+        redis=redis_client,
+        session=session,
         producer=EventProducer(),
         feed=feed,
         history=history,
-        context=ActiveContext(),
+        context=ActiveContext(redis_client),
         ownership=Ownership(history),
     )
     app.state.services = services
@@ -45,7 +53,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         feed.stop()
         services.producer.close()
-        await services.context.close()
+        await redis_client.aclose()
         session.cluster.shutdown()
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from infra.settings import settings
+from projections import active_context
 from projections.active_context import ActiveContext
 from schemas.events import InferenceRequested
 from schemas.topics import CONVERSATIONS, INFERENCE_REQUESTS, TOKENS
@@ -52,9 +53,9 @@ async def test_a_message_streams_its_reply_and_lands_in_every_view(alice: StenoC
     history = await alice.history(conversation)
     assert [(m["role"], m["status"]) for m in history] == [("user", "accepted"), ("assistant", "completed")]
     assert history[1]["content"] == scripted_reply(content)
-    context = ActiveContext()
-    turns = await context.turns(conversation)
-    await context.close()
+    client = active_context.connect()
+    turns = await ActiveContext(client).turns(conversation)
+    await client.aclose()
     assert [(t.role, t.content) for t in turns or []] == [("user", content), ("assistant", scripted_reply(content))]
     logged = {type(e).__name__ for topic in (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS) for e in events_of(topic, conversation)}
     assert {"MessageSubmitted", "MessageAccepted", "InferenceRequested", "TokenGenerated", "ResponseCompleted"} <= logged
