@@ -12,6 +12,7 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
+from infra.kafka_clients import next_batch
 from infra.settings import settings
 from schemas.events import ResponseEnded, id_created_ms
 from schemas.serde import UndecodableEvent, decode
@@ -55,7 +56,7 @@ def _read(consumer: Consumer, start: TopicPartition, end: int, response_id: str)
     position = start.offset
     deadline = time.monotonic() + READ_TIMEOUT_S
     while position < end and time.monotonic() < deadline:
-        for msg in consumer.consume(num_messages=1000, timeout=1.0):
+        for msg in next_batch(consumer, timeout_s=1.0):
             if msg.error():
                 continue
             position = msg.offset() + 1

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from infra.kafka_clients import next_batch
 from infra.settings import settings
 from schemas.events import ResponseEnded, id_created_ms
 from schemas.serde import UndecodableEvent, decode
@@ -122,7 +123,7 @@ class TokenFeed:
         consumer.assign([TopicPartition(TOKENS.name, p, OFFSET_END) for p in range(TOKENS.partitions)])
         try:
             while self._running:
-                batch = consumer.consume(num_messages=1000, timeout=0.1)
+                batch = next_batch(consumer, timeout_s=0.1)
                 self.healthy = True
                 events = [item for msg in batch if not msg.error() and (item := _decoded(msg)) is not None]
                 if events and self._loop is not None:

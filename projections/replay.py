@@ -63,7 +63,7 @@ async def replay(projector: Projector, report: Callable[[Progress], None] = say_
         remaining = {partition: high for partition, (low, high) in ends.items() if high > low}
         last_report = time.monotonic()
         while remaining:
-            records = await asyncio.to_thread(consumer.consume, BATCH_SIZE, POLL_S)
+            records = await asyncio.to_thread(kafka_clients.next_batch, consumer, POLL_S, BATCH_SIZE)
             for failed in (r for r in records if r.error() is not None):
                 raise KafkaException(failed.error())
             wanted = [r for r in records if r.offset() < remaining.get(r.partition(), -1)]

@@ -41,7 +41,7 @@ class Runner:
             [CONVERSATIONS.name], on_assign=_log_partitions("assigned"), on_revoke=_log_partitions("revoked")
         )
         while not stop.is_set():
-            records = await asyncio.to_thread(self._consumer.consume, BATCH_SIZE, POLL_S)
+            records = await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
             for failed in (r for r in records if r.error() is not None):
                 log.warning("consumer error: %s", failed.error())
             valid = [r for r in records if r.error() is None]

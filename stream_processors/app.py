@@ -33,7 +33,7 @@ from stream_processors.context_step import ContextStep
 from stream_processors.conversation import ConversationReader
 from stream_processors.moderation import Moderator
 from stream_processors.moderation_step import ModerationStep
-from stream_processors.processor import Processor, Record, Step
+from stream_processors.processor import Outputs, Processor, Record, Step
 
 APP_ID = "steno-processors"  # also the consumer group id, which `make up` health-checks
 
@@ -91,7 +91,8 @@ def create_app(
         value_serializer="raw",
     )
     for step in steps:
-        agent = consume_with(Processor(step, producer, topics.dead_letters))
+        outputs = Outputs(topics.dead_letters, topics.conversations, topics.tokens)
+        agent = consume_with(Processor(step, producer, outputs))
         app.agent(conversation_log, name=step.name, isolated_partitions=True)(agent)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function

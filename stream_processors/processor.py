@@ -6,7 +6,9 @@ the agent has moved past) never precedes their effects. A crash in between redel
 record: consumers downstream are idempotent by message and response id.
 
 Rule 7: a record that does not decode, or that the step fails on, becomes a DeadLetter and the
-step moves on, so one poison pill never stalls its partition. A store that cannot be reached
+step moves on, so one poison pill never stalls its partition. When the record was a user's
+message, its response also fails visibly (ResponseFailed in history, an `error` on the token
+stream): nobody is left waiting for a reply that will never come. A store that cannot be reached
 says nothing about the record, so the step is retried until the store is back instead (as the
 projections runner does), and a failure to write to Kafka propagates: the record is redelivered.
 """
@@ -20,7 +22,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from projections.projector import STORE_UNAVAILABLE
-from schemas.events import AnyEvent, DeadLetter, Event
+from schemas.events import (
+    AnyEvent,
+    DeadLetter,
+    Event,
+    MessageAccepted,
+    MessageSubmitted,
+    ResponseEnded,
+    ResponseFailed,
+)
 from schemas.serde import decode
 from schemas.topics import Topic
 
@@ -64,11 +74,20 @@ class Sender(Protocol):
     def send(self, topic: Topic, event: Event | DeadLetter, key: str | None = None) -> Awaitable[Any]: ...
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where a processor reports what it could not do."""
+
+    dead_letters: Topic
+    conversations: Topic
+    tokens: Topic
+
+
 class Processor:
-    def __init__(self, step: Step, producer: Sender, dead_letters: Topic) -> None:
+    def __init__(self, step: Step, producer: Sender, outputs: Outputs) -> None:
         self._step = step
         self._producer = producer
-        self._dead_letters = dead_letters
+        self._outputs = outputs
 
     @property
     def name(self) -> str:
@@ -81,16 +100,29 @@ class Processor:
     async def _outcome(self, record: Record) -> Sequence[Emit]:
         """The step's events for the record, or its dead letter."""
         delay = RETRY_FIRST_S
+        event: AnyEvent | None = None
         while True:
             try:
-                return await self._step.handle(decode(record.value), record)
+                event = decode(record.value)
+                return await self._step.handle(event, record)
             except STORE_UNAVAILABLE as exc:
                 log.warning("%s: store unavailable at %s (%r); retrying in %.1fs", self.name, _at(record), exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
             except Exception as exc:  # rule 7: whatever else failed, the partition moves on
                 log.exception("%s: dead-lettering %s", self.name, _at(record))
-                return [self._dead_letter(record, f"{type(exc).__name__}: {exc}")]
+                reason = f"{type(exc).__name__}: {exc}"
+                return [self._dead_letter(record, reason), *self._response_failed(event, reason)]
+
+    def _response_failed(self, event: AnyEvent | None, reason: str) -> list[Emit]:
+        if not isinstance(event, MessageSubmitted | MessageAccepted):
+            return []
+        common = {"conversation_id": event.conversation_id, "user_id": event.user_id, "response_id": event.response_id}
+        detail = f"steno could not process this message ({self.name}): {reason}"
+        return [
+            Emit(self._outputs.conversations, ResponseFailed(**common, message_id=event.message_id, error=detail)),
+            Emit(self._outputs.tokens, ResponseEnded(**common, outcome="failed", detail=detail)),
+        ]
 
     def _dead_letter(self, record: Record, reason: str) -> Emit:
         letter = DeadLetter(
@@ -101,7 +133,7 @@ class Processor:
             reason=reason,
             payload=(record.value or b"").decode(errors="replace"),
         )
-        return Emit(self._dead_letters, letter, key=(record.key or b"").decode(errors="replace"))
+        return Emit(self._outputs.dead_letters, letter, key=(record.key or b"").decode(errors="replace"))
 
 
 def _at(record: Record) -> str:

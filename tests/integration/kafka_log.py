@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
+from infra.kafka_clients import next_batch
 from infra.settings import settings
 from schemas.events import id_created_ms
 from schemas.serde import UndecodableEvent, decode
@@ -23,7 +24,7 @@ def events_of(topic: Topic, conversation_id: str) -> list:
         consumer.assign([TopicPartition(topic.name, partition, start.offset)])
         found, position = [], start.offset
         while position < end:
-            for msg in consumer.consume(num_messages=500, timeout=5):
+            for msg in next_batch(consumer, timeout_s=5):
                 position = msg.offset() + 1
                 try:
                     event = decode(msg.value())

@@ -17,6 +17,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from infra import kafka
+from infra.kafka_clients import next_batch
 from infra.settings import settings
 from projections import active_context, history
 from projections.active_context import ActiveContext
@@ -59,13 +60,6 @@ def consumer_from_start(topics: list[Topic]) -> Consumer:
     return consumer
 
 
-def next_batch(consumer: Consumer, timeout_s: float = 0.1, most: int = 100) -> list[Message]:
-    """Whatever has arrived, waiting only for the first record: `consume(n, timeout)` alone
-    would wait out the whole timeout unless n records were there, adding its latency to each."""
-    first = consumer.poll(timeout_s)
-    return [] if first is None else [first, *consumer.consume(most - 1, 0)]
-
-
 async def project(conversations: Topic, namespace: str, stop: asyncio.Event) -> None:
     """The projections' own record step over the scratch log, until `stop` (the live runner
     reads only the real topic). Undecodable records are skipped."""
@@ -74,7 +68,7 @@ async def project(conversations: Topic, namespace: str, stop: asyncio.Event) -> 
     consumer = consumer_from_start([conversations])
     try:
         while not stop.is_set():
-            for record in await asyncio.to_thread(next_batch, consumer):
+            for record in await asyncio.to_thread(next_batch, consumer, 0.1):
                 with suppress(UndecodableEvent):  # the live runner would dead-letter it
                     await projector.apply(record)
     finally:
@@ -106,7 +100,7 @@ class LogTail:
 
     def _read(self) -> None:
         while self._running:
-            for record in next_batch(self._consumer):
+            for record in next_batch(self._consumer, 0.1):
                 try:
                     event: object = decode(record.value())
                 except UndecodableEvent:

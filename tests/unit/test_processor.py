@@ -11,8 +11,10 @@ from cassandra.cluster import NoHostAvailable
 
 from schemas.events import AnyEvent, DeadLetter, Event, MessageSubmitted, ResponseEnded
 from schemas.serde import encode
-from schemas.topics import DEAD_LETTERS, TOKENS, Topic
-from stream_processors.processor import Emit, Processor, Record
+from schemas.topics import CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
+from stream_processors.processor import Emit, Outputs, Processor, Record
+
+OUTPUTS = Outputs(DEAD_LETTERS, CONVERSATIONS, TOKENS)
 
 SUBMITTED = MessageSubmitted(
     conversation_id="c1", user_id="u1", message_id="m1", response_id="r1", content="hi", model="scripted"
@@ -62,7 +64,7 @@ class EndsResponses:
 async def process(step: EndsResponses, rec: Record) -> Producer:
     """Run the processor on one record; its sends are acknowledged once it has made them all."""
     producer = Producer()
-    done = asyncio.create_task(Processor(step, producer, DEAD_LETTERS).process(rec))
+    done = asyncio.create_task(Processor(step, producer, OUTPUTS).process(rec))
     sending = asyncio.create_task(producer.sending.wait())
     await asyncio.wait([done, sending], timeout=10, return_when=asyncio.FIRST_COMPLETED)
     if producer.sent:
@@ -91,11 +93,15 @@ async def test_an_undecodable_record_is_dead_lettered_with_its_position() -> Non
     assert letter.reason.startswith("UndecodableEvent")
 
 
-async def test_a_failing_step_is_dead_lettered_and_a_tombstone_too() -> None:
+async def test_a_failing_step_is_dead_lettered_and_its_response_fails_visibly() -> None:
     failed = await process(EndsResponses(ValueError("boom")), record(encode(SUBMITTED)))
     tombstone = await process(EndsResponses(), record(None, key=None))
 
-    assert [(t, e.reason, k) for t, e, k in failed.sent] == [(DEAD_LETTERS, "ValueError: boom", "c1")]  # type: ignore[union-attr]
+    letter, history, ending = failed.sent
+    assert (letter[0], letter[1].reason, letter[2]) == (DEAD_LETTERS, "ValueError: boom", "c1")  # type: ignore[union-attr]
+    assert (history[0], history[1].type, history[1].response_id) == (CONVERSATIONS, "ResponseFailed", "r1")  # type: ignore[union-attr]
+    assert (ending[0], ending[1].type, ending[1].outcome) == (TOKENS, "ResponseEnded", "failed")  # type: ignore[union-attr]
+    assert "boom" in ending[1].detail  # type: ignore[union-attr]
     assert [(t, e.payload, k) for t, e, k in tombstone.sent] == [(DEAD_LETTERS, "", "")]  # type: ignore[union-attr]
 
 
