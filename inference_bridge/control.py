@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 
-from confluent_kafka import OFFSET_END, Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra.kafka_clients import consumer
 from schemas.events import GenerationCancelRequested
@@ -41,7 +41,7 @@ def control_consumer(topic: Topic, lookback_s: float) -> Consumer:
 def _at_end_if_unset(client: Consumer, found: TopicPartition) -> TopicPartition:
     """No message since the timestamp: start at today's end offset, not a logical "end" that
     would skip whatever arrives before the first fetch."""
-    if found.offset != OFFSET_END and found.offset >= 0:
+    if found.offset >= 0:
         return found
     _, high = client.get_watermark_offsets(found, timeout=LOOKUP_TIMEOUT_S)
     return TopicPartition(found.topic, found.partition, high)

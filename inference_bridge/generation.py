@@ -44,6 +44,8 @@ BeginAttempt = Callable[[str], Awaitable[int]]
 
 
 class Generation:
+    """One request, generated once: `run` it as a task; `cancel` it when the user asks."""
+
     def __init__(
         self,
         request: InferenceRequested,

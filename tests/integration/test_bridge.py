@@ -8,26 +8,19 @@ never see anyone else's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as redis
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
-from inference_bridge.service import Bridge
 from inference_bridge.topics import Topics
-from infra import kafka
-from infra.kafka_clients import EventProducer
+from infra.kafka_clients import EventProducer, next_batch
 from infra.settings import settings
 from schemas.events import (
     ChatTurn,
@@ -45,96 +38,23 @@ from schemas.events import (
 )
 from schemas.serde import decode
 from schemas.topics import Topic, partition_for
+from tests.integration.bridge_harness import running_bridge, scratch_topics
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = "Hello there, friend. How are you today?"
 SCRIPT_TOKENS = ["Hello ", "there, ", "friend. ", "How ", "are ", "you ", "today?"]
 LONG_SCRIPT = " ".join(f"word{i}" for i in range(200))
+SHORT = {"script": SCRIPT}
+LONG = {"script": LONG_SCRIPT, "itl_ms": 10}  # 2 s of tokens: time enough to interrupt
 WAIT_S = 20.0
 DEAD_ENDPOINT = "127.0.0.1:9"  # discard: nothing listens there
 
 
 @pytest.fixture
 def topics() -> Iterator[Topics]:
-    """Scratch copies of the bridge's topics, so the stack's own bridge never sees these requests."""
-    run = uuid.uuid4().hex[:12]
-    scratch = Topics(*(replace(topic, name=f"test.bridge.{run}.{topic.name}") for topic in Topics().all()))
-    kafka.ensure_topics({topic.name: topic.partitions for topic in scratch.all()})
-    _wait_until_served(scratch.all())
-    yield scratch
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})  # must outlive its futures
-    for done in admin.delete_topics([topic.name for topic in scratch.all()]).values():
-        done.result(timeout=30)
-
-
-def _wait_until_served(topics: list[Topic]) -> None:
-    """A new partition answers offset queries only once its leader has loaded it."""
-    client = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests"})
-    deadline = time.monotonic() + WAIT_S
-    try:
-        for topic, partition in ((t, p) for t in topics for p in range(t.partitions)):
-            while True:
-                try:
-                    client.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=WAIT_S)
-                    break
-                except KafkaException:
-                    assert time.monotonic() < deadline, f"{topic.name}[{partition}] has no leader"
-    finally:
-        client.close()
-
-
-# --- running a bridge ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunningBridge:
-    group: str
-    task: asyncio.Task[None]
-
-    async def crash(self) -> None:
-        """Stop at once, draining and committing nothing, as if the process had died."""
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-
-@asynccontextmanager
-async def running_bridge(
-    topics: Topics,
-    group: str | None = None,
-    sampling: dict[str, Any] | None = None,
-    endpoints: list[str] | None = None,
-    **config: Any,
-) -> AsyncIterator[RunningBridge]:
-    """A bridge on the scratch topics, in the given consumer group or a new one; the scripted
-    model streams SCRIPT unless `sampling` says otherwise."""
-    new_group = group is None
-    group = group or f"steno-bridge-test-{uuid.uuid4().hex}"
-    bridge = Bridge(
-        settings.bridge.model_copy(update=config),
-        endpoints or settings.triton.bridge_endpoints,
-        redis_url=settings.redis.url,
-        group_id=group,
-        sampling={"scripted": {"script": SCRIPT, **(sampling or {})}},
-        topics=topics,
-    )
-    stop = asyncio.Event()
-    running = RunningBridge(group, asyncio.create_task(bridge.run(stop)))
-    try:
-        yield running
-    finally:
-        stop.set()
-        if not running.task.cancelled():
-            await running.task
-        if new_group:
-            await asyncio.to_thread(_delete_group, group)
-
-
-def _delete_group(group: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
-    for future in admin.delete_consumer_groups([group]).values():
-        future.result(timeout=10)
+    with scratch_topics(f"bridge-{uuid.uuid4().hex[:12]}") as scratch:
+        yield scratch
 
 
 async def committed_past(topic: Topic, group: str, partition: int, offset: int) -> None:
@@ -180,7 +100,7 @@ class Log:
         """Every event read so far, once one of them is `done`."""
         async with asyncio.timeout(WAIT_S):
             while not any(done(event) for event in self.events):
-                for message in await asyncio.to_thread(self._consumer.consume, 100, 0.2):
+                for message in await asyncio.to_thread(next_batch, self._consumer, 0.2):
                     self.events.append(decode(message.value()))
         return self.events
 
@@ -226,7 +146,8 @@ class Conversation:
 
     async def outcome_of(self, response_id: str) -> Any:
         """The response's one terminal event on the conversation log."""
-        [outcome] = await self.history.until(lambda e: e.response_id == response_id)
+        events = await self.history.until(lambda e: e.response_id == response_id)
+        [outcome] = [e for e in events if e.response_id == response_id]
         return outcome
 
     def close(self) -> None:
@@ -258,7 +179,7 @@ def cancelled_in_triton() -> int:
 
 async def test_a_request_streams_its_tokens_in_order_then_completes(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request()
-    async with running_bridge(topics):
+    async with running_bridge(topics, SHORT):
         await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
         completed = await conversation.outcome_of(request.response_id)
@@ -276,7 +197,7 @@ async def test_a_request_streams_its_tokens_in_order_then_completes(topics: Topi
 
 async def test_a_reply_cut_at_max_tokens_finishes_for_length(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request(max_tokens=3)
-    async with running_bridge(topics):
+    async with running_bridge(topics, SHORT):
         await conversation.send(request)
         completed = await conversation.outcome_of(request.response_id)
 
@@ -286,7 +207,7 @@ async def test_a_reply_cut_at_max_tokens_finishes_for_length(topics: Topics, con
 
 async def test_a_finished_request_is_committed(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request()
-    async with running_bridge(topics) as bridge:
+    async with running_bridge(topics, SHORT) as bridge:
         offset = await conversation.send(request)
         await conversation.outcome_of(request.response_id)
         await committed_past(topics.inference_requests, bridge.group, conversation.partition, offset)
@@ -295,7 +216,7 @@ async def test_a_finished_request_is_committed(topics: Topics, conversation: Con
 async def test_a_cancel_stops_the_stream_and_keeps_the_partial_text(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request(max_tokens=200)
     cancelled_before = cancelled_in_triton()
-    async with running_bridge(topics, sampling={"script": LONG_SCRIPT, "itl_ms": 50}):
+    async with running_bridge(topics, LONG):
         await conversation.send(request)
         await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
         await conversation.cancel(request.response_id)
@@ -313,7 +234,7 @@ async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arri
     topics: Topics, conversation: Conversation
 ) -> None:
     request = conversation.request()
-    async with running_bridge(topics):
+    async with running_bridge(topics, SHORT):
         await conversation.cancel(request.response_id)
         await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
@@ -324,20 +245,18 @@ async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arri
 
 
 @pytest.mark.parametrize(
-    ("bridge", "detail"),
+    ("scripted", "config", "detail"),
     [
-        pytest.param({"endpoints": [DEAD_ENDPOINT]}, "unavailable", id="unreachable-endpoint"),
-        pytest.param({"sampling": {"fail_after": 2}}, "scripted failure after 2 tokens", id="model-error"),
-        pytest.param(
-            {"sampling": {"ttft_ms": 5000}, "first_token_timeout_s": 0.5}, "sent nothing for 0.5s", id="timeout"
-        ),
+        pytest.param(SHORT, {"endpoints": [DEAD_ENDPOINT]}, "unavailable", id="unreachable-endpoint"),
+        pytest.param({**SHORT, "fail_after": 2}, {}, "scripted failure after 2 tokens", id="model-error"),
+        pytest.param({**SHORT, "ttft_ms": 5000}, {"first_token_timeout_s": 0.5}, "sent nothing for 0.5s", id="timeout"),
     ],
 )
 async def test_a_failed_generation_is_reported_to_the_client(
-    topics: Topics, conversation: Conversation, bridge: dict[str, Any], detail: str
+    topics: Topics, conversation: Conversation, scripted: dict[str, Any], config: dict[str, Any], detail: str
 ) -> None:
     request = conversation.request()
-    async with running_bridge(topics, **bridge):
+    async with running_bridge(topics, scripted, **config):
         await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
         failed = await conversation.outcome_of(request.response_id)
@@ -351,12 +270,11 @@ async def test_a_request_interrupted_by_a_crash_is_retried_by_the_next_bridge(
     topics: Topics, conversation: Conversation
 ) -> None:
     request = conversation.request(max_tokens=200)
-    slow = {"script": LONG_SCRIPT, "itl_ms": 20}
-    async with running_bridge(topics, sampling=slow) as crashing:
+    async with running_bridge(topics, LONG) as crashing:
         await conversation.send(request)
         await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
         await crashing.crash()
-        async with running_bridge(topics, group=crashing.group, sampling=slow):
+        async with running_bridge(topics, LONG, group=crashing.group):
             stream = await conversation.stream_of(request.response_id)
             completed = await conversation.outcome_of(request.response_id)
 
@@ -368,12 +286,24 @@ async def test_a_request_interrupted_by_a_crash_is_retried_by_the_next_bridge(
     assert isinstance(completed, ResponseCompleted) and (completed.text, completed.attempt) == (LONG_SCRIPT, 2)
 
 
+async def test_a_stopping_bridge_finishes_its_generations_first(topics: Topics, conversation: Conversation) -> None:
+    request = conversation.request(max_tokens=200)
+    async with running_bridge(topics, LONG) as bridge:
+        offset = await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+        await bridge.stop()
+        await committed_past(topics.inference_requests, bridge.group, conversation.partition, offset)
+
+    completed = await conversation.outcome_of(request.response_id)
+    assert isinstance(completed, ResponseCompleted) and completed.text == LONG_SCRIPT
+
+
 async def test_a_request_that_keeps_being_interrupted_is_given_up(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request()
     store = redis.Redis.from_url(settings.redis.url)
     await store.set(ATTEMPT_KEY.format(response_id=request.response_id), 3, ex=60)  # three bridges died on it
     await store.aclose()
-    async with running_bridge(topics, max_attempts=3):
+    async with running_bridge(topics, SHORT, max_attempts=3):
         await conversation.send(request)
         stream = await conversation.stream_of(request.response_id)
         failed = await conversation.outcome_of(request.response_id)
@@ -388,7 +318,7 @@ async def test_an_undecodable_request_is_dead_lettered_and_the_partition_moves_o
     request = conversation.request()
     dead_letters = Log(topics.dead_letters, 0)
     try:
-        async with running_bridge(topics) as bridge:
+        async with running_bridge(topics, SHORT) as bridge:
             bad = await asyncio.to_thread(produce_raw, topics.inference_requests, conversation.partition, b"{oops")
             offset = await conversation.send(request)
             [letter] = await dead_letters.until(lambda e: isinstance(e, DeadLetter))
@@ -405,7 +335,7 @@ async def test_an_undecodable_request_is_dead_lettered_and_the_partition_moves_o
 
 async def test_no_more_generations_run_at_once_than_allowed(topics: Topics, conversation: Conversation) -> None:
     requests = [conversation.request() for _ in range(4)]
-    async with running_bridge(topics, sampling={"itl_ms": 50}, max_concurrent=2):
+    async with running_bridge(topics, {**SHORT, "itl_ms": 50}, max_concurrent=2):
         for request in requests:
             await conversation.send(request)
         streams = [await conversation.stream_of(r.response_id) for r in requests]

@@ -21,9 +21,15 @@ Response protocol (the model is decoupled; every request gets exactly one final 
                   (Triton's vLLM backend flags its last token instead: a client should treat
                   text in a final response as text, which covers both.)
     stream=false  one response with the whole text, flagged final.
-    error         one error response, flagged final (after any tokens already streamed).
+    error         one error response, flagged final (after any tokens already streamed). A gRPC
+                  stream client gets it as an error without a result, hence without the
+                  `triton_final_response` parameter: an error ends the request.
     cancelled     generation stops before its next token; the final flag still goes out so that
                   Triton releases the request.
+
+Clients should read a stream until the server ends it rather than drop it on the final
+response: Triton 2.51 can then fail to unload the model at shutdown (it waits out
+--exit-timeout-secs).
 """
 
 from __future__ import annotations
@@ -52,22 +58,24 @@ class GenerationRequest:
     stream: bool = False
     sampling: dict[str, Any] = field(default_factory=dict)
 
-    def get_int(self, key: str, default: int | None) -> int | None:
+    def get_int(self, key: str, default: int | None = None) -> int | None:
         """An integer sampling parameter; vLLM clients may send numbers as strings."""
-        return self._number(key, int, default)
+        value = self._number(key, int)
+        return default if value is None else value
 
-    def get_float(self, key: str, default: float | None) -> float | None:
+    def get_float(self, key: str, default: float) -> float:
         """A float sampling parameter; vLLM clients may send numbers as strings."""
-        return self._number(key, float, default)
+        value = self._number(key, float)
+        return default if value is None else value
 
-    def _number(self, key: str, kind: type[N], default: N | None) -> N | None:
+    def _number(self, key: str, kind: type[N]) -> N | None:
         value = self.sampling.get(key)
         if value is None:
-            return default
+            return None
         try:
             return kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"sampling parameter {key!r} must be a number, got {value!r}") from None
+            raise ValueError(f"sampling parameter {key!r} is not a number: {value!r}") from None
 
 
 def parse_request(request: pb_utils.InferenceRequest) -> GenerationRequest:
@@ -161,7 +169,7 @@ class ResponseStream:
 
 
 class Metrics:
-    """Per-model counters on Triton's metrics endpoint (port 8002, /metrics).
+    """Per-model counters on Triton's Prometheus endpoint (http://<host>:<metrics port>/metrics).
 
     steno_requests_total{model, outcome}: outcome is completed, cancelled or failed.
     steno_tokens_total{model}: tokens generated, counted when a request ends (one IPC call per

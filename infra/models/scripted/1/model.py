@@ -41,10 +41,10 @@ class TritonPythonModel(StreamingModel):
     def generate(self, request: GenerationRequest, out: ResponseStream) -> None:
         script = request.sampling.get("script")
         tokens = tokenize(echo(request.prompt) if script is None else str(script))
-        tokens = tokens[: request.get_int("max_tokens", None)]
-        ttft_s = (request.get_float("ttft_ms", 0.0) or 0.0) / 1000
-        itl_s = (request.get_float("itl_ms", 0.0) or 0.0) / 1000
-        fail_after = request.get_int("fail_after", None)
+        tokens = tokens[: request.get_int("max_tokens")]
+        ttft_s = request.get_float("ttft_ms", 0.0) / 1000
+        itl_s = request.get_float("itl_ms", 0.0) / 1000
+        fail_after = request.get_int("fail_after")
         for index, token in enumerate(tokens):
             if not _wait(ttft_s if index == 0 else itl_s, out):
                 return

@@ -59,7 +59,7 @@ def sampling_arguments(request: GenerationRequest) -> dict[str, Any]:
         "max_tokens": request.get_int("max_tokens", DEFAULT_MAX_TOKENS),
         "temperature": request.get_float("temperature", DEFAULT_TEMPERATURE),
         "top_p": request.get_float("top_p", DEFAULT_TOP_P),
-        "seed": request.get_int("seed", None),
+        "seed": request.get_int("seed"),
     }
 
 
