@@ -172,6 +172,14 @@ async def test_scripted_without_a_script_echoes_the_prompt(
     assert "".join(r.text for r in responses) == "You said: ping pong"
 
 
+async def test_scripted_echoes_the_newest_user_turn_of_a_chat(client: aioclient.InferenceServerClient) -> None:
+    chat = '[{"role": "system", "content": "be brief"}, {"role": "user", "content": "one"}, ' \
+        '{"role": "assistant", "content": "You said: one"}, {"role": "user", "content": "two"}]'
+    responses = await generate(client, "scripted", chat)
+
+    assert "".join(r.text for r in responses) == "You said: two"
+
+
 async def test_scripted_stops_at_max_tokens(client: aioclient.InferenceServerClient) -> None:
     responses = await generate(
         client, "scripted", "hi", sampling={"script": SCRIPT, "max_tokens": "2"}

@@ -90,6 +90,22 @@ def parse_request(request: pb_utils.InferenceRequest) -> GenerationRequest:
     )
 
 
+def chat_from_prompt(prompt: str) -> list[dict[str, str]]:
+    """The chat in a text_input: a JSON list of {"role", "content"} messages, as steno's bridge
+    sends (and vLLM's chat frontends template), or plain text taken as one user message."""
+    try:
+        value = json.loads(prompt)
+    except json.JSONDecodeError:
+        value = None
+    if isinstance(value, list) and value and all(_is_message(m) for m in value):
+        return [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
+    return [{"role": "user", "content": prompt}]
+
+
+def _is_message(value: Any) -> bool:
+    return isinstance(value, dict) and "role" in value and "content" in value
+
+
 def _scalar(request: pb_utils.InferenceRequest, name: str) -> Any:
     """The single element of an optional [1]-shaped input; bytes decoded as UTF-8."""
     tensor = pb_utils.get_input_tensor_by_name(request, name)

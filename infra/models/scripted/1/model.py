@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import time
 
-from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel
+from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel, chat_from_prompt
 
 TOKEN = re.compile(r"\S+\s*|\s+")  # a word with its trailing space; leading space stands alone
 CANCEL_POLL_S = 0.05  # a long delay is slept in slices so a cancellation ends it promptly
@@ -31,8 +31,9 @@ def tokenize(text: str) -> list[str]:
 
 
 def echo(prompt: str) -> str:
-    """The default script: deterministic, and visibly derived from the prompt."""
-    return f"You said: {prompt}"
+    """The default script: deterministic, and visibly derived from the newest user message."""
+    users = [turn["content"] for turn in chat_from_prompt(prompt) if turn["role"] == "user"]
+    return f"You said: {users[-1] if users else ''}"
 
 
 class TritonPythonModel(StreamingModel):

@@ -17,7 +17,6 @@ The GGUF file's path comes from the STENO_SMOLLM2_GGUF environment variable, whi
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from typing import Any
 
 from llama_cpp import Llama
 
-from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel
+from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel, chat_from_prompt
 
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.2  # llama.cpp's chat default: small models ramble when hotter
@@ -34,23 +33,11 @@ DEFAULT_TOP_P = 0.95
 
 
 def chat_messages(prompt: str, default_system_prompt: str) -> list[dict[str, str]]:
-    """The chat to complete: the prompt's JSON message list, or the prompt as one user turn,
-    led by the default system prompt unless the chat brings its own."""
-    try:
-        value = json.loads(prompt)
-    except json.JSONDecodeError:
-        value = None
-    if isinstance(value, list) and value and all(_is_message(m) for m in value):
-        chat = [{"role": str(m["role"]), "content": str(m["content"])} for m in value]
-    else:
-        chat = [{"role": "user", "content": prompt}]
+    """The chat to complete, led by the default system prompt unless the chat brings its own."""
+    chat = chat_from_prompt(prompt)
     if default_system_prompt and chat[0]["role"] != "system":
         chat.insert(0, {"role": "system", "content": default_system_prompt})
     return chat
-
-
-def _is_message(value: Any) -> bool:
-    return isinstance(value, dict) and "role" in value and "content" in value
 
 
 def sampling_arguments(request: GenerationRequest) -> dict[str, Any]:
