@@ -79,9 +79,9 @@ class Generation:
         """Generate and record the response; returns once all its events are acknowledged."""
         self._attempt = await self._begin_attempt(self.request.response_id)
         if self._attempt > self._max_attempts:
-            self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
+            await self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
         elif self._cancel_requested:
-            self._cancelled()
+            await self._cancelled()
         else:
             if self._attempt > 1:
                 self._emit(self._tokens, ResponseRestarted(**self._ids()))
@@ -94,13 +94,13 @@ class Generation:
         try:
             await self._streaming
         except InferenceError as exc:
-            self._fail(str(exc))
+            await self._fail(str(exc))
         except asyncio.CancelledError:
             if not self._cancel_requested or _current_task_cancelling():
                 raise  # abandoned, not cancelled by the user
-            self._cancelled()
+            await self._cancelled()
         else:
-            self._completed()
+            await self._completed()
 
     async def _stream_tokens(self) -> None:
         async with aclosing(self._stream(self.request)) as pieces:
@@ -108,20 +108,28 @@ class Generation:
                 self._emit(self._tokens, TokenGenerated(**self._ids(), seq=len(self._pieces), text=piece))
                 self._pieces.append(piece)
 
-    def _completed(self) -> None:
+    async def _completed(self) -> None:
         reason = "length" if len(self._pieces) >= self.request.max_tokens else "stop"
         usage = Usage(prompt_tokens=self.request.prompt_tokens, completion_tokens=len(self._pieces))
         completed = ResponseCompleted(**self._reply_ids(), text=self._text, finish_reason=reason, usage=usage)
-        self._emit(self._conversations, completed)
-        self._emit(self._tokens, ResponseEnded(**self._ids(), outcome="completed", finish_reason=reason))
+        await self._end(completed, ResponseEnded(**self._ids(), outcome="completed", finish_reason=reason))
 
-    def _fail(self, reason: str) -> None:
-        self._emit(self._conversations, ResponseFailed(**self._reply_ids(), error=reason))
-        self._emit(self._tokens, ResponseEnded(**self._ids(), outcome="failed", detail=reason))
+    async def _fail(self, reason: str) -> None:
+        failed = ResponseFailed(**self._reply_ids(), error=reason)
+        await self._end(failed, ResponseEnded(**self._ids(), outcome="failed", detail=reason))
 
-    def _cancelled(self) -> None:
-        self._emit(self._conversations, ResponseCancelled(**self._reply_ids(), text=self._text))
-        self._emit(self._tokens, ResponseEnded(**self._ids(), outcome="cancelled"))
+    async def _cancelled(self) -> None:
+        cancelled = ResponseCancelled(**self._reply_ids(), text=self._text)
+        await self._end(cancelled, ResponseEnded(**self._ids(), outcome="cancelled"))
+
+    async def _end(self, final: Event, ending: ResponseEnded) -> None:
+        """History's final event first, then the live stream's end.
+
+        A client that saw the end may send its next message at once; its MessageSubmitted then
+        comes after this reply in the conversation log, so the next prompt includes the reply.
+        """
+        await self._send(self._conversations, final)
+        self._emit(self._tokens, ending)
 
     @property
     def _text(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, status
@@ -18,6 +20,7 @@ from ingest_api.services import Deps
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 INFLIGHT_TTL_S = 600  # a lost terminal event must not lock a conversation for ever
+CLAIM_GRACE_S = 1.0  # how long a new message waits for the previous reply's claim to clear
 
 
 class NewConversation(BaseModel):
@@ -93,7 +96,7 @@ async def send_message(conversation_id: str, body: NewMessage, user: User, deps:
     _check_size(body.content)
     await deps.ownership.check_conversation(conversation_id, user)
     message_id, response_id = new_id(), new_id()
-    if not await deps.context.claim_inflight(conversation_id, response_id, INFLIGHT_TTL_S):
+    if not await _claim(deps, conversation_id, response_id):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail="a response is still in progress in this conversation: wait for it to finish or cancel it",
@@ -124,6 +127,25 @@ async def history(conversation_id: str, user: User, deps: Deps) -> list[MessageO
         )
         for r in rows
     ]
+
+
+async def _claim(deps: Deps, conversation_id: str, response_id: str) -> bool:
+    """Make this response the conversation's one in progress.
+
+    The projection releases a finished response's claim a moment after its client saw `done`;
+    a client that sends its next message at once must not get a 409 for that gap. A holder
+    this process saw end is taken over at once; otherwise the claim is retried briefly.
+    """
+    deadline = time.monotonic() + CLAIM_GRACE_S
+    while not await deps.context.claim_inflight(conversation_id, response_id, INFLIGHT_TTL_S):
+        holder = await deps.context.inflight(conversation_id)
+        if holder and deps.feed.has_ended(holder):
+            if await deps.context.take_over_inflight(conversation_id, holder, response_id, INFLIGHT_TTL_S):
+                return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 def _check_size(content: str) -> None:

@@ -95,6 +95,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+TAKE_OVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return false
+"""
+
 
 class Effect(NamedTuple):
     """What an event does to its conversation's cached turns."""
@@ -151,6 +156,7 @@ class ActiveContext:
         self._namespace = namespace
         self._apply = client.register_script(APPLY_LUA)
         self._release = client.register_script(RELEASE_LUA)
+        self._take_over = client.register_script(TAKE_OVER_LUA)
 
     def _context_key(self, conversation_id: str) -> str:
         return f"{self._namespace}:ctx:{{{partition_for(conversation_id, CONVERSATIONS)}}}:{conversation_id}"
@@ -216,6 +222,11 @@ class ActiveContext:
     async def release_inflight(self, conversation_id: str, response_id: str) -> None:
         """Release the claim if (and only if) this response still holds it."""
         await self._release(keys=[self._inflight_key(conversation_id)], args=[response_id])
+
+    async def take_over_inflight(self, conversation_id: str, finished_id: str, response_id: str, ttl_s: int) -> bool:
+        """Move the claim from a response known to have ended (whose release is still on its way)."""
+        key = self._inflight_key(conversation_id)
+        return bool(await self._take_over(keys=[key], args=[finished_id, response_id, ttl_s]))
 
     async def inflight(self, conversation_id: str) -> str | None:
         """The response id now being generated in the conversation, if any."""

@@ -356,6 +356,16 @@ async def test_one_response_in_flight_per_conversation(context: ActiveContext) -
     assert await context.inflight(chat.conversation_id) == third.response_id
 
 
+async def test_a_claim_moves_only_from_the_response_that_holds_it(context: ActiveContext) -> None:
+    chat = Chat()
+    first, second, third = chat.submit("1"), chat.submit("2"), chat.submit("3")
+    assert await context.claim_inflight(chat.conversation_id, first.response_id, ttl_s=60)
+
+    assert not await context.take_over_inflight(chat.conversation_id, third.response_id, second.response_id, 60)
+    assert await context.take_over_inflight(chat.conversation_id, first.response_id, second.response_id, 60)
+    assert await context.inflight(chat.conversation_id) == second.response_id
+
+
 # --- the runner and replay on the real conversation log -----------------------------------
 
 

@@ -42,7 +42,7 @@ class FakeLog:
     def __init__(self, hold_acks: bool = False) -> None:
         self.sent: list[tuple[str, Event]] = []
         self.unacked: list[asyncio.Future[None]] = []
-        self.ended = asyncio.Event()
+        self.finished = asyncio.Event()  # the conversation log's final event was sent
         self._hold_acks = hold_acks
 
     def send(self, topic: Topic, event: Event) -> asyncio.Future[None]:
@@ -52,8 +52,8 @@ class FakeLog:
             self.unacked.append(ack)
         else:
             ack.set_result(None)
-        if isinstance(event, ResponseEnded):
-            self.ended.set()
+        if isinstance(event, ResponseCompleted | ResponseFailed | ResponseCancelled):
+            self.finished.set()
         return ack
 
     def types(self, topic: Topic) -> list[str]:
@@ -204,11 +204,19 @@ async def test_a_request_past_its_attempts_fails_without_generating() -> None:
 async def test_run_returns_only_once_every_event_is_acknowledged() -> None:
     log = FakeLog(hold_acks=True)
     task = asyncio.create_task(generation(Model("a ", "b"), log).run())
-    await log.ended.wait()
+    await log.finished.wait()
+    assert log.types(TOKENS)[-1] != "ResponseEnded", "the stream's end waits for history's final event"
 
-    for ack in log.unacked[:-1]:
+    for ack in list(log.unacked):
         ack.set_result(None)
+    await _until(lambda: log.types(TOKENS)[-1] == "ResponseEnded")
     done, _ = await asyncio.wait({task}, timeout=0.1)
     assert not done
     log.unacked[-1].set_result(None)
     await task
+
+
+async def _until(condition) -> None:  # noqa: ANN001
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0)
