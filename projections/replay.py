@@ -28,7 +28,7 @@ from infra.settings import settings
 from projections.projector import STORE_UNAVAILABLE, Projector, connected, lanes
 from projections.runner import BATCH_SIZE, GROUP, POLL_S
 from schemas.events import new_id
-from schemas.topics import CONVERSATIONS
+from schemas.topics import CONVERSATIONS, Topic
 
 REPORT_EVERY_S = 1.0
 
@@ -54,11 +54,18 @@ def say_progress(progress: Progress) -> None:
     say(f"replay: {progress}")
 
 
-async def replay(projector: Projector, report: Callable[[Progress], None] = say_progress) -> Progress:
-    """Apply the conversation log, as it stands now, to the projector's views."""
+async def replay(
+    projector: Projector,
+    report: Callable[[Progress], None] = say_progress,
+    conversations: Topic = CONVERSATIONS,
+) -> Progress:
+    """Apply the conversation log, as it stands now, to the projector's views.
+
+    `conversations` is a parameter so that tests can replay a scratch copy of the log.
+    """
     consumer = kafka_clients.consumer(f"steno-replay-{new_id()}")  # only assign(): joins no group
     try:
-        ends = _assign_from_beginning(consumer)
+        ends = _assign_from_beginning(consumer, conversations)
         progress = Progress(total=sum(high - low for low, high in ends.values()))
         remaining = {partition: high for partition, (low, high) in ends.items() if high > low}
         last_report = time.monotonic()
@@ -68,7 +75,7 @@ async def replay(projector: Projector, report: Callable[[Progress], None] = say_
                 raise KafkaException(failed.error())
             wanted = [r for r in records if r.offset() < remaining.get(r.partition(), -1)]
             await asyncio.gather(*(_apply_in_order(projector, lane, progress) for lane in lanes(wanted)))
-            _drop_finished(consumer, remaining)
+            _drop_finished(consumer, conversations, remaining)
             if time.monotonic() - last_report >= REPORT_EVERY_S:
                 last_report = time.monotonic()
                 report(progress)
@@ -78,19 +85,19 @@ async def replay(projector: Projector, report: Callable[[Progress], None] = say_
         consumer.close()
 
 
-def _assign_from_beginning(consumer: Consumer) -> dict[int, tuple[int, int]]:
+def _assign_from_beginning(consumer: Consumer, topic: Topic) -> dict[int, tuple[int, int]]:
     """Assign every partition at its first offset; returns partition -> (first, end) offsets."""
     ends = {
-        partition: consumer.get_watermark_offsets(TopicPartition(CONVERSATIONS.name, partition), timeout=10)
-        for partition in range(CONVERSATIONS.partitions)
+        partition: consumer.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=10)
+        for partition in range(topic.partitions)
     }
-    consumer.assign([TopicPartition(CONVERSATIONS.name, p, low) for p, (low, _) in ends.items()])
+    consumer.assign([TopicPartition(topic.name, p, low) for p, (low, _) in ends.items()])
     return ends
 
 
-def _drop_finished(consumer: Consumer, remaining: dict[int, int]) -> None:
+def _drop_finished(consumer: Consumer, topic: Topic, remaining: dict[int, int]) -> None:
     """Forget the partitions whose position reached the end offset taken at the start."""
-    positions = consumer.position([TopicPartition(CONVERSATIONS.name, p) for p in remaining])
+    positions = consumer.position([TopicPartition(topic.name, p) for p in remaining])
     for position in positions:
         if position.offset >= remaining[position.partition]:
             del remaining[position.partition]
@@ -105,7 +112,7 @@ async def _apply_in_order(projector: Projector, lane: list[Message], progress: P
             raise  # replay is safe to run again: stop, and let the operator rerun it once the store is back
         except Exception as exc:  # a poison pill: the live runner dead-lettered it; move on (rule 7)
             progress.skipped += 1
-            say(f"replay: skipped {CONVERSATIONS.name}[{record.partition()}]@{record.offset()}: {exc}")
+            say(f"replay: skipped {record.topic()}[{record.partition()}]@{record.offset()}: {exc}")
 
 
 async def empty_views(projector: Projector, live_group: str = GROUP) -> None:

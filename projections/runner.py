@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from infra import kafka_clients
 from infra.kafka_clients import EventProducer, dead_letter
 from projections.projector import STORE_UNAVAILABLE, Projector, connected, lanes
-from schemas.topics import CONVERSATIONS, DEAD_LETTERS
+from schemas.topics import CONVERSATIONS, DEAD_LETTERS, Topic
 
 GROUP = "steno-projections"
 PROCESSOR = "projections"
@@ -30,15 +30,30 @@ log = logging.getLogger(__name__)
 
 
 class Runner:
-    def __init__(self, projector: Projector, consumer: Consumer, producer: EventProducer) -> None:
+    """Projects one conversation log, dead-lettering what it cannot apply.
+
+    The topics are parameters so that tests can run it on scratch copies: the stack's own
+    processors act on every event of the real log, and the real log is kept forever.
+    """
+
+    def __init__(
+        self,
+        projector: Projector,
+        consumer: Consumer,
+        producer: EventProducer,
+        conversations: Topic = CONVERSATIONS,
+        dead_letters: Topic = DEAD_LETTERS,
+    ) -> None:
         self._projector = projector
         self._consumer = consumer
         self._producer = producer
+        self._conversations = conversations
+        self._dead_letters = dead_letters
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, committing each batch after its effects."""
         self._consumer.subscribe(
-            [CONVERSATIONS.name], on_assign=_log_partitions("assigned"), on_revoke=_log_partitions("revoked")
+            [self._conversations.name], on_assign=_log_partitions("assigned"), on_revoke=_log_partitions("revoked")
         )
         while not stop.is_set():
             records = await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
@@ -76,7 +91,7 @@ class Runner:
     async def _dead_letter(self, record: Message, reason: str) -> None:
         log.error("dead-lettering %s: %s", _position(record), reason)
         key = (record.key() or b"").decode(errors="replace")
-        await self._producer.send(DEAD_LETTERS, dead_letter(record, PROCESSOR, reason), key=key)
+        await self._producer.send(self._dead_letters, dead_letter(record, PROCESSOR, reason), key=key)
 
     async def _commit(self, done: list[Message]) -> None:
         """Commit past the handled records; a failed commit only means they are redelivered."""
