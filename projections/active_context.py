@@ -130,10 +130,13 @@ def _turn(role: str, content: str, status: Status) -> str:
     return json.dumps({"role": role, "content": content, "status": status})
 
 
-def visible_turns(fields: Mapping[str, str]) -> list[ChatTurn]:
-    """The turns a prompt may use, in conversation order (turn ids are UUIDv7s)."""
+def visible_turns(fields: Mapping[str, str], before: str | None = None) -> list[ChatTurn]:
+    """The turns a prompt may use, in conversation order (turn ids are UUIDv7s), optionally
+    only those older than the turn `before`."""
     turns = []
     for turn_id in sorted(fields.keys() - {STARTED}):
+        if before is not None and turn_id >= before:
+            break
         turn = json.loads(fields[turn_id])
         if turn["status"] in VISIBLE[turn["role"]]:
             turns.append(ChatTurn(role=turn["role"], content=turn["content"]))
@@ -190,10 +193,11 @@ class ActiveContext:
 
     # --- read side ----------------------------------------------------------------------
 
-    async def turns(self, conversation_id: str) -> list[ChatTurn] | None:
-        """The conversation's recent turns usable as context; None when it is not cached."""
+    async def turns(self, conversation_id: str, before: str | None = None) -> list[ChatTurn] | None:
+        """The conversation's recent turns usable as context (those older than the turn `before`,
+        if given); None when it is not cached."""
         fields = await self._redis.hgetall(self._context_key(conversation_id))
-        return visible_turns(fields) if fields else None
+        return visible_turns(fields, before) if fields else None
 
     async def applied_offset(self, partition: int) -> int:
         """The highest conversation-log offset of the partition applied here; -1 before any."""

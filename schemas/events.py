@@ -80,10 +80,15 @@ class MessageSubmitted(Event):
 
 
 class MessageAccepted(Event):
+    """Moderation passed the message. It carries the message and where its submission is in the
+    log, so context assembly needs the views to cover only what came before (usually long done)."""
+
     type: Literal["MessageAccepted"] = "MessageAccepted"
     message_id: str
     response_id: str
     model: str
+    content: str
+    submitted_offset: int
     scores: dict[str, float] = {}
 
 

@@ -35,7 +35,7 @@ class ContextStep:
         if not isinstance(event, MessageAccepted):
             return []
         model = self._models[event.model]
-        *earlier, new = await self._reader.turns_through(event, record.partition, record.offset)
+        *earlier, new = await self._reader.turns_through(event, record.partition)
         prompt = context_window.fit(
             self._system,
             earlier,

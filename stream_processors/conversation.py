@@ -1,13 +1,14 @@
 """The conversation a prompt is built from, never missing a turn the log holds (design rule 3).
 
 The Redis active context is fast but written by another process, so it may lag the log. It
-records how far it has applied each partition: once that watermark reaches the MessageAccepted
-record's own offset, it has applied every earlier event of the conversation too, the user's
-MessageSubmitted included. Until then (bounded by `settings.context.watermark_wait_s`), or when
+records how far it has applied each partition: once that watermark reaches the offset of the
+user's MessageSubmitted (carried by MessageAccepted), it has applied every earlier turn of the
+conversation. The projection applies that submission while moderation runs, so this wait is
+usually already over. Until then (bounded by `settings.context.watermark_wait_s`), or when
 the conversation is not cached, the Cassandra history is read instead. History carries no
 watermark, but it is written in log order: a history that holds the new message holds every
 earlier turn, so it is read until it does (within the same bound), and otherwise the prompt is
-refused rather than built from a stale view.
+refused rather than built from a stale view. The new message itself comes from the event.
 """
 
 from __future__ import annotations
@@ -36,40 +37,42 @@ class ConversationReader:
         self._history = history
         self._wait_s = wait_s
 
-    async def turns_through(self, accepted: MessageAccepted, partition: int, offset: int) -> list[ChatTurn]:
-        """The conversation's turns, ending with the accepted message at this log position."""
+    async def turns_through(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn]:
+        """The conversation's turns, ending with the accepted message."""
+        return [*await self._earlier_turns(accepted, partition), ChatTurn(role="user", content=accepted.content)]
+
+    async def _earlier_turns(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn]:
         deadline = time.monotonic() + self._wait_s
-        cached = await self._cached_through(accepted.conversation_id, partition, offset)
+        cached = await self._cached_before(accepted, partition)
         if cached is not None:
             return cached
-        while (turns := history_through(await self._history.messages(accepted.conversation_id), accepted.message_id)) is None:
+        while (turns := history_before(await self._history.messages(accepted.conversation_id), accepted.message_id)) is None:
             if time.monotonic() >= deadline:
                 raise ContextUnavailable(
-                    f"message {accepted.message_id} is in neither the active context (partition {partition} "
-                    f"not applied up to offset {offset}) nor the history after {self._wait_s}s"
+                    f"message {accepted.message_id} is in neither the active context (partition {partition} not "
+                    f"applied up to offset {accepted.submitted_offset}) nor the history after {self._wait_s}s"
                 )
             await asyncio.sleep(HISTORY_POLL_S)
         return turns
 
-    async def _cached_through(self, conversation_id: str, partition: int, offset: int) -> list[ChatTurn] | None:
-        """The cached turns once the cache covers the offset; None if it does not in time, does
-        not hold the conversation, or cannot be reached (the history may still answer)."""
+    async def _cached_before(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn] | None:
+        """The cached turns before the message once the cache covers its submission; None if it
+        does not in time, does not hold the conversation, or cannot be reached."""
         try:
-            if await self._cache.wait_until_applied(partition, offset, self._wait_s):
-                return await self._cache.turns(conversation_id)
+            if await self._cache.wait_until_applied(partition, accepted.submitted_offset, self._wait_s):
+                return await self._cache.turns(accepted.conversation_id, before=accepted.message_id)
         except STORE_UNAVAILABLE as exc:
             log.warning("active context unavailable (%r): reading the history", exc)
         return None
 
 
-def history_through(messages: list[Message], message_id: str) -> list[ChatTurn] | None:
-    """The history's turns up to the message, which counts even while history says `pending`
-    (it was accepted: that is why a prompt is being built); None if history lacks it yet.
-    Earlier turns are those the active context would show: no pending, blocked or empty ones."""
+def history_before(messages: list[Message], message_id: str) -> list[ChatTurn] | None:
+    """The history's turns before the message; None while history does not hold the message.
+    They are the turns the active context would show: no pending, blocked or empty ones."""
     turns: list[ChatTurn] = []
     for message in messages:
         if message.message_id == message_id:
-            return [*turns, ChatTurn(role="user", content=message.content)]
+            return turns
         if message.status in VISIBLE[message.role] and message.content:
             turns.append(ChatTurn(role=message.role, content=message.content))  # type: ignore[arg-type]
     return None

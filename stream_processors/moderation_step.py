@@ -28,7 +28,10 @@ class ModerationStep:
         verdict = self._moderator.classify(event.content)
         ids = event.model_dump(include={"conversation_id", "user_id", "message_id", "response_id"})
         if not verdict.blocked:
-            return [Emit(self._conversations, MessageAccepted(**ids, model=event.model, scores=verdict.scores))]
+            accepted = MessageAccepted(
+                **ids, model=event.model, content=event.content, submitted_offset=record.offset, scores=verdict.scores
+            )
+            return [Emit(self._conversations, accepted)]
         blocked = MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason)
         ended = ResponseEnded(
             conversation_id=event.conversation_id,

@@ -8,53 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from inference_bridge.service import Bridge
 from inference_bridge.topics import Topics
-from infra import kafka
 from infra.settings import settings
-from schemas.topics import Topic
-
-READY_S = 20.0
+from tests.integration.scratch import scratch_copies
 
 
 @contextmanager
 def scratch_topics(run: str) -> Iterator[Topics]:
     """Fresh copies of the bridge's topics, deleted afterwards."""
-    scratch = Topics(*(replace(topic, name=f"test.{run}.{topic.name}") for topic in Topics().all()))
-    kafka.ensure_topics({topic.name: topic.partitions for topic in scratch.all()})
-    _wait_until_served(scratch.all())
-    try:
-        yield scratch
-    finally:
-        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})  # must outlive its futures
-        for done in admin.delete_topics([topic.name for topic in scratch.all()]).values():
-            done.result(timeout=30)
-
-
-def _wait_until_served(topics: list[Topic]) -> None:
-    """A new partition answers offset queries only once its leader has loaded it."""
-    client = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests"})
-    deadline = time.monotonic() + READY_S
-    try:
-        for topic, partition in ((t, p) for t in topics for p in range(t.partitions)):
-            while True:
-                try:
-                    client.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=READY_S)
-                    break
-                except KafkaException:
-                    assert time.monotonic() < deadline, f"{topic.name}[{partition}] has no leader"
-    finally:
-        client.close()
+    with scratch_copies(run, Topics().all()) as copies:
+        yield Topics(*copies)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,11 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from infra import kafka
 from infra.kafka_clients import next_batch
 from infra.settings import settings
 from projections import active_context, history
@@ -26,6 +25,7 @@ from projections.projector import Projector
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import Topic
 from stream_processors.app import Topics
+from tests.integration.scratch import scratch_copies
 
 
 def each(topics: Topics) -> list[Topic]:
@@ -34,17 +34,9 @@ def each(topics: Topics) -> list[Topic]:
 
 @contextmanager
 def scratch_topics(run: str) -> Iterator[Topics]:
-    """Fresh copies of the app's topics, deleted afterwards with the consumer groups named."""
-    if not kafka.healthy():
-        raise RuntimeError(f"no Kafka broker at {settings.kafka.bootstrap}: start the stack with `make up`")
-    scratch = Topics(*(replace(t, name=f"test.{run}.{t.name}") for t in each(Topics())))
-    kafka.ensure_topics({t.name: t.partitions for t in each(scratch)})
-    try:
-        yield scratch
-    finally:
-        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})  # must outlive its futures
-        for done in admin.delete_topics([t.name for t in each(scratch)]).values():
-            done.result(timeout=30)
+    """Fresh copies of the app's topics, deleted afterwards."""
+    with scratch_copies(run, each(Topics())) as copies:
+        yield Topics(*copies)
 
 
 def delete_group(group: str) -> None:

@@ -1,8 +1,10 @@
 """The projections against the real stack: Cassandra history, Redis active context, the runner
-on the real conversation log, dead letters and replay.
+on a conversation log in Kafka, dead letters and replay.
 
 Views live in scratch stores (a migrated keyspace and a Redis namespace per use) so tests never
-see each other's state, and replay can rebuild into stores that are really empty.
+see each other's state, and replay can rebuild into stores that are really empty. The runner and
+replay run on scratch copies of the conversation-log and dead-letter topics: the stack's own
+processors would act on events written to the real log, and the real log is kept forever.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from functools import partial
 
 import pytest
 from cassandra.cluster import Cluster, NoHostAvailable
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from infra import cassandra, kafka, kafka_clients, migrate
+from infra import cassandra, kafka_clients, migrate
 from infra.kafka_clients import EventProducer
 from infra.settings import ContextSettings, settings
 from projections import active_context
@@ -47,7 +49,8 @@ from schemas.events import (
     new_id,
 )
 from schemas.serde import decode
-from schemas.topics import ALL, CONVERSATIONS, DEAD_LETTERS, Topic, partition_for
+from schemas.topics import CONVERSATIONS, DEAD_LETTERS, Topic, partition_for
+from tests.integration.scratch import scratch_copies
 
 pytestmark = pytest.mark.integration
 
@@ -110,13 +113,6 @@ def every_outcome(chat: Chat) -> list[Event]:
 
 
 # --- stores -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def topics() -> None:
-    if not kafka.healthy():
-        pytest.fail(f"no Kafka broker at {settings.kafka.bootstrap}: start the stack with `make up`")
-    kafka.ensure_topics({t.name: t.partitions for t in ALL}, {t.name: t.config for t in ALL})
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +362,21 @@ async def test_a_claim_moves_only_from_the_response_that_holds_it(context: Activ
     assert await context.inflight(chat.conversation_id) == second.response_id
 
 
-# --- the runner and replay on the real conversation log -----------------------------------
+# --- the runner and replay on a scratch conversation log ----------------------------------
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The topics the runner reads and writes."""
+
+    conversations: Topic
+    dead_letters: Topic
+
+
+@pytest.fixture
+def topics() -> Iterator[Topics]:
+    with scratch_copies("projections", [CONVERSATIONS, DEAD_LETTERS]) as (conversations, dead_letters):
+        yield Topics(conversations, dead_letters)
 
 
 def end_offsets(topic: Topic) -> list[TopicPartition]:
@@ -380,15 +390,16 @@ def end_offsets(topic: Topic) -> list[TopicPartition]:
 
 
 @asynccontextmanager
-async def running(projector: Projector) -> AsyncIterator[str]:
+async def running(projector: Projector, topics: Topics) -> AsyncIterator[str]:
     """The runner, in a consumer group of its own that starts at the log's current end."""
     group = f"test-projections-{new_id()}"
     starter = kafka_clients.consumer(group)
-    starter.commit(offsets=end_offsets(CONVERSATIONS), asynchronous=False)
+    starter.commit(offsets=end_offsets(topics.conversations), asynchronous=False)
     starter.close()
     consumer, producer = kafka_clients.consumer(group), EventProducer()
     stop = asyncio.Event()
-    task = asyncio.create_task(Runner(projector, consumer, producer).run(stop))
+    runner = Runner(projector, consumer, producer, topics.conversations, topics.dead_letters)
+    task = asyncio.create_task(runner.run(stop))
     try:
         yield group
     finally:
@@ -398,35 +409,39 @@ async def running(projector: Projector) -> AsyncIterator[str]:
         producer.close()
 
 
-async def produce(events: list[Event]) -> int:
+async def produce(topic: Topic, events: list[Event]) -> int:
     """Send the events in order; returns the offset of the last one."""
     producer = EventProducer()
     try:
-        sent = [producer.send(CONVERSATIONS, event) for event in events]
+        sent = [producer.send(topic, event) for event in events]
         return (await asyncio.gather(*sent))[-1].offset()
     finally:
         producer.close()
 
 
-def produce_garbage(conversation_id: str) -> int:
+def produce_garbage(topic: Topic, conversation_id: str) -> int:
     """Bytes that are no steno event, on the conversation's partition; returns their offset."""
     delivered = []
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True})
     producer.produce(
-        CONVERSATIONS.name,
+        topic.name,
         value=b"\x00\xffnot an event",
         key=conversation_id.encode(),
-        partition=partition_for(conversation_id, CONVERSATIONS),
+        partition=partition_for(conversation_id, topic),
         on_delivery=lambda _err, msg: delivered.append(msg),
     )
     producer.flush(10)
     return delivered[0].offset()
 
 
-def dead_letter_of(start: list[TopicPartition], partition: int, offset: int) -> DeadLetter:
-    """The dead letter for that conversation-log record, read from the dead-letter topic."""
+def dead_letter_of(topics: Topics, partition: int, offset: int) -> DeadLetter:
+    """The dead letter for that conversation-log record, read from the start of the dead-letter
+    topic: a scratch one holds only this test's letters."""
     consumer = kafka_clients.consumer(f"test-dlq-{new_id()}")
-    consumer.assign(start)
+    dead_letters = topics.dead_letters
+    consumer.assign(
+        [TopicPartition(dead_letters.name, p, OFFSET_BEGINNING) for p in range(dead_letters.partitions)]
+    )
     try:
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
@@ -437,32 +452,34 @@ def dead_letter_of(start: list[TopicPartition], partition: int, offset: int) -> 
             assert isinstance(letter, DeadLetter)
             if (letter.source_partition, letter.source_offset) == (partition, offset):
                 return letter
-        pytest.fail(f"no dead letter for {CONVERSATIONS.name}[{partition}]@{offset}")
+        pytest.fail(f"no dead letter for {topics.conversations.name}[{partition}]@{offset}")
     finally:
         consumer.close()
 
 
-async def test_runner_projects_the_log_and_dead_letters_a_poison_pill(history: History) -> None:
+async def test_runner_projects_the_log_and_dead_letters_a_poison_pill(
+    history: History, topics: Topics
+) -> None:
     chat = Chat()
-    dlq_start = end_offsets(DEAD_LETTERS)
-    async with scratch_context() as context, running(Projector(history, context)) as group:
-        poison = produce_garbage(chat.conversation_id)
-        last = await produce(every_outcome(chat))
+    async with scratch_context() as context, running(Projector(history, context), topics) as group:
+        poison = produce_garbage(topics.conversations, chat.conversation_id)
+        last = await produce(topics.conversations, every_outcome(chat))
 
         await eventually(partial(context.wait_until_applied, chat.partition, last, 0), "the runner")
         turns = await context.turns(chat.conversation_id)
         messages = await history.messages(chat.conversation_id)
-        await eventually(partial(committed_past, group, chat.partition, last), "the offset commit")
+        committed = partial(committed_past, topics.conversations, group, chat.partition, last)
+        await eventually(committed, "the offset commit")
 
-    letter = dead_letter_of(dlq_start, chat.partition, poison)
-    assert (letter.processor, letter.source_topic) == (PROCESSOR, CONVERSATIONS.name)
+    letter = dead_letter_of(topics, chat.partition, poison)
+    assert (letter.processor, letter.source_topic) == (PROCESSOR, topics.conversations.name)
     assert "not a steno event" in letter.reason and "not an event" in letter.payload
     assert [t.content for t in turns or []] == ["q1", "a1", "q3", "a3 partial", "q4"]
     assert [m.status for m in messages][-2:] == [Status.PENDING, Status.PENDING]
 
 
 async def test_runner_waits_out_a_store_outage_and_commits_only_after_the_effect(
-    history: History, monkeypatch: pytest.MonkeyPatch
+    history: History, topics: Topics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     chat = Chat()
     store_back, attempts = asyncio.Event(), []
@@ -475,54 +492,56 @@ async def test_runner_waits_out_a_store_outage_and_commits_only_after_the_effect
         await apply(event)
 
     monkeypatch.setattr(history, "apply", down_until_back)
-    async with scratch_context() as context, running(Projector(history, context)) as group:
-        offset = await produce([chat.start()])
+    async with scratch_context() as context, running(Projector(history, context), topics) as group:
+        offset = await produce(topics.conversations, [chat.start()])
         await eventually(lambda: len(attempts) >= 3, "the runner to retry")
-        assert not committed_past(group, chat.partition, offset)
+        assert not committed_past(topics.conversations, group, chat.partition, offset)
         assert await context.applied_offset(chat.partition) < offset
 
         store_back.set()
-        await eventually(partial(committed_past, group, chat.partition, offset), "the commit, after")
+        committed = partial(committed_past, topics.conversations, group, chat.partition, offset)
+        await eventually(committed, "the commit, after")
         assert await history.conversation_owner(chat.conversation_id) == chat.user_id
 
 
-def committed_past(group: str, partition: int, offset: int) -> bool:
+def committed_past(topic: Topic, group: str, partition: int, offset: int) -> bool:
     consumer = kafka_clients.consumer(group)
     try:
-        [position] = consumer.committed([TopicPartition(CONVERSATIONS.name, partition)], timeout=10)
+        [position] = consumer.committed([TopicPartition(topic.name, partition)], timeout=10)
         return position.offset > offset
     finally:
         consumer.close()
 
 
 async def test_replay_into_empty_stores_rebuilds_what_the_live_runner_built(
-    history: History, empty_history: History
+    history: History, empty_history: History, topics: Topics
 ) -> None:
     chat = Chat()
-    async with scratch_context() as live, running(Projector(history, live)):
-        last = await produce(every_outcome(chat))
+    quiet = partial(replay, report=lambda _: None, conversations=topics.conversations)
+    async with scratch_context() as live, running(Projector(history, live), topics):
+        last = await produce(topics.conversations, every_outcome(chat))
         await eventually(partial(live.wait_until_applied, chat.partition, last, 0), "the live runner")
         live_view = await views(history, live, chat)
 
         async with scratch_context() as rebuilt:
-            progress = await replay(Projector(empty_history, rebuilt), report=lambda _: None)
+            progress = await quiet(Projector(empty_history, rebuilt))
             assert await views(empty_history, rebuilt, chat) == live_view
 
-        await replay(Projector(history, live), report=lambda _: None)  # beside the live runner: no change
+        await quiet(Projector(history, live))  # beside the live runner: no change
         assert await views(history, live, chat) == live_view
 
     assert progress.applied >= len(every_outcome(chat))
     assert live_view[1] is not None and len(live_view[0]) == 10
 
 
-async def test_reset_refuses_while_the_live_runner_consumes(cluster: Cluster) -> None:
+async def test_reset_refuses_while_the_live_runner_consumes(cluster: Cluster, topics: Topics) -> None:
     chat = Chat()
     with scratch_history(cluster) as history:
         async with scratch_context() as context:
             projector = Projector(history, context)
             await history.apply(chat.start())
             await context.apply(chat.start(), chat.partition, 0)
-            async with running(projector) as group:
+            async with running(projector, topics) as group:
                 await eventually(partial(group_has_members, group), "the runner to join its group")
                 with pytest.raises(LiveRunnerError):
                     await empty_views(projector, live_group=group)

@@ -104,9 +104,12 @@ class Chat:
             content=content, model=model,
         )
 
-    def accepted(self, message: MessageSubmitted) -> MessageAccepted:
+    def accepted(self, message: MessageSubmitted, submitted_offset: int) -> MessageAccepted:
         ids = {"message_id": message.message_id, "response_id": message.response_id}
-        return MessageAccepted(conversation_id=self.id, user_id=self.user, model=message.model, **ids)
+        return MessageAccepted(
+            conversation_id=self.id, user_id=self.user, model=message.model, content=message.content,
+            submitted_offset=submitted_offset, **ids,
+        )
 
     def completed(self, message: MessageSubmitted, text: str) -> ResponseCompleted:
         return ResponseCompleted(
@@ -166,7 +169,7 @@ async def test_a_lagging_active_context_falls_back_to_history(
     chat = Chat()
     earlier, new = chat.submitted("the password is swordfish"), chat.submitted("what is the password?")
     session = history.connect()
-    for event in (chat.started(), earlier, chat.accepted(earlier), chat.completed(earlier, "Noted."), new):
+    for event in (chat.started(), earlier, chat.accepted(earlier, submitted_offset=0), chat.completed(earlier, "Noted."), new):
         await History(session).apply(event)
     session.cluster.shutdown()
 
@@ -191,6 +194,9 @@ async def test_without_any_view_of_the_message_no_prompt_is_built(
     assert (letter.processor, letter.source_topic) == ("context-assembly", topics.conversations.name)
     assert letter.reason.startswith("ContextUnavailable")
     assert not [r for r in log.seen() if isinstance(r.event, InferenceRequested) and r.event.response_id == message.response_id]
+    [ended] = await log.of(message.response_id, ResponseEnded)  # the client is not left waiting
+    assert (ended.topic, ended.event.outcome) == (topics.tokens.name, "failed")
+    assert "ContextUnavailable" in ended.event.detail
 
 
 async def test_a_dangerous_message_is_blocked_and_its_response_ended(

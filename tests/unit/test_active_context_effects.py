@@ -40,7 +40,7 @@ USAGE = Usage(prompt_tokens=1, completion_tokens=1)
             MessageSubmitted(**IDS, content="q", model="m"),
             Effect("put", MESSAGE_ID, turn("user", "q", "pending")),
         ),
-        (MessageAccepted(**IDS, model="m"), Effect("status", MESSAGE_ID, "accepted")),
+        (MessageAccepted(**IDS, model="m", content="hi", submitted_offset=0), Effect("status", MESSAGE_ID, "accepted")),
         (MessageBlocked(**IDS, categories=[], reason="r"), Effect("drop", MESSAGE_ID)),
         (
             ResponseCompleted(**IDS, text="a", finish_reason="stop", usage=USAGE),

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from projections.history import Message
 from projections.status import Status
-from stream_processors.conversation import history_through
+from stream_processors.conversation import history_before
 
 AT = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -32,8 +32,8 @@ HISTORY = [
 ]
 
 
-def test_the_prompt_turns_skip_blocked_failed_and_pending_turns_and_end_with_the_message() -> None:
-    turns = history_through(HISTORY, "09")
+def test_the_prompt_turns_skip_blocked_failed_and_pending_turns() -> None:
+    turns = history_before(HISTORY, "09")
 
     assert [(t.role, t.content) for t in turns or []] == [
         ("user", "hi"),
@@ -41,16 +41,15 @@ def test_the_prompt_turns_skip_blocked_failed_and_pending_turns_and_end_with_the
         ("user", "tell me a story"),
         ("user", "try again"),
         ("assistant", "Once upon"),
-        ("user", "and now?"),
     ]
 
 
 def test_turns_after_the_message_are_left_out() -> None:
-    turns = history_through(HISTORY, "05")
+    turns = history_before(HISTORY, "05")
 
-    assert [t.content for t in turns or []] == ["hi", "hello!", "tell me a story"]
+    assert [t.content for t in turns or []] == ["hi", "hello!"]
 
 
 def test_a_history_without_the_message_is_not_used() -> None:
-    assert history_through(HISTORY, "11") is None
-    assert history_through([], "01") is None
+    assert history_before(HISTORY, "11") is None
+    assert history_before([], "01") is None

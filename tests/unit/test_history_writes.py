@@ -33,7 +33,7 @@ def lifecycle(occurred_at: datetime) -> list[Event]:
     at = {"occurred_at": occurred_at}
     return [
         MessageSubmitted(**IDS, **at, content="hi", model="scripted"),
-        MessageAccepted(**IDS, **at, model="scripted"),
+        MessageAccepted(**IDS, **at, model="scripted", content="hi", submitted_offset=0),
         MessageBlocked(**IDS, **at, categories=["x"], reason="no"),
         ResponseCompleted(**IDS, **at, text="hi!", finish_reason="stop", usage=USAGE),
     ]
@@ -63,7 +63,7 @@ UUID1 = "6ba7b810-9dad-11d1-80b4-00c04fd430c8"
 @pytest.mark.parametrize("message_id", ["not-a-uuid", UUID1])
 def test_message_ids_that_are_not_uuid7_are_refused(message_id: str) -> None:
     with pytest.raises(ValueError, match="UUIDv7"):
-        write_time(MessageAccepted(**{**IDS, "message_id": message_id}, model="m"))
+        write_time(MessageAccepted(**{**IDS, "message_id": message_id}, model="m", content="hi", submitted_offset=0))
 
 
 def test_a_submitted_message_creates_the_user_row_and_a_pending_reply_row() -> None:
@@ -88,7 +88,7 @@ def test_a_blocked_message_blocks_both_rows_and_says_why_on_the_reply() -> None:
 @pytest.mark.parametrize(
     ("event", "cells"),
     [
-        (MessageAccepted(**IDS, model="m"), {MESSAGE_ID: {"status": Status.ACCEPTED}}),
+        (MessageAccepted(**IDS, model="m", content="hi", submitted_offset=0), {MESSAGE_ID: {"status": Status.ACCEPTED}}),
         (ResponseFailed(**IDS, error="boom"), {RESPONSE_ID: {"status": Status.FAILED, "detail": "boom"}}),
         (ResponseCancelled(**IDS, text="par"), {RESPONSE_ID: {"status": Status.CANCELLED, "content": "par"}}),
     ],
