@@ -13,16 +13,15 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from string import Template
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import WhiteListRoundRobinPolicy
 
-from infra.process import Service, say
+from infra import maven
+from infra.process import Service
 from infra.settings import REPO_ROOT, settings
 
 POM = REPO_ROOT / "infra" / "maven" / "cassandra" / "pom.xml"
@@ -135,49 +134,12 @@ def data_dir() -> Path:
 
 def prepare() -> None:
     """Everything `service()` needs on disk: jars (first run only), data folders, config."""
-    fetch_jars()
+    maven.fetch_jars("cassandra", POM, lib_dir())
     for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
         (data_dir() / sub).mkdir(parents=True, exist_ok=True)
     (home() / "triggers").mkdir(parents=True, exist_ok=True)
     settings.stack.log_dir.mkdir(parents=True, exist_ok=True)
     write_config()
-
-
-def fetch_jars() -> None:
-    """Copy cassandra-all and its dependencies from Maven Central, unless already there.
-
-    The jars land in a temporary folder that is renamed into place only when Maven succeeded,
-    so an interrupted download never looks like a complete install.
-    """
-    if _jar_present():
-        return
-    if shutil.which("mvn") is None:
-        raise RuntimeError("Maven (`mvn`) is needed to fetch Cassandra: apt install maven")
-    say("cassandra: fetching Cassandra jars from Maven Central (first run only)...")
-    started = time.monotonic()
-    staging = home() / "lib.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    subprocess.run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-Dstyle.color=never",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}",
-        ],
-        check=True,
-    )
-    shutil.rmtree(lib_dir(), ignore_errors=True)
-    staging.rename(lib_dir())
-    jars = len(list(lib_dir().glob("*.jar")))
-    say(f"cassandra: {jars} jars in {lib_dir()} ({time.monotonic() - started:.0f}s)")
-
-
-def _jar_present() -> bool:
-    return any(lib_dir().glob("cassandra-all-*.jar"))
 
 
 def version() -> str:

@@ -9,12 +9,8 @@ the KRaft metadata log in `.stack/data/kafka`.
 from __future__ import annotations
 
 import base64
-import hashlib
-import shutil
 import socket
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +18,7 @@ from pathlib import Path
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from infra import maven
 from infra.process import Service, say
 from infra.settings import settings
 
@@ -63,39 +60,9 @@ def data_dir() -> Path:
 
 def prepare() -> None:
     """Everything the broker needs before its first start; cheap when already done."""
-    fetch_jars()
+    maven.fetch_jars("kafka", POM, libs_dir())
     write_config()
     format_storage()
-
-
-def fetch_jars() -> None:
-    """Copy the broker's jars from Maven Central, once per version of the pom.
-
-    The copy goes to a scratch folder that is renamed into place only when complete, and is
-    stamped with the pom's hash: an interrupted download is redone, and a version bump in
-    the pom re-fetches instead of mixing two versions' jars on one classpath.
-    """
-    stamp, stamp_file = _pom_hash(), libs_dir() / ".pom-sha256"
-    if stamp_file.is_file() and stamp_file.read_text() == stamp:
-        return
-    say("kafka: fetching Kafka jars from Maven Central (first run only)...")
-    started = time.monotonic()
-    scratch = home() / "libs.partial"
-    shutil.rmtree(scratch, ignore_errors=True)
-    subprocess.run(
-        ["mvn", "-B", "-Dstyle.color=never", "-f", str(POM),
-         "dependency:copy-dependencies", f"-DoutputDirectory={scratch}"],
-        check=True,
-        stdout=sys.stderr,  # Maven's "Downloading ..." lines are the progress; keep stdout clean
-    )
-    (scratch / ".pom-sha256").write_text(stamp)
-    shutil.rmtree(libs_dir(), ignore_errors=True)
-    scratch.rename(libs_dir())
-    say(f"kafka: {len(list(libs_dir().glob('*.jar')))} jars ready in {time.monotonic() - started:.0f}s")
-
-
-def _pom_hash() -> str:
-    return hashlib.sha256(POM.read_bytes()).hexdigest()
 
 
 def write_config() -> None:

@@ -63,10 +63,12 @@ class _Remembered:
 
 
 class TokenFeed:
-    def __init__(self) -> None:
+    def __init__(self, subscriber_queue: int = settings.api.subscriber_queue) -> None:
+        self._subscriber_queue = subscriber_queue
         self._subscribers: dict[str, set[Subscription]] = {}
         self._remembered: dict[str, _Remembered] = {}
         self._started_ms = 0
+        self._last_sweep = 0.0
         self._running = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -86,7 +88,7 @@ class TokenFeed:
             self._thread.join(timeout=5)
 
     def subscribe(self, response_id: str) -> Subscription:
-        subscription = Subscription(response_id, settings.api.subscriber_queue)
+        subscription = Subscription(response_id, self._subscriber_queue)
         self._subscribers.setdefault(response_id, set()).add(subscription)
         return subscription
 
@@ -147,6 +149,10 @@ class TokenFeed:
         self._forget_old()
 
     def _forget_old(self) -> None:
+        """Drop ended responses past REMEMBER_ENDED_S; scans at most once a second, off the per-token path."""
+        if time.monotonic() - self._last_sweep < 1.0:
+            return
+        self._last_sweep = time.monotonic()
         cutoff = time.monotonic() - REMEMBER_ENDED_S
         stale = [rid for rid, e in self._remembered.items() if e.ended_at is not None and e.ended_at < cutoff]
         for response_id in stale:

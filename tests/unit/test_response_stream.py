@@ -41,14 +41,24 @@ async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
     assert await asyncio.wait_for(collect(feed, rid, 23), 5) == []  # resumed after the end: closes at once
 
 
-async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
-    feed = TokenFeed()
+def test_a_full_queue_overflows_instead_of_growing() -> None:
     rid = new_id()
     subscription = Subscription(rid, capacity=2)
     for offset in range(5):
         subscription.offer(token(rid, offset, offset))
     assert subscription.overflowed
-    assert [item.offset async for item in subscription] == [0, 1]
+
+
+async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
+    feed = TokenFeed(subscriber_queue=2)
+    rid = new_id()
+    feed._dispatch([token(rid, 0, 0)])
+    stream = response_events(feed, CONVERSATION, rid, None)
+    first = await anext(stream)  # subscribed now, and not reading while the burst arrives
+
+    feed._dispatch([token(rid, offset, offset) for offset in range(1, 6)] + [ended(rid, 6)])
+
+    assert [first.offset] + [item.offset async for item in stream] == list(range(7))
 
 
 def test_sse_names_and_ids() -> None:
