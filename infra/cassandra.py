@@ -28,9 +28,6 @@ POM = REPO_ROOT / "infra" / "maven" / "cassandra" / "pom.xml"
 CONF_TEMPLATES = REPO_ROOT / "infra" / "conf" / "cassandra"
 MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
 
-# Ports the settings module does not (yet) carry; Cassandra's defaults, loopback only.
-STORAGE_PORT = 7000  # inter-node gossip/streaming; a single node still binds it
-JMX_PORT = 7199  # local-only JMX, so `nodetool` works for debugging
 
 # From Cassandra 5.0 conf/jvm17-server.options ("JPMS"): Cassandra reaches into JDK internals
 # (Unsafe, direct buffers, attach API for jamm, RMI for JMX); without these Java 17 refuses.
@@ -154,7 +151,7 @@ def write_config() -> None:
     values = {
         "host": settings.cassandra.host,
         "native_port": str(settings.cassandra.port),
-        "storage_port": str(STORAGE_PORT),
+        "storage_port": str(settings.cassandra.storage_port),
         "data_dir": str(data_dir()),
     }
     template = Template((CONF_TEMPLATES / "cassandra.yaml").read_text())
@@ -187,7 +184,7 @@ def java_argv() -> list[str]:
         *JPMS_FLAGS,
         *_jamm_agent(),
         *FAST_START_FLAGS,
-        f"-Dcassandra.jmx.local.port={JMX_PORT}",
+        f"-Dcassandra.jmx.local.port={settings.cassandra.jmx_port}",
         "-Dcom.sun.management.jmxremote.authenticate=false",
         "-Dcassandra-foreground=yes",  # keep stdout/stderr open: they are our log
         f"-Dcassandra.config={(conf_dir() / 'cassandra.yaml').as_uri()}",
@@ -290,7 +287,7 @@ def nodetool_argv(*args: str) -> list[str]:
         "-h",
         settings.cassandra.host,
         "-p",
-        str(JMX_PORT),
+        str(settings.cassandra.jmx_port),
         *args,
     ]
 

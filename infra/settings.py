@@ -51,6 +51,8 @@ class KafkaSettings(BaseModel):
 class CassandraSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 9042
+    storage_port: int = 7000  # inter-node gossip/streaming; a single node still binds it
+    jmx_port: int = 7199  # local-only JMX, so `nodetool` works for debugging
     keyspace: str = "steno"
     heap: str = "1G"
 
