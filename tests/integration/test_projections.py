@@ -76,7 +76,8 @@ class Chat:
         return MessageSubmitted(**ids, content=content, model="scripted")
 
     def accept(self, m: MessageSubmitted) -> MessageAccepted:
-        return MessageAccepted(**self._pair(m), model=m.model)
+        # the views ignore where the submission is in the log: only context assembly waits on it
+        return MessageAccepted(**self._pair(m), model=m.model, content=m.content, submitted_offset=0)
 
     def block(self, m: MessageSubmitted) -> MessageBlocked:
         return MessageBlocked(**self._pair(m), categories=["weapons"], reason="That request is not allowed.")
