@@ -33,5 +33,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "status":
         return 0 if stack.status() else 1
-    {"up": stack.up, "down": stack.down}[args.command]()
+    if args.command == "down":
+        stack.down()
+        return 0
+    stack.up()
+    _print_chat_address()
     return 0
+
+
+def _print_chat_address() -> None:
+    """The chat page, opened as a local user: the token rides in the URL fragment, never sent to a server."""
+    from infra.settings import settings
+    from ingest_api.auth import issue_token
+
+    print(f"steno is up. Chat: {settings.api.url}/#token={issue_token('you')}")

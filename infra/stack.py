@@ -8,7 +8,6 @@ from types import ModuleType
 
 from infra import app_services, cassandra, kafka, migrate, process, redis_server, triton
 from infra.process import Service, say
-from infra.settings import settings
 from schemas import topics
 
 SERVERS: tuple[ModuleType, ...] = (redis_server, kafka, cassandra, triton)
@@ -31,7 +30,6 @@ def up() -> None:
     _timed("create topics", create_topics)
     _timed("start steno", lambda: process.start(*app_services.services()))
     say(f"stack is up in {time.monotonic() - began:.1f}s")
-    say(f"chat page: {settings.api.url}/   (token: `.venv/bin/steno token <you>`)")
 
 
 def create_topics() -> None:
