@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STENO  := $(VENV)/bin/steno
 
-.PHONY: up down status test install bench
+.PHONY: up down status test install bench chromium
 
 up: install
 	$(STENO) up
@@ -15,9 +15,15 @@ down:
 status: install
 	$(STENO) status
 
-test: install
+test: install chromium
 	$(STENO) up
 	$(PY) -m pytest -ra
+
+# The browser test drives Debian's Chromium (test tools cannot download their own browser here).
+chromium:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser test..."; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }; }
 
 bench: install
 	$(STENO) up
