@@ -48,6 +48,9 @@ class EventProducer:
                 "acks": "all",
                 "linger.ms": 1,
                 "compression.type": "lz4",
+                # librdkafka retries for 5 minutes by default; a user waiting on a POST must hear
+                # much sooner that the log is unreachable (the API then answers 503).
+                "delivery.timeout.ms": 30_000,
                 **overrides,
             }
         )
