@@ -114,7 +114,7 @@ def format_storage() -> None:
     result = subprocess.run(
         [*_java(), "kafka.tools.StorageTool", "format",
          "--config", str(home() / "server.properties"),
-         "--cluster-id", _new_cluster_id(),
+         f"--cluster-id={_new_cluster_id()}",  # one token: a random id may begin with "-"
          "--standalone"],  # this node alone is the initial controller quorum
         capture_output=True,  # the tool dumps its whole config at INFO: show it only on failure
         text=True,
