@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis
 import tritonclient.grpc.aio as triton
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from inference_bridge.attempts import AttemptCounter
@@ -48,6 +49,16 @@ CANCEL_MEMORY_SIZE = 100_000
 DRAIN_S = 20.0  # on SIGTERM, time given to running generations before they are abandoned
 
 T = TypeVar("T")
+
+# tritonclient's channel options, plus reconnects: gRPC backs off up to 2 minutes between
+# reconnects to a lost server, failing requests at once meanwhile; a Triton that restarts in
+# seconds should get traffic again within a second.
+RECONNECT = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ class Bridge:
 
     async def _open(self, resources: AsyncExitStack) -> None:
         """Connect to everything; the exit stack closes it all in reverse order."""
-        clients = {url: triton.InferenceServerClient(url) for url in self._endpoints}
+        clients = {url: triton.InferenceServerClient(url, channel_args=RECONNECT) for url in self._endpoints}
         for client in clients.values():
             resources.push_async_callback(client.close)
         self._router = LeastBusyRouter(clients)

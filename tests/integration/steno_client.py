@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
@@ -62,6 +63,19 @@ class StenoClient:
         response = await self.http.get(f"/v1/conversations/{conversation_id}/messages")
         assert response.status_code == 200, response.text
         return response.json()
+
+    async def settled_history(self, conversation_id: str, timeout_s: float = 10.0) -> list[dict]:
+        """The history once no message in it is still `pending`.
+
+        History is a projection of the log: a client sees a reply end on the live stream a
+        moment before the projection has applied its final event.
+        """
+        async with asyncio.timeout(timeout_s):
+            while True:
+                messages = await self.history(conversation_id)
+                if all(m["status"] != "pending" for m in messages):
+                    return messages
+                await asyncio.sleep(0.02)
 
 
 def text_of(events: list[Sse]) -> str:

@@ -51,11 +51,13 @@ async def test_a_message_streams_its_reply_and_lands_in_every_view(alice: StenoC
     assert text_of(events) == scripted_reply(content)
     assert [e.event for e in events][-1] == "done"
     assert [e.data["seq"] for e in events if e.event == "token"] == list(range(len(events) - 1))
-    history = await alice.history(conversation)
+    history = await alice.settled_history(conversation)
     assert [(m["role"], m["status"]) for m in history] == [("user", "accepted"), ("assistant", "completed")]
     assert history[1]["content"] == scripted_reply(content)
     client = active_context.connect()
-    turns = await ActiveContext(client).turns(conversation)
+    cache = ActiveContext(client)
+    await _until(lambda: _cached_turns(cache, conversation, 2))  # applied right after history
+    turns = await cache.turns(conversation)
     await client.aclose()
     assert [(t.role, t.content) for t in turns or []] == [("user", content), ("assistant", scripted_reply(content))]
     logged = {type(e).__name__ for topic in (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS) for e in events_of(topic, conversation)}
@@ -101,7 +103,7 @@ async def test_a_dangerous_message_is_blocked_with_a_reason(alice: StenoClient) 
 
     assert ending.event == "blocked"
     assert "weapons" in ending.data["detail"]
-    history = await alice.history(conversation)
+    history = await alice.settled_history(conversation)
     assert [m["status"] for m in history] == ["blocked", "blocked"]
 
 
@@ -118,7 +120,7 @@ async def test_cancel_mid_stream_keeps_the_partial_reply(alice: StenoClient) -> 
     assert events[-1].event == "done" and events[-1].data["outcome"] == "cancelled"
     partial = text_of(events)
     assert 0 < len(partial) < len(scripted_reply(" ".join(f"w{i}" for i in range(120))))
-    reply = (await alice.history(conversation))[1]
+    reply = (await alice.settled_history(conversation))[1]
     assert (reply["status"], reply["content"]) == ("cancelled", partial)
 
 
@@ -169,7 +171,7 @@ async def test_bad_requests_get_clear_errors_and_write_nothing(alice: StenoClien
     busy = await post({"content": "and another", "model": "scripted"})
     assert busy.status_code == 409
     await alice.events(first["response_id"])
-    assert len(await alice.history(conversation)) == 2
+    assert [m["status"] for m in await alice.settled_history(conversation)] == ["accepted", "completed"]
 
     anonymous = await alice.http.get("/v1/conversations", headers={"Authorization": ""})
     forged = await alice.http.get("/v1/conversations", headers={"Authorization": "Bearer abc.def.ghi"})
@@ -193,6 +195,10 @@ async def test_the_chat_page_is_served_and_talks_to_this_api() -> None:
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for call in ("/v1/conversations", "/v1/responses/${id}/events", "/cancel"):
         assert call in page.text
+
+
+async def _cached_turns(cache: ActiveContext, conversation_id: str, count: int) -> bool:
+    return len(await cache.turns(conversation_id) or []) >= count
 
 
 async def _has_tokens(client: StenoClient, response_id: str) -> bool:

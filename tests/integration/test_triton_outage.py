@@ -34,7 +34,7 @@ async def test_an_unreachable_triton_becomes_an_error_event(triton_stopped: None
 
         assert [e.event for e in events][-1] == "error"
         assert events[-1].data["detail"], "the error says what went wrong"
-        reply = (await client.history(conversation))[1]
+        reply = (await client.settled_history(conversation))[1]
         assert reply["status"] == "failed"
     finally:
         await client.close()
