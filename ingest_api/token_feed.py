@@ -30,7 +30,7 @@ from ingest_api.positions import LoggedEvent
 log = logging.getLogger(__name__)
 
 CLOCK_SKEW_MS = 5_000  # how far apart the clocks of API and bridge machines may be
-REMEMBER_ENDED_S = 300.0  # how long an ended response's events stay in memory
+REMEMBER_ENDED_S = 300.0  # how long a response's events stay in memory after its last one
 
 
 class Subscription:
@@ -59,7 +59,8 @@ class Subscription:
 @dataclass
 class _Remembered:
     events: list[LoggedEvent] = field(default_factory=list)
-    ended_at: float | None = None
+    ended: bool = False
+    last_at: float = 0.0  # monotonic time of the newest event
 
 
 class TokenFeed:
@@ -102,7 +103,7 @@ class TokenFeed:
     def has_ended(self, response_id: str) -> bool:
         """True when this process saw the response end (False may still mean it ended long ago)."""
         entry = self._remembered.get(response_id)
-        return entry is not None and entry.ended_at is not None
+        return entry is not None and entry.ended
 
     def remembered(self, response_id: str) -> list[LoggedEvent] | None:
         """The response's events if memory holds all of them, else None (read the log)."""
@@ -142,19 +143,20 @@ class TokenFeed:
             response_id = item.event.response_id
             entry = self._remembered.setdefault(response_id, _Remembered())
             entry.events.append(item)
-            if isinstance(item.event, ResponseEnded):
-                entry.ended_at = time.monotonic()
+            entry.last_at = time.monotonic()
+            entry.ended = entry.ended or isinstance(item.event, ResponseEnded)
             for subscription in self._subscribers.get(response_id, ()):
                 subscription.offer(item)
         self._forget_old()
 
     def _forget_old(self) -> None:
-        """Drop ended responses past REMEMBER_ENDED_S; scans at most once a second, off the per-token path."""
+        """Drop responses quiet for REMEMBER_ENDED_S, ended or abandoned (their bridge gone);
+        later readers find them in the log. Scans at most once a second, off the per-token path."""
         if time.monotonic() - self._last_sweep < 1.0:
             return
         self._last_sweep = time.monotonic()
         cutoff = time.monotonic() - REMEMBER_ENDED_S
-        stale = [rid for rid, e in self._remembered.items() if e.ended_at is not None and e.ended_at < cutoff]
+        stale = [rid for rid, e in self._remembered.items() if e.last_at < cutoff]
         for response_id in stale:
             del self._remembered[response_id]
 
