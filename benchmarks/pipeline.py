@@ -19,10 +19,12 @@ import asyncio
 import json
 import statistics
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tritonclient.grpc.aio as triton
+from httpx_sse import aconnect_sse
 
 from inference_bridge.triton_stream import Timeouts, stream_text
 from infra.settings import settings
@@ -87,9 +89,7 @@ async def steno_stream(client: StenoClient, conversation_id: str, index: int) ->
     return await timed(_sse_tokens(client, ids["response_id"]), started)
 
 
-async def _sse_tokens(client: StenoClient, response_id: str):  # noqa: ANN202
-    from httpx_sse import aconnect_sse
-
+async def _sse_tokens(client: StenoClient, response_id: str) -> AsyncIterator[str]:
     async with aconnect_sse(client.http, "GET", f"/v1/responses/{response_id}/events") as source:
         async for sse in source.aiter_sse():
             if sse.event == "token":
@@ -146,22 +146,34 @@ def table(rows: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-async def main(levels: list[int]) -> None:
-    await run_steno(1)  # warm-up: first connections, JIT-free but cache-cold paths
+async def rounds(run: Callable[[int], Awaitable[Run]], concurrency: int, count: int) -> Run:
+    """Several rounds at one concurrency, pooled: one round of one stream is a single sample."""
+    pooled = Run(f"{count} rounds", concurrency)
+    for _ in range(count):
+        result = await run(concurrency)
+        pooled.streams += result.streams
+        pooled.wall_s += result.wall_s
+    return pooled
+
+
+async def main(levels: list[int], count: int) -> None:
+    await run_steno(1)  # warm-up: first connections, cache-cold paths
     rows = []
     for n in levels:
-        print(f"concurrency {n}: direct...", flush=True)
-        direct = await run_direct(n)
-        print(f"concurrency {n}: steno...", flush=True)
-        steno = await run_steno(n)
+        print(f"concurrency {n}: direct and steno, {count} rounds each...", flush=True)
+        direct = await rounds(run_direct, n, count)
+        steno = await rounds(run_steno, n, count)
         rows.append(compare(direct, steno))
     print(table(rows))
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"model": MODEL, "sampling": settings.models[MODEL].sampling, "rows": rows}, indent=2))
+    report = {"model": MODEL, "sampling": settings.models[MODEL].sampling, "rounds": count, "rows": rows}
+    RESULTS.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
-    asyncio.run(main(parser.parse_args().concurrency))
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per concurrency level, pooled")
+    args = parser.parse_args()
+    asyncio.run(main(args.concurrency, args.rounds))
