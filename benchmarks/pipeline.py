@@ -45,7 +45,6 @@ class Stream:
 
 @dataclass
 class Run:
-    mode: str
     concurrency: int
     streams: list[Stream] = field(default_factory=list)
     wall_s: float = 0.0
@@ -100,7 +99,7 @@ async def _sse_tokens(client: StenoClient, response_id: str) -> AsyncIterator[st
 
 async def run_direct(concurrency: int) -> Run:
     client = triton.InferenceServerClient(settings.triton.grpc_url)
-    run = Run("direct", concurrency)
+    run = Run(concurrency)
     began = time.perf_counter()
     run.streams = list(await asyncio.gather(*(direct_stream(client, i) for i in range(concurrency))))
     run.wall_s = time.perf_counter() - began
@@ -111,7 +110,7 @@ async def run_direct(concurrency: int) -> Run:
 async def run_steno(concurrency: int) -> Run:
     clients = [StenoClient() for _ in range(concurrency)]
     conversations = await asyncio.gather(*(c.new_conversation() for c in clients))
-    run = Run("steno", concurrency)
+    run = Run(concurrency)
     began = time.perf_counter()
     run.streams = list(await asyncio.gather(*(steno_stream(c, conv, i) for i, (c, conv) in enumerate(zip(clients, conversations)))))
     run.wall_s = time.perf_counter() - began
@@ -148,7 +147,7 @@ def table(rows: list[dict[str, float]]) -> str:
 
 async def rounds(run: Callable[[int], Awaitable[Run]], concurrency: int, count: int) -> Run:
     """Several rounds at one concurrency, pooled: one round of one stream is a single sample."""
-    pooled = Run(f"{count} rounds", concurrency)
+    pooled = Run(concurrency)
     for _ in range(count):
         result = await run(concurrency)
         pooled.streams += result.streams

@@ -34,7 +34,7 @@ from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import Timeouts, stream_text
-from infra.kafka_clients import EventProducer, consumer, dead_letter, next_batch
+from infra.kafka_clients import EventProducer, Record, consumer, dead_letter, next_batch
 from infra.settings import BridgeSettings
 from schemas.events import InferenceRequested
 from schemas.serde import UndecodableEvent, decode
@@ -230,7 +230,7 @@ class Bridge:
     async def _dead_letter(self, message: Message, reason: str) -> None:
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), reason)
         key = (message.key() or b"").decode(errors="replace")
-        await self._producer.send(self._topics.dead_letters, dead_letter(message, PROCESSOR, reason), key=key)
+        await self._producer.send(self._topics.dead_letters, dead_letter(Record.of(message), PROCESSOR, reason), key=key)
 
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
         sampling = {**self._sampling.get(request.model, {}), "max_tokens": request.max_tokens}

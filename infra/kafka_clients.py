@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -92,16 +93,30 @@ def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Messag
         future.set_result(msg)
 
 
-def dead_letter(msg: Message, processor: str, reason: str) -> DeadLetter:
+@dataclass(frozen=True)
+class Record:
+    """A consumed record and where in the log it was, whichever client consumed it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @classmethod
+    def of(cls, msg: Message) -> Record:
+        return cls(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value())
+
+
+def dead_letter(record: Record, processor: str, reason: str) -> DeadLetter:
     """Rule 7: wrap an input a processor could not handle, so the partition can move on."""
-    raw = msg.value() or b""
     return DeadLetter(
-        source_topic=msg.topic(),
-        source_partition=msg.partition(),
-        source_offset=msg.offset(),
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
         processor=processor,
         reason=reason,
-        payload=raw.decode("utf-8", errors="replace"),
+        payload=(record.value or b"").decode("utf-8", errors="replace"),
     )
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra import kafka_clients
-from infra.kafka_clients import EventProducer, dead_letter
+from infra.kafka_clients import EventProducer, Record, dead_letter
 from projections.projector import STORE_UNAVAILABLE, Projector, connected, lanes
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, Topic
 
@@ -91,7 +91,7 @@ class Runner:
     async def _dead_letter(self, record: Message, reason: str) -> None:
         log.error("dead-lettering %s: %s", _position(record), reason)
         key = (record.key() or b"").decode(errors="replace")
-        await self._producer.send(self._dead_letters, dead_letter(record, PROCESSOR, reason), key=key)
+        await self._producer.send(self._dead_letters, dead_letter(Record.of(record), PROCESSOR, reason), key=key)
 
     async def _commit(self, done: list[Message]) -> None:
         """Commit past the handled records; a failed commit only means they are redelivered."""

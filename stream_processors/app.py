@@ -22,7 +22,7 @@ from typing import Any
 
 import faust
 
-from infra.kafka_clients import EventProducer
+from infra.kafka_clients import EventProducer, Record
 from infra.settings import settings
 from projections import active_context, history
 from projections.active_context import ActiveContext
@@ -33,7 +33,7 @@ from stream_processors.context_step import ContextStep
 from stream_processors.conversation import ConversationReader
 from stream_processors.moderation import Moderator
 from stream_processors.moderation_step import ModerationStep
-from stream_processors.processor import Outputs, Processor, Record, Step
+from stream_processors.processor import Outputs, Processor, Step
 
 APP_ID = "steno-processors"  # also the consumer group id, which `make up` health-checks
 

@@ -13,7 +13,8 @@ from schemas.events import AnyEvent, ChatTurn, InferenceRequested, MessageAccept
 from schemas.topics import Topic
 from stream_processors import context_window, tokenizers
 from stream_processors.conversation import ConversationReader
-from stream_processors.processor import Emit, Record
+from infra.kafka_clients import Record
+from stream_processors.processor import Emit
 
 
 class ContextStep:

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from schemas.events import AnyEvent, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
 from schemas.topics import Topic
 from stream_processors.moderation import Moderator
-from stream_processors.processor import Emit, Record
+from infra.kafka_clients import Record
+from stream_processors.processor import Emit
 
 
 class ModerationStep:

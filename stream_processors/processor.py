@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from infra.kafka_clients import Record, dead_letter
 from projections.projector import STORE_UNAVAILABLE
 from schemas.events import (
     AnyEvent,
@@ -38,17 +39,6 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Record:
-    """A consumed record, and where in the log it was."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass(frozen=True)
@@ -125,14 +115,7 @@ class Processor:
         ]
 
     def _dead_letter(self, record: Record, reason: str) -> Emit:
-        letter = DeadLetter(
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            processor=self.name,
-            reason=reason,
-            payload=(record.value or b"").decode(errors="replace"),
-        )
+        letter = dead_letter(record, self.name, reason)
         return Emit(self._outputs.dead_letters, letter, key=(record.key or b"").decode(errors="replace"))
 
 
