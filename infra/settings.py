@@ -120,7 +120,8 @@ class ModerationSettings(BaseModel):
 
 
 class ContextSettings(BaseModel):
-    system_prompt: str = "You are steno, a helpful and concise assistant."
+    # SmolLM2's own default: the 135M model answers off-topic (often in French) to other wordings.
+    system_prompt: str = "You are a helpful assistant."
     cache_turns: int = 64  # turns kept per conversation in Redis
     cache_ttl_s: int = 24 * 3600  # idle conversations leave the cache; Cassandra keeps them
     watermark_wait_s: float = 2.0  # rule 3: how long to wait for the cache before reading Cassandra
@@ -146,7 +147,8 @@ class Settings(BaseSettings):
     context: ContextSettings = ContextSettings()
     bridge: BridgeSettings = BridgeSettings()
     models: dict[str, ModelSettings] = {
-        "smollm2": ModelSettings(context_window=2048, max_tokens=256, tokenizer="gguf"),
+        # Greedy: a 135M model sampled at any temperature drifts off-topic on simple questions.
+        "smollm2": ModelSettings(context_window=2048, max_tokens=256, tokenizer="gguf", sampling={"temperature": 0.0}),
         # Paced like a small model on a GPU, so pipelines and benchmarks see realistic streams.
         "scripted": ModelSettings(
             context_window=512, max_tokens=128, tokenizer="words", sampling={"ttft_ms": 20, "itl_ms": 10}
