@@ -112,7 +112,8 @@ class Generation:
         reason = "length" if len(self._pieces) >= self.request.max_tokens else "stop"
         usage = Usage(prompt_tokens=self.request.prompt_tokens, completion_tokens=len(self._pieces))
         completed = ResponseCompleted(**self._reply_ids(), text=self._text, finish_reason=reason, usage=usage)
-        await self._end(completed, ResponseEnded(**self._ids(), outcome="completed", finish_reason=reason))
+        ended = ResponseEnded(**self._ids(), outcome="completed", finish_reason=reason, usage=usage)
+        await self._end(completed, ended)
 
     async def _fail(self, reason: str) -> None:
         failed = ResponseFailed(**self._reply_ids(), error=reason)

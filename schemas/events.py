@@ -69,6 +69,21 @@ class ConversationStarted(Event):
     title: str = ""
 
 
+class PromptOptions(BaseModel):
+    """What a stateless client (the OpenAI-compatible API) says about the prompt itself.
+
+    `instructions` replace the default system prompt; `context` are turns the client sent before
+    its message, placed after the conversation's own history; `max_tokens` caps the reply below
+    the model's limit.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    instructions: str | None = None
+    context: list[ChatTurn] = []
+    max_tokens: int | None = None
+
+
 class MessageSubmitted(Event):
     """A user's message, accepted by the API; `response_id` names the reply it will get."""
 
@@ -77,6 +92,7 @@ class MessageSubmitted(Event):
     response_id: str
     content: str
     model: str
+    options: PromptOptions = PromptOptions()
 
 
 class MessageAccepted(Event):
@@ -90,6 +106,7 @@ class MessageAccepted(Event):
     content: str
     submitted_offset: int
     scores: dict[str, float] = {}
+    options: PromptOptions = PromptOptions()
 
 
 class MessageBlocked(Event):
@@ -179,6 +196,7 @@ class ResponseEnded(Event):
     finish_reason: str = ""
     detail: str = ""
     attempt: int = 1
+    usage: Usage | None = None  # so a client of the token stream alone can report usage
 
 
 # --- control ------------------------------------------------------------------------------

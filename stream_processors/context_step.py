@@ -36,12 +36,15 @@ class ContextStep:
         if not isinstance(event, MessageAccepted):
             return []
         model = self._models[event.model]
-        *earlier, new = await self._reader.turns_through(event, record.partition)
+        options = event.options
+        *history, new = await self._reader.turns_through(event, record.partition)
+        system = ChatTurn(role="system", content=options.instructions) if options.instructions else self._system
+        max_tokens = min(options.max_tokens or model.max_tokens, model.max_tokens)
         prompt = context_window.fit(
-            self._system,
-            earlier,
+            system,
+            [*history, *options.context],
             new,
-            budget=model.context_window - model.max_tokens,
+            budget=model.context_window - max_tokens,
             tokenizer=tokenizers.load(model.tokenizer),
         )
         request = InferenceRequested(
@@ -52,7 +55,7 @@ class ContextStep:
             model=event.model,
             prompt=prompt.turns,
             prompt_tokens=prompt.tokens,
-            max_tokens=model.max_tokens,
+            max_tokens=max_tokens,
             attempt=1,
         )
         return [Emit(self._inference_requests, request)]

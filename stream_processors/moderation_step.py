@@ -30,7 +30,8 @@ class ModerationStep:
         ids = event.model_dump(include={"conversation_id", "user_id", "message_id", "response_id"})
         if not verdict.blocked:
             accepted = MessageAccepted(
-                **ids, model=event.model, content=event.content, submitted_offset=record.offset, scores=verdict.scores
+                **ids, model=event.model, content=event.content, submitted_offset=record.offset,
+                scores=verdict.scores, options=event.options,
             )
             return [Emit(self._conversations, accepted)]
         blocked = MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason)
