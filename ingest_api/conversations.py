@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, status
 from pydantic import BaseModel, Field, field_validator
 
 from infra.settings import settings
-from schemas.events import ConversationStarted, MessageSubmitted, new_id
-from schemas.topics import CONVERSATIONS
-
+from ingest_api import submission
 from ingest_api.auth import User
-from ingest_api.ownership import ResponseOwner
 from ingest_api.services import Deps
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
-
-INFLIGHT_TTL_S = 600  # a lost terminal event must not lock a conversation for ever
-CLAIM_GRACE_S = 1.0  # how long a new message waits for the previous reply's claim to clear
-
 
 class NewConversation(BaseModel):
     title: str = Field(default="", max_length=200)
@@ -78,10 +69,9 @@ async def start_conversation(user: User, deps: Deps, body: NewConversation | Non
     Waiting for the projection (it writes both conversation tables in one batch) gives the
     creator read-your-writes on every other endpoint.
     """
-    event = ConversationStarted(conversation_id=new_id(), user_id=user, title=(body.title if body else ""))
-    await deps.producer.send(CONVERSATIONS, event)
-    await deps.ownership.check_conversation(event.conversation_id, user)
-    return Created(id=event.conversation_id)
+    conversation_id = await submission.start_conversation(deps, user, body.title if body else "")
+    await deps.ownership.check_conversation(conversation_id, user)
+    return Created(id=conversation_id)
 
 
 @router.get("", response_model=list[ConversationOut])
@@ -93,27 +83,10 @@ async def list_conversations(user: User, deps: Deps, limit: int = 50) -> list[Co
 @router.post("/{conversation_id}/messages", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
 async def send_message(conversation_id: str, body: NewMessage, user: User, deps: Deps) -> Accepted:
     """Accept a message once Kafka has it; the reply streams from /v1/responses/{response_id}/events."""
-    _check_size(body.content)
+    submission.check_size(body.content)
     await deps.ownership.check_conversation(conversation_id, user)
-    message_id, response_id = new_id(), new_id()
-    if not await _claim(deps, conversation_id, response_id):
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail="a response is still in progress in this conversation: wait for it to finish or cancel it",
-        )
-    event = MessageSubmitted(
-        conversation_id=conversation_id, user_id=user, message_id=message_id,
-        response_id=response_id, content=body.content, model=body.model,
-    )
-    try:
-        await deps.producer.send(CONVERSATIONS, event)
-    except Exception as exc:
-        await deps.context.release_inflight(conversation_id, response_id)
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"the message was not stored, send it again: {exc}"
-        ) from exc
-    deps.ownership.record_response(response_id, ResponseOwner(conversation_id, user, message_id))
-    return Accepted(message_id=message_id, response_id=response_id)
+    submitted = await submission.submit_message(deps, user, conversation_id, body.content, body.model)
+    return Accepted(message_id=submitted.message_id, response_id=submitted.response_id)
 
 
 @router.get("/{conversation_id}/messages", response_model=list[MessageOut])
@@ -127,31 +100,3 @@ async def history(conversation_id: str, user: User, deps: Deps) -> list[MessageO
         )
         for r in rows
     ]
-
-
-async def _claim(deps: Deps, conversation_id: str, response_id: str) -> bool:
-    """Make this response the conversation's one in progress.
-
-    The projection releases a finished response's claim a moment after its client saw `done`;
-    a client that sends its next message at once must not get a 409 for that gap. A holder
-    this process saw end is taken over at once; otherwise the claim is retried briefly.
-    """
-    deadline = time.monotonic() + CLAIM_GRACE_S
-    while not await deps.context.claim_inflight(conversation_id, response_id, INFLIGHT_TTL_S):
-        holder = await deps.context.inflight(conversation_id)
-        if holder and deps.feed.has_ended(holder):
-            if await deps.context.take_over_inflight(conversation_id, holder, response_id, INFLIGHT_TTL_S):
-                return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
-def _check_size(content: str) -> None:
-    size = len(content.encode())
-    if size > settings.api.max_message_bytes:
-        raise HTTPException(
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-            detail=f"content is {size} bytes; the limit is {settings.api.max_message_bytes}",
-        )

@@ -1,0 +1,92 @@
+"""The one way into the pipeline: start a conversation, submit a user's message.
+
+The native API and the OpenAI-compatible API both come through here, so every message gets the
+same size check, the same one-reply-at-a-time claim and the same durable write before a client
+hears "accepted".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from fastapi import HTTPException, status
+
+from infra.settings import settings
+from schemas.events import ConversationStarted, MessageSubmitted, PromptOptions, new_id
+from schemas.topics import CONVERSATIONS
+
+from ingest_api.ownership import ResponseOwner
+from ingest_api.services import Services
+
+INFLIGHT_TTL_S = 600  # a lost terminal event must not lock a conversation for ever
+CLAIM_GRACE_S = 1.0  # how long a new message waits for the previous reply's claim to clear
+
+
+@dataclass(frozen=True)
+class Submitted:
+    message_id: str
+    response_id: str
+
+
+async def start_conversation(deps: Services, user: str, title: str) -> str:
+    """Write ConversationStarted; it is listed (and its owner known) once the projection has it."""
+    event = ConversationStarted(conversation_id=new_id(), user_id=user, title=title)
+    await deps.producer.send(CONVERSATIONS, event)
+    return event.conversation_id
+
+
+async def submit_message(
+    deps: Services, user: str, conversation_id: str, content: str, model: str,
+    options: PromptOptions = PromptOptions(),
+) -> Submitted:
+    """Accept a message once Kafka has it (the caller has checked ownership)."""
+    check_size(content)
+    message_id, response_id = new_id(), new_id()
+    if not await _claim(deps, conversation_id, response_id):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail="a response is still in progress in this conversation: wait for it to finish or cancel it",
+        )
+    event = MessageSubmitted(
+        conversation_id=conversation_id, user_id=user, message_id=message_id,
+        response_id=response_id, content=content, model=model, options=options,
+    )
+    try:
+        await deps.producer.send(CONVERSATIONS, event)
+    except Exception as exc:
+        await deps.context.release_inflight(conversation_id, response_id)
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"the message was not stored, send it again: {exc}"
+        ) from exc
+    deps.ownership.record_response(response_id, ResponseOwner(conversation_id, user, message_id))
+    return Submitted(message_id=message_id, response_id=response_id)
+
+
+def check_size(content: str) -> None:
+    size = len(content.encode())
+    if size > settings.api.max_message_bytes:
+        raise HTTPException(
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            detail=f"content is {size} bytes; the limit is {settings.api.max_message_bytes}",
+        )
+
+
+async def _claim(deps: Services, conversation_id: str, response_id: str) -> bool:
+    """Make this response the conversation's one in progress.
+
+    The projection releases a finished response's claim a moment after its client saw `done`;
+    a client that sends its next message at once must not get a 409 for that gap. A holder
+    this process saw end is taken over at once; otherwise the claim is retried briefly.
+    """
+    deadline = time.monotonic() + CLAIM_GRACE_S
+    while not await deps.context.claim_inflight(conversation_id, response_id, INFLIGHT_TTL_S):
+        holder = await deps.context.inflight(conversation_id)
+        if holder and deps.feed.has_ended(holder):
+            if await deps.context.take_over_inflight(conversation_id, holder, response_id, INFLIGHT_TTL_S):
+                return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
