@@ -134,6 +134,28 @@ class BridgeSettings(BaseModel):
     max_concurrent: int = 256
 
 
+class AnalyticsSettings(BaseModel):
+    """`steno analytics`: live figures over the log, served as Prometheus metrics.
+
+    Rates and quantiles are over recent event time, so memory stays bounded however long it runs.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 9464  # the port Prometheus exporters conventionally use for application metrics
+    rate_window_s: int = 60  # "per minute" figures
+    window_s: int = 300  # quantiles, blocked ratios and active conversations
+    max_samples: int = 10_000  # per model and figure, within the window
+    max_open_responses: int = 100_000  # responses whose submission and tokens are still being joined
+
+
+class ExportSettings(BaseModel):
+    """`steno export`: the log as Parquet files, partitioned by day and event type."""
+
+    out_dir: Path = REPO_ROOT / ".stack" / "export"
+    flush_records: int = 50_000  # records buffered before a file is written and offsets committed
+    flush_s: float = 60.0  # the longest a record waits in the buffer while the log is quiet
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STENO_", env_nested_delimiter="__")
 
@@ -146,6 +168,8 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = ModerationSettings()
     context: ContextSettings = ContextSettings()
     bridge: BridgeSettings = BridgeSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    export: ExportSettings = ExportSettings()
     models: dict[str, ModelSettings] = {
         # Greedy: a 135M model sampled at any temperature drifts off-topic on simple questions.
         "smollm2": ModelSettings(context_window=2048, max_tokens=256, tokenizer="gguf", sampling={"temperature": 0.0}),
