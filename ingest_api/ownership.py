@@ -50,7 +50,7 @@ class Ownership:
         """Raise 404 unless the caller owns the conversation (404, not 403: ids are not disclosed)."""
         owner = self._conversations.get(conversation_id)
         if owner is None:
-            owner = await _eventually(self._history.conversation_owner, conversation_id)
+            owner = await eventually(self._history.conversation_owner, conversation_id)
             if owner is not None:
                 self._conversations.remember(conversation_id, owner)
         if owner != user_id:
@@ -59,7 +59,7 @@ class Ownership:
     async def check_response(self, response_id: str, user_id: str) -> ResponseOwner:
         owner = self._responses.get(response_id)
         if owner is None:
-            row = await _eventually(self._history.response, response_id)
+            row = await eventually(self._history.response, response_id)
             if row is not None:
                 owner = ResponseOwner(row.conversation_id, row.user_id, row.message_id)
                 self.record_response(response_id, owner)
@@ -68,7 +68,7 @@ class Ownership:
         return owner
 
 
-async def _eventually(lookup, key: str):  # noqa: ANN001, ANN202 - a History read method
+async def eventually(lookup, key: str):  # noqa: ANN001, ANN202 - a History read method
     """The projection's answer, waiting for a row only while its id is fresh enough to be in flight.
 
     Ids are UUIDv7, so an unknown id minted long ago is answered at once instead of after a wait.

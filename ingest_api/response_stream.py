@@ -25,10 +25,10 @@ async def response_events(
     while True:  # one round per (re)subscription; a slow client overflows and comes back here
         subscription = feed.subscribe(response_id)
         try:
-            backlog = await _backlog(feed, conversation_id, response_id)
-            if any(isinstance(i.event, ResponseEnded) and i.offset <= last for i in backlog):
+            earlier = await backlog(feed, conversation_id, response_id)
+            if any(isinstance(i.event, ResponseEnded) and i.offset <= last for i in earlier):
                 return  # the client already has the end
-            async for item in _merged(backlog, subscription):
+            async for item in _merged(earlier, subscription):
                 if item.offset <= last:
                     continue
                 last = item.offset
@@ -39,14 +39,14 @@ async def response_events(
             feed.unsubscribe(subscription)
 
 
-async def _merged(backlog: list[LoggedEvent], live: AsyncIterator[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
-    for item in backlog:
+async def _merged(earlier: list[LoggedEvent], live: AsyncIterator[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
+    for item in earlier:
         yield item
     async for item in live:
         yield item
 
 
-async def _backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> list[LoggedEvent]:
+async def backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> list[LoggedEvent]:
     """Every event of the response so far: from the feed's memory, else from the log."""
     remembered = feed.remembered(response_id)
     if remembered is not None:

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Header, HTTPException, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from infra.settings import settings
-from schemas.events import GenerationCancelRequested, ResponseEnded, ResponseRestarted, TokenGenerated
-from schemas.topics import CONTROL
+from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated
 
+from ingest_api import submission
 from ingest_api.auth import User
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import response_events
@@ -48,8 +48,7 @@ async def cancel(response_id: str, user: User, deps: Deps) -> dict[str, str]:
     owner = await deps.ownership.check_response(response_id, user)
     if deps.feed.has_ended(response_id):
         raise HTTPException(status.HTTP_409_CONFLICT, detail="the response has already finished")
-    event = GenerationCancelRequested(conversation_id=owner.conversation_id, user_id=user, response_id=response_id)
-    await deps.producer.send(CONTROL, event)
+    await submission.request_cancel(deps, user, owner.conversation_id, response_id)
     return {"response_id": response_id, "status": "cancelling"}
 
 

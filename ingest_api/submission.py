@@ -1,4 +1,4 @@
-"""The one way into the pipeline: start a conversation, submit a user's message.
+"""The one way into the pipeline: start a conversation, submit a user's message, cancel a reply.
 
 The native API and the OpenAI-compatible API both come through here, so every message gets the
 same size check, the same one-reply-at-a-time claim and the same durable write before a client
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException, status
 
 from infra.settings import settings
-from schemas.events import ConversationStarted, MessageSubmitted, PromptOptions, new_id
-from schemas.topics import CONVERSATIONS
+from schemas.events import ConversationStarted, GenerationCancelRequested, MessageSubmitted, PromptOptions, new_id
+from schemas.topics import CONTROL, CONVERSATIONS
 
 from ingest_api.ownership import ResponseOwner
 from ingest_api.services import Services
@@ -62,6 +62,12 @@ async def submit_message(
         ) from exc
     deps.ownership.record_response(response_id, ResponseOwner(conversation_id, user, message_id))
     return Submitted(message_id=message_id, response_id=response_id)
+
+
+async def request_cancel(deps: Services, user: str, conversation_id: str, response_id: str) -> None:
+    """Ask the bridge to stop; the partial text stays in history as a cancelled response."""
+    event = GenerationCancelRequested(conversation_id=conversation_id, user_id=user, response_id=response_id)
+    await deps.producer.send(CONTROL, event)
 
 
 def check_size(content: str) -> None:

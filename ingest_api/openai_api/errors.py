@@ -1,0 +1,64 @@
+"""Errors in OpenAI's shape, so its SDKs raise the exception their users already handle.
+
+`{"error": {"message", "type", "param", "code"}}` with OpenAI's status codes. The routes of
+this package use `OpenAIRoute`, which turns steno's own HTTP errors (auth, ownership, conflicts)
+and request validation errors into that shape; the native API keeps FastAPI's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import HTTPException, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+ERROR_TYPES = {
+    status.HTTP_400_BAD_REQUEST: "invalid_request_error",
+    status.HTTP_401_UNAUTHORIZED: "authentication_error",
+    status.HTTP_403_FORBIDDEN: "permission_error",
+    status.HTTP_404_NOT_FOUND: "not_found_error",
+    status.HTTP_409_CONFLICT: "conflict_error",
+    status.HTTP_413_CONTENT_TOO_LARGE: "invalid_request_error",
+    status.HTTP_422_UNPROCESSABLE_CONTENT: "invalid_request_error",
+}
+
+
+class OpenAIError(HTTPException):
+    """An error a client can act on; `param` names the offending request field."""
+
+    def __init__(self, status_code: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(status_code, detail=message)
+        self.param = param
+        self.code = code
+
+
+def error_body(status_code: int, message: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    error_type = ERROR_TYPES.get(status_code, "server_error" if status_code >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def invalid(message: str, param: str | None = None) -> OpenAIError:
+    return OpenAIError(status.HTTP_400_BAD_REQUEST, message, param=param)
+
+
+class OpenAIRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def openai_errors(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                first = exc.errors()[0]
+                param = ".".join(str(part) for part in first["loc"] if part != "body")
+                body = error_body(status.HTTP_400_BAD_REQUEST, f"{param}: {first['msg']}", param=param)
+                return JSONResponse(body, status.HTTP_400_BAD_REQUEST)
+            except HTTPException as exc:
+                param, code = getattr(exc, "param", None), getattr(exc, "code", None)
+                body = error_body(exc.status_code, str(exc.detail), param=param, code=code)
+                return JSONResponse(body, exc.status_code, headers=exc.headers)
+
+        return openai_errors

@@ -1,0 +1,71 @@
+"""One OpenAI request's exchange with the pipeline: submit the message, follow its reply.
+
+A stateless request (chat completions, a Responses call without `previous_response_id`) is
+recorded as a new conversation of the caller's, so it appears in their history like any chat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+from fastapi import status
+
+from infra.settings import settings
+from schemas.events import id_created_ms
+
+from ingest_api import submission
+from ingest_api.openai_api.errors import OpenAIError
+from ingest_api.openai_api.prompt import Prompt
+from ingest_api.openai_api.reply import Delta, Ending, reply
+from ingest_api.response_stream import response_events
+from ingest_api.services import Services
+
+
+@dataclass(frozen=True)
+class Exchange:
+    conversation_id: str
+    response_id: str
+    model: str
+
+    @property
+    def created(self) -> int:
+        """Unix seconds the reply was minted: read from its UUIDv7 id, so it never changes."""
+        return (id_created_ms(self.response_id) or 0) // 1000
+
+
+def check_model(model: str) -> None:
+    if model not in settings.models:
+        raise OpenAIError(
+            status.HTTP_404_NOT_FOUND, f"the model {model!r} does not exist: use one of {sorted(settings.models)}",
+            param="model", code="model_not_found",
+        )
+
+
+async def begin(deps: Services, user: str, prompt: Prompt, model: str, conversation_id: str | None = None) -> Exchange:
+    """Submit the message (in a new conversation unless one is given); returns once Kafka has it."""
+    if conversation_id is None:
+        conversation_id = await submission.start_conversation(deps, user, prompt.title)
+    submitted = await submission.submit_message(deps, user, conversation_id, prompt.content, model, prompt.options)
+    return Exchange(conversation_id, submitted.response_id, model)
+
+
+def follow(deps: Services, exchange: Exchange) -> AsyncIterator[Delta | Ending]:
+    """The reply from its first event: live, or from the log when it is older than the feed's memory."""
+    return reply(response_events(deps.feed, exchange.conversation_id, exchange.response_id, None))
+
+
+async def until_end(deps: Services, exchange: Exchange) -> Ending:
+    async for item in follow(deps, exchange):
+        if isinstance(item, Ending):
+            return item
+    raise RuntimeError("a reply's events ended without its ending")  # response_events ends only at the end
+
+
+async def cancel_unless_ended(deps: Services, user: str, exchange: Exchange, ended: bool) -> None:
+    """A streaming client that went away no longer wants the reply: stop generating it."""
+    if ended or deps.feed.has_ended(exchange.response_id):
+        return
+    with anyio.CancelScope(shield=True):  # runs while the disconnected stream is being cancelled
+        await submission.request_cancel(deps, user, exchange.conversation_id, exchange.response_id)
