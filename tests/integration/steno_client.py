@@ -87,3 +87,10 @@ def text_of(events: list[Sse]) -> str:
         elif sse.event == "token":
             text += sse.data["text"]
     return text
+
+
+async def until(condition, timeout_s: float = 20.0) -> None:  # noqa: ANN001 - async predicate
+    """Wait for an async condition to hold, polling; fails the test at the deadline."""
+    async with asyncio.timeout(timeout_s):
+        while not await condition():
+            await asyncio.sleep(0.05)

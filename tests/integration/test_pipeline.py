@@ -15,7 +15,7 @@ from projections.active_context import ActiveContext
 from schemas.events import InferenceRequested
 from schemas.topics import CONVERSATIONS, INFERENCE_REQUESTS, TOKENS
 from tests.integration.kafka_log import events_of
-from tests.integration.steno_client import StenoClient, text_of
+from tests.integration.steno_client import StenoClient, text_of, until
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ async def test_a_message_streams_its_reply_and_lands_in_every_view(alice: StenoC
     assert history[1]["content"] == scripted_reply(content)
     client = active_context.connect()
     cache = ActiveContext(client)
-    await _until(lambda: _cached_turns(cache, conversation, 2))  # applied right after history
+    await until(lambda: _cached_turns(cache, conversation, 2))  # applied right after history
     turns = await cache.turns(conversation)
     await client.aclose()
     assert [(t.role, t.content) for t in turns or []] == [("user", content), ("assistant", scripted_reply(content))]
@@ -111,7 +111,7 @@ async def test_cancel_mid_stream_keeps_the_partial_reply(alice: StenoClient) -> 
     conversation = await alice.new_conversation()
     ids = await alice.send(conversation, " ".join(f"w{i}" for i in range(120)))
     stream = asyncio.create_task(alice.events(ids["response_id"]))
-    await _until(lambda: _has_tokens(alice, ids["response_id"]))
+    await until(lambda: _has_tokens(alice, ids["response_id"]))
 
     cancelled = await alice.http.post(f"/v1/responses/{ids['response_id']}/cancel")
     events = await stream
@@ -203,9 +203,3 @@ async def _cached_turns(cache: ActiveContext, conversation_id: str, count: int) 
 
 async def _has_tokens(client: StenoClient, response_id: str) -> bool:
     return any(e.event == "token" for e in await client.events(response_id, limit=1))
-
-
-async def _until(condition, timeout_s: float = 20.0) -> None:  # noqa: ANN001 - async predicate
-    async with asyncio.timeout(timeout_s):
-        while not await condition():
-            await asyncio.sleep(0.05)
