@@ -1,12 +1,15 @@
 """Every event steno writes to Kafka, as pydantic models.
 
 These classes are the contract between steno's components and with analytics consumers
-(exported as JSON Schema by `python -m schemas.export`). Fields are only ever added with
-defaults; a breaking change bumps `schema_version`.
+(exported as JSON Schema by `python -m schemas.export`). Each event declares its current version
+as `schema_version: Literal[N] = N`. A field added with a default keeps the version; any other
+change bumps it and adds a static method `upcast_v{N-1}_v{N}` (dict → dict) that upgrades the
+previous version as it is read (see `schemas.upcasting`, and the README's "The event contract").
 """
 
 from __future__ import annotations
 
+import typing
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -38,7 +41,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: int = 1
+    schema_version: int = 1  # each event narrows it to `Literal[its current version]`
     event_id: str = Field(default_factory=new_id)
     occurred_at: datetime = Field(default_factory=utc_now)
     conversation_id: str
@@ -66,6 +69,7 @@ class Usage(BaseModel):
 
 class ConversationStarted(Event):
     type: Literal["ConversationStarted"] = "ConversationStarted"
+    schema_version: Literal[1] = 1
     title: str = ""
 
 
@@ -88,6 +92,7 @@ class MessageSubmitted(Event):
     """A user's message, accepted by the API; `response_id` names the reply it will get."""
 
     type: Literal["MessageSubmitted"] = "MessageSubmitted"
+    schema_version: Literal[1] = 1
     message_id: str
     response_id: str
     content: str
@@ -100,6 +105,7 @@ class MessageAccepted(Event):
     log, so context assembly needs the views to cover only what came before (usually long done)."""
 
     type: Literal["MessageAccepted"] = "MessageAccepted"
+    schema_version: Literal[1] = 1
     message_id: str
     response_id: str
     model: str
@@ -111,6 +117,7 @@ class MessageAccepted(Event):
 
 class MessageBlocked(Event):
     type: Literal["MessageBlocked"] = "MessageBlocked"
+    schema_version: Literal[1] = 1
     message_id: str
     response_id: str
     categories: list[str]
@@ -122,6 +129,7 @@ class ResponseCompleted(Event):
     """The final reply: full text and usage, so history can be rebuilt from this log alone."""
 
     type: Literal["ResponseCompleted"] = "ResponseCompleted"
+    schema_version: Literal[1] = 1
     message_id: str
     response_id: str
     text: str
@@ -132,6 +140,7 @@ class ResponseCompleted(Event):
 
 class ResponseFailed(Event):
     type: Literal["ResponseFailed"] = "ResponseFailed"
+    schema_version: Literal[1] = 1
     message_id: str
     response_id: str
     error: str
@@ -142,6 +151,7 @@ class ResponseCancelled(Event):
     """The user stopped the reply; `text` is what had been generated, kept in history."""
 
     type: Literal["ResponseCancelled"] = "ResponseCancelled"
+    schema_version: Literal[1] = 1
     message_id: str
     response_id: str
     text: str
@@ -153,6 +163,7 @@ class ResponseCancelled(Event):
 
 class InferenceRequested(Event):
     type: Literal["InferenceRequested"] = "InferenceRequested"
+    schema_version: Literal[1] = 1
     message_id: str
     response_id: str
     model: str
@@ -167,12 +178,14 @@ class InferenceRequested(Event):
 
 class ResponseStarted(Event):
     type: Literal["ResponseStarted"] = "ResponseStarted"
+    schema_version: Literal[1] = 1
     response_id: str
     attempt: int = 1
 
 
 class TokenGenerated(Event):
     type: Literal["TokenGenerated"] = "TokenGenerated"
+    schema_version: Literal[1] = 1
     response_id: str
     seq: int
     text: str
@@ -183,6 +196,7 @@ class ResponseRestarted(Event):
     """A retried generation begins: clients discard the partial text of earlier attempts."""
 
     type: Literal["ResponseRestarted"] = "ResponseRestarted"
+    schema_version: Literal[1] = 1
     response_id: str
     attempt: int
 
@@ -191,6 +205,7 @@ class ResponseEnded(Event):
     """The last event of a response on the token stream, whatever its outcome."""
 
     type: Literal["ResponseEnded"] = "ResponseEnded"
+    schema_version: Literal[1] = 1
     response_id: str
     outcome: Literal["completed", "failed", "cancelled", "blocked"]
     finish_reason: str = ""
@@ -204,6 +219,7 @@ class ResponseEnded(Event):
 
 class GenerationCancelRequested(Event):
     type: Literal["GenerationCancelRequested"] = "GenerationCancelRequested"
+    schema_version: Literal[1] = 1
     response_id: str
 
 
@@ -216,7 +232,7 @@ class DeadLetter(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["DeadLetter"] = "DeadLetter"
-    schema_version: int = 1
+    schema_version: Literal[1] = 1
     event_id: str = Field(default_factory=new_id)
     occurred_at: datetime = Field(default_factory=utc_now)
     source_topic: str
@@ -244,5 +260,12 @@ AnyEvent = Annotated[
     | DeadLetter,
     Field(discriminator="type"),
 ]
+
+
+def event_classes() -> list[type[Event | DeadLetter]]:
+    """Every class of `AnyEvent`: what the log can hold, for the decoder, exports and tests."""
+    union = typing.get_args(AnyEvent)[0]
+    return list(typing.get_args(union))
+
 
 TERMINAL_CONVERSATION_EVENTS = (ResponseCompleted, ResponseFailed, ResponseCancelled, MessageBlocked)

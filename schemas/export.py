@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
-import typing
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from schemas.events import AnyEvent
+from schemas.events import event_classes
 
 OUT_DIR = Path(__file__).parent / "json"
-
-
-def event_classes() -> list[type[BaseModel]]:
-    union = typing.get_args(AnyEvent)[0]
-    return list(typing.get_args(union))
 
 
 def rendered() -> dict[str, str]:

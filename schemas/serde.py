@@ -1,12 +1,18 @@
-"""The one (de)serialiser for every steno event: UTF-8 JSON, discriminated by `type`."""
+"""The one (de)serialiser for every steno event: UTF-8 JSON, discriminated by `type`.
+
+Decoding upcasts older versions first (`schemas.upcasting`), so every reader gets today's model.
+"""
 
 from __future__ import annotations
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import from_json
 
-from schemas.events import AnyEvent, DeadLetter, Event
+from schemas.events import AnyEvent, DeadLetter, Event, event_classes
+from schemas.upcasting import UnreadableVersion, upcast
 
 _ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
+_CLASSES = {cls.model_fields["type"].default: cls for cls in event_classes()}
 
 
 class UndecodableEvent(ValueError):
@@ -21,6 +27,19 @@ def decode(raw: bytes | None) -> AnyEvent:
     if raw is None:
         raise UndecodableEvent("empty message (tombstone)")
     try:
-        return _ADAPTER.validate_json(raw)
+        data = from_json(raw)
+    except ValueError as exc:
+        raise UndecodableEvent(f"not a steno event: not UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UndecodableEvent(f"not a steno event: a JSON {type(data).__name__}, not an object")
+    cls = _CLASSES.get(data.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise UndecodableEvent(f"not a steno event: unknown type {data.get('type')!r}; known: {sorted(_CLASSES)}")
+    try:
+        return _ADAPTER.validate_python(upcast(data, cls))
+    except UnreadableVersion as exc:
+        raise UndecodableEvent(str(exc)) from exc
     except ValidationError as exc:
-        raise UndecodableEvent(f"not a steno event: {exc.error_count()} error(s): {exc.errors()[0]['msg']}") from exc
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise UndecodableEvent(f"not a valid {cls.__name__}: {exc.error_count()} error(s), first: {where}: {first['msg']}") from exc
