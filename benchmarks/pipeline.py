@@ -5,7 +5,8 @@ GPU: settings.models["scripted"].sampling), it streams N replies two ways:
 
 - direct: tritonclient's asyncio gRPC stream, as the bridge calls it (the baseline);
 - steno: POST the message, then read the SSE stream: API → Kafka → moderation → context →
-  bridge → Triton → token events → API fan-out → SSE.
+  bridge → Triton → token events → API fan-out → SSE. With `--api openai` the steno side is
+  the official openai SDK streaming `chat.completions` instead of the native API.
 
 It reports time to first token (from the request; for steno from the POST) and the gaps between
 tokens, p50/p95/p99 for both and the difference, plus tokens per second delivered, as a table on
@@ -23,11 +24,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import openai
 import tritonclient.grpc.aio as triton
 from httpx_sse import aconnect_sse
 
 from inference_bridge.triton_stream import Timeouts, stream_text
 from infra.settings import settings
+from ingest_api.auth import issue_token
 from schemas.events import ChatTurn
 from tests.integration.steno_client import StenoClient
 
@@ -97,6 +100,27 @@ async def _sse_tokens(client: StenoClient, response_id: str) -> AsyncIterator[st
                 return
 
 
+async def openai_stream(client: openai.AsyncOpenAI, index: int) -> Stream:
+    started = time.perf_counter()
+    chunks = await client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": message(index)}], stream=True
+    )
+    return await timed((c async for c in chunks if c.choices and c.choices[0].delta.content), started)
+
+
+async def run_openai(concurrency: int) -> Run:
+    clients = [
+        openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(f"bench-{i}"), max_retries=0)
+        for i in range(concurrency)
+    ]
+    run = Run(concurrency)
+    began = time.perf_counter()
+    run.streams = list(await asyncio.gather(*(openai_stream(c, i) for i, c in enumerate(clients))))
+    run.wall_s = time.perf_counter() - began
+    await asyncio.gather(*(c.close() for c in clients))
+    return run
+
+
 async def run_direct(concurrency: int) -> Run:
     client = triton.InferenceServerClient(settings.triton.grpc_url)
     run = Run(concurrency)
@@ -155,24 +179,30 @@ async def rounds(run: Callable[[int], Awaitable[Run]], concurrency: int, count: 
     return pooled
 
 
-async def main(levels: list[int], count: int) -> None:
-    await run_steno(1)  # warm-up: first connections, cache-cold paths
+STENO_APIS = {"native": run_steno, "openai": run_openai}
+
+
+async def main(levels: list[int], count: int, api: str) -> None:
+    run_api = STENO_APIS[api]
+    await run_api(1)  # warm-up: first connections, cache-cold paths
     rows = []
     for n in levels:
-        print(f"concurrency {n}: direct and steno, {count} rounds each...", flush=True)
+        print(f"concurrency {n}: direct and steno ({api} API), {count} rounds each...", flush=True)
         direct = await rounds(run_direct, n, count)
-        steno = await rounds(run_steno, n, count)
+        steno = await rounds(run_api, n, count)
         rows.append(compare(direct, steno))
     print(table(rows))
-    RESULTS.parent.mkdir(exist_ok=True)
-    report = {"model": MODEL, "sampling": settings.models[MODEL].sampling, "rounds": count, "rows": rows}
-    RESULTS.write_text(json.dumps(report, indent=2))
-    print(f"wrote {RESULTS}")
+    results = RESULTS.with_name(f"pipeline-{api}.json") if api != "native" else RESULTS
+    results.parent.mkdir(exist_ok=True)
+    report = {"model": MODEL, "api": api, "sampling": settings.models[MODEL].sampling, "rounds": count, "rows": rows}
+    results.write_text(json.dumps(report, indent=2))
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per concurrency level, pooled")
+    parser.add_argument("--api", choices=sorted(STENO_APIS), default="native", help="which steno API the client uses")
     args = parser.parse_args()
-    asyncio.run(main(args.concurrency, args.rounds))
+    asyncio.run(main(args.concurrency, args.rounds, args.api))
