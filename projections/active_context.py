@@ -15,9 +15,9 @@ Keys, under a namespace ("steno"; tests use scratch ones):
 `{p}` keeps its braces: it is a Redis Cluster hash tag, so a conversation's key and its
 partition's watermark share a slot and the script can touch both on a cluster too.
 
-A conversation is cached only from its start (ConversationStarted). Once its key expires, later
-events do not recreate it, since it would then hold only part of the conversation: readers get
-None and fall back to the history view.
+A conversation is cached only from its start (ConversationStarted). Once its key expires or the
+conversation is deleted, later events do not recreate it, since it would then hold only part of
+the conversation: readers get None and fall back to the history view.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from projections.status import Status
 from schemas.events import (
     TERMINAL_CONVERSATION_EVENTS,
     ChatTurn,
+    ConversationDeleted,
     ConversationStarted,
     Event,
     MessageAccepted,
@@ -60,6 +61,9 @@ redis.call('SET', KEYS[2], ARGV[1])
 local op, turn_id, value, started = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 if op == 'start' then
     redis.call('HSET', KEYS[1], started, '1')
+elseif op == 'forget' then
+    redis.call('DEL', KEYS[1])
+    return 1
 elseif op == 'none' or redis.call('EXISTS', KEYS[1]) == 0 then
     return 1
 elseif op == 'put' then
@@ -104,7 +108,7 @@ return false
 class Effect(NamedTuple):
     """What an event does to its conversation's cached turns."""
 
-    op: Literal["start", "put", "status", "drop", "none"]
+    op: Literal["start", "put", "status", "drop", "forget", "none"]
     turn_id: str = ""
     value: str = ""
 
@@ -113,6 +117,10 @@ def effect(event: Event) -> Effect:
     match event:
         case ConversationStarted():
             return Effect("start")
+        case ConversationDeleted():
+            return Effect("forget")
+        case MessageSubmitted() if event.replaces is not None:  # a regeneration: the user's turn stays
+            return Effect("drop", event.replaces)
         case MessageSubmitted():
             return Effect("put", event.message_id, _turn("user", event.content, Status.PENDING))
         case MessageAccepted():

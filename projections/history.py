@@ -7,6 +7,10 @@ of the set of events applied, whatever their order or repetition: a redelivered 
 nothing, and a replay running beside the live runner cannot roll a finished reply back to
 `pending`.
 
+Deleting a conversation writes its tombstones at the highest timestamp there is (`FOREVER`):
+no write about it, earlier or later (a replay, a rename racing the delete, a message sent through
+another API process that still thought it existed), can bring any of its rows back.
+
 Read side: the queries the API answers history and ownership requests with.
 
 The tables are created by `infra/migrations/002_history.cql`.
@@ -26,6 +30,8 @@ from infra import cassandra
 from infra.settings import settings
 from projections.status import Status
 from schemas.events import (
+    ConversationDeleted,
+    ConversationRenamed,
     ConversationStarted,
     Event,
     MessageAccepted,
@@ -57,6 +63,8 @@ STAGES: dict[type[MessageEvent], int] = {
     ResponseFailed: 3,
     ResponseCancelled: 3,
 }
+REPLACED_STAGE = 4  # a regeneration retires the old reply after every stage of its own events
+FOREVER = 2**63 - 1  # Cassandra's highest write timestamp: a deletion nothing can outlive
 
 Cells = dict[str, Any]
 
@@ -102,16 +110,23 @@ def connect() -> Session:
     return session
 
 
-def write_time(event: ConversationStarted | MessageEvent) -> int:
+def write_time(event: ConversationStarted | ConversationRenamed | MessageEvent) -> int:
     """The Cassandra write timestamp (microseconds) of the event's writes.
 
     A message's events are stamped with the message_id's UUIDv7 time plus their lifecycle stage,
     so a later stage always wins even when the clocks of the machines that produced the events
-    (API, moderation, bridge) disagree. A conversation is started once: its own time will do.
+    (API, moderation, bridge) disagree. A conversation is started once, and renamed by one user
+    from one API: their own time will do.
     """
-    if isinstance(event, ConversationStarted):
+    if isinstance(event, ConversationStarted | ConversationRenamed):
         return int(event.occurred_at.timestamp() * 1_000_000)
     return _created_ms(event.message_id) * 1000 + STAGES[type(event)]
+
+
+def replaced_time(event: MessageSubmitted) -> int:
+    """When a regeneration marks the reply it replaces: after any event of that reply, which
+    answers the same message_id and so is stamped from the same time."""
+    return _created_ms(event.message_id) * 1000 + REPLACED_STAGE
 
 
 def _created_ms(id_: str) -> int:
@@ -128,6 +143,8 @@ def turn_cells(event: MessageEvent) -> dict[str, Cells]:
             created = dict(model=event.model, created_at=event.occurred_at)
             user = dict(role="user", content=event.content, status=Status.PENDING)
             reply = dict(role="assistant", content="", status=Status.PENDING, reply_to=event.message_id)
+            if event.replaces is not None:  # a regeneration: the user's row is there already
+                return {event.response_id: reply | created}
             return {event.message_id: user | created, event.response_id: reply | created}
         case MessageAccepted():
             return {event.message_id: dict(status=Status.ACCEPTED)}
@@ -168,6 +185,20 @@ class History:
             "INSERT INTO responses (response_id, conversation_id, user_id, message_id)"
             " VALUES (?, ?, ?, ?) USING TIMESTAMP ?"
         )
+        self._rename = prepare("UPDATE conversations USING TIMESTAMP ? SET title = ? WHERE conversation_id = ?")
+        self._rename_by_user = prepare(
+            "UPDATE conversations_by_user USING TIMESTAMP ? SET title = ? WHERE user_id = ? AND conversation_id = ?"
+        )
+        self._delete_response = prepare(f"DELETE FROM responses USING TIMESTAMP {FOREVER} WHERE response_id = ?")
+        self._delete_turns = prepare(
+            f"DELETE FROM messages_by_conversation USING TIMESTAMP {FOREVER} WHERE conversation_id = ?"
+        )
+        self._delete_by_user = prepare(
+            f"DELETE FROM conversations_by_user USING TIMESTAMP {FOREVER} WHERE user_id = ? AND conversation_id = ?"
+        )
+        self._delete_conversation = prepare(
+            f"DELETE FROM conversations USING TIMESTAMP {FOREVER} WHERE conversation_id = ?"
+        )
         self._select_owner = prepare("SELECT user_id FROM conversations WHERE conversation_id = ?")
         self._select_conversations = prepare(
             "SELECT conversation_id, user_id, title, created_at FROM conversations_by_user"
@@ -187,14 +218,18 @@ class History:
 
     async def apply(self, event: Event) -> None:
         """Upsert what the event says; events this view does not keep are ignored."""
-        for statement in self._writes(event):
+        for statement in await self._writes(event):
             await self._execute(statement)
 
-    def _writes(self, event: Event) -> list[Statement]:
+    async def _writes(self, event: Event) -> list[Statement]:
         if isinstance(event, ConversationStarted):
             return self._conversation_rows(event)
+        if isinstance(event, ConversationRenamed):
+            return self._title_rows(event)
+        if isinstance(event, ConversationDeleted):
+            return await self._deletion(event)
         if isinstance(event, MessageSubmitted):
-            return [self._turn_rows(event), self._response_row(event)]
+            return [self._turn_rows(event), self._response_row(event), *self._replaced_row(event)]
         if isinstance(event, MessageEvent):
             return [self._turn_rows(event)]
         return []
@@ -205,6 +240,32 @@ class History:
             self._insert_conversation.bind((event.conversation_id, event.user_id, *row)),
             self._insert_by_user.bind((event.user_id, event.conversation_id, *row)),
         ]
+
+    def _title_rows(self, event: ConversationRenamed) -> list[Statement]:
+        stamp, title = write_time(event), event.title
+        return [
+            self._rename.bind((stamp, title, event.conversation_id)),
+            self._rename_by_user.bind((stamp, title, event.user_id, event.conversation_id)),
+        ]
+
+    async def _deletion(self, event: ConversationDeleted) -> list[Statement]:
+        """Tombstones for every row of the conversation, its response ids first: they are found
+        through its turns, so a redelivery after a crash midway still finds those not yet deleted."""
+        replies = [row.message_id for row in await self._turn_rows_of(event.conversation_id) if row.reply_to]
+        return [
+            *(self._delete_response.bind((response_id,)) for response_id in replies),
+            self._delete_turns.bind((event.conversation_id,)),
+            self._delete_by_user.bind((event.user_id, event.conversation_id)),
+            self._delete_conversation.bind((event.conversation_id,)),
+        ]
+
+    def _replaced_row(self, event: MessageSubmitted) -> list[Statement]:
+        """A regeneration marks the reply it replaces; the row stays, so a deletion finds its id."""
+        if event.replaces is None:
+            return []
+        cells = {"status": Status.REPLACED, "updated_at": event.occurred_at, "write_time": replaced_time(event)}
+        key = {"conversation_id": event.conversation_id, "message_id": event.replaces}
+        return [self._upsert_turn.bind(cells | key)]
 
     def _turn_rows(self, event: MessageEvent) -> BatchStatement:
         """One event's turn rows share a partition, so one unlogged batch writes them atomically."""
@@ -236,9 +297,13 @@ class History:
         return [Conversation(r.conversation_id, r.user_id, r.title, _utc(r.created_at)) for r in rows]
 
     async def messages(self, conversation_id: str) -> list[Message]:
-        """Every turn of the conversation, in order: each message followed by its reply."""
-        rows = await self._execute(self._select_messages.bind((conversation_id,)))
-        return [_message(row) for row in rows]
+        """Every turn of the conversation, in order: each message followed by its reply (the
+        latest one: replies the user regenerated are left out)."""
+        rows = await self._turn_rows_of(conversation_id)
+        return [_message(row) for row in rows if row.status != Status.REPLACED]
+
+    async def _turn_rows_of(self, conversation_id: str) -> list[Any]:
+        return await self._execute(self._select_messages.bind((conversation_id,)))
 
     async def response(self, response_id: str) -> Response | None:
         rows = await self._execute(self._select_response.bind((response_id,)))

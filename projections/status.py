@@ -2,7 +2,9 @@
 
 A user's message is `pending` until moderation decides: `accepted` or `blocked`.
 The assistant's reply is `pending` until it ends: `completed`, `failed`, `cancelled`, or
-`blocked` when the message it answers was blocked.
+`blocked` when the message it answers was blocked; `replaced` once the user regenerated it
+(history keeps the row, so that a conversation's deletion still finds its response id, but no
+reader shows it).
 """
 
 from __future__ import annotations
@@ -17,3 +19,4 @@ class Status(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    REPLACED = "replaced"

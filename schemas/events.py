@@ -73,6 +73,19 @@ class ConversationStarted(Event):
     title: str = ""
 
 
+class ConversationRenamed(Event):
+    type: Literal["ConversationRenamed"] = "ConversationRenamed"
+    schema_version: Literal[1] = 1
+    title: str
+
+
+class ConversationDeleted(Event):
+    """The user deleted the conversation: every view forgets it, now and in every later replay."""
+
+    type: Literal["ConversationDeleted"] = "ConversationDeleted"
+    schema_version: Literal[1] = 1
+
+
 class PromptOptions(BaseModel):
     """What a stateless client (the OpenAI-compatible API) says about the prompt itself.
 
@@ -98,6 +111,9 @@ class MessageSubmitted(Event):
     content: str
     model: str
     options: PromptOptions = PromptOptions()
+    # Set when the user asked to regenerate a reply: the same message (same message_id) is
+    # answered anew by `response_id`, and the reply named here leaves history and context.
+    replaces: str | None = None
 
 
 class MessageAccepted(Event):
@@ -245,6 +261,8 @@ class DeadLetter(BaseModel):
 
 AnyEvent = Annotated[
     ConversationStarted
+    | ConversationRenamed
+    | ConversationDeleted
     | MessageSubmitted
     | MessageAccepted
     | MessageBlocked

@@ -36,6 +36,8 @@ from projections.runner import PROCESSOR, Runner
 from projections.status import Status
 from schemas.events import (
     ChatTurn,
+    ConversationDeleted,
+    ConversationRenamed,
     ConversationStarted,
     DeadLetter,
     Event,
@@ -71,9 +73,19 @@ class Chat:
     def start(self, title: str = "a title") -> ConversationStarted:
         return ConversationStarted(**self._ids(), title=title)
 
+    def rename(self, title: str) -> ConversationRenamed:
+        return ConversationRenamed(**self._ids(), title=title)
+
+    def delete(self) -> ConversationDeleted:
+        return ConversationDeleted(**self._ids())
+
     def submit(self, content: str) -> MessageSubmitted:
         ids = {**self._ids(), "message_id": new_id(), "response_id": new_id()}
         return MessageSubmitted(**ids, content=content, model="scripted")
+
+    def regenerate(self, m: MessageSubmitted) -> MessageSubmitted:
+        """The same message again, for a new reply that replaces m's."""
+        return m.model_copy(update={"event_id": new_id(), "response_id": new_id(), "replaces": m.response_id})
 
     def accept(self, m: MessageSubmitted) -> MessageAccepted:
         # the views ignore where the submission is in the log: only context assembly waits on it
@@ -256,6 +268,63 @@ async def test_history_is_the_same_after_redelivery_and_out_of_order_replays(his
     assert await history.conversations(chat.user_id, limit=10) != []
 
 
+def regenerated(chat: Chat) -> tuple[list[Event], MessageSubmitted]:
+    """An answered message whose reply the user regenerated; returns the events and the regeneration."""
+    asked = chat.submit("q1")
+    again = chat.regenerate(asked)
+    events = [
+        chat.start(), asked, chat.accept(asked), chat.complete(asked, "first try"),
+        again, chat.accept(again), chat.complete(again, "second try"),
+    ]
+    return events, again
+
+
+def deleted(chat: Chat) -> list[Event]:
+    """A renamed conversation of every outcome, then a regeneration, then deleted; then events
+    that lost a race with the deletion (a rename, a message from an API that missed it)."""
+    events, _ = regenerated(chat)
+    late = chat.submit("too late")
+    return [*events, *every_outcome(chat)[1:], chat.rename("renamed"), chat.delete(), chat.rename("late"), late]
+
+
+async def test_a_rename_changes_the_title_everywhere_it_is_listed(history: History) -> None:
+    chat = Chat()
+    started = chat.start("first")
+    for event in (started, chat.rename("second"), started):  # the start replayed: the rename still wins
+        await history.apply(event)
+
+    [listed] = await history.conversations(chat.user_id)
+    assert listed.title == "second"
+
+
+async def test_a_regenerated_reply_replaces_the_old_one_in_history(history: History) -> None:
+    chat = Chat()
+    events, again = regenerated(chat)
+    for event in [*events, *reversed(events)]:  # and redelivered out of order
+        await history.apply(event)
+
+    messages = await history.messages(chat.conversation_id)
+    assert [(m.message_id, m.content, m.status) for m in messages] == [
+        (again.message_id, "q1", Status.ACCEPTED), (again.response_id, "second try", Status.COMPLETED),
+    ]
+    assert await history.response(again.replaces or "") is not None  # its stream stays readable
+
+
+async def test_a_deleted_conversation_leaves_no_row_whatever_comes_after(history: History) -> None:
+    chat = Chat()
+    events = deleted(chat)
+    for event in [*events, *reversed(events)]:  # a replay beside the live runner, out of order
+        await history.apply(event)
+
+    assert await history.conversation_owner(chat.conversation_id) is None
+    assert await history.conversations(chat.user_id) == []
+    assert await history.messages(chat.conversation_id) == []
+    # (a message that lost the race keeps a `responses` row that points into nothing: the API checks
+    # the conversation too before it serves a response)
+    *submissions, _late = [e for e in events if isinstance(e, MessageSubmitted)]
+    assert [await history.response(m.response_id) for m in submissions] == [None] * len(submissions)
+
+
 # --- the active-context view --------------------------------------------------------------
 
 
@@ -285,6 +354,25 @@ async def test_context_ignores_redelivered_events(context: ActiveContext) -> Non
     after, _ = await stored(chat.conversation_id)
     assert after == before
     assert await context.applied_offset(chat.partition) == len(events) - 1
+
+
+async def test_context_drops_a_regenerated_reply(context: ActiveContext) -> None:
+    chat = Chat()
+    events, _ = regenerated(chat)
+    for offset, event in enumerate(events):
+        await context.apply(event, chat.partition, offset)
+
+    assert await context.turns(chat.conversation_id) == [
+        ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="second try"),
+    ]
+
+
+async def test_context_forgets_a_deleted_conversation_for_good(context: ActiveContext) -> None:
+    chat = Chat()
+    for offset, event in enumerate(deleted(chat)):
+        await context.apply(event, chat.partition, offset)
+
+    assert await context.turns(chat.conversation_id) is None
 
 
 async def test_context_keeps_only_conversations_it_saw_start(context: ActiveContext) -> None:
@@ -550,6 +638,24 @@ async def test_reset_refuses_while_the_live_runner_consumes(cluster: Cluster, to
             await empty_views(projector, live_group=group)
             assert await context.turns(chat.conversation_id) is None
             assert await history.conversation_owner(chat.conversation_id) is None
+
+
+async def test_replay_of_a_log_with_a_deletion_ends_with_nothing_of_it(
+    history: History, empty_history: History, topics: Topics
+) -> None:
+    chat, kept = Chat(), Chat()
+    kept.user_id = chat.user_id
+    quiet = partial(replay, report=lambda _: None, conversations=topics.conversations)
+    await produce(topics.conversations, [kept.start("kept"), *deleted(chat)])
+
+    async with scratch_context() as rebuilt:
+        await quiet(Projector(empty_history, rebuilt))
+        rebuilt_view = await views(empty_history, rebuilt, chat)
+        await quiet(Projector(empty_history, rebuilt))  # again, over what the first replay built
+        assert await views(empty_history, rebuilt, chat) == rebuilt_view
+
+    assert rebuilt_view[:2] == ([], None)
+    assert [c.title for c in rebuilt_view[2]] == ["kept"]  # type: ignore[attr-defined]
 
 
 def group_has_members(group: str) -> bool:

@@ -9,6 +9,8 @@ import pytest
 from projections.active_context import STARTED, Effect, effect, visible_turns
 from schemas.events import (
     ChatTurn,
+    ConversationDeleted,
+    ConversationRenamed,
     ConversationStarted,
     Event,
     MessageAccepted,
@@ -36,6 +38,12 @@ USAGE = Usage(prompt_tokens=1, completion_tokens=1)
     ("event", "expected"),
     [
         (ConversationStarted(conversation_id="c", user_id="u"), Effect("start")),
+        (ConversationDeleted(conversation_id="c", user_id="u"), Effect("forget")),
+        (ConversationRenamed(conversation_id="c", user_id="u", title="t"), Effect("none")),
+        (
+            MessageSubmitted(**{**IDS, "response_id": new_id()}, content="q", model="m", replaces=RESPONSE_ID),
+            Effect("drop", RESPONSE_ID),
+        ),
         (
             MessageSubmitted(**IDS, content="q", model="m"),
             Effect("put", MESSAGE_ID, turn("user", "q", "pending")),

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from projections.history import STAGES, turn_cells, write_time
+from projections.history import STAGES, replaced_time, turn_cells, write_time
 from projections.status import Status
 from schemas.events import (
+    ConversationRenamed,
     ConversationStarted,
     Event,
     MessageAccepted,
@@ -95,3 +96,32 @@ def test_a_blocked_message_blocks_both_rows_and_says_why_on_the_reply() -> None:
 )
 def test_later_events_touch_only_the_cells_they_change(event: Event, cells: dict) -> None:
     assert turn_cells(event) == cells
+
+
+def regeneration(occurred_at: datetime = AT) -> MessageSubmitted:
+    """The same message submitted again for a new reply, replacing RESPONSE_ID."""
+    ids = {**IDS, "response_id": new_id()}
+    return MessageSubmitted(**ids, occurred_at=occurred_at, content="hi", model="scripted", replaces=RESPONSE_ID)
+
+
+def test_a_regeneration_creates_only_the_new_reply_row() -> None:
+    again = regeneration()
+    assert turn_cells(again) == {
+        again.response_id: {
+            "role": "assistant", "content": "", "status": Status.PENDING, "reply_to": MESSAGE_ID,
+            "model": "scripted", "created_at": AT,
+        }
+    }
+
+
+def test_the_replaced_reply_is_retired_after_every_event_of_its_own_whatever_the_clocks_say() -> None:
+    old_reply_times = [write_time(event) for event in lifecycle(AT)]
+    assert replaced_time(regeneration(AT - timedelta(hours=1))) > max(old_reply_times)
+    assert replaced_time(regeneration(AT)) == replaced_time(regeneration(AT + timedelta(hours=1)))
+
+
+def test_a_later_rename_wins_over_the_start_and_an_earlier_rename() -> None:
+    started = ConversationStarted(conversation_id="c", user_id="u", occurred_at=AT)
+    renames = [ConversationRenamed(conversation_id="c", user_id="u", title=t, occurred_at=AT + timedelta(seconds=s))
+               for s, t in ((1, "first"), (2, "second"))]
+    assert write_time(started) < write_time(renames[0]) < write_time(renames[1])
