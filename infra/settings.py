@@ -127,6 +127,13 @@ class ContextSettings(BaseModel):
     watermark_wait_s: float = 2.0  # rule 3: how long to wait for the cache before reading Cassandra
 
 
+class ProjectionSettings(BaseModel):
+    """How the projections (live and replay) write the views."""
+
+    write_concurrency: int = 64  # Cassandra writes in flight at once (the driver's execute_concurrent)
+    swap_catch_up_s: float = 30.0  # `replay --swap`: how long to wait for the live projection to follow
+
+
 class BridgeSettings(BaseModel):
     first_token_timeout_s: float = 30.0
     token_timeout_s: float = 30.0
@@ -168,6 +175,7 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = ModerationSettings()
     context: ContextSettings = ContextSettings()
     bridge: BridgeSettings = BridgeSettings()
+    projections: ProjectionSettings = ProjectionSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     export: ExportSettings = ExportSettings()
     models: dict[str, ModelSettings] = {
