@@ -99,6 +99,10 @@ class ApiSettings(BaseModel):
     port: int = 8080
     jwt_secret: str = "steno-local-dev-secret-change-me-in-production"
     jwt_ttl_s: int = 24 * 3600
+    # `POST /v1/auth/login` issues a token for any well-formed username, with no password: right
+    # for a local stack, wrong for a shared one. Production turns it off (STENO_API__LOCAL_LOGIN=false)
+    # and takes tokens from its identity provider.
+    local_login: bool = True
     max_message_bytes: int = 32 * 1024
     subscriber_queue: int = 1024  # events buffered per SSE client before it must catch up from the log
     heartbeat_s: float = 15.0
