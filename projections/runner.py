@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, Message
 
 from infra import kafka_clients
-from infra.kafka_clients import EventProducer, Record, dead_letter
+from infra.kafka_clients import EventProducer
+from projections.consuming import (
+    commit_handled,
+    log_partitions,
+    position,
+    send_to_dead_letters,
+    stopped_within,
+    valid_records,
+)
 from projections.projector import STORE_UNAVAILABLE, Projector, connected, lanes
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, Topic
 
@@ -53,15 +60,13 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, committing each batch after its effects."""
         self._consumer.subscribe(
-            [self._conversations.name], on_assign=_log_partitions("assigned"), on_revoke=_log_partitions("revoked")
+            [self._conversations.name], on_assign=log_partitions("assigned"), on_revoke=log_partitions("revoked")
         )
         while not stop.is_set():
             records = await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
-            for failed in (r for r in records if r.error() is not None):
-                log.warning("consumer error: %s", failed.error())
-            valid = [r for r in records if r.error() is None]
+            valid = valid_records(records)
             handled = await asyncio.gather(*(self._handle_in_order(lane, stop) for lane in lanes(valid)))
-            await self._commit([record for lane in handled for record in lane])
+            await commit_handled(self._consumer, [record for lane in handled for record in lane])
 
     async def _handle_in_order(self, lane: list[Message], stop: asyncio.Event) -> list[Message]:
         """Handle one partition's records in order; returns those handled before any stop."""
@@ -80,29 +85,14 @@ class Runner:
                 await self._projector.apply(record)
                 return True
             except STORE_UNAVAILABLE as exc:
-                log.warning("store unavailable at %s (%r); retrying in %.1fs", _position(record), exc, delay)
-                if await _stopped_within(stop, delay):
+                log.warning("store unavailable at %s (%r); retrying in %.1fs", position(record), exc, delay)
+                if await stopped_within(stop, delay):
                     return False
                 delay = min(delay * 2, RETRY_MAX_S)
             except Exception as exc:  # rule 7: whatever the event did, the partition moves on
-                await self._dead_letter(record, f"{type(exc).__name__}: {exc}")
+                reason = f"{type(exc).__name__}: {exc}"
+                await send_to_dead_letters(self._producer, self._dead_letters, record, PROCESSOR, reason)
                 return True
-
-    async def _dead_letter(self, record: Message, reason: str) -> None:
-        log.error("dead-lettering %s: %s", _position(record), reason)
-        key = (record.key() or b"").decode(errors="replace")
-        await self._producer.send(self._dead_letters, dead_letter(Record.of(record), PROCESSOR, reason), key=key)
-
-    async def _commit(self, done: list[Message]) -> None:
-        """Commit past the handled records; a failed commit only means they are redelivered."""
-        if not done:
-            return
-        ends = {(r.topic(), r.partition()): r.offset() + 1 for r in done}
-        positions = [TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()]
-        try:
-            await asyncio.to_thread(self._consumer.commit, offsets=positions, asynchronous=False)
-        except KafkaException as exc:
-            log.warning("commit failed, %d records will be redelivered: %s", len(done), exc)
 
 
 async def serve(stop: asyncio.Event) -> None:
@@ -117,24 +107,3 @@ async def serve(stop: asyncio.Event) -> None:
         consumer.close()  # leaves the group now, so its partitions move on without waiting for a timeout
         producer.close()
     log.info("stopped")
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
-
-
-def _position(record: Message) -> str:
-    return f"{record.topic()}[{record.partition()}]@{record.offset()}"
-
-
-def _log_partitions(what: str) -> Callable[[Consumer, list[TopicPartition]], None]:
-    """A rebalance callback that says which partitions this instance now owns or lost."""
-
-    def callback(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        log.info("partitions %s: %s", what, sorted(p.partition for p in partitions))
-
-    return callback

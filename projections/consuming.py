@@ -1,0 +1,98 @@
+"""The discipline every consumer of the log in `projections/` follows, in one place.
+
+The history projection, the analytics figures and the Parquet export all consume in batches,
+commit only after their effect (rule 2), send what they cannot handle to the dead letters with
+the reason (rule 7), and wait out an unavailable store instead of skipping its records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from infra.kafka_clients import EventProducer, Record, dead_letter
+from infra.settings import settings
+from schemas.topics import Topic
+
+log = logging.getLogger(__name__)
+
+
+class GroupInUseError(RuntimeError):
+    """A reset was asked for while instances of the consumer group are consuming."""
+
+
+def position(record: Message) -> str:
+    """Where a record is, as logs and dead letters name it: topic[partition]@offset."""
+    return f"{record.topic()}[{record.partition()}]@{record.offset()}"
+
+
+def log_partitions(what: str) -> Callable[[Consumer, list[TopicPartition]], None]:
+    """A rebalance callback that says which partitions this instance now owns or lost."""
+
+    def callback(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions %s: %s", what, sorted((p.topic, p.partition) for p in partitions))
+
+    return callback
+
+
+def valid_records(records: list[Message]) -> list[Message]:
+    """The records of a batch, less the client's error reports (logged: they carry no event)."""
+    for failed in (r for r in records if r.error() is not None):
+        log.warning("consumer error: %s", failed.error())
+    return [r for r in records if r.error() is None]
+
+
+async def commit_handled(consumer: Consumer, done: Sequence[Message]) -> None:
+    """Commit past the handled records."""
+    ends = {(r.topic(), r.partition()): r.offset() + 1 for r in done}
+    await commit_positions(consumer, [TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()])
+
+
+async def commit_positions(consumer: Consumer, positions: list[TopicPartition]) -> None:
+    """Commit the next offsets to read; a failed commit only means their records are redelivered."""
+    if not positions:
+        return
+    try:
+        await asyncio.to_thread(consumer.commit, offsets=positions, asynchronous=False)
+    except KafkaException as exc:
+        log.warning("commit failed, records before %s will be redelivered: %s", positions, exc)
+
+
+async def send_to_dead_letters(
+    producer: EventProducer, dead_letters: Topic, record: Message, processor: str, reason: str
+) -> None:
+    """Rule 7: park the record with the reason, so its partition moves on."""
+    log.error("dead-lettering %s: %s", position(record), reason)
+    key = (record.key() or b"").decode(errors="replace")
+    await producer.send(dead_letters, dead_letter(Record.of(record), processor, reason), key=key)
+
+
+async def stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` (a retry's back-off); True if `stop` was set meanwhile."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def forget_committed_offsets(group: str) -> None:
+    """Drop the group's committed offsets, so its next start reads every topic from the beginning.
+
+    Kafka refuses while the group has members: offsets would be re-committed under us.
+    """
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+    [deleted] = admin.delete_consumer_groups([group], request_timeout=10).values()
+    try:
+        deleted.result(timeout=15)
+    except KafkaException as exc:
+        code = exc.args[0].code()
+        if code == KafkaError.GROUP_ID_NOT_FOUND:
+            return  # never committed: it starts from the beginning anyway
+        if code == KafkaError.NON_EMPTY_GROUP:
+            raise GroupInUseError(f"consumer group {group} is consuming: stop its running instance first") from exc
+        raise
