@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,6 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("user")
     replay = commands.add_parser("replay", help="rebuild the history views from the conversation log")
     replay.add_argument("--reset", action="store_true", help="empty the views first")
+    analytics = commands.add_parser("analytics", help="live figures from the log: Prometheus /metrics and a terminal view")
+    analytics.add_argument("--reset", action="store_true", help="forget committed offsets: count the log from its beginning")
+    analytics.add_argument("--port", type=int, help="where /metrics listens (default: settings.analytics.port, 9464)")
+    analytics.add_argument("--no-view", action="store_true", help="serve /metrics only, no terminal view")
+    export = commands.add_parser("export", help="write the log to Parquet files partitioned by day and event type")
+    export.add_argument("--reset", action="store_true", help="forget committed offsets: export the log again")
+    export.add_argument("--out", type=Path, help="the folder of the files (default: settings.export.out_dir)")
+    export.add_argument("--once", action="store_true", help="export what the log holds now, then exit")
     args = parser.parse_args(argv)
 
     # Imports are per command: `steno token` must not need the servers' client libraries warm.
@@ -28,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
         replay_module.run(reset=args.reset)
         return 0
+    if args.command in ("analytics", "export"):
+        return _run_log_consumer(args)
 
     from infra import stack
 
@@ -47,3 +58,21 @@ def _print_chat_address() -> None:
     from ingest_api.auth import issue_token
 
     print(f"steno is up. Chat: {settings.api.url}/#token={issue_token('you')}")
+
+
+def _run_log_consumer(args: argparse.Namespace) -> int:
+    """`steno analytics` / `steno export`: run one consumer group of the log until interrupted."""
+    from projections.consuming import GroupInUseError
+
+    try:
+        if args.command == "analytics":
+            from projections.analytics import service
+
+            service.run(reset=args.reset, port=args.port, view=not args.no_view)
+        else:
+            from projections.analytics import export
+
+            export.run(reset=args.reset, out=args.out, once=args.once)
+    except GroupInUseError as exc:
+        raise SystemExit(f"steno {args.command} --reset: {exc}") from exc
+    return 0
