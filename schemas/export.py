@@ -1,7 +1,8 @@
 """Write every event's JSON Schema to `schemas/json/`, so analytics can read the contract without our code.
 
-Run `python -m schemas.export` after changing an event; a test fails while the committed files
-are stale.
+It also rewrites the README's tables of topics and events (`schemas.contract_doc`). Run
+`python -m schemas.export` after changing an event or a topic; a test fails while the committed
+files are stale.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from schemas import contract_doc
 from schemas.events import event_classes
 
 OUT_DIR = Path(__file__).parent / "json"
@@ -27,7 +29,8 @@ def main() -> None:
     OUT_DIR.mkdir(exist_ok=True)
     for name, text in rendered().items():
         (OUT_DIR / name).write_text(text)
-    print(f"wrote {len(rendered())} schemas to {OUT_DIR}", file=sys.stderr)
+    contract_doc.README.write_text(contract_doc.updated(contract_doc.README.read_text()))
+    print(f"wrote {len(rendered())} schemas to {OUT_DIR}, and the README's contract tables", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -42,4 +42,5 @@ def decode(raw: bytes | None) -> AnyEvent:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise UndecodableEvent(f"not a valid {cls.__name__}: {exc.error_count()} error(s), first: {where}: {first['msg']}") from exc
+        problem = f"{exc.error_count()} error(s), first: {where}: {first['msg']}"
+        raise UndecodableEvent(f"not a valid {cls.__name__}: {problem}") from exc

@@ -10,14 +10,20 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from schemas import events
+
 PREFIX = "steno"
 
 
 @dataclass(frozen=True)
 class Topic:
+    """A topic of the contract: what readers may expect of it (the README's tables come from here)."""
+
     name: str
     partitions: int
     retention_ms: int  # -1 keeps events forever
+    holds: tuple[type[events.Event | events.DeadLetter], ...] = ()
+    key: str = "conversation_id"
 
     @property
     def config(self) -> dict[str, str]:
@@ -27,11 +33,39 @@ class Topic:
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
-CONVERSATIONS = Topic(f"{PREFIX}.conversations", partitions=6, retention_ms=-1)
-INFERENCE_REQUESTS = Topic(f"{PREFIX}.inference-requests", partitions=6, retention_ms=7 * DAY_MS)
-TOKENS = Topic(f"{PREFIX}.tokens", partitions=6, retention_ms=3 * DAY_MS)
-CONTROL = Topic(f"{PREFIX}.control", partitions=6, retention_ms=7 * DAY_MS)
-DEAD_LETTERS = Topic(f"{PREFIX}.dead-letters", partitions=1, retention_ms=28 * DAY_MS)
+CONVERSATIONS = Topic(
+    f"{PREFIX}.conversations",
+    partitions=6,
+    retention_ms=-1,
+    holds=(
+        events.ConversationStarted,
+        events.ConversationRenamed,
+        events.ConversationDeleted,
+        events.MessageSubmitted,
+        events.MessageAccepted,
+        events.MessageBlocked,
+        events.ResponseCompleted,
+        events.ResponseFailed,
+        events.ResponseCancelled,
+    ),
+)
+INFERENCE_REQUESTS = Topic(
+    f"{PREFIX}.inference-requests", partitions=6, retention_ms=7 * DAY_MS, holds=(events.InferenceRequested,)
+)
+TOKENS = Topic(
+    f"{PREFIX}.tokens",
+    partitions=6,
+    retention_ms=3 * DAY_MS,
+    holds=(events.ResponseStarted, events.TokenGenerated, events.ResponseRestarted, events.ResponseEnded),
+)
+CONTROL = Topic(f"{PREFIX}.control", partitions=6, retention_ms=7 * DAY_MS, holds=(events.GenerationCancelRequested,))
+DEAD_LETTERS = Topic(
+    f"{PREFIX}.dead-letters",
+    partitions=1,
+    retention_ms=28 * DAY_MS,
+    holds=(events.DeadLetter,),
+    key="the failed event's own key",
+)
 
 ALL = (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS, CONTROL, DEAD_LETTERS)
 
