@@ -16,6 +16,8 @@ from confluent_kafka.admin import AdminClient
 
 from infra.kafka_clients import EventProducer, Record, dead_letter
 from infra.settings import settings
+from schemas.events import Event
+from schemas.serde import UndecodableEvent, decode
 from schemas.topics import Topic
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,15 @@ def log_partitions(what: str) -> Callable[[Consumer, list[TopicPartition]], None
     return callback
 
 
+def decode_event(record: Message) -> Event:
+    """The record's event; `UndecodableEvent` for bytes that are none, or a dead letter (which has
+    no place on the topics these consumers read)."""
+    event = decode(record.value())
+    if not isinstance(event, Event):
+        raise UndecodableEvent(f"{event.type} does not belong on {record.topic()}")
+    return event
+
+
 def valid_records(records: list[Message]) -> list[Message]:
     """The records of a batch, less the client's error reports (logged: they carry no event)."""
     for failed in (r for r in records if r.error() is not None):
@@ -49,7 +60,7 @@ def valid_records(records: list[Message]) -> list[Message]:
 async def commit_handled(consumer: Consumer, done: Sequence[Message]) -> None:
     """Commit past the handled records."""
     ends = {(r.topic(), r.partition()): r.offset() + 1 for r in done}
-    await commit_positions(consumer, [TopicPartition(topic, partition, end) for (topic, partition), end in ends.items()])
+    await commit_positions(consumer, [TopicPartition(topic, part, end) for (topic, part), end in ends.items()])
 
 
 async def commit_positions(consumer: Consumer, positions: list[TopicPartition]) -> None:

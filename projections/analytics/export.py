@@ -30,13 +30,14 @@ from projections.analytics.arrow_schema import event_schema
 from projections.analytics.parquet_files import OffsetRange, prepare_partition, write_atomically
 from projections.consuming import (
     commit_positions,
+    decode_event,
     forget_committed_offsets,
     send_to_dead_letters,
     stopped_within,
     valid_records,
 )
 from schemas.events import Event
-from schemas.serde import UndecodableEvent, decode
+from schemas.serde import UndecodableEvent
 from schemas.topics import CONTROL, CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKENS, Topic
 
 GROUP = "steno-export"
@@ -109,9 +110,7 @@ class Exporter:
             self._oldest_buffered = time.monotonic()
         self._buffered += 1
         try:
-            event = decode(record.value())
-            if not isinstance(event, Event):
-                raise UndecodableEvent(f"{event.type} does not belong on {record.topic()}")
+            event = decode_event(record)
         except UndecodableEvent as exc:
             await send_to_dead_letters(self._producer, self._dead_letters, record, PROCESSOR, str(exc))
             return
@@ -175,8 +174,13 @@ class Exporter:
         The end offsets a fetch brings back are used rather than asked for: a query waits behind
         the consumer's own long-poll fetch on the connection, half a second per partition.
         """
-        ends = {where: self._consumer.get_watermark_offsets(TopicPartition(*where), cached=True)[1] for where in self._next}
+        ends = {where: self._end_offset(where) for where in self._next}
         return bool(ends) and all(end >= 0 and self._next[where] >= end for where, end in ends.items())
+
+    def _end_offset(self, where: tuple[str, int]) -> int:
+        """-1001 until a fetch of the partition reported it."""
+        _, end = self._consumer.get_watermark_offsets(TopicPartition(*where), cached=True)
+        return end
 
 
 def _row(event: Event, record: Message) -> dict[str, Any]:

@@ -119,8 +119,9 @@ class Figures:
         self._samples[key].add(observation.value, observation.at_ms, now_ms)
 
     def _quantiles(self, figure: str, now_ms: int) -> dict[str, Quantiles]:
-        by_model = {model: samples.quantiles(now_ms) for (name, model), samples in self._samples.items() if name == figure}
-        return {model: quantiles for model, quantiles in by_model.items() if quantiles is not None}
+        by_model = {model: samples for (name, model), samples in self._samples.items() if name == figure}
+        quantiles = {model: samples.quantiles(now_ms) for model, samples in by_model.items()}
+        return {model: q for model, q in quantiles.items() if q is not None}
 
     def _per_minute(self, count: int) -> float:
         return count * 60 / self._config.rate_window_s

@@ -26,8 +26,8 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self._latest()
         yield _labelled(CounterMetricFamily, "steno_events", "Events read from the log", "type", s.events_total)
-        yield CounterMetricFamily("steno_messages", "User messages submitted", value=s.messages_total)
-        yield GaugeMetricFamily("steno_messages_per_minute", "Messages submitted per minute", value=s.messages_per_minute)
+        yield CounterMetricFamily("steno_messages", "User messages submitted", s.messages_total)
+        yield GaugeMetricFamily("steno_messages_per_minute", "Messages submitted per minute", s.messages_per_minute)
         yield _labelled(CounterMetricFamily, "steno_responses", "Replies that ended", "outcome", s.responses_total)
         yield _labelled(
             GaugeMetricFamily, "steno_responses_per_minute", "Replies that ended per minute", "outcome",
@@ -42,8 +42,8 @@ class SnapshotCollector(Collector):
         )
         yield _quantiles("steno_ttft_seconds", "Time from submission to first token of recent replies", s.ttft_s)
         yield _quantiles("steno_tokens_per_second", "Decode rate of recently ended replies", s.tokens_per_s)
-        yield GaugeMetricFamily("steno_active_conversations", "Conversations with recent events", value=s.active_conversations)
-        yield GaugeMetricFamily("steno_analytics_open_responses", "Replies still being joined", value=s.open_responses)
+        yield GaugeMetricFamily("steno_active_conversations", "Conversations seen lately", s.active_conversations)
+        yield GaugeMetricFamily("steno_analytics_open_responses", "Replies still being joined", s.open_responses)
 
 
 def _labelled(

@@ -26,13 +26,12 @@ from projections.analytics.metrics import serve_metrics
 from projections.analytics.view import show
 from projections.consuming import (
     commit_handled,
+    decode_event,
     forget_committed_offsets,
     log_partitions,
     send_to_dead_letters,
     valid_records,
 )
-from schemas.events import Event
-from schemas.serde import UndecodableEvent, decode
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
 
 GROUP = "steno-analytics"
@@ -86,10 +85,7 @@ class Analytics:
 
     async def _count(self, record: Message) -> None:
         try:
-            event = decode(record.value())
-            if not isinstance(event, Event):
-                raise UndecodableEvent(f"{event.type} does not belong on {record.topic()}")
-            self._figures.apply(event, now_ms())
+            self._figures.apply(decode_event(record), now_ms())
         except Exception as exc:  # rule 7: whatever the record did, the partition moves on
             reason = f"{type(exc).__name__}: {exc}"
             await send_to_dead_letters(self._producer, self._dead_letters, record, PROCESSOR, reason)
@@ -116,8 +112,10 @@ def run(reset: bool = False, port: int | None = None, view: bool = True) -> None
     """The operator's entry point (`steno analytics`); stops on SIGINT or SIGTERM."""
     port = settings.analytics.port if port is None else port
     console = Console() if view else None
-    handler = RichHandler(console=console) if console else logging.StreamHandler()
-    logging.basicConfig(level=logging.WARNING if view else logging.INFO, handlers=[handler], force=True)
+    if console:  # log lines scroll above the live view instead of tearing it
+        logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console)], force=True)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if reset:
         forget_committed_offsets(GROUP)  # raises GroupInUseError while another instance consumes
         log.warning("consumer group %s reset: counting the log from its beginning", GROUP)

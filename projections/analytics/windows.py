@@ -35,8 +35,8 @@ class WindowedCounts(Generic[K]):
             self._buckets.setdefault(at_ms // self._bucket_ms, Counter())[key] += 1
 
     def recent(self, now_ms: int) -> Counter[K]:
-        """The counts of the buckets that end inside the window; older buckets are dropped."""
-        oldest = (now_ms - self._window_ms) // self._bucket_ms + 1
+        """The counts of the buckets that overlap the window (its start rounds down to a bucket's)."""
+        oldest = (now_ms - self._window_ms) // self._bucket_ms
         for bucket in [b for b in self._buckets if b < oldest]:
             del self._buckets[bucket]
         return sum(self._buckets.values(), Counter())
