@@ -62,13 +62,14 @@ def resume(start: int, written: list[OffsetRange]) -> tuple[int, list[OffsetRang
 
 def prepare_partition(out: Path, topic: str, partition: int, start: int) -> int:
     """Delete the partition's uncommitted leftovers under `out`; returns the offset to read from."""
-    files = {
-        parsed: path
+    files = [
+        (parsed, path)
         for path in out.glob(f"day=*/type=*/{topic}.p{partition}.*.parquet")
         if (parsed := OffsetRange.parse(path.name)) is not None
-    }
-    position, stale = resume(start, list(files))
-    for leftover in [*(files[r] for r in stale), *out.glob(f"day=*/type=*/.{topic}.p{partition}.*.tmp")]:
+    ]
+    position, stale = resume(start, [written for written, _ in files])  # one range has a file per day and type
+    temporaries = out.glob(f"day=*/type=*/.{topic}.p{partition}.*.tmp")  # a write cut short
+    for leftover in [*(path for written, path in files if written in stale), *temporaries]:
         leftover.unlink(missing_ok=True)
     return position
 
