@@ -121,14 +121,22 @@ class MessageAccepted(Event):
     log, so context assembly needs the views to cover only what came before (usually long done)."""
 
     type: Literal["MessageAccepted"] = "MessageAccepted"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     message_id: str
     response_id: str
     model: str
     content: str
-    submitted_offset: int
+    submitted_offset: int  # -1: unknown (a version 1 event written before the field existed)
     scores: dict[str, float] = {}
     options: PromptOptions = PromptOptions()
+
+    @staticmethod
+    def upcast_v1_v2(data: dict[str, typing.Any]) -> dict[str, typing.Any]:
+        """Version 1 gained `content` and `submitted_offset` as required fields without a version
+        bump, so the log holds version 1 events both with and without them. The older ones cannot
+        recover them: the message's text is in its MessageSubmitted (same `message_id`), which is
+        where history takes it from, and its offset is unknown (-1)."""
+        return {"content": "", "submitted_offset": -1, **data}
 
 
 class MessageBlocked(Event):
