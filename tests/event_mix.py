@@ -14,6 +14,7 @@ from typing import Any
 from schemas.events import (
     ConversationStarted,
     Event,
+    GenerationCancelRequested,
     MessageAccepted,
     MessageBlocked,
     MessageSubmitted,
@@ -35,6 +36,7 @@ class Conversation:
     conversation_id: str = field(default_factory=new_id)
     log: list[Event] = field(default_factory=list)  # the conversation log's events
     tokens: list[Event] = field(default_factory=list)  # the token stream's events
+    control: list[Event] = field(default_factory=list)  # the control topic's events
 
     def __post_init__(self) -> None:
         self.log.append(ConversationStarted(**self._ids(self.started)))
@@ -53,6 +55,7 @@ class Conversation:
         ]
         text, ended = "".join(f"w{seq} " for seq in range(tokens)), at(last_ms + 1)
         if cancelled:
+            self.control.append(GenerationCancelRequested(**self._reply(submitted, at(last_ms))))
             self.log.append(ResponseCancelled(**self._pair(submitted, ended), text=text))
         else:
             usage = Usage(prompt_tokens=5, completion_tokens=tokens)
@@ -96,3 +99,19 @@ class Conversation:
 
     def _reply(self, submitted: MessageSubmitted, at: datetime) -> dict[str, Any]:
         return {**self._ids(at), "response_id": submitted.response_id}
+
+
+def realistic_mix(start: datetime) -> list[Conversation]:
+    """Seven messages of three users: answered by two models, blocked, cancelled, failed.
+
+    TTFT scripted 0.1, 0.2, 0.3 s; smollm2 0.4 s. Tokens/s scripted 100, 50, 100; smollm2 20.
+    """
+    alice, bob, carol = Conversation(start), Conversation(start), Conversation(start)
+    alice.answered(1, "scripted", ttft_ms=100, tokens=11, itl_ms=10)
+    alice.answered(5, "scripted", ttft_ms=200, tokens=11, itl_ms=20)
+    bob.answered(2, "smollm2", ttft_ms=400, tokens=5, itl_ms=50)
+    bob.blocked(6, ["weapons"])
+    bob.blocked(7, ["weapons", "malware"])
+    carol.answered(3, "scripted", ttft_ms=300, tokens=3, itl_ms=10, cancelled=True)
+    carol.failed(4, "smollm2")
+    return [alice, bob, carol]

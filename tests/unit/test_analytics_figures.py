@@ -14,26 +14,10 @@ from projections.analytics.timings import ResponseTimings, millis
 from projections.analytics.view import render
 from projections.analytics.windows import Quantiles
 from schemas.events import Event, ResponseEnded, ResponseRestarted, TokenGenerated
-from tests.event_mix import Conversation
+from tests.event_mix import Conversation, realistic_mix
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 CONFIG = AnalyticsSettings()
-
-
-def realistic_mix(start: datetime) -> list[Conversation]:
-    """Seven messages of three users: answered by two models, blocked, cancelled, failed.
-
-    TTFT scripted 0.1, 0.2, 0.3 s; smollm2 0.4 s. Tokens/s scripted 100, 50, 100; smollm2 20.
-    """
-    alice, bob, carol = Conversation(start), Conversation(start), Conversation(start)
-    alice.answered(1, "scripted", ttft_ms=100, tokens=11, itl_ms=10)
-    alice.answered(5, "scripted", ttft_ms=200, tokens=11, itl_ms=20)
-    bob.answered(2, "smollm2", ttft_ms=400, tokens=5, itl_ms=50)
-    bob.blocked(6, ["weapons"])
-    bob.blocked(7, ["weapons", "malware"])
-    carol.answered(3, "scripted", ttft_ms=300, tokens=3, itl_ms=10, cancelled=True)
-    carol.failed(4, "smollm2")
-    return [alice, bob, carol]
 
 
 def figures_of(events: list[Event], now: datetime = NOW, config: AnalyticsSettings = CONFIG) -> Snapshot:
