@@ -14,8 +14,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="say what runs, where, and where its log is")
     token = commands.add_parser("token", help="print a bearer token for a user (local secret)")
     token.add_argument("user")
-    replay = commands.add_parser("replay", help="rebuild the history views from the conversation log")
-    replay.add_argument("--reset", action="store_true", help="empty the views first")
+    replay = commands.add_parser("replay", help="rebuild the history and context views from the conversation log")
+    replay.add_argument("--reset", action="store_true", help="empty the views first (stop the live projection before)")
+    replay.add_argument("--from", dest="start", metavar="OFFSET|TIME", help="start at this offset or ISO time")
+    replay.add_argument("--to", dest="end", metavar="OFFSET|TIME", help="stop before this offset or ISO time")
+    replay.add_argument("--conversation", metavar="ID", help="only this conversation (reads only its partition)")
+    replay.add_argument("--keyspace", metavar="NAME", help="into generation NAME (Cassandra keyspace and Redis namespace)")
+    replay.add_argument("--swap", action="store_true", help="into a new generation, then make it live")
     analytics = commands.add_parser("analytics", help="live figures from the log: /metrics and a terminal view")
     analytics.add_argument("--reset", action="store_true", help="forget committed offsets: recount the whole log")
     analytics.add_argument("--port", type=int, help="where /metrics listens (default: settings.analytics.port, 9464)")
@@ -33,9 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         print(issue_token(args.user))
         return 0
     if args.command == "replay":
-        from projections import replay as replay_module
+        from projections import replay_command
 
-        replay_module.run(reset=args.reset)
+        replay_command.run(
+            start=args.start, end=args.end, conversation=args.conversation,
+            keyspace=args.keyspace, swap=args.swap, reset=args.reset,
+        )
         return 0
     if args.command in ("analytics", "export"):
         return _run_log_consumer(args)

@@ -11,10 +11,12 @@ from cassandra.cluster import Session
 from fastapi import Depends, FastAPI, Request
 from redis.asyncio import Redis
 
+from infra import cassandra
 from infra.kafka_clients import EventProducer
 from projections import active_context
 from projections.active_context import ActiveContext
-from projections.history import History, connect
+from projections.generations import Generations
+from projections.live import LiveHistory
 
 from ingest_api.ownership import Ownership
 from ingest_api.token_feed import TokenFeed
@@ -26,16 +28,16 @@ class Services:
     session: Session
     producer: EventProducer
     feed: TokenFeed
-    history: History
-    context: ActiveContext
+    history: LiveHistory  # the live generation's, looked up on every read: a swap shows at once
+    context: ActiveContext  # in-flight claims (they belong to no generation)
     ownership: Ownership
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    session = connect()
+    cluster, session = cassandra.connect()
     redis_client = active_context.connect()
-    history = History(session)
+    history = LiveHistory(Generations(cluster, redis_client))
     feed = TokenFeed()
     feed.start()
     services = Services(
@@ -54,7 +56,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed.stop()
         services.producer.close()
         await redis_client.aclose()
-        session.cluster.shutdown()
+        cluster.shutdown()
 
 
 def _services(request: Request) -> Services:

@@ -1,17 +1,24 @@
 """The active-context view: each conversation's recent turns in Redis, ready to become a prompt.
 
-Write side: `ActiveContext.apply(event, partition, offset)` runs one Lua script that checks the
-partition's watermark, applies the event's effect and advances the watermark, atomically. An
-offset at or below the watermark was applied already, so redelivered and replayed events change
-nothing, and the watermark tells the context assembler exactly what the cache covers (rule 3).
+Write side: `ActiveContext.apply_all(positioned events)` runs, per event, one Lua script that
+checks the partition's watermark, applies the event's effect and advances the watermark,
+atomically; a batch's scripts go in one pipelined round trip, in log order. An offset at or below
+the watermark was applied already, so redelivered and replayed events change nothing, and the
+watermark tells the context assembler exactly what the cache covers (rule 3). A record no view
+could apply (a dead letter) still advances the watermark: the cache covers it, as nothing.
 
-Read side: `turns()` for the context assembler, `applied_offset()` / `wait_until_applied()` for
-rule 3, and the in-flight claim with which the API admits one response per conversation at a time.
+A cached conversation expires `cache_ttl_s` after its latest event's own time, not after the
+moment it was applied: a replay then builds exactly the cache the live projection built, even of
+a log that is days old (conversations idle for longer are not cached, as they would not be live).
 
-Keys, under a namespace ("steno"; tests use scratch ones):
+Read side: `turns()` and `turns_once_applied()` for the context assembler, `applied_offset()` /
+`wait_until_applied()` for rule 3, and the in-flight claim with which the API admits one response
+per conversation at a time.
+
+Keys, under a namespace (a generation's name, see `projections.generations`; tests use scratch ones):
     {ns}:ctx:{p}:<conversation_id>   hash: turn id -> JSON {role, content, status}, + `started`
     {ns}:ctx:{p}:applied             highest applied offset of conversation-log partition p
-    {ns}:inflight:<conversation_id>  the response id being generated
+    {claims}:inflight:<conversation_id>  the response id being generated (claims namespace: "steno")
 `{p}` keeps its braces: it is a Redis Cluster hash tag, so a conversation's key and its
 partition's watermark share a slot and the script can touch both on a cluster too.
 
@@ -46,6 +53,8 @@ from schemas.events import (
 )
 from schemas.topics import CONVERSATIONS, partition_for
 
+Positioned = tuple[Event | None, int, int]  # an event (None: one no view could apply), partition, offset
+
 STARTED = "started"  # the hash field that marks a conversation as cached from its start
 WATERMARK_POLL_S = 0.01
 
@@ -53,7 +62,7 @@ WATERMARK_POLL_S = 0.01
 VISIBLE = {"user": {Status.ACCEPTED}, "assistant": {Status.COMPLETED, Status.CANCELLED}}
 
 # KEYS: conversation hash, partition watermark.
-# ARGV: offset, op, turn id, value, `started` field name, cap, ttl seconds.
+# ARGV: offset, op, turn id, value, `started` field name, cap, expiry (unix seconds).
 APPLY_LUA = """
 local applied = tonumber(redis.call('GET', KEYS[2]) or '-1')
 if tonumber(ARGV[1]) <= applied then return 0 end
@@ -89,7 +98,7 @@ if excess > 0 then
     end
     redis.call('HDEL', KEYS[1], unpack(oldest))
 end
-redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('EXPIREAT', KEYS[1], ARGV[7])
 return 1
 """
 
@@ -160,11 +169,16 @@ class ActiveContext:
     """The active-context view over one Redis client (created with `decode_responses=True`)."""
 
     def __init__(
-        self, client: redis.Redis, config: ContextSettings = settings.context, namespace: str = "steno"
+        self,
+        client: redis.Redis,
+        config: ContextSettings = settings.context,
+        namespace: str = "steno",
+        claims_namespace: str | None = None,  # where in-flight claims live; the namespace if None
     ) -> None:
         self._redis = client
         self._config = config
         self._namespace = namespace
+        self._claims_namespace = claims_namespace or namespace
         self._apply = client.register_script(APPLY_LUA)
         self._release = client.register_script(RELEASE_LUA)
         self._take_over = client.register_script(TAKE_OVER_LUA)
@@ -176,23 +190,42 @@ class ActiveContext:
         return f"{self._namespace}:ctx:{{{partition}}}:applied"
 
     def _inflight_key(self, conversation_id: str) -> str:
-        return f"{self._namespace}:inflight:{conversation_id}"
+        return f"{self._claims_namespace}:inflight:{conversation_id}"
 
     # --- write side ---------------------------------------------------------------------
 
     async def apply(self, event: Event, partition: int, offset: int) -> bool:
-        """Apply the event found at this log position; False when the watermark says it already was.
+        """Apply the event found at this log position; False when the watermark says it already was."""
+        [applied] = await self.apply_all([(event, partition, offset)])
+        return applied
+
+    async def apply_all(self, positioned: list[Positioned]) -> list[bool]:
+        """Apply the events, each partition's in log order, in one round trip; per event, False
+        when the watermark says it was applied already.
 
         A terminal event also releases its response's in-flight claim. That is not guarded by the
         watermark: a crash between the two steps must not leave the claim held until it expires.
         """
-        keys = [self._context_key(event.conversation_id), self._watermark_key(partition)]
+        pipe = self._redis.pipeline(transaction=False)
+        applies = []
+        for event, partition, offset in positioned:
+            applies.append(len(pipe))
+            keys, args = self._apply_call(event, partition, offset)
+            await self._apply(keys=keys, args=args, client=pipe)
+            if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
+                await self._release(keys=[self._inflight_key(event.conversation_id)], args=[event.response_id], client=pipe)
+        results = await pipe.execute()
+        return [bool(results[i]) for i in applies]
+
+    def _apply_call(self, event: Event | None, partition: int, offset: int) -> tuple[list[str], list[str | int]]:
+        """APPLY_LUA's keys and arguments for the record at this position."""
+        watermark = self._watermark_key(partition)
+        if event is None:  # only the watermark moves: the script never reads KEYS[1] for `none`
+            return [watermark, watermark], [offset, "none", "", "", STARTED, 0, 0]
         op, turn_id, value = effect(event)
-        args = [offset, op, turn_id, value, STARTED, self._config.cache_turns, self._config.cache_ttl_s]
-        applied = bool(await self._apply(keys=keys, args=args))
-        if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
-            await self.release_inflight(event.conversation_id, event.response_id)
-        return applied
+        expires = int(event.occurred_at.timestamp()) + self._config.cache_ttl_s
+        keys = [self._context_key(event.conversation_id), watermark]
+        return keys, [offset, op, turn_id, value, STARTED, self._config.cache_turns, expires]
 
     async def clear(self) -> None:
         """Delete every cached conversation and watermark of this namespace (not in-flight claims)."""
@@ -211,6 +244,15 @@ class ActiveContext:
         """The highest conversation-log offset of the partition applied here; -1 before any."""
         applied = await self._redis.get(self._watermark_key(partition))
         return -1 if applied is None else int(applied)
+
+    async def turns_once_applied(
+        self, conversation_id: str, before: str, partition: int, offset: int, timeout_s: float
+    ) -> list[ChatTurn] | None:
+        """The turns before `before` once the cache covers the log up to `offset`; None if it does
+        not within the timeout, or does not hold the conversation."""
+        if await self.wait_until_applied(partition, offset, timeout_s):
+            return await self.turns(conversation_id, before)
+        return None
 
     async def wait_until_applied(self, partition: int, offset: int, timeout_s: float) -> bool:
         """Wait until the cache covers the log up to `offset`; False if it did not within the timeout."""

@@ -19,11 +19,14 @@ The tables are created by `infra/migrations/002_history.cql`.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cassandra.cluster import Session
+from cassandra import OperationTimedOut, Timeout, Unavailable
+from cassandra.cluster import NoHostAvailable, Session
+from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, Statement
 
 from infra import cassandra
@@ -67,6 +70,17 @@ REPLACED_STAGE = 4  # a regeneration retires the old reply after every stage of 
 FOREVER = 2**63 - 1  # Cassandra's highest write timestamp: a deletion nothing can outlive
 
 Cells = dict[str, Any]
+
+# Cassandra cannot be reached: nothing to say about the event, the whole batch can be applied again.
+CASSANDRA_UNAVAILABLE: tuple[type[Exception], ...] = (NoHostAvailable, OperationTimedOut, Unavailable, Timeout)
+
+
+@dataclass
+class Written:
+    """What a batch wrote: rows, and the events that could not be written, by their position."""
+
+    rows: int = 0
+    failures: dict[int, Exception] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -218,8 +232,63 @@ class History:
 
     async def apply(self, event: Event) -> None:
         """Upsert what the event says; events this view does not keep are ignored."""
-        for statement in await self._writes(event):
-            await self._execute(statement)
+        for failure in (await self.apply_all([event])).failures.values():
+            raise failure
+
+    async def apply_all(self, events: Sequence[Event]) -> Written:
+        """Apply a batch: each conversation's events one after another, in log order, and
+        different conversations' concurrently (`settings.projections.write_concurrency` writes
+        in flight).
+
+        The order within a conversation is what readers rely on: a history that holds a message
+        holds every earlier turn (`stream_processors.conversation`). An event that cannot be
+        written is reported in `failures` and the others go on; if Cassandra cannot be reached,
+        one of CASSANDRA_UNAVAILABLE is raised instead, and the batch can be applied again.
+        """
+        written = Written()
+        for step in conversation_steps(events):
+            await self._apply_step([(i, events[i]) for i in step], written)
+            for failure in written.failures.values():
+                if isinstance(failure, CASSANDRA_UNAVAILABLE):
+                    raise failure
+        return written
+
+    async def _apply_step(self, step: list[tuple[int, Event]], written: Written) -> None:
+        """Write one event of each of several conversations; a deletion's writes one by one, in
+        their order (see `_deletion`), the others all at once."""
+        concurrent: list[tuple[int, Statement]] = []
+        ordered: list[tuple[int, list[Statement]]] = []
+        for i, event in step:
+            try:
+                statements = await self._writes(event)
+            except ValueError as exc:  # the event's own fault, e.g. an id that is no steno id
+                written.failures[i] = exc
+                continue
+            if isinstance(event, ConversationDeleted):
+                ordered.append((i, statements))
+            else:
+                concurrent += [(i, statement) for statement in statements]
+        results = await self._execute_concurrently([statement for _, statement in concurrent])
+        for (i, statement), (success, result) in zip(concurrent, results, strict=True):
+            _count(written, i, statement, None if success else result)
+        for i, statements in ordered:
+            for statement in statements:
+                try:
+                    await self._execute(statement)
+                except Exception as exc:  # noqa: BLE001 - reported per event, like the concurrent ones
+                    _count(written, i, statement, exc)
+                    break
+                _count(written, i, statement, None)
+
+    async def _execute_concurrently(self, statements: list[Statement]) -> list[tuple[bool, Any]]:
+        """Run the statements with the driver's bounded concurrency: (success, result or exception) each."""
+        return await asyncio.to_thread(
+            execute_concurrent,
+            self._session,
+            [(statement, None) for statement in statements],
+            concurrency=settings.projections.write_concurrency,
+            raise_on_first_error=False,
+        )
 
     async def _writes(self, event: Event) -> list[Statement]:
         if isinstance(event, ConversationStarted):
@@ -312,6 +381,25 @@ class History:
     async def _execute(self, statement: Statement | str) -> list[Any]:
         """Run a statement off the event loop; all pages are fetched before returning."""
         return await asyncio.to_thread(lambda: list(self._session.execute(statement)))
+
+
+def conversation_steps(events: Sequence[Event]) -> list[list[int]]:
+    """Positions of the events in steps: step k holds the k-th event of each conversation, so
+    running the steps in turn keeps every conversation in log order, and a step's events, all of
+    different conversations, can run at once."""
+    by_conversation: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        by_conversation.setdefault(event.conversation_id, []).append(i)
+    depth = max((len(positions) for positions in by_conversation.values()), default=0)
+    return [[positions[k] for positions in by_conversation.values() if k < len(positions)] for k in range(depth)]
+
+
+def _count(written: Written, i: int, statement: Statement, failure: Exception | None) -> None:
+    """Record one statement's outcome: its rows, or the first failure of event i."""
+    if failure is None:
+        written.rows += len(statement) if isinstance(statement, BatchStatement) else 1
+    else:
+        written.failures.setdefault(i, failure)
 
 
 def _message(row: Any) -> Message:

@@ -1,29 +1,37 @@
-"""The live projections runner: tails the conversation log into the history and context views.
+"""The live projections runner: tails the conversation log into the live generation's views.
 
-Rule 2: a record's offset is committed only after both views applied it, so a crash means
+Rule 2: a batch's offsets are committed only after both views applied it, so a crash means
 redelivery, which the views absorb. Rule 7: a record that cannot be decoded or applied goes to the
 dead-letter topic with the reason and the partition moves on. A store that is down is different:
-the runner retries the same record until the store is back, because skipping it would lose history.
+the runner retries the batch until the store is back, because skipping it would lose history.
+
+The runner writes into whichever generation is live (`projections.generations`), asked before
+every batch. A generation must never miss a record: after a swap, or when a partition is newly
+assigned, the partition's next record may lie past what the live generation has applied (the
+old generation got the records between, or another instance applied them elsewhere). The runner
+then seeks the partition back to just after the generation's watermark and applies from there:
+whatever was applied already is absorbed, since every write is idempotent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra import kafka_clients
 from infra.kafka_clients import EventProducer
+from projections import generations
 from projections.consuming import (
     commit_handled,
     log_partitions,
-    position,
     send_to_dead_letters,
     stopped_within,
     valid_records,
 )
-from projections.projector import STORE_UNAVAILABLE, Projector, connected, lanes
+from projections.projector import STORE_UNAVAILABLE, Applied, Projector
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, Topic
 
 GROUP = "steno-projections"
@@ -35,6 +43,8 @@ RETRY_MAX_S = 5.0
 
 log = logging.getLogger(__name__)
 
+LiveProjector = Callable[[], Awaitable[Projector]]  # the live generation's views, asked before every batch
+
 
 class Runner:
     """Projects one conversation log, dead-lettering what it cannot apply.
@@ -45,54 +55,92 @@ class Runner:
 
     def __init__(
         self,
-        projector: Projector,
+        live: LiveProjector,
         consumer: Consumer,
         producer: EventProducer,
         conversations: Topic = CONVERSATIONS,
         dead_letters: Topic = DEAD_LETTERS,
     ) -> None:
-        self._projector = projector
+        self._live = live
         self._consumer = consumer
         self._producer = producer
         self._conversations = conversations
         self._dead_letters = dead_letters
+        self._projector: Projector | None = None
+        self._unchecked: set[int] = set()  # partitions whose next record must be checked against the watermark
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, committing each batch after its effects."""
         self._consumer.subscribe(
-            [self._conversations.name], on_assign=log_partitions("assigned"), on_revoke=log_partitions("revoked")
+            [self._conversations.name], on_assign=self._assigned, on_revoke=self._revoked
         )
         while not stop.is_set():
             records = await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
-            valid = valid_records(records)
-            handled = await asyncio.gather(*(self._handle_in_order(lane, stop) for lane in lanes(valid)))
-            await commit_handled(self._consumer, [record for lane in handled for record in lane])
+            projector = await self._live()
+            batch = await self._without_gaps(projector, valid_records(records))
+            if await self._apply(projector, batch, stop):
+                await commit_handled(self._consumer, batch)
 
-    async def _handle_in_order(self, lane: list[Message], stop: asyncio.Event) -> list[Message]:
-        """Handle one partition's records in order; returns those handled before any stop."""
-        handled: list[Message] = []
-        for record in lane:
-            if not await self._handle(record, stop):
-                break
-            handled.append(record)
-        return handled
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log_partitions("assigned")(consumer, partitions)
+        self._unchecked.update(p.partition for p in partitions)
 
-    async def _handle(self, record: Message, stop: asyncio.Event) -> bool:
-        """Apply one record, or dead-letter it; False if stopped while waiting for a store."""
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log_partitions("revoked")(consumer, partitions)
+        self._unchecked.difference_update(p.partition for p in partitions)
+
+    async def _without_gaps(self, projector: Projector, records: list[Message]) -> list[Message]:
+        """The records to apply to the projector's generation; a partition whose next record lies
+        past the generation's watermark is sought back to it, and its records here dropped."""
+        if projector is not self._projector:
+            if self._projector is not None:
+                log.info("the live generation changed: checking every partition against its watermarks")
+            self._projector = projector
+            self._unchecked.update(p.partition for p in self._consumer.assignment())
+        behind = set()
+        for partition, next_offset in self._next_offsets(records).items():
+            self._unchecked.discard(partition)
+            applied = await projector.context.applied_offset(partition)
+            if next_offset > applied + 1:
+                log.info("partition %d: going back from offset %d to %d", partition, next_offset, applied + 1)
+                self._consumer.seek(TopicPartition(self._conversations.name, partition, applied + 1))
+                behind.add(partition)
+        return [record for record in records if record.partition() not in behind]
+
+    def _next_offsets(self, records: list[Message]) -> dict[int, int]:
+        """Where each unchecked partition goes on from: its first record in the batch, or, with
+        none there, the consumer's position (a partition not yet fetched from has none: later)."""
+        firsts: dict[int, int] = {}
+        for record in records:
+            if record.partition() in self._unchecked:
+                firsts.setdefault(record.partition(), record.offset())
+        idle = [TopicPartition(self._conversations.name, p) for p in self._unchecked - firsts.keys()]
+        positions = self._consumer.position(idle) if idle else []
+        return firsts | {p.partition: p.offset for p in positions if p.offset >= 0}
+
+    async def _apply(self, projector: Projector, batch: list[Message], stop: asyncio.Event) -> bool:
+        """Apply the batch and dead-letter what no view could apply; False if stopped while
+        waiting for a store."""
         delay = RETRY_FIRST_S
         while True:
             try:
-                await self._projector.apply(record)
-                return True
+                applied = await projector.apply(batch)
+                break
             except STORE_UNAVAILABLE as exc:
-                log.warning("store unavailable at %s (%r); retrying in %.1fs", position(record), exc, delay)
+                log.warning("store unavailable (%r); retrying %d records in %.1fs", exc, len(batch), delay)
                 if await stopped_within(stop, delay):
                     return False
                 delay = min(delay * 2, RETRY_MAX_S)
-            except Exception as exc:  # rule 7: whatever the event did, the partition moves on
-                reason = f"{type(exc).__name__}: {exc}"
-                await send_to_dead_letters(self._producer, self._dead_letters, record, PROCESSOR, reason)
-                return True
+        await self._dead_letter(applied)
+        return True
+
+    async def _dead_letter(self, applied: Applied) -> None:
+        await asyncio.gather(
+            *(
+                send_to_dead_letters(self._producer, self._dead_letters, record, PROCESSOR, reason)
+                for record, reason in applied.failed
+            )
+        )
 
 
 async def serve(stop: asyncio.Event) -> None:
@@ -100,9 +148,9 @@ async def serve(stop: asyncio.Event) -> None:
     producer = EventProducer()
     consumer = kafka_clients.consumer(GROUP)
     try:
-        async with connected() as projector:
+        async with generations.connected() as live:
             log.info("projecting %s as consumer group %s", CONVERSATIONS.name, GROUP)
-            await Runner(projector, consumer, producer).run(stop)
+            await Runner(live.live_views, consumer, producer).run(stop)
     finally:
         consumer.close()  # leaves the group now, so its partitions move on without waiting for a timeout
         producer.close()

@@ -21,12 +21,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from cassandra.cluster import Cluster
+from redis.asyncio import Redis
 
+from infra import cassandra
 from infra.kafka_clients import EventProducer, Record
 from infra.settings import settings
-from projections import active_context, history
+from projections import active_context
 from projections.active_context import ActiveContext
+from projections.generations import Generations
 from projections.history import History
+from projections.live import LiveContext, LiveHistory
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKENS, Topic
 from stream_processors import tokenizers
 from stream_processors.context_step import ContextStep
@@ -51,10 +56,13 @@ class Topics:
 def create_app(
     app_id: str = APP_ID,
     topics: Topics = Topics(),
-    cache_namespace: str = "steno",
+    cache_namespace: str | None = None,
     offset_reset: str = "latest",
 ) -> faust.App:
     """A worker-ready app with its clients open.
+
+    Context is read from the live generation of the views (`projections.generations`), or, when
+    tests name a scratch `cache_namespace`, from that cache beside the configured keyspace's history.
 
     `offset_reset` applies only to a group with no committed offsets. "latest" because the
     conversation log is kept forever: a group that lost its offsets must not re-moderate and
@@ -75,10 +83,8 @@ def create_app(
         tokenizers.load(model.tokenizer)  # fail at start, not on the first message, if one can't load
     producer = EventProducer()
     redis = active_context.connect()
-    cassandra = history.connect()
-    reader = ConversationReader(
-        ActiveContext(redis, namespace=cache_namespace), History(cassandra), settings.context.watermark_wait_s
-    )
+    cluster, _ = cassandra.connect()
+    reader = ConversationReader(*_context_readers(cluster, redis, cache_namespace), settings.context.watermark_wait_s)
     steps: list[Step] = [
         ModerationStep(Moderator(settings.moderation), topics.conversations, topics.tokens),
         ContextStep(reader, settings.context.system_prompt, settings.models, topics.inference_requests),
@@ -100,9 +106,18 @@ def create_app(
         """After the consumer stopped: deliver what is queued, then let the stores go."""
         await asyncio.to_thread(producer.close)
         await redis.aclose()
-        cassandra.cluster.shutdown()
+        cluster.shutdown()
 
     return app
+
+
+def _context_readers(
+    cluster: Cluster, redis: Redis, cache_namespace: str | None
+) -> tuple[ActiveContext | LiveContext, History | LiveHistory]:
+    if cache_namespace is None:
+        generations = Generations(cluster, redis)
+        return LiveContext(generations), LiveHistory(generations)
+    return ActiveContext(redis, namespace=cache_namespace), History(cluster.connect(settings.cassandra.keyspace))
 
 
 def consume_with(processor: Processor) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:

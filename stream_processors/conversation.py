@@ -19,6 +19,7 @@ import time
 
 from projections.active_context import VISIBLE, ActiveContext
 from projections.history import History, Message
+from projections.live import LiveContext, LiveHistory
 from projections.projector import STORE_UNAVAILABLE
 from schemas.events import ChatTurn, MessageAccepted
 
@@ -32,7 +33,7 @@ class ContextUnavailable(RuntimeError):
 
 
 class ConversationReader:
-    def __init__(self, cache: ActiveContext, history: History, wait_s: float) -> None:
+    def __init__(self, cache: ActiveContext | LiveContext, history: History | LiveHistory, wait_s: float) -> None:
         self._cache = cache
         self._history = history
         self._wait_s = wait_s
@@ -59,8 +60,9 @@ class ConversationReader:
         """The cached turns before the message once the cache covers its submission; None if it
         does not in time, does not hold the conversation, or cannot be reached."""
         try:
-            if await self._cache.wait_until_applied(partition, accepted.submitted_offset, self._wait_s):
-                return await self._cache.turns(accepted.conversation_id, before=accepted.message_id)
+            return await self._cache.turns_once_applied(
+                accepted.conversation_id, accepted.message_id, partition, accepted.submitted_offset, self._wait_s
+            )
         except STORE_UNAVAILABLE as exc:
             log.warning("active context unavailable (%r): reading the history", exc)
         return None

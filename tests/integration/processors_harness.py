@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
 from confluent_kafka import Consumer, TopicPartition
@@ -53,16 +53,14 @@ def consumer_from_start(topics: list[Topic]) -> Consumer:
 
 
 async def project(conversations: Topic, namespace: str, stop: asyncio.Event) -> None:
-    """The projections' own record step over the scratch log, until `stop` (the live runner
+    """The projections' own batch step over the scratch log, until `stop` (the live runner
     reads only the real topic). Undecodable records are skipped."""
     session, client = history.connect(), active_context.connect()
     projector = Projector(History(session), ActiveContext(client, namespace=namespace))
     consumer = consumer_from_start([conversations])
     try:
         while not stop.is_set():
-            for record in await asyncio.to_thread(next_batch, consumer, 0.1):
-                with suppress(UndecodableEvent):  # the live runner would dead-letter it
-                    await projector.apply(record)
+            await projector.apply(await asyncio.to_thread(next_batch, consumer, 0.1))
     finally:
         consumer.close()
         await client.aclose()

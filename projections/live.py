@@ -1,0 +1,60 @@
+"""The views as their readers see them: the live generation's, looked up on every read.
+
+The API answers history and ownership requests through `LiveHistory`; the context assembler reads
+cached turns through `LiveContext`. Each call asks `Generations` which generation is live, so a
+swap reaches every reader on its next call. A wait for the cache's watermark asks again on every
+poll, and reads the turns from the very generation whose watermark covered the message: the
+watermark of one generation says nothing about another's turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from projections.active_context import WATERMARK_POLL_S
+from projections.generations import Generations
+from projections.history import Conversation, History, Message, Response
+from schemas.events import ChatTurn
+
+
+class LiveHistory:
+    """History's read side, on the live generation."""
+
+    def __init__(self, generations: Generations) -> None:
+        self._generations = generations
+
+    async def _history(self) -> History:
+        return (await self._generations.live_views()).history
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        return await (await self._history()).conversation_owner(conversation_id)
+
+    async def conversations(self, user_id: str, limit: int = 50) -> list[Conversation]:
+        return await (await self._history()).conversations(user_id, limit)
+
+    async def messages(self, conversation_id: str) -> list[Message]:
+        return await (await self._history()).messages(conversation_id)
+
+    async def response(self, response_id: str) -> Response | None:
+        return await (await self._history()).response(response_id)
+
+
+class LiveContext:
+    """The active context's read side for prompts, on the live generation."""
+
+    def __init__(self, generations: Generations) -> None:
+        self._generations = generations
+
+    async def turns_once_applied(
+        self, conversation_id: str, before: str, partition: int, offset: int, timeout_s: float
+    ) -> list[ChatTurn] | None:
+        """As `ActiveContext.turns_once_applied`, on whichever generation is live at each poll."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            context = (await self._generations.live_views()).context
+            if await context.applied_offset(partition) >= offset:
+                return await context.turns(conversation_id, before)
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(WATERMARK_POLL_S)
