@@ -8,6 +8,8 @@ from types import ModuleType
 
 from infra import app_services, cassandra, kafka, migrate, process, redis_server, triton
 from infra.process import Service, say
+from infra.settings import settings
+from projections import generations
 from schemas import topics
 
 SERVERS: tuple[ModuleType, ...] = (redis_server, kafka, cassandra, triton)
@@ -26,10 +28,17 @@ def up() -> None:
     began = time.monotonic()
     _timed("prepare", lambda: [module.prepare() for module in SERVERS])
     _timed("start servers", lambda: process.start(*servers()))
-    _timed("migrate Cassandra", migrate.apply_all)
+    _timed("migrate Cassandra", migrate_views)
     _timed("create topics", create_topics)
     _timed("start steno", lambda: process.start(*app_services.services()))
     say(f"stack is up in {time.monotonic() - began:.1f}s")
+
+
+def migrate_views() -> None:
+    """Every migration, into the configured keyspace and, once a swap made another generation of
+    the views live (`projections.generations`), into that one's too."""
+    for keyspace in dict.fromkeys([settings.cassandra.keyspace, generations.live_now()]):
+        migrate.apply_all(keyspace)
 
 
 def create_topics() -> None:

@@ -25,7 +25,8 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import redis.asyncio as redis
+import redis
+import redis.asyncio
 from cassandra.cluster import Cluster
 
 from infra import cassandra
@@ -54,6 +55,15 @@ class SwapRefused(RuntimeError):
     """Another generation became live since the caller looked: swapping would undo that swap."""
 
 
+def live_now() -> str:
+    """The live generation's name, for callers outside an event loop (`steno up` migrates it)."""
+    client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    try:
+        return client.get(POINTER) or settings.cassandra.keyspace  # type: ignore[return-value]
+    finally:
+        client.close()
+
+
 def checked_name(name: str) -> str:
     """The name, if it can name both a keyspace and a namespace; else a ValueError that says why."""
     if NAME.fullmatch(name) is None:
@@ -71,7 +81,7 @@ class Generations:
     def __init__(
         self,
         cluster: Cluster,
-        client: redis.Redis,
+        client: redis.asyncio.Redis,
         config: ContextSettings = settings.context,
         pointer: str = POINTER,
         first: str = settings.cassandra.keyspace,
