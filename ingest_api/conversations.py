@@ -1,15 +1,20 @@
-"""Conversations and their messages: start one, list yours, send a message, read the history."""
+"""Conversations and their messages: start, list, rename and delete yours, send a message, read
+the history."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, status
-from pydantic import BaseModel, Field, field_validator
+from fastapi import APIRouter, Response, status
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from infra.settings import settings
 from ingest_api import submission
 from ingest_api.auth import User
+from ingest_api.ownership import POLL_S, PROJECTION_WAIT_S
 from ingest_api.services import Deps
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -18,9 +23,29 @@ class NewConversation(BaseModel):
     title: str = Field(default="", max_length=200)
 
 
+class Rename(BaseModel):
+    title: str = Field(max_length=200)
+
+    @field_validator("title")
+    @classmethod
+    def _not_blank(cls, title: str) -> str:
+        if not title.strip():
+            raise ValueError("title is empty: give the conversation a name")
+        return title.strip()
+
+
+def _known_model(model: str) -> str:
+    if model not in settings.models:
+        raise ValueError(f"unknown model {model!r}: use one of {sorted(settings.models)}")
+    return model
+
+
+ModelName = Annotated[str, AfterValidator(_known_model)]
+
+
 class NewMessage(BaseModel):
     content: str
-    model: str = "smollm2"
+    model: ModelName = "smollm2"
 
     @field_validator("content")
     @classmethod
@@ -29,16 +54,14 @@ class NewMessage(BaseModel):
             raise ValueError("content is empty: send the text of your message")
         return content
 
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, model: str) -> str:
-        if model not in settings.models:
-            raise ValueError(f"unknown model {model!r}: use one of {sorted(settings.models)}")
-        return model
-
 
 class Created(BaseModel):
     id: str
+
+
+class Renamed(BaseModel):
+    id: str
+    title: str
 
 
 class Accepted(BaseModel):
@@ -58,6 +81,8 @@ class MessageOut(BaseModel):
     content: str
     status: str
     model: str | None
+    reply_to: str | None  # on a reply: the id of the message it answers
+    detail: str | None  # why a reply failed, or the categories a message was blocked for
     created_at: datetime
     updated_at: datetime
 
@@ -80,6 +105,25 @@ async def list_conversations(user: User, deps: Deps, limit: int = 50) -> list[Co
     return [ConversationOut(id=r.conversation_id, title=r.title, created_at=r.created_at) for r in rows]
 
 
+@router.patch("/{conversation_id}", response_model=Renamed)
+async def rename_conversation(conversation_id: str, body: Rename, user: User, deps: Deps) -> Renamed:
+    """Rename the conversation once Kafka has the new title; the listing shows it a moment later,
+    when the projection has applied it."""
+    await deps.ownership.check_conversation(conversation_id, user)
+    await submission.rename_conversation(deps, user, conversation_id, body.title)
+    return Renamed(id=conversation_id, title=body.title)
+
+
+@router.delete("/{conversation_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_conversation(conversation_id: str, user: User, deps: Deps) -> Response:
+    """Delete the conversation and stop its reply in progress; from then on every endpoint answers
+    404 for it and its responses, and no replay of the log brings it back."""
+    await deps.ownership.check_conversation(conversation_id, user)
+    await submission.delete_conversation(deps, user, conversation_id)
+    await _until_deleted(deps, conversation_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
 @router.post("/{conversation_id}/messages", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
 async def send_message(conversation_id: str, body: NewMessage, user: User, deps: Deps) -> Accepted:
     """Accept a message once Kafka has it; the reply streams from /v1/responses/{response_id}/events."""
@@ -96,7 +140,15 @@ async def history(conversation_id: str, user: User, deps: Deps) -> list[MessageO
     return [
         MessageOut(
             id=r.message_id, role=r.role, content=r.content, status=r.status, model=r.model,
-            created_at=r.created_at, updated_at=r.updated_at,
+            reply_to=r.reply_to, detail=r.detail, created_at=r.created_at, updated_at=r.updated_at,
         )
         for r in rows
     ]
+
+
+async def _until_deleted(deps: Deps, conversation_id: str) -> None:
+    """Wait, briefly, until the history view has applied the deletion, so that the caller's next
+    listing no longer shows the conversation (it is in the log and will be applied either way)."""
+    deadline = time.monotonic() + PROJECTION_WAIT_S
+    while await deps.history.conversation_owner(conversation_id) is not None and time.monotonic() < deadline:
+        await asyncio.sleep(POLL_S)

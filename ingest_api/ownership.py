@@ -3,6 +3,10 @@
 Ownership never changes once written, so answers are kept in memory. The process that
 accepted a write records it at once, so its own follow-up requests never wait for the
 projection; other processes ask the Cassandra view, waiting briefly for it to catch up.
+
+A deletion is the one change: the process that deletes a conversation forgets it at once, and a
+response is served only while its conversation is still its owner's. Another API process keeps
+answering from its memory for a conversation it had already checked (see the README).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from schemas.events import id_created_ms
 PROJECTION_WAIT_S = 5.0
 POLL_S = 0.02
 REMEMBERED = 100_000
+DELETED = ""  # the remembered owner of a conversation deleted through this process: nobody
 
 
 @dataclass(frozen=True)
@@ -46,14 +51,13 @@ class Ownership:
     def record_response(self, response_id: str, owner: ResponseOwner) -> None:
         self._responses.remember(response_id, owner)
 
+    def forget_conversation(self, conversation_id: str) -> None:
+        """The conversation was deleted: from now on it is nobody's, here."""
+        self._conversations.remember(conversation_id, DELETED)
+
     async def check_conversation(self, conversation_id: str, user_id: str) -> None:
         """Raise 404 unless the caller owns the conversation (404, not 403: ids are not disclosed)."""
-        owner = self._conversations.get(conversation_id)
-        if owner is None:
-            owner = await eventually(self._history.conversation_owner, conversation_id)
-            if owner is not None:
-                self._conversations.remember(conversation_id, owner)
-        if owner != user_id:
+        if await self._conversation_owner(conversation_id) != user_id:
             raise _not_found("conversation", conversation_id)
 
     async def check_response(self, response_id: str, user_id: str) -> ResponseOwner:
@@ -63,8 +67,16 @@ class Ownership:
             if row is not None:
                 owner = ResponseOwner(row.conversation_id, row.user_id, row.message_id)
                 self.record_response(response_id, owner)
-        if owner is None or owner.user_id != user_id:
+        if owner is None or owner.user_id != user_id or await self._conversation_owner(owner.conversation_id) != user_id:
             raise _not_found("response", response_id)
+        return owner
+
+    async def _conversation_owner(self, conversation_id: str) -> str | None:
+        owner = self._conversations.get(conversation_id)
+        if owner is None:
+            owner = await eventually(self._history.conversation_owner, conversation_id)
+            if owner is not None:
+                self._conversations.remember(conversation_id, owner)
         return owner
 
 

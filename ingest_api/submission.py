@@ -1,4 +1,5 @@
-"""The one way into the pipeline: start a conversation, submit a user's message, cancel a reply.
+"""The one way into the pipeline: start, rename or delete a conversation, submit a user's message
+or regenerate its reply, cancel a reply.
 
 The native API and the OpenAI-compatible API both come through here, so every message gets the
 same size check, the same one-reply-at-a-time claim and the same durable write before a client
@@ -14,7 +15,15 @@ from dataclasses import dataclass
 from fastapi import HTTPException, status
 
 from infra.settings import settings
-from schemas.events import ConversationStarted, GenerationCancelRequested, MessageSubmitted, PromptOptions, new_id
+from schemas.events import (
+    ConversationDeleted,
+    ConversationRenamed,
+    ConversationStarted,
+    GenerationCancelRequested,
+    MessageSubmitted,
+    PromptOptions,
+    new_id,
+)
 from schemas.topics import CONTROL, CONVERSATIONS
 
 from ingest_api.ownership import ResponseOwner
@@ -43,16 +52,37 @@ async def submit_message(
 ) -> Submitted:
     """Accept a message once Kafka has it (the caller has checked ownership)."""
     check_size(content)
-    message_id, response_id = new_id(), new_id()
+    event = MessageSubmitted(
+        conversation_id=conversation_id, user_id=user, message_id=new_id(),
+        response_id=new_id(), content=content, model=model, options=options,
+    )
+    return await _submit(deps, event)
+
+
+async def submit_regeneration(
+    deps: Services, user: str, conversation_id: str, message_id: str, content: str, model: str, replaces: str
+) -> Submitted:
+    """Submit a message the conversation already holds again, for a new reply replacing `replaces`.
+
+    It goes through the whole pipeline like any message (moderation, context, generation), so the
+    new reply is built exactly as the first was; the caller has checked that `replaces` is the
+    conversation's last reply.
+    """
+    event = MessageSubmitted(
+        conversation_id=conversation_id, user_id=user, message_id=message_id,
+        response_id=new_id(), content=content, model=model, replaces=replaces,
+    )
+    return await _submit(deps, event)
+
+
+async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
+    """Claim the conversation for the event's reply, then write the event."""
+    conversation_id, response_id = event.conversation_id, event.response_id
     if not await _claim(deps, conversation_id, response_id):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail="a response is still in progress in this conversation: wait for it to finish or cancel it",
         )
-    event = MessageSubmitted(
-        conversation_id=conversation_id, user_id=user, message_id=message_id,
-        response_id=response_id, content=content, model=model, options=options,
-    )
     try:
         await deps.producer.send(CONVERSATIONS, event)
     except Exception as exc:
@@ -60,8 +90,22 @@ async def submit_message(
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"the message was not stored, send it again: {exc}"
         ) from exc
-    deps.ownership.record_response(response_id, ResponseOwner(conversation_id, user, message_id))
-    return Submitted(message_id=message_id, response_id=response_id)
+    deps.ownership.record_response(response_id, ResponseOwner(conversation_id, event.user_id, event.message_id))
+    return Submitted(message_id=event.message_id, response_id=response_id)
+
+
+async def rename_conversation(deps: Services, user: str, conversation_id: str, title: str) -> None:
+    await deps.producer.send(CONVERSATIONS, ConversationRenamed(conversation_id=conversation_id, user_id=user, title=title))
+
+
+async def delete_conversation(deps: Services, user: str, conversation_id: str) -> None:
+    """Write ConversationDeleted and stop the reply in progress, if any; this process forgets the
+    conversation at once, the views once the projection applies the deletion."""
+    generating = await deps.context.inflight(conversation_id)
+    await deps.producer.send(CONVERSATIONS, ConversationDeleted(conversation_id=conversation_id, user_id=user))
+    deps.ownership.forget_conversation(conversation_id)
+    if generating is not None:
+        await request_cancel(deps, user, conversation_id, generating)
 
 
 async def request_cancel(deps: Services, user: str, conversation_id: str, response_id: str) -> None:

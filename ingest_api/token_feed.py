@@ -6,6 +6,9 @@ for it) and catches up from the feed's recent-event memory or from the log.
 
 The feed also remembers the events of recent responses, so a client that connects late or
 reconnects with `Last-Event-ID` is usually served from memory instead of a Kafka read.
+
+A client can also watch a whole conversation: it is told of each response that begins in it
+(whoever sent the message, from whichever tab), and follows that response's own stream.
 """
 
 from __future__ import annotations
@@ -34,10 +37,11 @@ REMEMBER_ENDED_S = 300.0  # how long a response's events stay in memory after it
 
 
 class Subscription:
-    """One client's live view of one response: a bounded queue that closes on overflow."""
+    """One client's live view of one response (or, for a watcher, of one conversation's new
+    responses): a bounded queue that closes on overflow."""
 
-    def __init__(self, response_id: str, capacity: int) -> None:
-        self.response_id = response_id
+    def __init__(self, key: str, capacity: int) -> None:
+        self.key = key  # the response id; a watcher's conversation id
         self._queue: asyncio.Queue[LoggedEvent | None] = asyncio.Queue(capacity + 1)
         self._capacity = capacity
         self.overflowed = False
@@ -67,6 +71,7 @@ class TokenFeed:
     def __init__(self, subscriber_queue: int = settings.api.subscriber_queue) -> None:
         self._subscriber_queue = subscriber_queue
         self._subscribers: dict[str, set[Subscription]] = {}
+        self._watchers: dict[str, set[Subscription]] = {}
         self._remembered: dict[str, _Remembered] = {}
         self._started_ms = 0
         self._last_sweep = 0.0
@@ -94,11 +99,16 @@ class TokenFeed:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        subscribers = self._subscribers.get(subscription.response_id)
-        if subscribers is not None:
-            subscribers.discard(subscription)
-            if not subscribers:
-                del self._subscribers[subscription.response_id]
+        _discard(self._subscribers, subscription)
+
+    def watch(self, conversation_id: str) -> Subscription:
+        """Be offered the first event this process sees of each response in the conversation."""
+        watcher = Subscription(conversation_id, self._subscriber_queue)
+        self._watchers.setdefault(conversation_id, set()).add(watcher)
+        return watcher
+
+    def unwatch(self, watcher: Subscription) -> None:
+        _discard(self._watchers, watcher)
 
     def has_ended(self, response_id: str) -> bool:
         """True when this process saw the response end (False may still mean it ended long ago)."""
@@ -141,7 +151,11 @@ class TokenFeed:
     def _dispatch(self, events: list[LoggedEvent]) -> None:
         for item in events:
             response_id = item.event.response_id
-            entry = self._remembered.setdefault(response_id, _Remembered())
+            entry = self._remembered.get(response_id)
+            if entry is None:
+                entry = self._remembered[response_id] = _Remembered()
+                for watcher in self._watchers.get(item.event.conversation_id, ()):
+                    watcher.offer(item)
             entry.events.append(item)
             entry.last_at = time.monotonic()
             entry.ended = entry.ended or isinstance(item.event, ResponseEnded)
@@ -159,6 +173,14 @@ class TokenFeed:
         stale = [rid for rid, e in self._remembered.items() if e.last_at < cutoff]
         for response_id in stale:
             del self._remembered[response_id]
+
+
+def _discard(subscriptions: dict[str, set[Subscription]], subscription: Subscription) -> None:
+    followers = subscriptions.get(subscription.key)
+    if followers is not None:
+        followers.discard(subscription)
+        if not followers:
+            del subscriptions[subscription.key]
 
 
 def _decoded(msg) -> LoggedEvent | None:  # noqa: ANN001 - confluent_kafka.Message

@@ -180,6 +180,18 @@ async def test_scripted_echoes_the_newest_user_turn_of_a_chat(client: aioclient.
     assert "".join(r.text for r in responses) == "You said: two"
 
 
+async def test_a_message_can_script_and_pace_its_own_reply(client: aioclient.InferenceServerClient) -> None:
+    chat = json.dumps([{"role": "user", "content": f'scripted: {{"script": "{SCRIPT}", "itl_ms": 5}}\nignored'}])
+    scripted = await generate(client, "scripted", chat, sampling={"itl_ms": 0})
+    paced = await generate(client, "scripted", 'scripted: {"ttft_ms": 1}\nhello\nthere')
+    broken = generate(client, "scripted", "scripted: not json\nhello")
+
+    assert [r.text for r in scripted] == [*SCRIPT_TOKENS, ""]
+    assert "".join(r.text for r in paced) == "You said: hello\nthere"
+    with pytest.raises(InferenceServerException, match="`scripted:` line is not JSON"):
+        await broken
+
+
 async def test_scripted_stops_at_max_tokens(client: aioclient.InferenceServerClient) -> None:
     responses = await generate(
         client, "scripted", "hi", sampling={"script": SCRIPT, "max_tokens": "2"}

@@ -67,3 +67,20 @@ def test_sse_names_and_ids() -> None:
     assert (sse.event, sse.id) == ("token", "7")
     assert to_sse(ended(rid, 8)).event == "done"
     assert to_sse(LoggedEvent(1, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=rid))) is None
+
+
+async def test_a_conversation_watcher_hears_of_each_new_response_once() -> None:
+    feed = TokenFeed()
+    earlier, first, second = new_id(), new_id(), new_id()
+    feed._dispatch([token(earlier, 1, 0)])
+    watcher = feed.watch(CONVERSATION)
+    other = feed.watch(new_id())
+
+    feed._dispatch([token(earlier, 2, 1), token(first, 3, 0), token(first, 4, 1), ended(first, 5), token(second, 6, 0)])
+
+    heard = [await asyncio.wait_for(anext(aiter(watcher)), 5) for _ in range(2)]
+    assert [(item.event.response_id, item.offset) for item in heard] == [(first, 3), (second, 6)]
+    assert other._queue.empty()  # another conversation's watcher
+    feed.unwatch(watcher)
+    feed.unwatch(other)
+    assert feed._watchers == {}

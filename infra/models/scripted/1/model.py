@@ -10,18 +10,28 @@ a GPU fleet's latency without one. Sampling parameters (all optional):
     max_tokens  stop after this many tokens
     fail_after  fail the request (error response) once this many tokens were sent
 
+The newest user message may set them for its own reply: a first line `scripted: {"itl_ms": 300}`
+(a JSON object of the parameters above) is applied on top of the request's, and the rest of the
+message is what gets echoed. That is how an end-to-end test gets one slow, scripted or failing
+reply through the whole pipeline (API, moderation, context assembly, bridge) without reconfiguring
+the bridge that every other test shares.
+
 Tokens are whitespace-attached words: "Hello there, friend." streams as "Hello ", "there, ",
 "friend."; joined, the tokens are exactly the script.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from dataclasses import replace
+from typing import Any
 
 from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel, chat_from_prompt
 
 TOKEN = re.compile(r"\S+\s*|\s+")  # a word with its trailing space; leading space stands alone
+DIRECTIVE = "scripted:"
 CANCEL_POLL_S = 0.05  # a long delay is slept in slices so a cancellation ends it promptly
 
 
@@ -30,18 +40,34 @@ def tokenize(text: str) -> list[str]:
     return TOKEN.findall(text)
 
 
-def echo(prompt: str) -> str:
-    """The default script: deterministic, and visibly derived from the newest user message."""
+def newest_user_message(prompt: str) -> str:
     users = [turn["content"] for turn in chat_from_prompt(prompt) if turn["role"] == "user"]
-    return f"You said: {users[-1] if users else ''}"
+    return users[-1] if users else ""
+
+
+def directed(message: str) -> tuple[dict[str, Any], str]:
+    """The sampling parameters a message sets for its own reply (see the module docstring), and
+    the message without that line."""
+    first, _, rest = message.partition("\n")
+    if not first.startswith(DIRECTIVE):
+        return {}, message
+    try:
+        parameters = json.loads(first.removeprefix(DIRECTIVE))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"the `{DIRECTIVE}` line is not JSON: {exc}") from None
+    if not isinstance(parameters, dict):
+        raise ValueError(f"the `{DIRECTIVE}` line must hold a JSON object of sampling parameters")
+    return parameters, rest
 
 
 class TritonPythonModel(StreamingModel):
     """Streams a script token by token, honouring delays, limits and cancellation."""
 
     def generate(self, request: GenerationRequest, out: ResponseStream) -> None:
+        overrides, message = directed(newest_user_message(request.prompt))
+        request = replace(request, sampling={**request.sampling, **overrides})
         script = request.sampling.get("script")
-        tokens = tokenize(echo(request.prompt) if script is None else str(script))
+        tokens = tokenize(f"You said: {message}" if script is None else str(script))
         tokens = tokens[: request.get_int("max_tokens")]
         ttft_s = request.get_float("ttft_ms", 0.0) / 1000
         itl_s = request.get_float("itl_ms", 0.0) / 1000

@@ -1,0 +1,40 @@
+"""A conversation's live feed over SSE: `response` each time a reply begins in it.
+
+This is how a second tab (or device) on the same conversation shows a reply that another one
+asked for: it learns the response id here and reads the reply from
+/v1/responses/{id}/events like the tab that sent the message. The feed is live only, with no
+resume: a client that (re)connects reads the history first, which holds every earlier reply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from infra.settings import settings
+
+from ingest_api.auth import User
+from ingest_api.services import Deps
+from ingest_api.token_feed import TokenFeed
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+
+@router.get("/{conversation_id}/events")
+async def conversation_events(conversation_id: str, user: User, deps: Deps) -> EventSourceResponse:
+    """`response` `{"response_id"}` for each reply that begins while connected; heartbeats while idle."""
+    await deps.ownership.check_conversation(conversation_id, user)
+    return EventSourceResponse(_new_responses(deps.feed, conversation_id), ping=settings.api.heartbeat_s)
+
+
+async def _new_responses(feed: TokenFeed, conversation_id: str) -> AsyncIterator[ServerSentEvent]:
+    """Ends when the watcher overflows: the client reconnects and reads the history again."""
+    watcher = feed.watch(conversation_id)
+    try:
+        async for item in watcher:
+            yield ServerSentEvent(event="response", data=json.dumps({"response_id": item.event.response_id}))
+    finally:
+        feed.unwatch(watcher)
