@@ -113,7 +113,8 @@ def run(reset: bool = False, port: int | None = None, view: bool = True) -> None
     port = settings.analytics.port if port is None else port
     console = Console() if view else None
     if console:  # log lines scroll above the live view instead of tearing it
-        logging.basicConfig(level=logging.WARNING, handlers=[RichHandler(console=console)], force=True)
+        handler = RichHandler(console=console)  # it prints the time, level and place itself
+        logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler], force=True)
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if reset:
