@@ -9,6 +9,7 @@ resumes exactly after event N, during the reply or long after it ended.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -49,6 +50,7 @@ class OpenAIResponseId(Convertor):
 
 register_url_convertor("openai_response", OpenAIResponseId())
 FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.BLOCKED}
+_forgetting: set[asyncio.Task] = set()
 router = APIRouter(prefix="/v1/responses", tags=["openai"], route_class=OpenAIRoute)
 
 
@@ -68,11 +70,13 @@ class CreateResponse(BaseModel):
 @router.post("", response_model=None)
 async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict | EventSourceResponse:
     pipeline.check_model(body.model)
-    if not body.store:
-        raise invalid("steno keeps every exchange in its event log: store=false is not supported", "store")
+    if not body.store and body.previous_response_id:
+        raise invalid("store=false answers once and forgets: it cannot continue a stored conversation", "store")
     request = prompt(_input_turns(body.input), body.instructions, body.max_output_tokens)
     conversation_id = await _continued_conversation(deps, user, body.previous_response_id)
     exchange = await pipeline.begin(deps, user, request, body.model, conversation_id)
+    if not body.store:
+        _forget_once_answered(deps, user, exchange)
     meta = ResponseMeta(exchange.response_id, body.model, body.background, body.previous_response_id, body.instructions)
     if body.stream:
         events = stream_events(meta, pipeline.follow(deps, exchange))
@@ -111,6 +115,23 @@ async def cancel_response(response_id: str, user: User, deps: Deps) -> dict:
         await submission.request_cancel(deps, user, owner.conversation_id, response_id)
     ending = await pipeline.until_end(deps, exchange)
     return response_object(meta, ending.text, ending)
+
+
+def _forget_once_answered(deps: Services, user: str, exchange: Exchange) -> None:
+    """store=false: the exchange leaves history (ConversationDeleted) when its reply ends.
+
+    The pipeline needs the message in the log to answer it; deleting the conversation afterwards
+    removes it from every view and every later replay, as OpenAI's unstored responses cannot be
+    retrieved either. The log itself keeps it for the topic's retention.
+    """
+
+    async def forget() -> None:
+        await pipeline.until_end(deps, exchange)
+        await submission.delete_conversation(deps, user, exchange.conversation_id)
+
+    task = asyncio.create_task(forget())
+    _forgetting.add(task)  # the loop holds tasks weakly
+    task.add_done_callback(_forgetting.discard)
 
 
 def _input_turns(items: str | list[Any]) -> list[Turn]:

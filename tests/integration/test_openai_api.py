@@ -127,8 +127,8 @@ async def test_bad_requests_get_openai_errors(client: openai.AsyncOpenAI, steno:
         await client.chat.completions.create(
             model="scripted", messages=[{"role": "tool", "content": "42", "tool_call_id": "x"}]
         )
-    with pytest.raises(openai.BadRequestError) as unstored:
-        await client.responses.create(model="scripted", input="hi", store=False)
+    with pytest.raises(openai.BadRequestError) as unstored_continuation:
+        await client.responses.create(model="scripted", input="hi", store=False, previous_response_id="resp_0")
     anonymous = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key="not-a-token", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         await anonymous.models.list()
@@ -137,7 +137,7 @@ async def test_bad_requests_get_openai_errors(client: openai.AsyncOpenAI, steno:
     assert not_the_users_turn.value.param == "messages"
     assert no_messages.value.param == "messages"
     assert tool_role.value.param == "messages.0.role"
-    assert unstored.value.param == "store"
+    assert unstored_continuation.value.param == "store"
     assert (await steno.http.get("/v1/conversations")).json() == [], "a refused request must write nothing"
 
 
@@ -210,6 +210,23 @@ async def test_a_streaming_client_that_leaves_cancels_its_reply(client: openai.A
     conversation = await only_conversation(steno)
     reply = (await steno.settled_history(conversation, timeout_s=20))[1]
     assert reply["status"] == "cancelled"
+
+
+async def test_an_unstored_response_answers_then_leaves_history(
+    client: openai.AsyncOpenAI, steno: StenoClient
+) -> None:
+    async with client.responses.stream(model="scripted", input=LONG, store=False) as stream:
+        conversation = await only_conversation(steno)  # listed while its reply streams
+        answered = await stream.get_final_response()
+
+    async def forgotten() -> bool:
+        return (await steno.http.get("/v1/conversations")).json() == []
+
+    await until(forgotten)
+    assert answered.output_text == scripted_reply(LONG)
+    assert (await steno.http.get(f"/v1/conversations/{conversation}/messages")).status_code == 404
+    with pytest.raises(openai.NotFoundError):
+        await client.responses.retrieve(answered.id)
 
 
 async def test_responses_of_other_users_are_not_found(client: openai.AsyncOpenAI) -> None:
