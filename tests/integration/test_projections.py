@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
@@ -29,11 +29,14 @@ from infra.kafka_clients import EventProducer
 from infra.settings import ContextSettings, settings
 from projections import active_context
 from projections.active_context import ActiveContext
+from projections.generations import Generations
 from projections.history import Conversation, History, Response, Written
 from projections.projector import Projector
+from projections.log_range import Scope
 from projections.replay import LiveRunnerError, empty_views, replay
 from projections.runner import PROCESSOR, LiveProjector, Runner
 from projections.status import Status
+from projections.swap import build, rebuild_and_swap
 from schemas.events import (
     ChatTurn,
     ConversationDeleted,
@@ -50,7 +53,7 @@ from schemas.events import (
     Usage,
     new_id,
 )
-from schemas.serde import decode
+from schemas.serde import decode, encode
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, Topic, partition_for
 from tests.integration.scratch import scratch_copies
 
@@ -488,15 +491,17 @@ def always(projector: Projector) -> LiveProjector:
 
 
 @asynccontextmanager
-async def running(projector: Projector, topics: Topics) -> AsyncIterator[str]:
-    """The runner, in a consumer group of its own that starts at the log's current end."""
+async def running(projector: Projector | Generations, topics: Topics) -> AsyncIterator[str]:
+    """The runner, in a consumer group of its own that starts at the log's current end, on these
+    scratch stores or on whichever of these generations is live."""
     group = f"test-projections-{new_id()}"
     starter = kafka_clients.consumer(group)
     starter.commit(offsets=end_offsets(topics.conversations), asynchronous=False)
     starter.close()
     consumer, producer = kafka_clients.consumer(group), EventProducer()
     stop = asyncio.Event()
-    runner = Runner(always(projector), consumer, producer, topics.conversations, topics.dead_letters)
+    live = projector.live_views if isinstance(projector, Generations) else always(projector)
+    runner = Runner(live, consumer, producer, topics.conversations, topics.dead_letters)
     task = asyncio.create_task(runner.run(stop))
     try:
         yield group
@@ -665,6 +670,134 @@ async def test_replay_of_a_log_with_a_deletion_ends_with_nothing_of_it(
 
     assert rebuilt_view[:2] == ([], None)
     assert [c.title for c in rebuilt_view[2]] == ["kept"]  # type: ignore[attr-defined]
+
+
+def on_partition(partition: int) -> Chat:
+    """A chat whose events share that partition of the log."""
+    while (chat := Chat()).partition != partition:
+        pass
+    return chat
+
+
+async def test_replay_of_one_conversation_reads_its_partition_and_applies_it_alone(
+    empty_history: History, topics: Topics
+) -> None:
+    chat = Chat()
+    neighbour, elsewhere = on_partition(chat.partition), on_partition((chat.partition + 1) % CONVERSATIONS.partitions)
+    await produce(topics.conversations, [*every_outcome(neighbour), *every_outcome(chat), *every_outcome(elsewhere)])
+
+    async with scratch_context() as rebuilt:
+        scope = Scope(conversation=chat.conversation_id)
+        summary = await replay(Projector(empty_history, rebuilt), topics.conversations, scope)
+        turns = [await rebuilt.turns(c.conversation_id) for c in (chat, neighbour)]
+
+    assert summary.read == 2 * len(every_outcome(chat))  # its partition only, the neighbour's records too
+    assert summary.conversations == {chat.conversation_id}
+    assert len(await empty_history.messages(chat.conversation_id)) == 10 and turns[0] is not None
+    assert await empty_history.messages(neighbour.conversation_id) == [] and turns[1] is None
+
+
+def produce_at(topic: Topic, events: list[Event], at: datetime) -> None:
+    """Send the events with this log time (CreateTime), as if produced then."""
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True})
+    for event in events:
+        key = event.conversation_id
+        partition = partition_for(key, topic)
+        producer.produce(topic.name, encode(event), key.encode(), partition, timestamp=int(at.timestamp() * 1000))
+    assert producer.flush(10) == 0
+
+
+def two_exchanges(chat: Chat) -> tuple[list[Event], list[Event]]:
+    first, second = chat.submit("q1"), chat.submit("q2")
+    return (
+        [chat.start(), first, chat.accept(first), chat.complete(first, "a1")],
+        [second, chat.accept(second), chat.complete(second, "a2")],
+    )
+
+
+@pytest.mark.parametrize("bound", ["time", "offset"])
+async def test_replay_of_a_range_applies_only_the_events_in_it(
+    cluster: Cluster, topics: Topics, bound: str
+) -> None:
+    chat = Chat()
+    early, late = two_exchanges(chat)
+    an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    produce_at(topics.conversations, early, an_hour_ago)
+    produce_at(topics.conversations, late, an_hour_ago + timedelta(minutes=30))
+    halfway = an_hour_ago + timedelta(minutes=15)
+
+    scopes = {"time": (Scope(end=halfway), Scope(start=halfway)), "offset": (Scope(end=len(early)), Scope(start=len(early)))}
+    seen = []
+    for scope in scopes[bound]:
+        with scratch_history(cluster) as history:
+            async with scratch_context() as rebuilt:
+                summary = await replay(Projector(history, rebuilt), topics.conversations, scope)
+                seen.append(([m.content for m in await history.messages(chat.conversation_id)], summary.read))
+                seen.append(await rebuilt.turns(chat.conversation_id))
+
+    assert seen == [
+        (["q1", "a1"], len(early)), [ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="a1")],
+        (["q2", "a2"], len(late)), None,  # cached only from its start, which is not in this range
+    ]
+
+
+@asynccontextmanager
+async def scratch_generations(cluster: Cluster) -> AsyncIterator[Generations]:
+    """Generations under a pointer of their own, the first a migrated scratch keyspace; every
+    generation named after it is dropped afterwards, keyspace and Redis keys."""
+    run = uuid.uuid4().hex[:12]
+    first = f"steno_test_{run}"
+    migrate.apply_all(first)
+    client = active_context.connect()
+    try:
+        yield Generations(cluster, client, pointer=f"test-{run}:views:live", first=first, claims_namespace=f"test-{run}")
+    finally:
+        session = cluster.connect()
+        for keyspace in [k for k in cluster.metadata.keyspaces if k.startswith(first)]:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        for pattern in (f"{first}*", f"test-{run}:*"):
+            async for key in client.scan_iter(match=pattern, count=1000):
+                await client.unlink(key)
+        await client.aclose()
+
+
+async def test_the_runner_follows_a_swap_and_brings_over_what_it_gave_the_old_generation(
+    cluster: Cluster, topics: Topics
+) -> None:
+    chat = Chat()
+    exchanges = [chat.submit(q) for q in ("q1", "q2", "q3", "q4")]
+    answered = [[m, chat.accept(m), chat.complete(m, m.content.replace("q", "a"))] for m in exchanges]
+    async with scratch_generations(cluster) as known, running(known, topics):
+        old, new = await known.live(), f"{await known.live()}_b"
+        await produce_and_wait(known, old, topics, [chat.start(), *answered[0]])
+        migrate.apply_all(new)
+        await build(known, new, topics.conversations)
+        await produce_and_wait(known, old, topics, answered[1])  # after the replay: only the old one has it
+
+        await known.swap(old, new)
+        last = await produce(topics.conversations, answered[2])
+        new_views = await known.views(new)
+        await eventually(partial(new_views.context.wait_until_applied, chat.partition, last, 0), "the new generation")
+        old_views = await known.views(old)
+        frozen = [m.content for m in await old_views.history.messages(chat.conversation_id)]
+        swapped = await views(new_views.history, new_views.context, chat)
+
+        summary, followed = await rebuild_and_swap(known, old, topics.conversations)  # and back, caught up
+        await produce_and_wait(known, old, topics, answered[3])
+        back = await views(old_views.history, old_views.context, chat)
+
+    assert frozen == ["q1", "a1", "q2", "a2"]
+    assert [m.content for m in swapped[0]] == ["q1", "a1", "q2", "a2", "q3", "a3"]  # type: ignore[union-attr]
+    assert [t.content for t in swapped[1]] == ["q1", "a1", "q2", "a2", "q3", "a3"]  # type: ignore[union-attr]
+    assert followed and summary.read == 1 + 3 * 3
+    assert [m.content for m in back[0]] == ["q1", "a1", "q2", "a2", "q3", "a3", "q4", "a4"]  # type: ignore[union-attr]
+
+
+async def produce_and_wait(known: Generations, name: str, topics: Topics, events: list[Event]) -> None:
+    """Send the events and wait until generation `name` has applied them."""
+    last = await produce(topics.conversations, events)
+    context = (await known.views(name)).context
+    await eventually(partial(context.wait_until_applied, partition_for(events[0].conversation_id, CONVERSATIONS), last, 0), name)
 
 
 def group_has_members(group: str) -> bool:
