@@ -59,7 +59,7 @@ def valid_records(records: list[Message]) -> list[Message]:
 
 async def commit_handled(consumer: Consumer, done: Sequence[Message]) -> None:
     """Commit past the handled records."""
-    ends = {(r.topic(), r.partition()): r.offset() + 1 for r in done}
+    ends = {(r.topic, r.partition): r.offset + 1 for r in map(Record.of, done)}
     await commit_positions(consumer, [TopicPartition(topic, part, end) for (topic, part), end in ends.items()])
 
 

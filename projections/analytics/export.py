@@ -24,7 +24,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra import kafka_clients
-from infra.kafka_clients import EventProducer
+from infra.kafka_clients import EventProducer, Record
 from infra.settings import ExportSettings, settings
 from projections.analytics.arrow_schema import event_schema
 from projections.analytics.parquet_files import OffsetRange, prepare_partition, write_atomically
@@ -101,10 +101,10 @@ class Exporter:
 
     async def _take(self, record: Message) -> None:
         """Buffer the record's row; an undecodable record is dead-lettered but still in the range."""
-        where = (record.topic(), record.partition())
-        self._next[where] = record.offset() + 1
-        pending = self._pending.setdefault(where, _Pending(first=record.offset()))
-        pending.last = record.offset()
+        at = Record.of(record)
+        self._next[(at.topic, at.partition)] = at.offset + 1
+        pending = self._pending.setdefault((at.topic, at.partition), _Pending(first=at.offset))
+        pending.last = at.offset
         pending.records += 1
         if self._buffered == 0:
             self._oldest_buffered = time.monotonic()
@@ -115,7 +115,7 @@ class Exporter:
             await send_to_dead_letters(self._producer, self._dead_letters, record, PROCESSOR, str(exc))
             return
         day = event.occurred_at.astimezone(UTC).date().isoformat()
-        pending.rows[(day, type(event))].append(_row(event, record))
+        pending.rows[(day, type(event))].append(_row(event, at))
 
     def _waited_out(self) -> bool:
         return self._buffered > 0 and time.monotonic() - self._oldest_buffered >= self._config.flush_s
@@ -183,11 +183,11 @@ class Exporter:
         return end
 
 
-def _row(event: Event, record: Message) -> dict[str, Any]:
+def _row(event: Event, at: Record) -> dict[str, Any]:
     return event.model_dump(exclude={"type"}) | {
-        "kafka_topic": record.topic(),
-        "kafka_partition": record.partition(),
-        "kafka_offset": record.offset(),
+        "kafka_topic": at.topic,
+        "kafka_partition": at.partition,
+        "kafka_offset": at.offset,
     }
 
 

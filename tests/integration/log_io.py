@@ -4,11 +4,12 @@ pills in, everything a topic holds out, and whether a group has committed up to 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
 from infra import kafka_clients
-from infra.kafka_clients import EventProducer
+from infra.kafka_clients import EventProducer, Record
 from infra.settings import settings
 from schemas.events import AnyEvent, Event, new_id
 from schemas.serde import decode
@@ -40,9 +41,10 @@ def produce_raw(topic: Topic, conversation_id: str, value: bytes) -> Message:
     return message
 
 
-def read_all(topic: Topic) -> list[AnyEvent]:
+def read_all(topic: Topic, timeout_s: float = 30.0) -> list[AnyEvent]:
     """Everything the topic holds now, partition by partition."""
     consumer = kafka_clients.consumer(f"test-read-{new_id()}")  # only assign(): joins no group
+    deadline = time.monotonic() + timeout_s
     try:
         found: list[AnyEvent] = []
         for partition in range(topic.partitions):
@@ -50,9 +52,10 @@ def read_all(topic: Topic) -> list[AnyEvent]:
             consumer.assign([TopicPartition(topic.name, partition, OFFSET_BEGINNING)])
             position = 0
             while position < end:
-                for record in kafka_clients.next_batch(consumer, timeout_s=5):
-                    found.append(decode(record.value()))
-                    position = record.offset() + 1
+                assert time.monotonic() < deadline, f"{topic.name}[{partition}] not read to {end} in {timeout_s}s"
+                for record in map(Record.of, kafka_clients.next_batch(consumer, timeout_s=1)):
+                    found.append(decode(record.value))
+                    position = record.offset + 1
         return found
     finally:
         consumer.close()
