@@ -12,7 +12,8 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from wsgiref.simple_server import WSGIServer
 
 from confluent_kafka import Consumer, Message
 from rich.console import Console
@@ -96,16 +97,27 @@ async def serve(stop: asyncio.Event, port: int, console: Console | None) -> None
     producer = EventProducer()
     consumer = kafka_clients.consumer(GROUP)
     analytics = Analytics(consumer, producer)
-    server, _ = serve_metrics(lambda: analytics.latest, settings.analytics.host, port)
-    log.info("analytics as consumer group %s; metrics on http://%s:%d/metrics", GROUP, *server.server_address)
     try:
-        views = [show(lambda: analytics.latest, "steno analytics", stop, console)] if console else []
-        await asyncio.gather(analytics.run(stop), *views)
+        server = _metrics_server(lambda: analytics.latest, port)
+        try:
+            views = [show(lambda: analytics.latest, "steno analytics", stop, console)] if console else []
+            await asyncio.gather(analytics.run(stop), *views)
+        finally:
+            server.shutdown()
+            server.server_close()
     finally:
-        server.shutdown()
-        server.server_close()
         consumer.close()  # leaves the group now, so its partitions move on without waiting for a timeout
         producer.close()
+
+
+def _metrics_server(latest: Callable[[], Snapshot], port: int) -> WSGIServer:
+    host = settings.analytics.host
+    try:
+        server, _ = serve_metrics(latest, host, port)
+    except OSError as exc:
+        raise SystemExit(f"steno analytics: cannot serve /metrics on {host}:{port} ({exc}); choose --port") from exc
+    log.info("analytics as consumer group %s; metrics on http://%s:%d/metrics", GROUP, host, server.server_port)
+    return server
 
 
 def run(reset: bool = False, port: int | None = None, view: bool = True) -> None:
