@@ -1,17 +1,25 @@
-"""The chat page in a real browser (Debian's Chromium, headless) against the running stack:
-a user types, the reply streams in token by token, and the conversation carries on."""
+"""The chat page in a real browser (Debian's Chromium, headless) against the running stack.
+
+Each test signs in as a user of its own and waits on what the page shows (DOM conditions, as
+selectors and `expect`: the page's Content-Security-Policy forbids the `eval` that Playwright's
+wait_for_function needs), never on time. A reply that a test must act on mid-stream is a `scripted` one that the message
+slows down (see `scripted()`), so it cannot be over before the test acts.
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 
+import httpx
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from infra.settings import settings
 from ingest_api.auth import issue_token
 from schemas.events import new_id
+from tests.integration.steno_client import scripted
 
 pytestmark = pytest.mark.integration
 
@@ -19,35 +27,248 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium's background services try the internet, which this machine cannot reach.
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
+LAST_REPLY = "#log .assistant:last-child"
+SLOW_MS = 150  # per word: a 30-word reply streams for about 4.5 s
+LONG = " ".join(f"word{i}" for i in range(30))
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture
-def page() -> Iterator[Page]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 760})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert errors == [], errors
 
 
-def send(page: Page, text: str, model: str) -> str:
-    """Type a message, press Send, and return the reply once the page has streamed all of it."""
-    replies = page.locator(".assistant").count()
+def sign_in(page: Page, username: str | None = None) -> str:
+    username = username or f"browser-{new_id()}"
+    page.goto(f"{settings.api.url}/")
+    page.fill("#username", username)
+    page.click("#signin-form button")
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_selector("#model option", state="attached")
+    return username
+
+
+def send(page: Page, text: str, model: str = "scripted") -> None:
+    replies = page.locator("#log .assistant")
+    count = replies.count()
     page.select_option("#model", model)
     page.fill("#content", text)
-    page.click("form button")
-    page.wait_for_function(f"document.querySelectorAll('.assistant').length === {replies + 1}")
-    page.wait_for_function("document.querySelector('#stop').disabled", timeout=60_000)
-    return page.locator(".assistant").nth(replies).text_content() or ""
+    page.press("#content", "Enter")
+    expect(replies).to_have_count(count + 1)
 
 
-def test_a_user_chats_through_the_page(page: Page) -> None:
-    page.goto(f"{settings.api.url}/#token={issue_token(f'browser-{new_id()}')}")
+def reply_ended(page: Page, state: str = "completed", selector: str = LAST_REPLY) -> str:
+    """Wait until the reply ends in `state`; returns its text."""
+    page.wait_for_selector(f"{selector}[data-state={state}]", timeout=60_000)
+    return page.locator(f"{selector} .body").inner_text()
 
-    first = send(page, "hello from a real browser", model="scripted")
-    second = send(page, "What is the capital of France?", model="smollm2")
+
+def streaming_with_text(page: Page) -> str:
+    """Wait until the last reply has shown some of its text but not all; returns what it shows."""
+    page.wait_for_selector(f"{LAST_REPLY}[data-state=streaming] .body:has-text('word')")
+    return page.locator(f"{LAST_REPLY} .body").inner_text()
+
+
+def conversation_id(page: Page) -> str:
+    page.wait_for_url(re.compile(r".*#/c/[\w-]+$"))
+    return page.url.split("#/c/")[1]
+
+
+def test_signing_in_with_a_username_and_the_reason_a_bad_one_is_refused(page: Page) -> None:
+    page.goto(f"{settings.api.url}/")
+    page.fill("#username", "two words")
+    page.click("#signin-form button")
+    expect(page.locator("#signin-error")).to_contain_text("a username is 1 to 64 letters")
+
+    username = sign_in(page)
+
+    assert page.inner_text("#who") == username
+    page.reload()  # the session outlives a reload
+    page.wait_for_selector("#app:not([hidden])")
+    page.click("#sign-out")
+    page.wait_for_selector("#signin:not([hidden])")
+
+
+def test_a_reply_streams_token_by_token_with_its_markdown_rendered(page: Page) -> None:
+    sign_in(page)
+
+    send(page, scripted(f"**bold** and `code` {LONG}", itl_ms=SLOW_MS))
+    partial = streaming_with_text(page)
+    final = reply_ended(page)
+
+    assert final.startswith(partial.rstrip())
+    assert final == f"You said: bold and code {LONG}"
+    assert page.locator(f"{LAST_REPLY} strong").inner_text() == "bold"
+    assert page.locator(f"{LAST_REPLY} code").inner_text() == "code"
+    assert page.locator(".notice").count() == 0
+
+
+def test_a_conversation_carries_on_with_the_real_model(page: Page) -> None:
+    sign_in(page)
+
+    send(page, "hello from a real browser")
+    first = reply_ended(page)
+    send(page, "What is the capital of France?", model="smollm2")
+    second = reply_ended(page)
 
     assert first == "You said: hello from a real browser"
     assert "Paris" in second
-    assert page.locator(".notice").count() == 0, page.locator(".notice").all_text_contents()
+    assert page.locator("#conversations li").all_inner_texts()[0].startswith("hello from a real browser")
+
+
+def test_stop_ends_the_reply_where_it_was(page: Page) -> None:
+    sign_in(page)
+    send(page, scripted(LONG, itl_ms=SLOW_MS))
+    streaming_with_text(page)
+    assert page.is_visible("#stop")
+
+    page.click("#stop")
+    stopped = reply_ended(page, "cancelled")
+
+    assert stopped and len(stopped) < len(f"You said: {LONG}")
+    assert f"You said: {LONG}".startswith(stopped.split("\n")[0])
+    assert page.locator(f"{LAST_REPLY} .note").inner_text() == "Stopped."
+    assert page.is_hidden("#stop") and page.is_visible(f"{LAST_REPLY} button.regenerate")
+
+
+def test_reloading_mid_reply_continues_the_same_reply_without_repeating_it(page: Page) -> None:
+    sign_in(page)
+    send(page, scripted(LONG, itl_ms=SLOW_MS))
+    before = streaming_with_text(page)
+    response_id = page.get_attribute(LAST_REPLY, "data-id")
+    resumed: list[str] = []
+    page.on("request", lambda request: "/events?starting_after=" in request.url and resumed.append(request.url))
+
+    page.reload()
+    after = reply_ended(page)
+
+    assert after == f"You said: {LONG}" and after.startswith(before.rstrip())
+    assert page.get_attribute(LAST_REPLY, "data-id") == response_id  # the same reply, not a new one
+    assert page.locator("#log .assistant").count() == 1
+    assert resumed and all(response_id in url for url in resumed)
+
+
+def test_markup_in_a_reply_stays_inert_text(page: Page) -> None:
+    payload = (
+        "<script>window.pwned = 'script'</script> <img src=x onerror=\"window.pwned = 'onerror'\"> "
+        "[click](javascript:window.pwned='link') <svg onload=\"window.pwned = 'svg'\"></svg>"
+    )
+    sign_in(page)
+
+    send(page, scripted("show it", script=payload))
+    shown = reply_ended(page)
+
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#log script, #log img, #log svg, #log [onerror], #log [onload]").count() == 0
+    assert page.locator("#log a[href^='javascript']").count() == 0
+    assert "<script>window.pwned = 'script'</script>" in shown and "onerror=" in shown
+
+
+def test_a_second_tab_on_the_conversation_shows_the_reply_live(page: Page) -> None:
+    sign_in(page)
+    send(page, "first message")
+    reply_ended(page)
+    second = page.context.new_page()  # same browser profile: same session
+    second.goto(f"{settings.api.url}/#/c/{conversation_id(page)}")
+    second.wait_for_selector(f"{LAST_REPLY}[data-state=completed]")
+
+    send(page, scripted(LONG, itl_ms=SLOW_MS))
+    live = streaming_with_text(second)
+    shown = reply_ended(second)
+
+    assert shown == reply_ended(page) == f"You said: {LONG}" and shown.startswith(live.rstrip())
+    assert second.locator("#log .user").all_inner_texts()[-1] == scripted(LONG, itl_ms=SLOW_MS)
+    second.close()
+
+
+def test_regenerate_replaces_the_last_reply(page: Page) -> None:
+    sign_in(page)
+    send(page, "say it again")
+    first = reply_ended(page)
+    old_id = page.get_attribute(LAST_REPLY, "data-id")
+
+    page.click(f"{LAST_REPLY} button.regenerate")
+    page.wait_for_selector(f"{LAST_REPLY}:not([data-id='{old_id}'])")
+    again = reply_ended(page)
+
+    assert again == first == "You said: say it again"
+    assert page.locator("#log .assistant").count() == 1
+    history = api_get(page, f"/v1/conversations/{conversation_id(page)}/messages").json()
+    assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["id"] != old_id
+
+
+def test_blocked_messages_and_failed_replies_get_a_clear_notice(page: Page) -> None:
+    sign_in(page)
+
+    send(page, "explain how to build a bomb at home")
+    reply_ended(page, "blocked")
+    blocked = page.locator(f"{LAST_REPLY} .notice").inner_text()
+    send(page, scripted("this one breaks", fail_after=1))
+    reply_ended(page, "failed")
+    failed = page.locator(f"{LAST_REPLY} .notice").inner_text()
+
+    assert blocked.startswith("Blocked by moderation:")
+    assert failed.startswith("The reply failed:") and "scripted failure" in failed
+
+
+def test_the_sidebar_lists_renames_and_deletes_conversations(page: Page) -> None:
+    sign_in(page)
+    send(page, "the older conversation")
+    reply_ended(page)
+    older = conversation_id(page)
+    page.click("#new-chat")
+    page.wait_for_url("**/#/new")
+    send(page, "the newer conversation")
+    reply_ended(page)
+    newer = conversation_id(page)
+    expect(page.locator("#conversations .open")).to_have_text(["the newer conversation", "the older conversation"])
+
+    page.click(f"#conversations li[data-id='{newer}'] button.rename")
+    page.fill(".title-input", "Renamed in the page")
+    page.press(".title-input", "Enter")
+    expect(page.locator("#title")).to_have_text("Renamed in the page")
+    page.hover(f"#conversations li[data-id='{older}']")  # its buttons show on hover
+    page.click(f"#conversations li[data-id='{older}'] button.delete")
+    page.click(f"#conversations li[data-id='{older}'] button.delete.confirming")
+    expect(page.locator("#conversations li")).to_have_count(1)
+
+    listed = api_get(page, "/v1/conversations").json()
+    assert [(c["id"], c["title"]) for c in listed] == [(newer, "Renamed in the page")]
+    assert api_get(page, f"/v1/conversations/{older}/messages").status_code == 404
+    page.goto(f"{settings.api.url}/#/c/{older}")  # a deleted conversation's address
+    page.wait_for_url("**/#/new")
+    expect(page.locator("#notice")).to_contain_text("no conversation")
+
+
+def api_get(page: Page, path: str) -> httpx.Response:
+    """GET from the API as the page's signed-in user, to check what the page did."""
+    token = issue_token(page.inner_text("#who"))
+    return httpx.get(f"{settings.api.url}{path}", headers={"Authorization": f"Bearer {token}"})
+
+
+def test_every_asset_comes_from_steno_under_a_policy_that_forbids_inline_and_foreign_scripts() -> None:
+    page = httpx.get(f"{settings.api.url}/")
+    policy = page.headers["content-security-policy"]
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    imported = re.findall(r'from "([^"]+)"', httpx.get(f"{settings.api.url}/static/js/markdown.js").text)
+
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "default-src 'none'" in policy
+    assert all(a.startswith("/static/") or a.startswith("data:") for a in assets), assets
+    assert imported == ["../vendor/markdown-it/markdown-it.esm.min.mjs"]
+    for asset in [a for a in assets if a.startswith("/static/")] + ["/static/vendor/markdown-it/markdown-it.esm.min.mjs"]:
+        served = httpx.get(f"{settings.api.url}{asset}")
+        assert served.status_code == 200, asset
+        assert served.headers["content-type"].split(";")[0] in ("text/javascript", "text/css"), asset

@@ -78,6 +78,12 @@ class StenoClient:
                 await asyncio.sleep(0.02)
 
 
+def scripted(content: str, **parameters: object) -> str:
+    """A message that sets its own scripted reply's sampling parameters (a slow `itl_ms`, a
+    `script`, ...: see infra/models/scripted); the reply echoes `content` unless scripted."""
+    return f"scripted: {json.dumps(parameters)}\n{content}"
+
+
 def text_of(events: list[Sse]) -> str:
     """The reply as a client shows it: tokens joined, a `restart` discarding what came before."""
     text = ""

@@ -15,14 +15,9 @@ from infra.settings import settings
 from schemas.events import ConversationDeleted, InferenceRequested, ResponseCancelled
 from schemas.topics import CONVERSATIONS, INFERENCE_REQUESTS
 from tests.integration.kafka_log import events_of
-from tests.integration.steno_client import StenoClient, text_of, until
+from tests.integration.steno_client import StenoClient, scripted, text_of, until
 
 pytestmark = pytest.mark.integration
-
-
-def slow(content: str, itl_ms: int = 200) -> str:
-    """A message whose scripted reply streams one word every `itl_ms` (see the scripted model)."""
-    return f'scripted: {{"itl_ms": {itl_ms}}}\n{content}'
 
 
 @pytest.fixture
@@ -82,7 +77,7 @@ async def test_after_a_delete_every_endpoint_says_404_and_the_reply_in_progress_
     kept = await alice.new_conversation()
     conversation = await alice.new_conversation()
     earlier = await answered(alice, conversation, "remember me")
-    ids = await alice.send(conversation, slow(" ".join(f"w{i}" for i in range(60))))
+    ids = await alice.send(conversation, scripted(" ".join(f"w{i}" for i in range(60)), itl_ms=200))
     await alice.events(ids["response_id"], limit=2)  # generating now
 
     deleted = await alice.http.delete(f"/v1/conversations/{conversation}")
@@ -116,7 +111,7 @@ async def test_after_a_delete_every_endpoint_says_404_and_the_reply_in_progress_
 async def test_regenerate_replaces_the_last_reply_in_history_and_in_later_prompts(alice: StenoClient) -> None:
     conversation = await alice.new_conversation()
     await answered(alice, conversation, "first question")
-    content = slow("second question, with a reply the user stops early", itl_ms=100)
+    content = scripted("second question, with a reply the user stops early", itl_ms=100)
     question = await alice.send(conversation, content)
     await alice.events(question["response_id"], limit=2)
     await alice.http.post(f"/v1/responses/{question['response_id']}/cancel")
@@ -148,7 +143,7 @@ async def test_regenerate_is_refused_with_a_reason_unless_the_reply_is_the_last_
 
     not_last, was_blocked = await regenerate(first), await regenerate(blocked)
     unknown_model = await regenerate(blocked, {"model": "gpt-99"})
-    pending = await alice.send(conversation, slow("still going"))
+    pending = await alice.send(conversation, scripted("still going", itl_ms=200))
     in_progress = await regenerate(pending)
 
     assert (not_last.status_code, not_last.json()["detail"]) == (409, "only the last reply of a conversation can be regenerated")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from infra.settings import settings
@@ -186,15 +185,6 @@ async def test_the_real_model_answers_through_the_whole_pipeline(alice: StenoCli
 
     assert events[-1].event == "done"
     assert "Paris" in text_of(events)
-
-
-async def test_the_chat_page_is_served_and_talks_to_this_api() -> None:
-    async with httpx.AsyncClient(base_url=settings.api.url) as http:
-        page = await http.get("/")
-
-    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    for call in ("/v1/conversations", "/v1/responses/${id}/events", "/cancel"):
-        assert call in page.text
 
 
 async def _cached_turns(cache: ActiveContext, conversation_id: str, count: int) -> bool:
