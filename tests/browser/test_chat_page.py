@@ -1,90 +1,54 @@
 """The chat page in a real browser (Debian's Chromium, headless) against the running stack.
 
-Each test signs in as a user of its own and waits on what the page shows (DOM conditions, as
-selectors and `expect`: the page's Content-Security-Policy forbids the `eval` that Playwright's
-wait_for_function needs), never on time. A reply that a test must act on mid-stream is a `scripted` one that the message
+Each test signs in as a user of its own and waits on what the page shows (see `chat_page`),
+never on time. A reply that a test must act on mid-stream is a `scripted` one that the message
 slows down (see `scripted()`), so it cannot be over before the test acts.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from infra.settings import settings
 from ingest_api.auth import issue_token
-from schemas.events import new_id
+from tests.browser.chat_page import (
+    LAST_REPLY,
+    conversation_id,
+    new_chat,
+    reply_ended,
+    send,
+    sign_in,
+    streaming_with_text,
+)
+from tests.browser.chromium import VIEWPORT, chromium
 from tests.integration.steno_client import scripted
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Chromium's background services try the internet, which this machine cannot reach.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
-LAST_REPLY = "#log .assistant:last-child"
 SLOW_MS = 150  # per word: a 30-word reply streams for about 4.5 s
 LONG = " ".join(f"word{i}" for i in range(30))
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 760})
+    context = browser.new_context(viewport=VIEWPORT)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     yield page
     context.close()
     assert errors == [], errors
-
-
-def sign_in(page: Page, username: str | None = None) -> str:
-    username = username or f"browser-{new_id()}"
-    page.goto(f"{settings.api.url}/")
-    page.fill("#username", username)
-    page.click("#signin-form button")
-    page.wait_for_selector("#app:not([hidden])")
-    page.wait_for_selector("#model option", state="attached")
-    return username
-
-
-def send(page: Page, text: str, model: str = "scripted") -> None:
-    replies = page.locator("#log .assistant")
-    count = replies.count()
-    page.select_option("#model", model)
-    page.fill("#content", text)
-    page.press("#content", "Enter")
-    expect(replies).to_have_count(count + 1)
-
-
-def reply_ended(page: Page, state: str = "completed", selector: str = LAST_REPLY) -> str:
-    """Wait until the reply ends in `state`; returns its text."""
-    page.wait_for_selector(f"{selector}[data-state={state}]", timeout=60_000)
-    return page.locator(f"{selector} .body").inner_text()
-
-
-def streaming_with_text(page: Page) -> str:
-    """Wait until the last reply has shown some of its text but not all; returns what it shows."""
-    page.wait_for_selector(f"{LAST_REPLY}[data-state=streaming] .body:has-text('word')")
-    return page.locator(f"{LAST_REPLY} .body").inner_text()
-
-
-def conversation_id(page: Page) -> str:
-    page.wait_for_url(re.compile(r".*#/c/[\w-]+$"))
-    return page.url.split("#/c/")[1]
 
 
 def test_signing_in_with_a_username_and_the_reason_a_bad_one_is_refused(page: Page) -> None:
@@ -229,8 +193,7 @@ def test_the_sidebar_lists_renames_and_deletes_conversations(page: Page) -> None
     send(page, "the older conversation")
     reply_ended(page)
     older = conversation_id(page)
-    page.click("#new-chat")
-    page.wait_for_url("**/#/new")
+    new_chat(page)
     send(page, "the newer conversation")
     reply_ended(page)
     newer = conversation_id(page)

@@ -34,6 +34,17 @@ export class Chat {
       }
     });
     this.stop.addEventListener("click", () => this.guard(this.cancel()));
+    this.keepNewestInView();
+  }
+
+  /** Scroll along as turns arrive and replies grow, unless the reader has scrolled back up. */
+  keepNewestInView() {
+    let atBottom = true;
+    this.log.addEventListener("scroll", () => {
+      atBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
+    });
+    new MutationObserver(() => atBottom && (this.log.scrollTop = this.log.scrollHeight))
+      .observe(this.log, { childList: true, subtree: true });
   }
 
   async loadModels() {
