@@ -3,15 +3,19 @@
 A generation is one complete copy of both views under one name: the Cassandra keyspace of its
 history and the Redis namespace of its active context. The configured keyspace
 (`settings.cassandra.keyspace`) is the first. `steno replay --swap` builds a new generation from
-the log beside the live one while the service keeps answering, then makes it live by writing its
-name to one Redis key, the pointer.
+the log beside the live one while the service keeps answering, then makes it live.
 
-Everyone follows the pointer at once. Readers (the API's history reads, the context assembler)
-look it up on every read and the live projection before every batch: one GET, about 0.1 ms, so
-no process keeps reading an old generation after a swap. Redis holds the pointer because every
-reader already asks Redis on its hot path; it is persisted (AOF), and a single key is served by a
-Redis Cluster too. Without the key the configured keyspace is live, so a stack that never swapped
-needs nothing.
+The pointer is one Redis hash with two fields: `live`, the generation readers read, and, during a
+swap, `next`, the one being built. Readers (the API's history reads, the context assembler) look
+`live` up on every read, and the live projection both fields before every batch: one round trip,
+about 0.1 ms, so no process keeps reading an old generation after a swap. While `next` is set the
+projection writes each batch to `next` first, then to `live`; so once `next` has caught up it holds
+everything `live` does at every moment, and the switch of `live` to it (`projections.swap`) never
+shows a reader less than it saw before. Every change is a compare-and-set on both fields.
+
+Redis holds the pointer because every reader already asks Redis on its hot path; it is persisted
+(AOF), and a single key is served by a Redis Cluster too. Without it the configured keyspace is
+live, so a stack that never swapped needs nothing.
 
 The in-flight claims stay in the base namespace whatever the generation: they are the API's
 admission state, not a view of the log, and must outlive a swap.
@@ -36,30 +40,33 @@ from projections.active_context import ActiveContext
 from projections.history import History
 from projections.projector import Projector
 
-POINTER = "steno:views:live"
+POINTER = "steno:views"
 CLAIMS_NAMESPACE = "steno"
 NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")  # a Cassandra keyspace name (lower case)
 
-# KEYS: the pointer. ARGV: the generation live without it, the one expected live, the new one.
-SWAP_LUA = """
-local live = redis.call('GET', KEYS[1]) or ARGV[1]
-if live ~= ARGV[2] then return live end
-redis.call('SET', KEYS[1], ARGV[3])
-return ARGV[3]
+# KEYS: the pointer. ARGV: the generation live without it; the expected live and next; the new
+# live and next. An absent `next` is ''. Returns 'ok', or {live, next} as they are.
+MOVE_LUA = """
+local live = redis.call('HGET', KEYS[1], 'live') or ARGV[1]
+local next = redis.call('HGET', KEYS[1], 'next') or ''
+if live ~= ARGV[2] or next ~= ARGV[3] then return {live, next} end
+redis.call('HSET', KEYS[1], 'live', ARGV[4])
+if ARGV[5] == '' then redis.call('HDEL', KEYS[1], 'next') else redis.call('HSET', KEYS[1], 'next', ARGV[5]) end
+return 'ok'
 """
 
 log = logging.getLogger(__name__)
 
 
 class SwapRefused(RuntimeError):
-    """Another generation became live since the caller looked: swapping would undo that swap."""
+    """The pointer is not as the swap expects: another swap happened, or is under way."""
 
 
 def live_now() -> str:
     """The live generation's name, for callers outside an event loop (`steno up` migrates it)."""
     client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     try:
-        return client.get(POINTER) or settings.cassandra.keyspace  # type: ignore[return-value]
+        return client.hget(POINTER, "live") or settings.cassandra.keyspace  # type: ignore[return-value]
     finally:
         client.close()
 
@@ -93,7 +100,7 @@ class Generations:
         self._pointer = pointer
         self._first = first
         self._claims_namespace = claims_namespace
-        self._swap = client.register_script(SWAP_LUA)
+        self._move = client.register_script(MOVE_LUA)
         self._views: dict[str, Projector] = {}
         self._opening = asyncio.Lock()
         self._last_seen = first
@@ -105,7 +112,7 @@ class Generations:
         generation that was live a moment ago, while only the active context is out.
         """
         try:
-            self._last_seen = await self._redis.get(self._pointer) or self._first
+            self._last_seen = await self._redis.hget(self._pointer, "live") or self._first
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("cannot read the live generation (%r): using %s", exc, self._last_seen)
         return self._last_seen
@@ -122,11 +129,36 @@ class Generations:
     async def live_views(self) -> Projector:
         return await self.views(await self.live())
 
-    async def swap(self, expected: str, new: str) -> None:
-        """Make `new` live, if `expected` still is (compare-and-set); SwapRefused if not."""
-        live = await self._swap(keys=[self._pointer], args=[self._first, expected, checked_name(new)])
-        if live != new:
-            raise SwapRefused(f"{live} became live while {new} was being built (expected {expected}): not swapped")
+    async def written(self) -> list[Projector]:
+        """The views the live projection writes, in the order it must: the generation being built
+        (during a swap), then the live one."""
+        live, next_ = await self._redis.hmget(self._pointer, ["live", "next"])
+        names = [name for name in (next_, live or self._first) if name]
+        return [await self.views(name) for name in dict.fromkeys(names)]
+
+    async def begin(self, live: str, new: str) -> None:
+        """Have the live projection write `new` too (first), while `live` stays live; a swap to
+        `new` that was interrupted is taken up again."""
+        try:
+            await self._change((live, ""), (live, checked_name(new)))
+        except SwapRefused:
+            await self._change((live, new), (live, new))
+
+    async def finish(self, live: str, new: str) -> None:
+        """Make `new` live; the projection then writes it alone."""
+        await self._change((live, new), (new, ""))
+
+    async def abandon(self, live: str, new: str) -> None:
+        """Stop writing `new` (a swap that failed); `live` stays live."""
+        await self._change((live, new), (live, ""))
+
+    async def _change(self, expected: tuple[str, str], new: tuple[str, str]) -> None:
+        """Compare-and-set the pointer's (live, next); SwapRefused, saying how it is, if not as expected."""
+        outcome = await self._move(keys=[self._pointer], args=[self._first, *expected, *new])
+        if outcome != "ok":
+            live, next_ = outcome
+            under_way = f", and a swap to {next_} is under way (rerun it to finish it)" if next_ else ""
+            raise SwapRefused(f"expected {expected[0]} live, but {live} is{under_way}: not changed")
 
 
 @asynccontextmanager

@@ -5,11 +5,12 @@ redelivery, which the views absorb. Rule 7: a record that cannot be decoded or a
 dead-letter topic with the reason and the partition moves on. A store that is down is different:
 the runner retries the batch until the store is back, because skipping it would lose history.
 
-The runner writes into whichever generation is live (`projections.generations`), asked before
-every batch. A generation must never miss a record: after a swap, or when a partition is newly
-assigned, the partition's next record may lie past what the live generation has applied (the
-old generation got the records between, or another instance applied them elsewhere). The runner
-then seeks the partition back to just after the generation's watermark and applies from there:
+The runner writes into the live generation of the views (`projections.generations`), and during
+a swap into the one being built as well (first), as the pointer says before every batch. A
+generation must never miss a record: when the generations written change, or a partition is newly
+assigned, the partition's next record may lie past what one of them has applied (it was built up
+to an earlier point, or another instance applied the records between elsewhere). The runner then
+seeks the partition back to just after the lowest of their watermarks and applies from there:
 whatever was applied already is absorbed, since every write is idempotent.
 """
 
@@ -43,7 +44,7 @@ RETRY_MAX_S = 5.0
 
 log = logging.getLogger(__name__)
 
-LiveProjector = Callable[[], Awaitable[Projector]]  # the live generation's views, asked before every batch
+WriteTargets = Callable[[], Awaitable[list[Projector]]]  # the views to write, in order; asked before every batch
 
 
 class Runner:
@@ -55,18 +56,18 @@ class Runner:
 
     def __init__(
         self,
-        live: LiveProjector,
+        written: WriteTargets,
         consumer: Consumer,
         producer: EventProducer,
         conversations: Topic = CONVERSATIONS,
         dead_letters: Topic = DEAD_LETTERS,
     ) -> None:
-        self._live = live
+        self._written = written
         self._consumer = consumer
         self._producer = producer
         self._conversations = conversations
         self._dead_letters = dead_letters
-        self._projector: Projector | None = None
+        self._projectors: list[Projector] = []
         self._unchecked: set[int] = set()  # partitions whose next record must be checked against the watermark
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -76,9 +77,9 @@ class Runner:
         )
         while not stop.is_set():
             records = await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
-            projector = await self._live()
-            batch = await self._without_gaps(projector, valid_records(records))
-            if await self._apply(projector, batch, stop):
+            projectors = await self._written()
+            batch = await self._without_gaps(projectors, valid_records(records))
+            if await self._apply(projectors, batch, stop):
                 await commit_handled(self._consumer, batch)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -89,18 +90,18 @@ class Runner:
         log_partitions("revoked")(consumer, partitions)
         self._unchecked.difference_update(p.partition for p in partitions)
 
-    async def _without_gaps(self, projector: Projector, records: list[Message]) -> list[Message]:
-        """The records to apply to the projector's generation; a partition whose next record lies
-        past the generation's watermark is sought back to it, and its records here dropped."""
-        if projector is not self._projector:
-            if self._projector is not None:
-                log.info("the live generation changed: checking every partition against its watermarks")
-            self._projector = projector
+    async def _without_gaps(self, projectors: list[Projector], records: list[Message]) -> list[Message]:
+        """The records to apply; a partition whose next record lies past the watermark of one of
+        the generations written is sought back to it, and its records here dropped."""
+        if projectors != self._projectors:
+            if self._projectors:
+                log.info("the generations written changed: checking every partition against their watermarks")
+            self._projectors = projectors
             self._unchecked.update(p.partition for p in self._consumer.assignment())
         behind = set()
         for partition, next_offset in self._next_offsets(records).items():
             self._unchecked.discard(partition)
-            applied = await projector.context.applied_offset(partition)
+            applied = min([await projector.context.applied_offset(partition) for projector in projectors])
             if next_offset > applied + 1:
                 log.info("partition %d: going back from offset %d to %d", partition, next_offset, applied + 1)
                 self._consumer.seek(TopicPartition(self._conversations.name, partition, applied + 1))
@@ -118,13 +119,13 @@ class Runner:
         positions = self._consumer.position(idle) if idle else []
         return firsts | {p.partition: p.offset for p in positions if p.offset >= 0}
 
-    async def _apply(self, projector: Projector, batch: list[Message], stop: asyncio.Event) -> bool:
-        """Apply the batch and dead-letter what no view could apply; False if stopped while
-        waiting for a store."""
+    async def _apply(self, projectors: list[Projector], batch: list[Message], stop: asyncio.Event) -> bool:
+        """Apply the batch to each generation in turn and dead-letter what no view could apply
+        (every generation refuses the same records); False if stopped while waiting for a store."""
         delay = RETRY_FIRST_S
         while True:
             try:
-                applied = await projector.apply(batch)
+                applied = [await projector.apply(batch) for projector in projectors][-1]
                 break
             except STORE_UNAVAILABLE as exc:
                 log.warning("store unavailable (%r); retrying %d records in %.1fs", exc, len(batch), delay)
@@ -150,7 +151,7 @@ async def serve(stop: asyncio.Event) -> None:
     try:
         async with generations.connected() as live:
             log.info("projecting %s as consumer group %s", CONVERSATIONS.name, GROUP)
-            await Runner(live.live_views, consumer, producer).run(stop)
+            await Runner(live.written, consumer, producer).run(stop)
     finally:
         consumer.close()  # leaves the group now, so its partitions move on without waiting for a timeout
         producer.close()

@@ -34,7 +34,7 @@ from projections.history import Conversation, History, Response, Written
 from projections.projector import Projector
 from projections.log_range import Scope
 from projections.replay import LiveRunnerError, empty_views, replay
-from projections.runner import PROCESSOR, LiveProjector, Runner
+from projections.runner import PROCESSOR, Runner, WriteTargets
 from projections.status import Status
 from projections.swap import build, rebuild_and_swap
 from schemas.events import (
@@ -481,13 +481,13 @@ def end_offsets(topic: Topic) -> list[TopicPartition]:
         consumer.close()
 
 
-def always(projector: Projector) -> LiveProjector:
+def always(projector: Projector) -> WriteTargets:
     """A single generation for the runner to write: these scratch stores."""
 
-    async def live() -> Projector:
-        return projector
+    async def written() -> list[Projector]:
+        return [projector]
 
-    return live
+    return written
 
 
 @asynccontextmanager
@@ -500,8 +500,8 @@ async def running(projector: Projector | Generations, topics: Topics) -> AsyncIt
     starter.close()
     consumer, producer = kafka_clients.consumer(group), EventProducer()
     stop = asyncio.Event()
-    live = projector.live_views if isinstance(projector, Generations) else always(projector)
-    runner = Runner(live, consumer, producer, topics.conversations, topics.dead_letters)
+    written = projector.written if isinstance(projector, Generations) else always(projector)
+    runner = Runner(written, consumer, producer, topics.conversations, topics.dead_letters)
     task = asyncio.create_task(runner.run(stop))
     try:
         yield group
@@ -761,36 +761,43 @@ async def scratch_generations(cluster: Cluster) -> AsyncIterator[Generations]:
         await client.aclose()
 
 
-async def test_the_runner_follows_a_swap_and_brings_over_what_it_gave_the_old_generation(
+async def test_the_runner_writes_a_generation_being_built_from_where_it_was_left_then_it_alone(
     cluster: Cluster, topics: Topics
 ) -> None:
     chat = Chat()
-    exchanges = [chat.submit(q) for q in ("q1", "q2", "q3", "q4")]
+    exchanges = [chat.submit(q) for q in ("q1", "q2", "q3", "q4", "q5")]
     answered = [[m, chat.accept(m), chat.complete(m, m.content.replace("q", "a"))] for m in exchanges]
     async with scratch_generations(cluster) as known, running(known, topics):
-        old, new = await known.live(), f"{await known.live()}_b"
+        old = await known.live()
+        new = f"{old}_b"
         await produce_and_wait(known, old, topics, [chat.start(), *answered[0]])
         migrate.apply_all(new)
         await build(known, new, topics.conversations)
         await produce_and_wait(known, old, topics, answered[1])  # after the replay: only the old one has it
 
-        await known.swap(old, new)
-        last = await produce(topics.conversations, answered[2])
-        new_views = await known.views(new)
-        await eventually(partial(new_views.context.wait_until_applied, chat.partition, last, 0), "the new generation")
-        old_views = await known.views(old)
-        frozen = [m.content for m in await old_views.history.messages(chat.conversation_id)]
-        swapped = await views(new_views.history, new_views.context, chat)
+        await known.begin(old, new)
+        await produce_and_wait(known, new, topics, answered[2])
+        both = [await contents(known, name, chat) for name in (old, new)]
+        await known.finish(old, new)
+        await produce_and_wait(known, new, topics, answered[3])
+        after = [await contents(known, name, chat) for name in (old, new)]
 
         summary, followed = await rebuild_and_swap(known, old, topics.conversations)  # and back, caught up
-        await produce_and_wait(known, old, topics, answered[3])
-        back = await views(old_views.history, old_views.context, chat)
+        await produce_and_wait(known, old, topics, answered[4])
+        back = await contents(known, old, chat)
 
-    assert frozen == ["q1", "a1", "q2", "a2"]
-    assert [m.content for m in swapped[0]] == ["q1", "a1", "q2", "a2", "q3", "a3"]  # type: ignore[union-attr]
-    assert [t.content for t in swapped[1]] == ["q1", "a1", "q2", "a2", "q3", "a3"]  # type: ignore[union-attr]
-    assert followed and summary.read == 1 + 3 * 3
-    assert [m.content for m in back[0]] == ["q1", "a1", "q2", "a2", "q3", "a3", "q4", "a4"]  # type: ignore[union-attr]
+    up_to = ["q1", "a1", "q2", "a2", "q3", "a3", "q4", "a4", "q5", "a5"]
+    assert both == [(up_to[:6], up_to[:6])] * 2  # the new one got q2 by going back, then q3 beside the old
+    assert after == [(up_to[:6], up_to[:6]), (up_to[:8], up_to[:8])]  # the old one frozen once swapped
+    assert followed and summary.read == 1 + 3 * 4
+    assert back == (up_to, up_to)
+
+
+async def contents(known: Generations, name: str, chat: Chat) -> tuple[list[str], list[str]]:
+    """The chat's turns in the generation's history and in its cache."""
+    views = await known.views(name)
+    cached = await views.context.turns(chat.conversation_id) or []
+    return [m.content for m in await views.history.messages(chat.conversation_id)], [t.content for t in cached]
 
 
 async def produce_and_wait(known: Generations, name: str, topics: Topics, events: list[Event]) -> None:
