@@ -84,6 +84,11 @@ def scripted(content: str, **parameters: object) -> str:
     return f"scripted: {json.dumps(parameters)}\n{content}"
 
 
+def scripted_reply(content: str) -> str:
+    """What the scripted model answers: an echo of the newest user message."""
+    return f"You said: {content}"
+
+
 def text_of(events: list[Sse]) -> str:
     """The reply as a client shows it: tokens joined, a `restart` discarding what came before."""
     text = ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,13 +17,6 @@ from tests.integration.kafka_log import events_of
 from tests.integration.steno_client import StenoClient, scripted, text_of, until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def alice() -> AsyncIterator[StenoClient]:
-    client = StenoClient()
-    yield client
-    await client.close()
 
 
 async def answered(client: StenoClient, conversation: str, content: str) -> dict:

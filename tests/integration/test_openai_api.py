@@ -15,23 +15,17 @@ from ingest_api.auth import issue_token
 from schemas.events import InferenceRequested
 from schemas.topics import INFERENCE_REQUESTS
 from tests.integration.kafka_log import events_of
-from tests.integration.steno_client import StenoClient, until
+from tests.integration.steno_client import StenoClient, scripted_reply, until
 
 pytestmark = pytest.mark.integration
 
 LONG = " ".join(f"w{i}" for i in range(100))  # echoed by the scripted model: ~1 s, under its max_tokens
 
 
-def scripted_reply(content: str) -> str:
-    return f"You said: {content}"
-
-
 @pytest.fixture
-async def steno() -> AsyncIterator[StenoClient]:
+def steno(alice: StenoClient) -> StenoClient:
     """The same user on steno's native API, to see what the OpenAI calls left in history."""
-    client = StenoClient()
-    yield client
-    await client.close()
+    return alice
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the Cassandra and Redis views. Needs `make up` (the test command brings it up)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,30 +13,11 @@ from projections.active_context import ActiveContext
 from schemas.events import InferenceRequested
 from schemas.topics import CONVERSATIONS, INFERENCE_REQUESTS, TOKENS
 from tests.integration.kafka_log import events_of
-from tests.integration.steno_client import StenoClient, text_of, until
+from tests.integration.steno_client import StenoClient, scripted_reply, text_of, until
 
 pytestmark = pytest.mark.integration
 
 SCRIPTED_WINDOW = settings.models["scripted"]
-
-
-def scripted_reply(content: str) -> str:
-    """What the scripted model answers: an echo of the newest user message."""
-    return f"You said: {content}"
-
-
-@pytest.fixture
-async def alice() -> AsyncIterator[StenoClient]:
-    client = StenoClient()
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def bob() -> AsyncIterator[StenoClient]:
-    client = StenoClient()
-    yield client
-    await client.close()
 
 
 async def test_a_message_streams_its_reply_and_lands_in_every_view(alice: StenoClient) -> None:
