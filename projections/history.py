@@ -31,6 +31,7 @@ from cassandra.query import BatchStatement, BatchType, Statement
 
 from infra import cassandra
 from infra.settings import settings
+from projections import write_plan
 from projections.status import Status
 from schemas.events import (
     ConversationDeleted,
@@ -81,6 +82,19 @@ class Written:
 
     rows: int = 0
     failures: dict[int, Exception] = field(default_factory=dict)
+
+
+@dataclass
+class Writes:
+    """One event's statements: rows of its conversation's partition of `messages_by_conversation`,
+    rows of other tables, and statements that must run one after another (a deletion's)."""
+
+    turns: list[Statement] = field(default_factory=list)
+    others: list[Statement] = field(default_factory=list)
+    in_order: list[Statement] = field(default_factory=list)
+
+    def all(self) -> list[Statement]:
+        return [*self.turns, *self.others, *self.in_order]
 
 
 @dataclass(frozen=True)
@@ -236,49 +250,59 @@ class History:
             raise failure
 
     async def apply_all(self, events: Sequence[Event]) -> Written:
-        """Apply a batch: each conversation's events one after another, in log order, and
-        different conversations' concurrently (`settings.projections.write_concurrency` writes
-        in flight).
+        """Apply a batch: each conversation's events in log order, different conversations' at
+        once, a run of one conversation's turn rows in one batch (see `projections.write_plan`),
+        with `settings.projections.write_concurrency` writes in flight.
 
-        The order within a conversation is what readers rely on: a history that holds a message
-        holds every earlier turn (`stream_processors.conversation`). An event that cannot be
-        written is reported in `failures` and the others go on; if Cassandra cannot be reached,
-        one of CASSANDRA_UNAVAILABLE is raised instead, and the batch can be applied again.
+        An event that cannot be written is reported in `failures` (with the events of its
+        conversation's batch, which Cassandra refused as a whole) and the others go on; if
+        Cassandra cannot be reached, one of CASSANDRA_UNAVAILABLE is raised instead, and the
+        batch can be applied again.
         """
         written = Written()
-        for step in conversation_steps(events):
-            await self._apply_step([(i, events[i]) for i in step], written)
+        for step in write_plan.steps(events):
+            await self._apply_step(events, step, written)
             for failure in written.failures.values():
                 if isinstance(failure, CASSANDRA_UNAVAILABLE):
                     raise failure
         return written
 
-    async def _apply_step(self, step: list[tuple[int, Event]], written: Written) -> None:
-        """Write one event of each of several conversations; a deletion's writes one by one, in
-        their order (see `_deletion`), the others all at once."""
-        concurrent: list[tuple[int, Statement]] = []
-        ordered: list[tuple[int, list[Statement]]] = []
-        for i, event in step:
-            try:
-                statements = await self._writes(event)
-            except ValueError as exc:  # the event's own fault, e.g. an id that is no steno id
-                written.failures[i] = exc
-                continue
-            if isinstance(event, ConversationDeleted):
-                ordered.append((i, statements))
-            else:
-                concurrent += [(i, statement) for statement in statements]
+    async def _apply_step(self, events: Sequence[Event], step: list[write_plan.Segment], written: Written) -> None:
+        """Write one segment of each of several conversations: a deletion's statements one by one,
+        in their order (see `_deletion`), all the others at once."""
+        concurrent: list[tuple[list[int], Statement]] = []  # the events each statement writes
+        in_order: list[tuple[int, list[Statement]]] = []
+        for segment in step:
+            planned = await self._planned(events, segment, written)
+            turns = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for _, writes in planned:
+                for statement in writes.turns:
+                    turns.add(statement)
+            if len(turns):
+                concurrent.append(([i for i, writes in planned if writes.turns], turns))
+            concurrent += [([i], statement) for i, writes in planned for statement in writes.others]
+            in_order += [(i, writes.in_order) for i, writes in planned if writes.in_order]
         results = await self._execute_concurrently([statement for _, statement in concurrent])
-        for (i, statement), (success, result) in zip(concurrent, results, strict=True):
-            _count(written, i, statement, None if success else result)
-        for i, statements in ordered:
+        for (positions, statement), (success, result) in zip(concurrent, results, strict=True):
+            _count(written, positions, statement, None if success else result)
+        for i, statements in in_order:
             for statement in statements:
                 try:
                     await self._execute(statement)
                 except Exception as exc:  # noqa: BLE001 - reported per event, like the concurrent ones
-                    _count(written, i, statement, exc)
+                    _count(written, [i], statement, exc)
                     break
-                _count(written, i, statement, None)
+                _count(written, [i], statement, None)
+
+    async def _planned(self, events: Sequence[Event], segment: write_plan.Segment, written: Written) -> list[tuple[int, Writes]]:
+        """Each event's writes; an event whose writes cannot be made is a failure of its own."""
+        planned = []
+        for i in segment:
+            try:
+                planned.append((i, await self.writes(events[i])))
+            except ValueError as exc:  # the event's own fault, e.g. an id that is no steno id
+                written.failures[i] = exc
+        return planned
 
     async def _execute_concurrently(self, statements: list[Statement]) -> list[tuple[bool, Any]]:
         """Run the statements with the driver's bounded concurrency: (success, result or exception) each."""
@@ -290,18 +314,19 @@ class History:
             raise_on_first_error=False,
         )
 
-    async def _writes(self, event: Event) -> list[Statement]:
+    async def writes(self, event: Event) -> Writes:
+        """The statements that apply the event (a deletion reads which response ids to delete)."""
         if isinstance(event, ConversationStarted):
-            return self._conversation_rows(event)
+            return Writes(others=self._conversation_rows(event))
         if isinstance(event, ConversationRenamed):
-            return self._title_rows(event)
+            return Writes(others=self._title_rows(event))
         if isinstance(event, ConversationDeleted):
-            return await self._deletion(event)
+            return Writes(in_order=await self._deletion(event))
         if isinstance(event, MessageSubmitted):
-            return [self._turn_rows(event), self._response_row(event), *self._replaced_row(event)]
+            return Writes(turns=[*self._turn_rows(event), *self._replaced_row(event)], others=[self._response_row(event)])
         if isinstance(event, MessageEvent):
-            return [self._turn_rows(event)]
-        return []
+            return Writes(turns=self._turn_rows(event))
+        return Writes()
 
     def _conversation_rows(self, event: ConversationStarted) -> list[Statement]:
         row = (event.title, event.occurred_at, write_time(event))
@@ -336,14 +361,12 @@ class History:
         key = {"conversation_id": event.conversation_id, "message_id": event.replaces}
         return [self._upsert_turn.bind(cells | key)]
 
-    def _turn_rows(self, event: MessageEvent) -> BatchStatement:
-        """One event's turn rows share a partition, so one unlogged batch writes them atomically."""
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+    def _turn_rows(self, event: MessageEvent) -> list[Statement]:
         stamp = {"write_time": write_time(event), "updated_at": event.occurred_at}
-        for row_id, cells in turn_cells(event).items():
-            key = {"conversation_id": event.conversation_id, "message_id": row_id}
-            batch.add(self._upsert_turn.bind(cells | key | stamp))
-        return batch
+        return [
+            self._upsert_turn.bind(cells | {"conversation_id": event.conversation_id, "message_id": row_id} | stamp)
+            for row_id, cells in turn_cells(event).items()
+        ]
 
     def _response_row(self, event: MessageSubmitted) -> Statement:
         ids = (event.response_id, event.conversation_id, event.user_id, event.message_id)
@@ -383,22 +406,17 @@ class History:
         return await asyncio.to_thread(lambda: list(self._session.execute(statement)))
 
 
-def conversation_steps(events: Sequence[Event]) -> list[list[int]]:
-    """Positions of the events in steps: step k holds the k-th event of each conversation, so
-    running the steps in turn keeps every conversation in log order, and a step's events, all of
-    different conversations, can run at once."""
-    by_conversation: dict[str, list[int]] = {}
-    for i, event in enumerate(events):
-        by_conversation.setdefault(event.conversation_id, []).append(i)
-    depth = max((len(positions) for positions in by_conversation.values()), default=0)
-    return [[positions[k] for positions in by_conversation.values() if k < len(positions)] for k in range(depth)]
+def rows_of(statement: Statement) -> int:
+    """How many rows a statement writes: one, or one per statement of a batch."""
+    return len(statement) if isinstance(statement, BatchStatement) else 1
 
 
-def _count(written: Written, i: int, statement: Statement, failure: Exception | None) -> None:
-    """Record one statement's outcome: its rows, or the first failure of event i."""
+def _count(written: Written, positions: list[int], statement: Statement, failure: Exception | None) -> None:
+    """Record one statement's outcome: its rows, or a failure of each event it writes."""
     if failure is None:
-        written.rows += len(statement) if isinstance(statement, BatchStatement) else 1
-    else:
+        written.rows += rows_of(statement)
+        return
+    for i in positions:
         written.failures.setdefault(i, failure)
 
 

@@ -1,4 +1,4 @@
-"""What `steno replay` accepts, what it refuses and why, and how a batch is cut into steps."""
+"""What `steno replay` accepts, what it refuses and why, and how a batch is cut into segments and steps."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from projections.generations import checked_name
-from projections.history import conversation_steps
+from projections.write_plan import MAX_SEGMENT, steps
 from projections.log_range import Scope, clamp, parse_bound
 from projections.replay_command import Request
-from schemas.events import ConversationStarted, Event
+from schemas.events import ConversationDeleted, ConversationStarted, Event
 
 
 def test_a_bound_is_an_offset_or_a_time_in_utc_unless_it_names_its_zone() -> None:
@@ -65,8 +65,24 @@ def started(conversation_id: str) -> Event:
     return ConversationStarted(conversation_id=conversation_id, user_id="u")
 
 
-def test_each_step_holds_at_most_one_event_per_conversation_in_log_order() -> None:
+def deleted(conversation_id: str) -> Event:
+    return ConversationDeleted(conversation_id=conversation_id, user_id="u")
+
+
+def test_a_conversations_run_of_events_is_one_segment_and_conversations_share_a_step() -> None:
     batch = [started(c) for c in "aabacb"]  # positions: a0 a1 b2 a3 c4 b5
 
-    assert conversation_steps(batch) == [[0, 2, 4], [1, 5], [3]]
-    assert conversation_steps([]) == []
+    assert steps(batch) == [[[0, 1, 3], [2, 5], [4]]]
+    assert steps([]) == []
+
+
+def test_a_deletion_is_a_segment_of_its_own_and_what_follows_it_waits_for_it() -> None:
+    batch = [started("a"), started("b"), deleted("a"), started("a"), started("b")]
+
+    assert steps(batch) == [[[0], [1, 4]], [[2]], [[3]]]
+
+
+def test_a_long_run_is_cut_so_that_no_batch_grows_without_bound() -> None:
+    batch = [started("a")] * (MAX_SEGMENT + 1)
+
+    assert [[len(segment) for segment in step] for step in steps(batch)] == [[MAX_SEGMENT], [1]]
