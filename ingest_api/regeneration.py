@@ -23,6 +23,7 @@ from ingest_api.ownership import POLL_S, PROJECTION_WAIT_S
 from ingest_api.services import Deps
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
+STILL_GENERATING = "the reply is still being generated: stop it or wait for it to end, then regenerate"
 
 
 class Regenerate(BaseModel):
@@ -34,6 +35,8 @@ async def regenerate(response_id: str, user: User, deps: Deps, body: Regenerate 
     """Answer the message of this reply again; the new reply streams from its own events URL and
     takes the old one's place in history. Only the conversation's last reply, once it has ended."""
     owner = await deps.ownership.check_response(response_id, user)
+    if await _generating(deps, owner.conversation_id, response_id):
+        raise _conflict(STILL_GENERATING)
     turns = await _settled_turns(deps, owner.conversation_id, response_id)
     reply = _regenerable(turns, response_id)
     [question] = [turn for turn in turns if turn.message_id == reply.reply_to]
@@ -56,13 +59,19 @@ async def _settled_turns(deps: Deps, conversation_id: str, response_id: str) -> 
         await asyncio.sleep(POLL_S)
 
 
+async def _generating(deps: Deps, conversation_id: str, response_id: str) -> bool:
+    """The reply holds its conversation's claim and has not ended: it is being generated, even
+    if the history view has not caught up with the message yet."""
+    return await deps.context.inflight(conversation_id) == response_id and not deps.feed.has_ended(response_id)
+
+
 def _regenerable(turns: list[Message], response_id: str) -> Message:
     """The reply, if a new one may replace it; else a 409 that says why not."""
     if not turns or turns[-1].message_id != response_id:
         raise _conflict("only the last reply of a conversation can be regenerated")
     reply = turns[-1]
     if reply.status == Status.PENDING:
-        raise _conflict("the reply is still being generated: stop it or wait for it to end, then regenerate")
+        raise _conflict(STILL_GENERATING)
     if reply.status == Status.BLOCKED:
         raise _conflict("the message was blocked by moderation, so it gets no reply: send another message")
     return reply
