@@ -1,8 +1,8 @@
 """The active-context view: each conversation's recent turns in Redis, ready to become a prompt.
 
-Write side: `ActiveContext.apply_all(positioned events)` runs, per event, one Lua script that
-checks the partition's watermark, applies the event's effect and advances the watermark,
-atomically; a batch's scripts go in one pipelined round trip, in log order. An offset at or below
+Write side: `ActiveContext.apply_all(positioned events)` runs, per partition, one Lua script that
+goes through the partition's events in log order, applying each one the watermark does not cover
+and advancing the watermark, atomically; a batch's scripts go in one pipelined round trip. An offset at or below
 the watermark was applied already, so redelivered and replayed events change nothing, and the
 watermark tells the context assembler exactly what the cache covers (rule 3). A record no view
 could apply (a dead letter) still advances the watermark: the cache covers it, as nothing.
@@ -61,45 +61,61 @@ WATERMARK_POLL_S = 0.01
 # Which turns a prompt may contain: pending and blocked ones never, failed replies are never stored.
 VISIBLE = {"user": {Status.ACCEPTED}, "assistant": {Status.COMPLETED, Status.CANCELLED}}
 
-# KEYS: conversation hash, partition watermark.
-# ARGV: offset, op, turn id, value, `started` field name, cap, expiry (unix seconds).
+# One partition's events, in log order. KEYS: the partition's watermark, then each event's
+# conversation hash (the watermark again for a record with nothing to apply). ARGV: the `started`
+# field name, the cap, then five values per event: offset, op, turn id, value, expiry (unix seconds).
+# Returns, per event, 1 if applied, 0 if the watermark says it was already.
 APPLY_LUA = """
-local applied = tonumber(redis.call('GET', KEYS[2]) or '-1')
-if tonumber(ARGV[1]) <= applied then return 0 end
-redis.call('SET', KEYS[2], ARGV[1])
-local op, turn_id, value, started = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-if op == 'start' then
-    redis.call('HSET', KEYS[1], started, '1')
-elseif op == 'forget' then
-    redis.call('DEL', KEYS[1])
-    return 1
-elseif op == 'none' or redis.call('EXISTS', KEYS[1]) == 0 then
-    return 1
-elseif op == 'put' then
-    redis.call('HSET', KEYS[1], turn_id, value)
-elseif op == 'status' then
-    local turn = redis.call('HGET', KEYS[1], turn_id)
-    if turn then
-        local decoded = cjson.decode(turn)
-        decoded.status = value
-        redis.call('HSET', KEYS[1], turn_id, cjson.encode(decoded))
+local function apply(key, op, turn_id, value, started, cap, expires)
+    if op == 'start' then
+        redis.call('HSET', key, started, '1')
+    elseif op == 'forget' then
+        redis.call('DEL', key)
+        return
+    elseif op == 'none' or redis.call('EXISTS', key) == 0 then
+        return
+    elseif op == 'put' then
+        redis.call('HSET', key, turn_id, value)
+    elseif op == 'status' then
+        local turn = redis.call('HGET', key, turn_id)
+        if turn then
+            local decoded = cjson.decode(turn)
+            decoded.status = value
+            redis.call('HSET', key, turn_id, cjson.encode(decoded))
+        end
+    elseif op == 'drop' then
+        redis.call('HDEL', key, turn_id)
     end
-elseif op == 'drop' then
-    redis.call('HDEL', KEYS[1], turn_id)
-end
-local ids = redis.call('HKEYS', KEYS[1])
-local excess = #ids - 1 - tonumber(ARGV[6])
-if excess > 0 then
-    table.sort(ids)
-    local oldest = {}
-    for _, id in ipairs(ids) do
-        if #oldest == excess then break end
-        if id ~= started then table.insert(oldest, id) end
+    local ids = redis.call('HKEYS', key)
+    local excess = #ids - 1 - cap
+    if excess > 0 then
+        table.sort(ids)
+        local oldest = {}
+        for _, id in ipairs(ids) do
+            if #oldest == excess then break end
+            if id ~= started then table.insert(oldest, id) end
+        end
+        redis.call('HDEL', key, unpack(oldest))
     end
-    redis.call('HDEL', KEYS[1], unpack(oldest))
+    redis.call('EXPIREAT', key, expires)
 end
-redis.call('EXPIREAT', KEYS[1], ARGV[7])
-return 1
+
+local started, cap = ARGV[1], tonumber(ARGV[2])
+local applied = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local results = {}
+for n = 2, #KEYS do
+    local at = 3 + (n - 2) * 5
+    local offset = tonumber(ARGV[at])
+    if offset <= applied then
+        results[n - 1] = 0
+    else
+        applied = offset
+        apply(KEYS[n], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], started, cap, ARGV[at + 4])
+        results[n - 1] = 1
+    end
+end
+redis.call('SET', KEYS[1], applied)
+return results
 """
 
 # KEYS: in-flight key. ARGV: the response id that must still hold it.
@@ -200,32 +216,42 @@ class ActiveContext:
         return applied
 
     async def apply_all(self, positioned: list[Positioned]) -> list[bool]:
-        """Apply the events, each partition's in log order, in one round trip; per event, False
-        when the watermark says it was applied already.
+        """Apply the events, in one round trip: one script per partition, over its events in log
+        order. Per event, False when the watermark says it was applied already.
 
         A terminal event also releases its response's in-flight claim. That is not guarded by the
         watermark: a crash between the two steps must not leave the claim held until it expires.
         """
+        by_partition: dict[int, list[int]] = {}
+        for i, (_, partition, _) in enumerate(positioned):
+            by_partition.setdefault(partition, []).append(i)
         pipe = self._redis.pipeline(transaction=False)
-        applies = []
-        for event, partition, offset in positioned:
-            applies.append(len(pipe))
-            keys, args = self._apply_call(event, partition, offset)
+        for partition, positions in by_partition.items():
+            keys, args = self._apply_call(partition, [positioned[i] for i in positions])
             await self._apply(keys=keys, args=args, client=pipe)
+        for event, _, _ in positioned:
             if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
                 await self._release(keys=[self._inflight_key(event.conversation_id)], args=[event.response_id], client=pipe)
         results = await pipe.execute()
-        return [bool(results[i]) for i in applies]
+        applied = [False] * len(positioned)
+        for positions, outcomes in zip(by_partition.values(), results, strict=False):
+            for i, outcome in zip(positions, outcomes, strict=True):
+                applied[i] = bool(outcome)
+        return applied
 
-    def _apply_call(self, event: Event | None, partition: int, offset: int) -> tuple[list[str], list[str | int]]:
-        """APPLY_LUA's keys and arguments for the record at this position."""
+    def _apply_call(self, partition: int, positioned: list[Positioned]) -> tuple[list[str], list[str | int]]:
+        """APPLY_LUA's keys and arguments for one partition's records, in log order."""
         watermark = self._watermark_key(partition)
-        if event is None:  # only the watermark moves: the script never reads KEYS[1] for `none`
-            return [watermark, watermark], [offset, "none", "", "", STARTED, 0, 0]
-        op, turn_id, value = effect(event)
-        expires = int(event.occurred_at.timestamp()) + self._config.cache_ttl_s
-        keys = [self._context_key(event.conversation_id), watermark]
-        return keys, [offset, op, turn_id, value, STARTED, self._config.cache_turns, expires]
+        keys, args = [watermark], [STARTED, self._config.cache_turns]
+        for event, _, offset in positioned:
+            if event is None:  # only the watermark moves: `none` never reads its key
+                keys.append(watermark)
+                args += [offset, "none", "", "", 0]
+                continue
+            op, turn_id, value = effect(event)
+            keys.append(self._context_key(event.conversation_id))
+            args += [offset, op, turn_id, value, int(event.occurred_at.timestamp()) + self._config.cache_ttl_s]
+        return keys, args
 
     async def clear(self) -> None:
         """Delete every cached conversation and watermark of this namespace (not in-flight claims)."""

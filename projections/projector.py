@@ -32,6 +32,16 @@ class Applied:
     rows: int = 0  # rows the history view wrote
 
 
+@dataclass
+class Staged:
+    """A batch whose history is written and whose cache is not yet."""
+
+    records: list[Message]
+    events: dict[int, Event] = field(default_factory=dict)  # by position in `records`: those to apply
+    failed: list[tuple[Message, str]] = field(default_factory=list)
+    rows: int = 0
+
+
 class Projector:
     def __init__(self, history: History, context: ActiveContext) -> None:
         self.history = history
@@ -47,22 +57,34 @@ class Projector:
         back in `failed`, for the runner to dead-letter and replay to skip; the cache still counts
         it as applied. A store that cannot be reached raises one of STORE_UNAVAILABLE: nothing is
         lost, and the whole batch can be applied again.
+
+        The two halves are there for replay to overlap batches: a batch's cache writes may run
+        while the next batch's history is written, never before its own history is.
         """
-        failed: list[tuple[Message, str]] = []
-        decoded: dict[int, Event] = {}  # by position in `records`
+        return await self.apply_context(await self.apply_history(records))
+
+    async def apply_history(self, records: list[Message]) -> Staged:
+        """The first half of `apply`: decode the records, write the history view."""
+        staged = Staged(records)
         for i, record in enumerate(records):
             try:
-                decoded[i] = decode_event(record)
+                staged.events[i] = decode_event(record)
             except ValueError as exc:
-                failed.append((record, _reason(exc)))
-        positions = list(decoded)
-        written = await self.history.apply_all(list(decoded.values()))
+                staged.failed.append((record, _reason(exc)))
+        positions = list(staged.events)
+        written = await self.history.apply_all(list(staged.events.values()))
         for n, exc in written.failures.items():
-            failed.append((records[positions[n]], _reason(exc)))
-            del decoded[positions[n]]
-        positioned = [(decoded.get(i), record.partition(), record.offset()) for i, record in enumerate(records)]
-        failed += await self._apply_context(positioned, records)
-        return Applied(events=list(decoded.values()), failed=failed, rows=written.rows)
+            staged.failed.append((records[positions[n]], _reason(exc)))
+            del staged.events[positions[n]]
+        staged.rows = written.rows
+        return staged
+
+    async def apply_context(self, staged: Staged) -> Applied:
+        """The second half of `apply`, once the first is done: the cache and its watermarks."""
+        records = staged.records
+        positioned = [(staged.events.get(i), record.partition(), record.offset()) for i, record in enumerate(records)]
+        failed = staged.failed + await self._apply_context(positioned, records)
+        return Applied(events=list(staged.events.values()), failed=failed, rows=staged.rows)
 
     async def _apply_context(self, positioned: list[Positioned], records: list[Message]) -> list[tuple[Message, str]]:
         """Apply the batch to the cache; if the cache refuses it, one record at a time, to find

@@ -4,7 +4,7 @@ runner, so a replay builds exactly the state the live system built.
 Replay reads the records of a scope (`projections.log_range`: the whole log by default, as it
 stands when replay starts) in large batches and applies each batch like the runner does: history
 rows written concurrently (a conversation's in log order), then the context cache in one pipelined
-round trip. It is idempotent: history writes carry event-derived write timestamps, and the cache
+round trip, while the next batch's history is being written. It is idempotent: history writes carry event-derived write timestamps, and the cache
 skips what its watermark covers, so it is safe beside the live runner and safe to run twice. A
 store that cannot be reached stops it; run it again once the store is back.
 
@@ -27,7 +27,7 @@ from infra import kafka_clients
 from infra.process import say
 from infra.settings import settings
 from projections.log_range import Ranges, Scope, ends_now, ranges
-from projections.projector import Applied, Projector
+from projections.projector import Applied, Projector, Staged
 from projections.runner import GROUP, POLL_S
 from schemas.events import new_id
 from schemas.topics import CONVERSATIONS, Topic
@@ -124,18 +124,29 @@ async def _apply(
     summary.ends.update(todo)
     remaining = {partition: end for partition, (start, end) in todo.items() if end > start}
     consumer.assign([TopicPartition(topic.name, p, todo[p][0]) for p in remaining])
+    caching: asyncio.Task[None] | None = None  # the previous batch's cache writes, overlapping this batch's history
     while remaining:
         records = await asyncio.to_thread(kafka_clients.next_batch, consumer, POLL_S, BATCH_SIZE)
         for failed in (r for r in records if r.error() is not None):
             raise KafkaException(failed.error())
         in_range = [r for r in records if r.offset() < remaining.get(r.partition(), -1)]
-        applied = await projector.apply(_of_conversation(in_range, scope.conversation))
-        for record, reason in applied.failed:
-            say(f"replay: skipped {record.topic()}[{record.partition()}]@{record.offset()}: {reason}")
-        summary.add(len(in_range), applied)
+        staged = await projector.apply_history(_of_conversation(in_range, scope.conversation))
+        if caching is not None:
+            await caching
+        caching = asyncio.create_task(_cache(projector, staged, len(in_range), summary, report))
         _drop_finished(consumer, topic, remaining)
-        report(summary)
+    if caching is not None:
+        await caching
     summary.finished = time.monotonic()
+
+
+async def _cache(projector: Projector, staged: Staged, read: int, summary: Summary, report: Report) -> None:
+    """A batch's second half (see `Projector.apply`), then its place in the summary."""
+    applied = await projector.apply_context(staged)
+    for record, reason in applied.failed:
+        say(f"replay: skipped {record.topic()}[{record.partition()}]@{record.offset()}: {reason}")
+    summary.add(read, applied)
+    report(summary)
 
 
 def _of_conversation(records: list[Message], conversation: str | None) -> list[Message]:
