@@ -240,17 +240,24 @@ class ActiveContext:
         return applied
 
     def _apply_call(self, partition: int, positioned: list[Positioned]) -> tuple[list[str], list[str | int]]:
-        """APPLY_LUA's keys and arguments for one partition's records, in log order."""
-        watermark = self._watermark_key(partition)
+        """APPLY_LUA's keys and arguments for one partition's records, in log order.
+
+        An event whose conversation expires before now (an old one, in a replay) changes nothing
+        but the watermark: its conversation's earlier events expired no later (up to the skew of
+        the clocks that stamped them), so the key is gone, and a start would be gone at once. It is
+        sent as `none`, without its text.
+        """
+        watermark, now = self._watermark_key(partition), time.time()
         keys, args = [watermark], [STARTED, self._config.cache_turns]
         for event, _, offset in positioned:
-            if event is None:  # only the watermark moves: `none` never reads its key
+            expires = 0 if event is None else int(event.occurred_at.timestamp()) + self._config.cache_ttl_s
+            if event is None or expires <= now:  # only the watermark moves: `none` never reads its key
                 keys.append(watermark)
                 args += [offset, "none", "", "", 0]
                 continue
             op, turn_id, value = effect(event)
             keys.append(self._context_key(event.conversation_id))
-            args += [offset, op, turn_id, value, int(event.occurred_at.timestamp()) + self._config.cache_ttl_s]
+            args += [offset, op, turn_id, value, expires]
         return keys, args
 
     async def clear(self) -> None:

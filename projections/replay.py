@@ -4,9 +4,10 @@ runner, so a replay builds exactly the state the live system built.
 Replay reads the records of a scope (`projections.log_range`: the whole log by default, as it
 stands when replay starts) in large batches and applies each batch like the runner does: history
 rows written concurrently (a conversation's in log order), then the context cache in one pipelined
-round trip, while the next batch's history is being written. It is idempotent: history writes carry event-derived write timestamps, and the cache
-skips what its watermark covers, so it is safe beside the live runner and safe to run twice. A
-store that cannot be reached stops it; run it again once the store is back.
+round trip, while the next batch's history is being written. It is idempotent: history writes
+carry event-derived write timestamps, and the cache skips what its watermark covers, so it is
+safe beside the live runner and safe to run twice. A store that cannot be reached stops it; run
+it again once the store is back.
 
 Emptying the views first (`--reset`) is refused while the live runner consumes into them: it
 would move the cache's watermark past conversations the replay has not rebuilt yet.

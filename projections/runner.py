@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -43,6 +44,8 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WriteTargets = Callable[[], Awaitable[list[Projector]]]  # the views to write, in order; asked before every batch
 
@@ -76,11 +79,16 @@ class Runner:
             [self._conversations.name], on_assign=self._assigned, on_revoke=self._revoked
         )
         while not stop.is_set():
-            records = await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
-            projectors = await self._written()
-            batch = await self._without_gaps(projectors, valid_records(records))
-            if await self._apply(projectors, batch, stop):
-                await commit_handled(self._consumer, batch)
+            records = valid_records(await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE))
+            aligned = await _while_stores_are_down(lambda: self._aligned(records), stop)
+            if aligned is None:
+                return
+            projectors, batch = aligned
+            applied = await _while_stores_are_down(lambda: _apply(projectors, batch), stop)
+            if applied is None:
+                return
+            await self._dead_letter(applied)
+            await commit_handled(self._consumer, batch)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log_partitions("assigned")(consumer, partitions)
@@ -90,23 +98,24 @@ class Runner:
         log_partitions("revoked")(consumer, partitions)
         self._unchecked.difference_update(p.partition for p in partitions)
 
-    async def _without_gaps(self, projectors: list[Projector], records: list[Message]) -> list[Message]:
-        """The records to apply; a partition whose next record lies past the watermark of one of
-        the generations written is sought back to it, and its records here dropped."""
+    async def _aligned(self, records: list[Message]) -> tuple[list[Projector], list[Message]]:
+        """The views to write and the records to apply to them. A partition whose next record lies
+        past the watermark of one of those views is sought back to it, and its records here dropped.
+        Every store is read before anything changes, so a failed read can simply be retried."""
+        projectors = await self._written()
         if projectors != self._projectors:
             if self._projectors:
                 log.info("the generations written changed: checking every partition against their watermarks")
             self._projectors = projectors
             self._unchecked.update(p.partition for p in self._consumer.assignment())
-        behind = set()
-        for partition, next_offset in self._next_offsets(records).items():
-            self._unchecked.discard(partition)
-            applied = min([await projector.context.applied_offset(partition) for projector in projectors])
-            if next_offset > applied + 1:
-                log.info("partition %d: going back from offset %d to %d", partition, next_offset, applied + 1)
-                self._consumer.seek(TopicPartition(self._conversations.name, partition, applied + 1))
-                behind.add(partition)
-        return [record for record in records if record.partition() not in behind]
+        next_offsets = self._next_offsets(records)
+        applied = {p: min([await view.context.applied_offset(p) for view in projectors]) for p in next_offsets}
+        self._unchecked.difference_update(next_offsets)
+        behind = {p for p, next_offset in next_offsets.items() if next_offset > applied[p] + 1}
+        for partition in behind:
+            log.info("partition %d: going back from offset %d to %d", partition, next_offsets[partition], applied[partition] + 1)
+            self._consumer.seek(TopicPartition(self._conversations.name, partition, applied[partition] + 1))
+        return projectors, [record for record in records if record.partition() not in behind]
 
     def _next_offsets(self, records: list[Message]) -> dict[int, int]:
         """Where each unchecked partition goes on from: its first record in the batch, or, with
@@ -119,22 +128,6 @@ class Runner:
         positions = self._consumer.position(idle) if idle else []
         return firsts | {p.partition: p.offset for p in positions if p.offset >= 0}
 
-    async def _apply(self, projectors: list[Projector], batch: list[Message], stop: asyncio.Event) -> bool:
-        """Apply the batch to each generation in turn and dead-letter what no view could apply
-        (every generation refuses the same records); False if stopped while waiting for a store."""
-        delay = RETRY_FIRST_S
-        while True:
-            try:
-                applied = [await projector.apply(batch) for projector in projectors][-1]
-                break
-            except STORE_UNAVAILABLE as exc:
-                log.warning("store unavailable (%r); retrying %d records in %.1fs", exc, len(batch), delay)
-                if await stopped_within(stop, delay):
-                    return False
-                delay = min(delay * 2, RETRY_MAX_S)
-        await self._dead_letter(applied)
-        return True
-
     async def _dead_letter(self, applied: Applied) -> None:
         await asyncio.gather(
             *(
@@ -142,6 +135,25 @@ class Runner:
                 for record, reason in applied.failed
             )
         )
+
+
+async def _apply(projectors: list[Projector], batch: list[Message]) -> Applied:
+    """Apply the batch to each generation in turn; every one refuses the same records."""
+    return [await projector.apply(batch) for projector in projectors][-1]
+
+
+async def _while_stores_are_down(step: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
+    """The step's result, the step retried with back-off while a store cannot be reached; None if
+    stopped first."""
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            return await step()
+        except STORE_UNAVAILABLE as exc:
+            log.warning("store unavailable (%r); retrying in %.1fs", exc, delay)
+            if await stopped_within(stop, delay):
+                return None
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 async def serve(stop: asyncio.Event) -> None:
