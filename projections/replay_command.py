@@ -63,6 +63,7 @@ class Request:
 def run(**options: str | bool | None) -> None:
     """The operator's entry point (`steno replay`); exits with the reason when refused."""
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("cassandra").setLevel(logging.ERROR)  # protocol negotiation: nothing an operator acts on
     try:
         asyncio.run(_run(Request.of(**options)))  # type: ignore[arg-type]
     except (ValueError, LiveRunnerError, SwapError, SwapRefused) as exc:
