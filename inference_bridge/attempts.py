@@ -1,9 +1,15 @@
-"""How many times generation of a response has begun, across bridge crashes and restarts.
+"""How many times generation of a response has begun, and whether it has already ended, across
+bridge crashes and restarts.
 
 A request is committed only after its final event (rule 6), so a bridge that dies mid-stream
 leaves it to be redelivered, to this or another instance. The counter lives in Redis, shared by
 every instance, so the retry knows it is one (and says so with ResponseRestarted), and a request
 that keeps killing bridges is failed after `max_attempts` instead of looping forever.
+
+A bridge can also die after the final events are in the log but before the commit. The
+redelivered request must not be answered twice (a live client would see a `restart` after
+`done`), so a response whose final events were acknowledged is marked finished, and `begin`
+says so. The window left is one Redis write after the acknowledgements, not a commit interval.
 """
 
 from __future__ import annotations
@@ -13,18 +19,25 @@ import redis.asyncio as redis
 from schemas.topics import INFERENCE_REQUESTS
 
 KEY = "steno:attempt:{response_id}"
+FINISHED_KEY = "steno:finished:{response_id}"
 TTL_MS = INFERENCE_REQUESTS.retention_ms  # a request cannot be redelivered after it left the log
 
 
-class AttemptCounter:
+class Attempts:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
 
-    async def begin(self, response_id: str) -> int:
-        """Count one more attempt at the response and return its number (1 for the first)."""
+    async def begin(self, response_id: str) -> int | None:
+        """Count one more attempt at the response and return its number (1 for the first);
+        None when the response already ended and its request is only being redelivered."""
         key = KEY.format(response_id=response_id)
         async with self._client.pipeline(transaction=True) as pipe:
+            pipe.exists(FINISHED_KEY.format(response_id=response_id))
             pipe.incr(key)
             pipe.pexpire(key, TTL_MS)
-            attempt, _ = await pipe.execute()
-        return int(attempt)
+            finished, attempt, _ = await pipe.execute()
+        return None if finished else int(attempt)
+
+    async def finish(self, response_id: str) -> None:
+        """The response's final events are acknowledged: a redelivery of its request is a no-op."""
+        await self._client.set(FINISHED_KEY.format(response_id=response_id), 1, px=TTL_MS)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, Protocol
 
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
@@ -39,8 +39,14 @@ TextStream = Callable[[InferenceRequested], AsyncGenerator[str, None]]
 """The model's output for a request, piece by piece; raises InferenceError when it cannot finish."""
 Send = Callable[[Topic, Event], Awaitable[Any]]
 """Queue an event on a topic; the awaitable resolves when Kafka acknowledged it."""
-BeginAttempt = Callable[[str], Awaitable[int]]
-"""Count a new attempt at a response id and return its number, 1 for the first."""
+
+
+class AttemptRecord(Protocol):
+    """The shared record of a response's attempts (inference_bridge.attempts)."""
+
+    async def begin(self, response_id: str) -> int | None: ...
+
+    async def finish(self, response_id: str) -> None: ...
 
 
 class Generation:
@@ -52,7 +58,7 @@ class Generation:
         *,
         stream: TextStream,
         send: Send,
-        begin_attempt: BeginAttempt,
+        attempts: AttemptRecord,
         max_attempts: int,
         topics: Topics,
     ) -> None:
@@ -61,7 +67,7 @@ class Generation:
         self._send = send
         self._tokens = topics.tokens
         self._conversations = topics.conversations
-        self._begin_attempt = begin_attempt
+        self._attempts = attempts
         self._max_attempts = max_attempts
         self._attempt = 0  # numbered by run(), from the shared counter
         self._pieces: list[str] = []
@@ -77,7 +83,10 @@ class Generation:
 
     async def run(self) -> None:
         """Generate and record the response; returns once all its events are acknowledged."""
-        self._attempt = await self._begin_attempt(self.request.response_id)
+        attempt = await self._attempts.begin(self.request.response_id)
+        if attempt is None:
+            return  # redelivered after its final events were acknowledged: answered already
+        self._attempt = attempt
         if self._attempt > self._max_attempts:
             await self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
         elif self._cancel_requested:
@@ -88,6 +97,7 @@ class Generation:
             self._emit(self._tokens, ResponseStarted(**self._ids()))
             await self._generate()
         await asyncio.gather(*self._acks)
+        await self._attempts.finish(self.request.response_id)
 
     async def _generate(self) -> None:
         self._streaming = asyncio.create_task(self._stream_tokens())

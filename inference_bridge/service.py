@@ -26,7 +26,7 @@ import tritonclient.grpc.aio as triton
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from inference_bridge.attempts import AttemptCounter
+from inference_bridge.attempts import Attempts
 from inference_bridge.cancels import PendingCancels
 from inference_bridge.control import cancelled_response, control_consumer
 from inference_bridge.generation import Generation
@@ -74,7 +74,7 @@ class Bridge:
     # connections, made by `run`
     _loop: asyncio.AbstractEventLoop
     _router: LeastBusyRouter[triton.InferenceServerClient]
-    _attempts: AttemptCounter
+    _attempts: Attempts
     _producer: EventProducer
     _requests: Consumer
     _control: Consumer
@@ -131,7 +131,7 @@ class Bridge:
         self._router = LeastBusyRouter(clients)
         redis_client = redis.Redis.from_url(self._redis_url)
         resources.push_async_callback(redis_client.aclose)
-        self._attempts = AttemptCounter(redis_client)
+        self._attempts = Attempts(redis_client)
         self._producer = EventProducer()
         resources.push_async_callback(asyncio.to_thread, self._producer.close)
         self._requests_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-requests"))
@@ -191,7 +191,7 @@ class Bridge:
             request,
             stream=self._text_stream,
             send=self._producer.send,
-            begin_attempt=self._attempts.begin,
+            attempts=self._attempts,
             max_attempts=self._config.max_attempts,
             topics=self._topics,
         )

@@ -286,6 +286,27 @@ async def test_a_request_interrupted_by_a_crash_is_retried_by_the_next_bridge(
     assert isinstance(completed, ResponseCompleted) and (completed.text, completed.attempt) == (LONG_SCRIPT, 2)
 
 
+async def test_a_request_redelivered_after_its_reply_ended_is_not_answered_again(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """A bridge that died after its final events but before its commit: the request comes again."""
+    request = conversation.request()
+    async with running_bridge(topics, SHORT) as bridge:
+        await conversation.send(request)
+        first = await conversation.stream_of(request.response_id)
+        redelivered = await conversation.send(request)
+        await committed_past(topics.inference_requests, bridge.group, conversation.partition, redelivered)
+        marker = conversation.request()  # sent after the redelivery, in the same partition
+        await conversation.send(marker)
+        await conversation.stream_of(marker.response_id)
+        await conversation.outcome_of(marker.response_id)
+
+    again = [e for e in conversation.tokens.events if getattr(e, "response_id", None) == request.response_id]
+    assert again == first, "the redelivered request must write no event"
+    outcomes = [e for e in conversation.history.events if e.response_id == request.response_id]
+    assert len(outcomes) == 1
+
+
 async def test_a_stopping_bridge_finishes_its_generations_first(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request(max_tokens=200)
     async with running_bridge(topics, LONG) as bridge:

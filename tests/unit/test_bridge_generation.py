@@ -86,14 +86,43 @@ class Model:
             self.closed = True
 
 
-def generation(stream: TextStream, log: FakeLog, attempt: int = 1, max_attempts: int = 3) -> Generation:
-    async def begin_attempt(response_id: str) -> int:
-        assert response_id == REQUEST.response_id
-        return attempt
+class Attempts:
+    """The attempt record as Redis keeps it for the bridge (inference_bridge.attempts), in memory."""
 
+    def __init__(self, attempt: int | None) -> None:
+        self.attempt = attempt
+        self.finished: list[str] = []
+
+    async def begin(self, response_id: str) -> int | None:
+        assert response_id == REQUEST.response_id
+        return self.attempt
+
+    async def finish(self, response_id: str) -> None:
+        self.finished.append(response_id)
+
+
+def generation(
+    stream: TextStream, log: FakeLog, attempt: int | None = 1, max_attempts: int = 3, attempts: Attempts | None = None
+) -> Generation:
     return Generation(
-        REQUEST, stream=stream, send=log.send, begin_attempt=begin_attempt, max_attempts=max_attempts, topics=Topics()
+        REQUEST, stream=stream, send=log.send, attempts=attempts or Attempts(attempt), max_attempts=max_attempts,
+        topics=Topics(),
     )
+
+
+async def test_a_response_is_marked_finished_only_once_its_final_events_are_acknowledged() -> None:
+    log, attempts = FakeLog(), Attempts(1)
+    await generation(Model("Hi"), log, attempts=attempts).run()
+
+    assert attempts.finished == [REQUEST.response_id]
+    assert isinstance(log.last(TOKENS), ResponseEnded)
+
+
+async def test_a_request_redelivered_after_its_response_ended_writes_nothing() -> None:
+    log = FakeLog()
+    await generation(Model("Hi"), log, attempt=None).run()
+
+    assert log.sent == []
 
 
 async def test_a_completed_response_streams_tokens_in_order_then_records_the_text() -> None:
@@ -165,9 +194,9 @@ async def test_a_cancel_before_the_stream_starts_generates_nothing() -> None:
 
 async def test_an_abandoned_generation_writes_no_outcome() -> None:
     """Shutdown or a lost partition: the request stays uncommitted and is retried elsewhere."""
-    log = FakeLog()
+    log, attempts = FakeLog(), Attempts(1)
     model = Model("Once ", hang=True)
-    task = asyncio.create_task(generation(model, log).run())
+    task = asyncio.create_task(generation(model, log, attempts=attempts).run())
     await model.hanging.wait()
 
     task.cancel()
@@ -175,6 +204,7 @@ async def test_an_abandoned_generation_writes_no_outcome() -> None:
         await task
 
     assert model.closed
+    assert attempts.finished == [], "an abandoned response must stay open for its retry"
     assert log.types(CONVERSATIONS) == []
     assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated"]
 
