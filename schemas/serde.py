@@ -27,6 +27,14 @@ def decode(raw: bytes | None) -> AnyEvent:
     if raw is None:
         raise UndecodableEvent("empty message (tombstone)")
     try:
+        return _ADAPTER.validate_json(raw)  # today's version: one pass, as on every token
+    except ValidationError:
+        return _upcast_or_explain(raw)
+
+
+def _upcast_or_explain(raw: bytes) -> AnyEvent:
+    """An older version upgraded to today's model; anything else refused with the reason."""
+    try:
         data = from_json(raw)
     except ValueError as exc:
         raise UndecodableEvent(f"not a steno event: not UTF-8 JSON: {exc}") from exc
