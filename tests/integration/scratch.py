@@ -19,9 +19,18 @@ from confluent_kafka.admin import AdminClient
 
 from infra import kafka
 from infra.settings import settings
+from projections.consuming import forget_committed_offsets
 from schemas.topics import Topic
 
 READY_S = 20.0
+
+
+@contextmanager
+def scratch_group(label: str) -> Iterator[str]:
+    """A consumer group of its own for one test; its committed offsets are forgotten afterwards."""
+    group = f"test-{label}-{uuid.uuid4().hex[:8]}"
+    yield group
+    forget_committed_offsets(group)
 
 
 @contextmanager

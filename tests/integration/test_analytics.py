@@ -20,11 +20,11 @@ from infra.settings import settings
 from projections.analytics.metrics import serve_metrics
 from projections.analytics.service import PROCESSOR, Analytics
 from projections.consuming import GroupInUseError, forget_committed_offsets
-from schemas.events import DeadLetter, new_id
+from schemas.events import DeadLetter
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
 from tests.event_mix import Conversation, realistic_mix
 from tests.integration.log_io import committed_to_end, produce, produce_raw, read_all
-from tests.integration.scratch import scratch_copies
+from tests.integration.scratch import scratch_copies, scratch_group
 from tests.integration.steno_client import until
 
 pytestmark = pytest.mark.integration
@@ -45,9 +45,8 @@ def topics() -> Iterator[Topics]:
 
 @pytest.fixture
 def group() -> Iterator[str]:
-    group = f"test-analytics-{new_id()}"
-    yield group
-    forget_committed_offsets(group)
+    with scratch_group("analytics") as group:
+        yield group
 
 
 Scrape = dict[tuple[str, frozenset[tuple[str, str]]], float]

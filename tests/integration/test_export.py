@@ -18,11 +18,11 @@ from infra.kafka_clients import EventProducer
 from infra.settings import settings
 from projections.analytics.export import PROCESSOR, Exporter
 from projections.consuming import forget_committed_offsets
-from schemas.events import DeadLetter, new_id
+from schemas.events import DeadLetter
 from schemas.topics import CONTROL, CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
 from tests.event_mix import Conversation, realistic_mix
 from tests.integration.log_io import committed_to_end, produce, produce_raw, read_all
-from tests.integration.scratch import scratch_copies
+from tests.integration.scratch import scratch_copies, scratch_group
 
 pytestmark = pytest.mark.integration
 
@@ -49,9 +49,8 @@ def topics() -> Iterator[Topics]:
 
 @pytest.fixture
 def group() -> Iterator[str]:
-    group = f"test-export-{new_id()}"
-    yield group
-    forget_committed_offsets(group)
+    with scratch_group("export") as group:
+        yield group
 
 
 async def export_once(group: str, topics: Topics, out: Path) -> None:
