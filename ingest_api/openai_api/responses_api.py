@@ -32,6 +32,7 @@ from ingest_api.openai_api.prompt import Turn, prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending, reply
 from ingest_api.openai_api.response_object import RESPONSE_PREFIX, ResponseMeta, response_object, stream_events
 from ingest_api.ownership import ResponseOwner, eventually
+from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import backlog
 from ingest_api.services import Deps, Services
 
@@ -183,7 +184,8 @@ async def _current(deps: Services, meta: ResponseMeta, exchange: Exchange, turn_
     return response_object(meta, text, ending)
 
 
-async def _listed(items: list) -> AsyncIterator:  # noqa: ANN401 - any list, as an async iterator
+async def _listed(items: list[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
+    """Events already read, in the shape `reply` folds."""
     for item in items:
         yield item
 
