@@ -72,14 +72,17 @@ def message(index: int) -> str:
     return " ".join(f"w{index}-{i}" for i in range(WORDS))
 
 
-async def timed(chunks, started: float) -> Stream:  # noqa: ANN001 - an async iterator of tokens
+async def timed(chunks, started: float) -> Stream:
     arrivals = [time.perf_counter() async for _ in chunks]
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
     return Stream(ttft_s=arrivals[0] - started, gaps_s=gaps, tokens=len(arrivals))
 
 
 async def direct_stream(client: triton.InferenceServerClient, index: int) -> Stream:
-    prompt = [ChatTurn(role="system", content=settings.context.system_prompt), ChatTurn(role="user", content=message(index))]
+    prompt = [
+        ChatTurn(role="system", content=settings.context.system_prompt),
+        ChatTurn(role="user", content=message(index)),
+    ]
     sampling = {"max_tokens": settings.models[MODEL].max_tokens, **settings.models[MODEL].sampling}
     started = time.perf_counter()
     return await timed(stream_text(client, MODEL, prompt, sampling, Timeouts(30, 30)), started)
@@ -136,7 +139,9 @@ async def run_steno(concurrency: int) -> Run:
     conversations = await asyncio.gather(*(c.new_conversation() for c in clients))
     run = Run(concurrency)
     began = time.perf_counter()
-    run.streams = list(await asyncio.gather(*(steno_stream(c, conv, i) for i, (c, conv) in enumerate(zip(clients, conversations)))))
+    run.streams = list(
+        await asyncio.gather(*(steno_stream(c, conv, i) for i, (c, conv) in enumerate(zip(clients, conversations))))
+    )
     run.wall_s = time.perf_counter() - began
     await asyncio.gather(*(c.close() for c in clients))
     return run

@@ -74,13 +74,19 @@ async def conversation(model: str, producer: EventProducer, log: LogTail, topics
     stamps = []
     for i in range(EXCHANGES):
         ids = {"conversation_id": conversation_id, "user_id": user_id, "message_id": new_id(), "response_id": new_id()}
-        await producer.send(topics.conversations, MessageSubmitted(**ids, content=SENTENCES[i % len(SENTENCES)], model=model))
+        await producer.send(
+            topics.conversations, MessageSubmitted(**ids, content=SENTENCES[i % len(SENTENCES)], model=model)
+        )
         [submitted] = await log.of(ids["response_id"], MessageSubmitted)
         [accepted] = await log.of(ids["response_id"], MessageAccepted)
         [requested] = await log.of(ids["response_id"], InferenceRequested)
         stamps.append((submitted.timestamp_ms, accepted.timestamp_ms, requested.timestamp_ms))
-        reply = ResponseCompleted(**ids, text="Sure: " + SENTENCES[(i + 1) % len(SENTENCES)], finish_reason="stop",
-                                  usage=Usage(prompt_tokens=1, completion_tokens=1))
+        reply = ResponseCompleted(
+            **ids,
+            text="Sure: " + SENTENCES[(i + 1) % len(SENTENCES)],
+            finish_reason="stop",
+            usage=Usage(prompt_tokens=1, completion_tokens=1),
+        )
         await producer.send(topics.conversations, reply)
     return stamps
 
@@ -91,7 +97,9 @@ def run_projection(conversations_topic: object, namespace: str) -> None:
 
 async def hops(models: list[str], concurrency: list[int]) -> None:
     with scratch_topics(RUN) as topics:
-        projection = multiprocessing.get_context("spawn").Process(target=run_projection, args=(topics.conversations, RUN))
+        projection = multiprocessing.get_context("spawn").Process(
+            target=run_projection, args=(topics.conversations, RUN)
+        )
         projection.start()
         app = create_app(f"test-{RUN}", topics, cache_namespace=RUN, offset_reset="earliest")
         producer, log = EventProducer(), LogTail([topics.conversations, topics.inference_requests])

@@ -65,12 +65,80 @@ SPAN = timedelta(days=7)
 EVENTS_PER_CONVERSATION = 24  # about, with the mix below: sets how often conversations start
 PRODUCE_CHUNK = 20_000
 RAW_CHUNK = 20_000
-VOCABULARY = (
-    "the a of to and in is it you that for on with as are this be at or have from by not but what "
-    "all can will an your which when there more one about so if out up do time how would like them "
-    "model token stream reply context history cache replay event log kafka partition offset "
-    "question answer python code function error data system user message conversation please thanks"
-).split()
+VOCABULARY = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "it",
+    "you",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "are",
+    "this",
+    "be",
+    "at",
+    "or",
+    "have",
+    "from",
+    "by",
+    "not",
+    "but",
+    "what",
+    "all",
+    "can",
+    "will",
+    "an",
+    "your",
+    "which",
+    "when",
+    "there",
+    "more",
+    "one",
+    "about",
+    "so",
+    "if",
+    "out",
+    "up",
+    "do",
+    "time",
+    "how",
+    "would",
+    "like",
+    "them",
+    "model",
+    "token",
+    "stream",
+    "reply",
+    "context",
+    "history",
+    "cache",
+    "replay",
+    "event",
+    "log",
+    "kafka",
+    "partition",
+    "offset",
+    "question",
+    "answer",
+    "python",
+    "code",
+    "function",
+    "error",
+    "data",
+    "system",
+    "user",
+    "message",
+    "conversation",
+    "please",
+    "thanks",
+]
 
 
 # --- the log ---------------------------------------------------------------------------------
@@ -104,13 +172,18 @@ class Conversation:
         """A user's message and how it ended; now and then the reply regenerated."""
         self.later(20, 120)
         submitted = MessageSubmitted(
-            **self.ids, message_id=minted(self.at), response_id=minted(self.at), content=words(self.rng, 5, 60),
+            **self.ids,
+            message_id=minted(self.at),
+            response_id=minted(self.at),
+            content=words(self.rng, 5, 60),
             model="smollm2",
         )
         self.emit(submitted)
         self.later(0.02, 0.05)
         if self.rng.random() < 0.03:
-            self.emit(MessageBlocked(**self.pair(submitted), categories=["weapons"], reason="That request is not allowed."))
+            self.emit(
+                MessageBlocked(**self.pair(submitted), categories=["weapons"], reason="That request is not allowed.")
+            )
             return
         self.answer(submitted)
         if self.rng.random() < 0.03:
@@ -121,7 +194,11 @@ class Conversation:
             self.answer(again)
 
     def answer(self, submitted: MessageSubmitted) -> None:
-        self.emit(MessageAccepted(**self.pair(submitted), model=submitted.model, content=submitted.content, submitted_offset=0))
+        self.emit(
+            MessageAccepted(
+                **self.pair(submitted), model=submitted.model, content=submitted.content, submitted_offset=0
+            )
+        )
         self.later(2, 15)
         fate, text = self.rng.random(), words(self.rng, 30, 300)
         if fate < 0.03:
@@ -276,9 +353,13 @@ async def measure(events: int) -> Figures:
             for keyspace in keyspaces.values():
                 migrate.apply_all(keyspace)
             rows = await raw_rows(cluster.connect(keyspaces["rows"]), topic, count)
-            print(f"raw, a statement per row: {rows.rows:,} rows in {rows.seconds:.0f} s ({rows.rows_per_s:,.0f} rows/s)")
+            print(
+                f"raw, a statement per row: {rows.rows:,} rows in {rows.seconds:.0f} s ({rows.rows_per_s:,.0f} rows/s)"
+            )
             batched = await raw_history_writes(cluster.connect(keyspaces["batched"]), topic, count)
-            print(f"raw, replay's history writes: {batched.rows:,} rows in {batched.seconds:.0f} s ({batched.rows_per_s:,.0f} rows/s)")
+            print(
+                f"raw, replay's history writes: {batched.rows:,} rows in {batched.seconds:.0f} s ({batched.rows_per_s:,.0f} rows/s)"
+            )
             projector = await Generations(cluster, client).views(keyspaces["replay"])
             summary = await replay(projector, topic)
             print(f"replay: {summary}")
@@ -320,7 +401,9 @@ def main() -> None:
     figures = asyncio.run(measure(parser.parse_args().events))
     print(table(figures))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(asdict(figures) | {"ratio": figures.ratio, "ratio_batched": figures.ratio_batched}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(asdict(figures) | {"ratio": figures.ratio, "ratio_batched": figures.ratio_batched}, indent=2) + "\n"
+    )
 
 
 if __name__ == "__main__":

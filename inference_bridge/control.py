@@ -62,4 +62,3 @@ def cancelled_response(message: Message) -> str | None:
         log.warning("control topic: skipped %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), exc)
         return None
     return event.response_id if isinstance(event, GenerationCancelRequested) else None
-

@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import redis.asyncio as redis
 import tritonclient.grpc.aio as triton
-from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 
 from inference_bridge.attempts import Attempts
 from inference_bridge.cancels import PendingCancels
@@ -230,7 +230,9 @@ class Bridge:
     async def _dead_letter(self, message: Message, reason: str) -> None:
         log.warning("dead-lettering %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), reason)
         key = (message.key() or b"").decode(errors="replace")
-        await self._producer.send(self._topics.dead_letters, dead_letter(Record.of(message), PROCESSOR, reason), key=key)
+        await self._producer.send(
+            self._topics.dead_letters, dead_letter(Record.of(message), PROCESSOR, reason), key=key
+        )
 
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
         sampling = {**self._sampling.get(request.model, {}), "max_tokens": request.max_tokens}

@@ -19,7 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("--from", dest="start", metavar="OFFSET|TIME", help="start at this offset or ISO time")
     replay.add_argument("--to", dest="end", metavar="OFFSET|TIME", help="stop before this offset or ISO time")
     replay.add_argument("--conversation", metavar="ID", help="only this conversation (reads only its partition)")
-    replay.add_argument("--keyspace", metavar="NAME", help="into generation NAME (Cassandra keyspace and Redis namespace)")
+    replay.add_argument(
+        "--keyspace", metavar="NAME", help="into generation NAME (Cassandra keyspace and Redis namespace)"
+    )
     replay.add_argument("--swap", action="store_true", help="into a new generation, then make it live")
     analytics = commands.add_parser("analytics", help="live figures from the log: /metrics and a terminal view")
     analytics.add_argument("--reset", action="store_true", help="forget committed offsets: recount the whole log")
@@ -41,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         from projections import replay_command
 
         replay_command.run(
-            start=args.start, end=args.end, conversation=args.conversation,
-            keyspace=args.keyspace, swap=args.swap, reset=args.reset,
+            start=args.start,
+            end=args.end,
+            conversation=args.conversation,
+            keyspace=args.keyspace,
+            swap=args.swap,
+            reset=args.reset,
         )
         return 0
     if args.command in ("analytics", "export"):

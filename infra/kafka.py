@@ -68,9 +68,7 @@ def prepare() -> None:
 def write_config() -> None:
     """Write server.properties and the log4j2 config; rewritten on every start so they follow settings."""
     home().mkdir(parents=True, exist_ok=True)
-    (home() / "server.properties").write_text(
-        "".join(f"{key}={value}\n" for key, value in server_properties().items())
-    )
+    (home() / "server.properties").write_text("".join(f"{key}={value}\n" for key, value in server_properties().items()))
     (home() / "log4j2.properties").write_text(LOG4J2)
 
 
@@ -112,10 +110,15 @@ def format_storage() -> None:
     data_dir().mkdir(parents=True, exist_ok=True)
     say(f"kafka: formatting KRaft storage in {data_dir()}")
     result = subprocess.run(
-        [*_java(), "kafka.tools.StorageTool", "format",
-         "--config", str(home() / "server.properties"),
-         f"--cluster-id={_new_cluster_id()}",  # one token: a random id may begin with "-"
-         "--standalone"],  # this node alone is the initial controller quorum
+        [
+            *_java(),
+            "kafka.tools.StorageTool",
+            "format",
+            "--config",
+            str(home() / "server.properties"),
+            f"--cluster-id={_new_cluster_id()}",  # one token: a random id may begin with "-"
+            "--standalone",
+        ],  # this node alone is the initial controller quorum
         capture_output=True,  # the tool dumps its whole config at INFO: show it only on failure
         text=True,
     )
@@ -170,9 +173,7 @@ def healthy() -> bool:
     return NODE_ID in metadata.brokers
 
 
-def ensure_topics(
-    specs: Mapping[str, int], configs: Mapping[str, Mapping[str, str]] | None = None
-) -> None:
+def ensure_topics(specs: Mapping[str, int], configs: Mapping[str, Mapping[str, str]] | None = None) -> None:
     """Create each missing topic with its partition count (and optional topic configs).
 
     Idempotent, so `make up` can call it every time. A topic that exists with a different
@@ -188,8 +189,7 @@ def ensure_topics(
                 f"wanted {partitions}; delete it (or the Kafka data dir) to recreate it"
             )
     missing = [
-        NewTopic(name, num_partitions=partitions, replication_factor=1,
-                 config=dict((configs or {}).get(name, {})))
+        NewTopic(name, num_partitions=partitions, replication_factor=1, config=dict((configs or {}).get(name, {})))
         for name, partitions in specs.items()
         if name not in existing
     ]

@@ -32,8 +32,15 @@ def fetch_jars(name: str, pom: Path, dest: Path) -> None:
     scratch = dest.with_name(dest.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     subprocess.run(
-        ["mvn", "-B", "-Dstyle.color=never", "-f", str(pom),
-         "dependency:copy-dependencies", f"-DoutputDirectory={scratch}"],
+        [
+            "mvn",
+            "-B",
+            "-Dstyle.color=never",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={scratch}",
+        ],
         check=True,
         stdout=sys.stderr,  # Maven's "Downloading ..." lines are the progress; keep stdout clean
     )

@@ -146,8 +146,7 @@ def apply(migration: Migration, session: Session, keyspace: str) -> None:
         raise MigrationError(f"after {migration.name}, keyspace {keyspace} still does not exist")
     session.execute(HISTORY_TABLE.format(keyspace=keyspace))
     session.execute(
-        f"INSERT INTO {keyspace}.schema_migrations (version, name, checksum, applied_at)"
-        " VALUES (%s, %s, %s, %s)",
+        f"INSERT INTO {keyspace}.schema_migrations (version, name, checksum, applied_at) VALUES (%s, %s, %s, %s)",
         (migration.version, migration.name, migration.checksum, datetime.now(UTC)),
     )
 
@@ -176,8 +175,7 @@ def _check_unchanged(migrations: list[Migration], done: dict[int, str]) -> None:
         recorded = done.get(migration.version)
         if recorded is not None and recorded != migration.checksum:
             raise MigrationError(
-                f"{migration.name} was edited after it was applied; "
-                "put the change in a new migration file instead"
+                f"{migration.name} was edited after it was applied; put the change in a new migration file instead"
             )
 
 

@@ -100,9 +100,7 @@ def wait_until_healthy(service: Service) -> None:
         if is_healthy(service):
             return
         if running_pid(service) is None:
-            raise StartError(
-                f"{service.name} exited during start-up; see the end of {service.log_file}"
-            )
+            raise StartError(f"{service.name} exited during start-up; see the end of {service.log_file}")
         if time.monotonic() - last_report >= 5:
             last_report = time.monotonic()
             say(f"{service.name}: waiting for health ({time.monotonic() - started:.0f}s)")

@@ -45,15 +45,20 @@ def service() -> Service:
         name="redis",
         argv=[
             "redis-server",
-            "--bind", settings.redis.host,
-            "--port", str(settings.redis.port),
-            "--dir", str(data_dir),
-            "--appendonly", "yes",  # the cache can be rebuilt from the log, but restarts stay warm
-            "--save", "",
-            "--daemonize", "no",
+            "--bind",
+            settings.redis.host,
+            "--port",
+            str(settings.redis.port),
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",  # the cache can be rebuilt from the log, but restarts stay warm
+            "--save",
+            "",
+            "--daemonize",
+            "no",
         ],
         healthy=ping,
         listens=f"{settings.redis.host}:{settings.redis.port}",
         start_timeout_s=30,
     )
-

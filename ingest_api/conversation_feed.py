@@ -15,7 +15,6 @@ from fastapi import APIRouter
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from infra.settings import settings
-
 from ingest_api.auth import User
 from ingest_api.services import Deps
 from ingest_api.token_feed import TokenFeed

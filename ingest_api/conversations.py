@@ -19,6 +19,7 @@ from ingest_api.services import Deps
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
+
 class NewConversation(BaseModel):
     title: str = Field(default="", max_length=200)
 
@@ -139,8 +140,15 @@ async def history(conversation_id: str, user: User, deps: Deps) -> list[MessageO
     rows = await deps.history.messages(conversation_id)
     return [
         MessageOut(
-            id=r.message_id, role=r.role, content=r.content, status=r.status, model=r.model,
-            reply_to=r.reply_to, detail=r.detail, created_at=r.created_at, updated_at=r.updated_at,
+            id=r.message_id,
+            role=r.role,
+            content=r.content,
+            status=r.status,
+            model=r.model,
+            reply_to=r.reply_to,
+            detail=r.detail,
+            created_at=r.created_at,
+            updated_at=r.updated_at,
         )
         for r in rows
     ]

@@ -30,7 +30,7 @@ async def readyz(deps: Deps, response: Response) -> dict[str, object]:
     return {"ready": ready, "checks": checks}
 
 
-async def _passes(check) -> bool:  # noqa: ANN001 - an awaitable health probe
+async def _passes(check) -> bool:
     try:
         return bool(await asyncio.wait_for(check, timeout=2))
     except Exception:

@@ -14,12 +14,11 @@ from confluent_kafka import Consumer, TopicPartition
 
 from infra.kafka_clients import next_batch
 from infra.settings import settings
+from ingest_api.positions import LoggedEvent
+from ingest_api.token_feed import CLOCK_SKEW_MS
 from schemas.events import ResponseEnded, id_created_ms
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import TOKENS, partition_for
-
-from ingest_api.positions import LoggedEvent
-from ingest_api.token_feed import CLOCK_SKEW_MS
 
 READ_TIMEOUT_S = 10.0
 

@@ -13,7 +13,6 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, field_validator
 
 from infra.settings import settings
-
 from ingest_api.auth import issue_token
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])

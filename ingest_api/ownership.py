@@ -67,7 +67,11 @@ class Ownership:
             if row is not None:
                 owner = ResponseOwner(row.conversation_id, row.user_id, row.message_id)
                 self.record_response(response_id, owner)
-        if owner is None or owner.user_id != user_id or await self._conversation_owner(owner.conversation_id) != user_id:
+        if (
+            owner is None
+            or owner.user_id != user_id
+            or await self._conversation_owner(owner.conversation_id) != user_id
+        ):
             raise _not_found("response", response_id)
         return owner
 
@@ -80,7 +84,7 @@ class Ownership:
         return owner
 
 
-async def eventually(lookup, key: str):  # noqa: ANN001, ANN202 - a History read method
+async def eventually(lookup, key: str):
     """The projection's answer, waiting for a row only while its id is fresh enough to be in flight.
 
     Ids are UUIDv7, so an unknown id minted long ago is answered at once instead of after a wait.

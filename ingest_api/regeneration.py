@@ -13,14 +13,13 @@ import time
 from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 
-from projections.history import Message
-from projections.status import Status
-
 from ingest_api import submission
 from ingest_api.auth import User
 from ingest_api.conversations import Accepted, ModelName
 from ingest_api.ownership import POLL_S, PROJECTION_WAIT_S
 from ingest_api.services import Deps
+from projections.history import Message
+from projections.status import Status
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 STILL_GENERATING = "the reply is still being generated: stop it or wait for it to end, then regenerate"
@@ -41,8 +40,13 @@ async def regenerate(response_id: str, user: User, deps: Deps, body: Regenerate 
     reply = _regenerable(turns, response_id)
     [question] = [turn for turn in turns if turn.message_id == reply.reply_to]
     submitted = await submission.submit_regeneration(
-        deps, user, owner.conversation_id, question.message_id, question.content,
-        model=(body.model if body and body.model else reply.model), replaces=response_id,
+        deps,
+        user,
+        owner.conversation_id,
+        question.message_id,
+        question.content,
+        model=(body.model if body and body.model else reply.model),
+        replaces=response_id,
     )
     return Accepted(message_id=submitted.message_id, response_id=submitted.response_id)
 

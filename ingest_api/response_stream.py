@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from schemas.events import ResponseEnded
-
 from ingest_api.log_reader import read_response
 from ingest_api.positions import LoggedEvent
 from ingest_api.token_feed import TokenFeed
+from schemas.events import ResponseEnded
 
 
 async def response_events(

@@ -10,13 +10,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, status
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from infra.settings import settings
-from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated
-
 from ingest_api import submission
 from ingest_api.auth import User
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import response_events
 from ingest_api.services import Deps
+from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 

@@ -13,13 +13,12 @@ from redis.asyncio import Redis
 
 from infra import cassandra
 from infra.kafka_clients import EventProducer
+from ingest_api.ownership import Ownership
+from ingest_api.token_feed import TokenFeed
 from projections import active_context
 from projections.active_context import ActiveContext
 from projections.generations import Generations
 from projections.live import LiveHistory
-
-from ingest_api.ownership import Ownership
-from ingest_api.token_feed import TokenFeed
 
 
 @dataclass

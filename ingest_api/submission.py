@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException, status
 
 from infra.settings import settings
+from ingest_api.ownership import ResponseOwner
+from ingest_api.services import Services
 from schemas.events import (
     ConversationDeleted,
     ConversationRenamed,
@@ -25,9 +27,6 @@ from schemas.events import (
     new_id,
 )
 from schemas.topics import CONTROL, CONVERSATIONS
-
-from ingest_api.ownership import ResponseOwner
-from ingest_api.services import Services
 
 INFLIGHT_TTL_S = 600  # a lost terminal event must not lock a conversation for ever
 CLAIM_GRACE_S = 1.0  # how long a new message waits for the previous reply's claim to clear
@@ -47,14 +46,23 @@ async def start_conversation(deps: Services, user: str, title: str) -> str:
 
 
 async def submit_message(
-    deps: Services, user: str, conversation_id: str, content: str, model: str,
+    deps: Services,
+    user: str,
+    conversation_id: str,
+    content: str,
+    model: str,
     options: PromptOptions = PromptOptions(),
 ) -> Submitted:
     """Accept a message once Kafka has it (the caller has checked ownership)."""
     check_size(content)
     event = MessageSubmitted(
-        conversation_id=conversation_id, user_id=user, message_id=new_id(),
-        response_id=new_id(), content=content, model=model, options=options,
+        conversation_id=conversation_id,
+        user_id=user,
+        message_id=new_id(),
+        response_id=new_id(),
+        content=content,
+        model=model,
+        options=options,
     )
     return await _submit(deps, event)
 
@@ -69,8 +77,13 @@ async def submit_regeneration(
     conversation's last reply.
     """
     event = MessageSubmitted(
-        conversation_id=conversation_id, user_id=user, message_id=message_id,
-        response_id=new_id(), content=content, model=model, replaces=replaces,
+        conversation_id=conversation_id,
+        user_id=user,
+        message_id=message_id,
+        response_id=new_id(),
+        content=content,
+        model=model,
+        replaces=replaces,
     )
     return await _submit(deps, event)
 
@@ -95,7 +108,9 @@ async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
 
 
 async def rename_conversation(deps: Services, user: str, conversation_id: str, title: str) -> None:
-    await deps.producer.send(CONVERSATIONS, ConversationRenamed(conversation_id=conversation_id, user_id=user, title=title))
+    await deps.producer.send(
+        CONVERSATIONS, ConversationRenamed(conversation_id=conversation_id, user_id=user, title=title)
+    )
 
 
 async def delete_conversation(deps: Services, user: str, conversation_id: str) -> None:

@@ -24,11 +24,10 @@ from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from infra.kafka_clients import next_batch
 from infra.settings import settings
+from ingest_api.positions import LoggedEvent
 from schemas.events import ResponseEnded, id_created_ms
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import TOKENS
-
-from ingest_api.positions import LoggedEvent
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ class TokenFeed:
         """The response's events if memory holds all of them, else None (read the log)."""
         if (entry := self._remembered.get(response_id)) is not None:
             return list(entry.events)
-        created = (id_created_ms(response_id) or 0)
+        created = id_created_ms(response_id) or 0
         is_new = created > self._started_ms + CLOCK_SKEW_MS
         is_recent = created > (time.time() - REMEMBER_ENDED_S) * 1000
         return [] if is_new and is_recent else None
@@ -183,7 +182,7 @@ def _discard(subscriptions: dict[str, set[Subscription]], subscription: Subscrip
             del subscriptions[subscription.key]
 
 
-def _decoded(msg) -> LoggedEvent | None:  # noqa: ANN001 - confluent_kafka.Message
+def _decoded(msg) -> LoggedEvent | None:
     try:
         return LoggedEvent(offset=msg.offset(), event=decode(msg.value()))  # type: ignore[arg-type]
     except UndecodableEvent as exc:

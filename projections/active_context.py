@@ -231,7 +231,9 @@ class ActiveContext:
             await self._apply(keys=keys, args=args, client=pipe)
         for event, _, _ in positioned:
             if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
-                await self._release(keys=[self._inflight_key(event.conversation_id)], args=[event.response_id], client=pipe)
+                await self._release(
+                    keys=[self._inflight_key(event.conversation_id)], args=[event.response_id], client=pipe
+                )
         results = await pipe.execute()
         applied = [False] * len(positioned)
         for positions, outcomes in zip(by_partition.values(), results, strict=False):

@@ -122,7 +122,9 @@ class Generations:
         async with self._opening:
             if name not in self._views:
                 session = await asyncio.to_thread(self._cluster.connect, name)
-                context = ActiveContext(self._redis, self._config, namespace=name, claims_namespace=self._claims_namespace)
+                context = ActiveContext(
+                    self._redis, self._config, namespace=name, claims_namespace=self._claims_namespace
+                )
                 self._views[name] = Projector(History(session), context)
         return self._views[name]
 

@@ -50,12 +50,7 @@ from schemas.events import (
 TABLES = ("conversations", "conversations_by_user", "messages_by_conversation", "responses")
 
 MessageEvent = (
-    MessageSubmitted
-    | MessageAccepted
-    | MessageBlocked
-    | ResponseCompleted
-    | ResponseFailed
-    | ResponseCancelled
+    MessageSubmitted | MessageAccepted | MessageBlocked | ResponseCompleted | ResponseFailed | ResponseCancelled
 )
 
 # A message's events in lifecycle order; a later stage's writes win over an earlier one's.
@@ -229,8 +224,7 @@ class History:
         )
         self._select_owner = prepare("SELECT user_id FROM conversations WHERE conversation_id = ?")
         self._select_conversations = prepare(
-            "SELECT conversation_id, user_id, title, created_at FROM conversations_by_user"
-            " WHERE user_id = ? LIMIT ?"
+            "SELECT conversation_id, user_id, title, created_at FROM conversations_by_user WHERE user_id = ? LIMIT ?"
         )
         self._select_messages = prepare(
             "SELECT conversation_id, message_id, role, content, status, model, reply_to,"
@@ -238,8 +232,7 @@ class History:
             " FROM messages_by_conversation WHERE conversation_id = ?"
         )
         self._select_response = prepare(
-            "SELECT response_id, conversation_id, user_id, message_id FROM responses"
-            " WHERE response_id = ?"
+            "SELECT response_id, conversation_id, user_id, message_id FROM responses WHERE response_id = ?"
         )
 
     # --- write side ---------------------------------------------------------------------
@@ -289,12 +282,14 @@ class History:
             for statement in statements:
                 try:
                     await self._execute(statement)
-                except Exception as exc:  # noqa: BLE001 - reported per event, like the concurrent ones
+                except Exception as exc:
                     _count(written, [i], statement, exc)
                     break
                 _count(written, [i], statement, None)
 
-    async def _planned(self, events: Sequence[Event], segment: write_plan.Segment, written: Written) -> list[tuple[int, Writes]]:
+    async def _planned(
+        self, events: Sequence[Event], segment: write_plan.Segment, written: Written
+    ) -> list[tuple[int, Writes]]:
         """Each event's writes; an event whose writes cannot be made is a failure of its own."""
         planned = []
         for i in segment:
@@ -323,7 +318,9 @@ class History:
         if isinstance(event, ConversationDeleted):
             return Writes(in_order=await self._deletion(event))
         if isinstance(event, MessageSubmitted):
-            return Writes(turns=[*self._turn_rows(event), *self._replaced_row(event)], others=[self._response_row(event)])
+            return Writes(
+                turns=[*self._turn_rows(event), *self._replaced_row(event)], others=[self._response_row(event)]
+            )
         if isinstance(event, MessageEvent):
             return Writes(turns=self._turn_rows(event))
         return Writes()

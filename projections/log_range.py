@@ -44,7 +44,9 @@ class Scope:
 
     def __post_init__(self) -> None:
         start, end = self.start, self.end
-        if isinstance(start, int) and isinstance(end, int) or isinstance(start, datetime) and isinstance(end, datetime):
+        if (isinstance(start, int) and isinstance(end, int)) or (
+            isinstance(start, datetime) and isinstance(end, datetime)
+        ):
             if start > end:  # type: ignore[operator]  # both offsets or both times
                 raise ValueError(f"--from ({start}) is after --to ({end}): nothing to replay")
 

@@ -94,14 +94,14 @@ class Projector:
             return []
         except STORE_UNAVAILABLE:
             raise
-        except Exception:  # noqa: BLE001 - rule 7: whatever an event did, the others go on
+        except Exception:
             refused = []
             for item, record in zip(positioned, records, strict=True):
                 try:
                     await self.context.apply_all([item])
                 except STORE_UNAVAILABLE:
                     raise
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     refused.append((record, _reason(exc)))
             return refused
 

@@ -98,7 +98,15 @@ async def replay_more(
     """Go on from where the summary's replay ended to the log's end now; returns the records read."""
     with reader() as consumer:
         read = summary.read
-        await _apply(projector, consumer, conversations, ends_now(consumer, conversations, summary.ends), Scope(), summary, report)
+        await _apply(
+            projector,
+            consumer,
+            conversations,
+            ends_now(consumer, conversations, summary.ends),
+            Scope(),
+            summary,
+            report,
+        )
         return summary.read - read
 
 

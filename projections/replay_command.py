@@ -1,14 +1,14 @@
 """`steno replay`: rebuild the views from the conversation log, with a progress bar and a summary.
 
-    steno replay                        re-apply the whole log to the live views (idempotent,
-                                        safe while the live projection runs)
-    steno replay --reset                empty the live views first (stop the live projection before)
-    steno replay --keyspace NAME        into generation NAME (keyspace and Redis namespace), migrated first
-    steno replay --swap [--keyspace NAME]
-                                        into a new generation, then make it live while the service
-                                        keeps answering (see `projections.swap`)
-    --from / --to OFFSET|TIME, --conversation ID
-                                        only part of the log (see `projections.log_range`); not with --swap
+steno replay                        re-apply the whole log to the live views (idempotent,
+                                    safe while the live projection runs)
+steno replay --reset                empty the live views first (stop the live projection before)
+steno replay --keyspace NAME        into generation NAME (keyspace and Redis namespace), migrated first
+steno replay --swap [--keyspace NAME]
+                                    into a new generation, then make it live while the service
+                                    keeps answering (see `projections.swap`)
+--from / --to OFFSET|TIME, --conversation ID
+                                    only part of the log (see `projections.log_range`); not with --swap
 """
 
 from __future__ import annotations

@@ -75,11 +75,11 @@ class Runner:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, committing each batch after its effects."""
-        self._consumer.subscribe(
-            [self._conversations.name], on_assign=self._assigned, on_revoke=self._revoked
-        )
+        self._consumer.subscribe([self._conversations.name], on_assign=self._assigned, on_revoke=self._revoked)
         while not stop.is_set():
-            records = valid_records(await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE))
+            records = valid_records(
+                await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
+            )
             aligned = await _while_stores_are_down(lambda: self._aligned(records), stop)
             if aligned is None:
                 return
@@ -113,7 +113,12 @@ class Runner:
         self._unchecked.difference_update(next_offsets)
         behind = {p for p, next_offset in next_offsets.items() if next_offset > applied[p] + 1}
         for partition in behind:
-            log.info("partition %d: going back from offset %d to %d", partition, next_offsets[partition], applied[partition] + 1)
+            log.info(
+                "partition %d: going back from offset %d to %d",
+                partition,
+                next_offsets[partition],
+                applied[partition] + 1,
+            )
             self._consumer.seek(TopicPartition(self._conversations.name, partition, applied[partition] + 1))
         return projectors, [record for record in records if record.partition() not in behind]
 

@@ -126,7 +126,9 @@ def consume_with(processor: Processor) -> Callable[[faust.StreamT[bytes]], Await
     async def agent(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            await processor.process(Record(message.topic, message.partition, message.offset, message.key, message.value))
+            await processor.process(
+                Record(message.topic, message.partition, message.offset, message.key, message.value)
+            )
 
     agent.__qualname__ = processor.name  # Faust labels an agent's log lines with its function's name
     return agent

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from infra.kafka_clients import Record
 from infra.settings import ModelSettings
 from schemas.events import AnyEvent, ChatTurn, InferenceRequested, MessageAccepted
 from schemas.topics import Topic
 from stream_processors import context_window, tokenizers
 from stream_processors.conversation import ConversationReader
-from infra.kafka_clients import Record
 from stream_processors.processor import Emit
 
 

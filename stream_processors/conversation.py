@@ -47,7 +47,9 @@ class ConversationReader:
         cached = await self._cached_before(accepted, partition)
         if cached is not None:
             return cached
-        while (turns := history_before(await self._history.messages(accepted.conversation_id), accepted.message_id)) is None:
+        while (
+            turns := history_before(await self._history.messages(accepted.conversation_id), accepted.message_id)
+        ) is None:
             if time.monotonic() >= deadline:
                 raise ContextUnavailable(
                     f"message {accepted.message_id} is in neither the active context (partition {partition} not "

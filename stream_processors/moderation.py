@@ -52,9 +52,7 @@ class Verdict:
 class Moderator:
     """Classifies messages against one moderation configuration; regexes compiled once."""
 
-    def __init__(
-        self, config: ModerationSettings, score_toxicity: Callable[[str], float] = toxicity
-    ) -> None:
+    def __init__(self, config: ModerationSettings, score_toxicity: Callable[[str], float] = toxicity) -> None:
         self._threshold = config.toxicity_threshold
         self._score_toxicity = score_toxicity
         self._rules = {

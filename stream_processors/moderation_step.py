@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from infra.kafka_clients import Record
 from schemas.events import AnyEvent, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
 from schemas.topics import Topic
 from stream_processors.moderation import Moderator
-from infra.kafka_clients import Record
 from stream_processors.processor import Emit
 
 
@@ -30,8 +30,12 @@ class ModerationStep:
         ids = event.model_dump(include={"conversation_id", "user_id", "message_id", "response_id"})
         if not verdict.blocked:
             accepted = MessageAccepted(
-                **ids, model=event.model, content=event.content, submitted_offset=record.offset,
-                scores=verdict.scores, options=event.options,
+                **ids,
+                model=event.model,
+                content=event.content,
+                submitted_offset=record.offset,
+                scores=verdict.scores,
+                options=event.options,
             )
             return [Emit(self._conversations, accepted)]
         blocked = MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason)

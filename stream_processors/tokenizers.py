@@ -109,7 +109,7 @@ def _suffix(prefix: str, text: str) -> str:
     """What the template added to `prefix`; it must extend it, or per-turn counts would lie."""
     if not text.startswith(prefix):
         raise ValueError("the chat template does not render turns one after another")
-    return text[len(prefix):]
+    return text[len(prefix) :]
 
 
 @functools.cache

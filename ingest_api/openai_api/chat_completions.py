@@ -17,8 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse
 
 from infra.settings import settings
-from schemas.events import Usage
-
 from ingest_api.auth import User
 from ingest_api.openai_api import exchange as pipeline
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, error_body, invalid
@@ -26,6 +24,7 @@ from ingest_api.openai_api.exchange import Exchange
 from ingest_api.openai_api.prompt import prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending
 from ingest_api.services import Deps
+from schemas.events import Usage
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
@@ -71,7 +70,11 @@ def _completion(chat: Exchange, ending: Ending) -> dict:
     if ending.outcome == "failed":
         raise OpenAIError(status.HTTP_500_INTERNAL_SERVER_ERROR, f"generation failed: {ending.detail}")
     blocked = ending.outcome == "blocked"
-    message = {"role": "assistant", "content": None if blocked else ending.text, "refusal": ending.detail if blocked else None}
+    message = {
+        "role": "assistant",
+        "content": None if blocked else ending.text,
+        "refusal": ending.detail if blocked else None,
+    }
     choice = {"index": 0, "message": message, "finish_reason": _finish_reason(ending), "logprobs": None}
     return _envelope(chat, "chat.completion", choices=[choice], usage=usage(ending.usage))
 
@@ -111,5 +114,8 @@ def _finish_reason(ending: Ending) -> str:
 
 def usage(counted: Usage | None) -> dict:
     prompt_tokens, completion_tokens = (counted.prompt_tokens, counted.completion_tokens) if counted else (0, 0)
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

@@ -13,14 +13,13 @@ import anyio
 from fastapi import status
 
 from infra.settings import settings
-from schemas.events import id_created_ms
-
 from ingest_api import submission
 from ingest_api.openai_api.errors import OpenAIError
 from ingest_api.openai_api.prompt import Prompt
 from ingest_api.openai_api.reply import Delta, Ending, reply
 from ingest_api.response_stream import response_events
 from ingest_api.services import Services
+from schemas.events import id_created_ms
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,10 @@ class Exchange:
 def check_model(model: str) -> None:
     if model not in settings.models:
         raise OpenAIError(
-            status.HTTP_404_NOT_FOUND, f"the model {model!r} does not exist: use one of {sorted(settings.models)}",
-            param="model", code="model_not_found",
+            status.HTTP_404_NOT_FOUND,
+            f"the model {model!r} does not exist: use one of {sorted(settings.models)}",
+            param="model",
+            code="model_not_found",
         )
 
 

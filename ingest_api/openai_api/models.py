@@ -15,7 +15,6 @@ from fastapi import APIRouter, status
 from tritonclient.utils import InferenceServerException
 
 from infra.settings import settings
-
 from ingest_api.auth import User
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute
 

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.events import ChatTurn, PromptOptions
-
 from ingest_api.openai_api.errors import invalid
+from schemas.events import ChatTurn, PromptOptions
 
 INSTRUCTION_ROLES = {"system", "developer"}
 TURN_ROLES = {"user", "assistant"}

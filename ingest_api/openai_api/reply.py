@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated, Usage
-
 from ingest_api.positions import LoggedEvent
+from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated, Usage
 
 DIVERGED = "the reply was regenerated after a failure and differs from the text already sent: ask again"
 
@@ -61,7 +60,7 @@ class SentText:
             return ""
         if not retry.startswith(self.text):
             raise Diverged(DIVERGED)
-        new, self.text, self._retry = retry[len(self.text):], retry, None
+        new, self.text, self._retry = retry[len(self.text) :], retry, None
         return new
 
     def finish(self) -> None:

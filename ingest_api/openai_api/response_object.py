@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.events import Usage, id_created_ms
-
 from ingest_api.openai_api.reply import Delta, Ending
+from schemas.events import Usage, id_created_ms
 
 RESPONSE_PREFIX = "resp_"
 TERMINAL_EVENTS = {"completed": "response.completed", "failed": "response.failed"}
@@ -44,12 +43,25 @@ def response_object(meta: ResponseMeta, text: str, ending: Ending | None) -> dic
     status, error, incomplete = _final_state(ending) if ending else ("in_progress", None, None)
     output = [_message(meta, text, _item_status(ending))] if text or (ending and ending.outcome == "completed") else []
     return {
-        "id": meta.openai_id, "object": "response", "created_at": (id_created_ms(meta.response_id) or 0) / 1000,
-        "status": status, "model": meta.model, "output": output, "error": error,
-        "incomplete_details": incomplete, "usage": _usage(ending.usage) if ending and ending.usage else None,
-        "background": meta.background, "previous_response_id": meta.previous_response_id,
-        "instructions": meta.instructions, "metadata": {}, "parallel_tool_calls": False, "tool_choice": "auto",
-        "tools": [], "text": {"format": {"type": "text"}}, "temperature": None, "top_p": None,
+        "id": meta.openai_id,
+        "object": "response",
+        "created_at": (id_created_ms(meta.response_id) or 0) / 1000,
+        "status": status,
+        "model": meta.model,
+        "output": output,
+        "error": error,
+        "incomplete_details": incomplete,
+        "usage": _usage(ending.usage) if ending and ending.usage else None,
+        "background": meta.background,
+        "previous_response_id": meta.previous_response_id,
+        "instructions": meta.instructions,
+        "metadata": {},
+        "parallel_tool_calls": False,
+        "tool_choice": "auto",
+        "tools": [],
+        "text": {"format": {"type": "text"}},
+        "temperature": None,
+        "top_p": None,
     }
 
 
@@ -103,8 +115,13 @@ def _item_status(ending: Ending | None) -> str:
 
 
 def _message(meta: ResponseMeta, text: str, status: str, content: list | None = None) -> dict[str, Any]:
-    return {"id": meta.item_id, "type": "message", "role": "assistant", "status": status,
-            "content": [_text_part(text)] if content is None else content}
+    return {
+        "id": meta.item_id,
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": [_text_part(text)] if content is None else content,
+    }
 
 
 def _text_part(text: str) -> dict[str, Any]:
@@ -113,7 +130,9 @@ def _text_part(text: str) -> dict[str, Any]:
 
 def _usage(usage: Usage) -> dict[str, Any]:
     return {
-        "input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens,
+        "input_tokens": usage.prompt_tokens,
+        "output_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": 0},
     }

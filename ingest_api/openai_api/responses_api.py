@@ -20,9 +20,6 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.convertors import Convertor, register_url_convertor
 
 from infra.settings import settings
-from projections.history import Message
-from projections.status import Status
-
 from ingest_api import submission
 from ingest_api.auth import User
 from ingest_api.openai_api import exchange as pipeline
@@ -35,6 +32,8 @@ from ingest_api.ownership import ResponseOwner, eventually
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import backlog
 from ingest_api.services import Deps, Services
+from projections.history import Message
+from projections.status import Status
 
 
 class OpenAIResponseId(Convertor):

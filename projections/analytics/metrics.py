@@ -30,14 +30,20 @@ class SnapshotCollector(Collector):
         yield GaugeMetricFamily("steno_messages_per_minute", "Messages submitted per minute", s.messages_per_minute)
         yield _labelled(CounterMetricFamily, "steno_responses", "Replies that ended", "outcome", s.responses_total)
         yield _labelled(
-            GaugeMetricFamily, "steno_responses_per_minute", "Replies that ended per minute", "outcome",
+            GaugeMetricFamily,
+            "steno_responses_per_minute",
+            "Replies that ended per minute",
+            "outcome",
             s.responses_per_minute,
         )
         yield _labelled(
             CounterMetricFamily, "steno_blocked_messages", "Messages blocked by moderation", "category", s.blocked_total
         )
         yield _labelled(
-            GaugeMetricFamily, "steno_blocked_ratio", "Share of recently moderated messages blocked", "category",
+            GaugeMetricFamily,
+            "steno_blocked_ratio",
+            "Share of recently moderated messages blocked",
+            "category",
             s.blocked_ratio,
         )
         yield _quantiles("steno_ttft_seconds", "Time from submission to first token of recent replies", s.ttft_s)

@@ -10,8 +10,14 @@ from playwright.sync_api import Browser, sync_playwright
 
 EXECUTABLE = shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium's background services try the internet, which this machine cannot reach.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1200, "height": 760}
 
 

@@ -231,7 +231,9 @@ def test_every_asset_comes_from_steno_under_a_policy_that_forbids_inline_and_for
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "default-src 'none'" in policy
     assert all(a.startswith("/static/") or a.startswith("data:") for a in assets), assets
     assert imported == ["../vendor/markdown-it/markdown-it.esm.min.mjs"]
-    for asset in [a for a in assets if a.startswith("/static/")] + ["/static/vendor/markdown-it/markdown-it.esm.min.mjs"]:
+    for asset in [a for a in assets if a.startswith("/static/")] + [
+        "/static/vendor/markdown-it/markdown-it.esm.min.mjs"
+    ]:
         served = httpx.get(f"{settings.api.url}{asset}")
         assert served.status_code == 200, asset
         assert served.headers["content-type"].split(";")[0] in ("text/javascript", "text/css"), asset

@@ -14,7 +14,9 @@ from schemas.topics import Topic, partition_for
 def events_of(topic: Topic, conversation_id: str) -> list:
     """Every decodable event of the conversation on the topic, in log order."""
     partition = partition_for(conversation_id, topic)
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests", "enable.auto.commit": False}
+    )
     try:
         since = TopicPartition(topic.name, partition, (id_created_ms(conversation_id) or 0) - 5_000)
         [start] = consumer.offsets_for_times([since], timeout=10)

@@ -47,7 +47,9 @@ def delete_group(group: str) -> None:
 
 def consumer_from_start(topics: list[Topic]) -> Consumer:
     """A consumer of every partition from offset 0 that commits nothing."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(t.name, p, 0) for t in topics for p in range(t.partitions)])
     return consumer
 
@@ -115,7 +117,9 @@ class LogTail:
         """The first `count` records of these event types for the response, once there are as many."""
 
         def matching(seen: list[Logged]) -> list[Logged]:
-            return [r for r in seen if isinstance(r.event, types) and getattr(r.event, "response_id", None) == response_id]
+            return [
+                r for r in seen if isinstance(r.event, types) and getattr(r.event, "response_id", None) == response_id
+            ]
 
         return matching(await self.wait_for(lambda seen: len(matching(seen)) >= count))[:count]
 

@@ -100,7 +100,7 @@ def text_of(events: list[Sse]) -> str:
     return text
 
 
-async def until(condition, timeout_s: float = 20.0) -> None:  # noqa: ANN001 - async predicate
+async def until(condition, timeout_s: float = 20.0) -> None:
     """Wait for an async condition to hold, polling; fails the test at the deadline."""
     async with asyncio.timeout(timeout_s):
         while not await condition():

@@ -23,8 +23,7 @@ pytestmark = pytest.mark.integration
 def session() -> Iterator[Session]:
     if not cassandra.healthy():
         pytest.fail(
-            f"no Cassandra at {settings.cassandra.host}:{settings.cassandra.port}: "
-            "start the stack with `make up`"
+            f"no Cassandra at {settings.cassandra.host}:{settings.cassandra.port}: start the stack with `make up`"
         )
     cluster, session = cassandra.connect(keyspace=settings.cassandra.keyspace)
     yield session
@@ -66,9 +65,7 @@ def test_prepared_insert_and_select_round_trip(session: Session, scratch_table: 
     for seq, text, tags in written:
         session.execute(insert, (conversation_id, seq, text, at, tags))
 
-    select = session.prepare(
-        f"SELECT seq, text, at, tags FROM {scratch_table} WHERE conversation_id = ?"
-    )
+    select = session.prepare(f"SELECT seq, text, at, tags FROM {scratch_table} WHERE conversation_id = ?")
     rows = list(session.execute(select, (conversation_id,)))
 
     assert [(r.seq, r.text, r.tags) for r in rows] == written  # clustering order: seq ascending
@@ -77,9 +74,7 @@ def test_prepared_insert_and_select_round_trip(session: Session, scratch_table: 
 
 def test_migrations_run_once_and_refuse_edits(session: Session, tmp_path: Path) -> None:
     keyspace = f"test_migrate_{uuid.uuid4().hex[:12]}"
-    (tmp_path / "001_keyspace.cql").write_text(
-        (migrate.MIGRATIONS_DIR / "001_keyspace.cql").read_text()
-    )
+    (tmp_path / "001_keyspace.cql").write_text((migrate.MIGRATIONS_DIR / "001_keyspace.cql").read_text())
     (tmp_path / "002_notes.cql").write_text(
         "CREATE TABLE IF NOT EXISTS notes (id int PRIMARY KEY, body text); -- a; comment\n"
         "INSERT INTO notes (id, body) VALUES (1, 'semi;colon');\n"

@@ -118,11 +118,20 @@ async def test_regenerate_replaces_the_last_reply_in_history_and_in_later_prompt
     assert text == "You said: second question, with a reply the user stops early" != stopped
     history = await alice.settled_history(conversation)
     assert [(m["id"], m["content"], m["status"]) for m in history[2:4]] == [
-        (question["message_id"], content, "accepted"), (again["response_id"], text, "completed"),
+        (question["message_id"], content, "accepted"),
+        (again["response_id"], text, "completed"),
     ]
     assert len(history) == 6
-    prompts = {e.response_id: e.prompt for e in events_of(INFERENCE_REQUESTS, conversation) if isinstance(e, InferenceRequested)}
-    assert [t.content for t in prompts[again["response_id"]][1:]] == ["first question", "You said: first question", content]
+    prompts = {
+        e.response_id: e.prompt
+        for e in events_of(INFERENCE_REQUESTS, conversation)
+        if isinstance(e, InferenceRequested)
+    }
+    assert [t.content for t in prompts[again["response_id"]][1:]] == [
+        "first question",
+        "You said: first question",
+        content,
+    ]
     assert [t.content for t in prompts[third["response_id"]][3:5]] == [content, text]
 
 
@@ -138,7 +147,10 @@ async def test_regenerate_is_refused_with_a_reason_unless_the_reply_is_the_last_
     pending = await alice.send(conversation, scripted("still going", itl_ms=200))
     in_progress = await regenerate(pending)
 
-    assert (not_last.status_code, not_last.json()["detail"]) == (409, "only the last reply of a conversation can be regenerated")
+    assert (not_last.status_code, not_last.json()["detail"]) == (
+        409,
+        "only the last reply of a conversation can be regenerated",
+    )
     assert was_blocked.status_code == 409 and "blocked" in was_blocked.json()["detail"]
     assert unknown_model.status_code == 422 and "unknown model" in unknown_model.text
     assert in_progress.status_code == 409 and "still being generated" in in_progress.json()["detail"]

@@ -96,9 +96,17 @@ async def test_the_export_answers_sql_over_the_log(topics: Topics, group: str, t
     await export_once(group, topics, tmp_path)
 
     assert rows_by_type(tmp_path) == {
-        "ConversationStarted": 3, "MessageSubmitted": 7, "MessageAccepted": 5, "MessageBlocked": 2,
-        "ResponseCompleted": 3, "ResponseCancelled": 1, "ResponseFailed": 1, "ResponseStarted": 4,
-        "TokenGenerated": 30, "ResponseEnded": 7, "GenerationCancelRequested": 1,
+        "ConversationStarted": 3,
+        "MessageSubmitted": 7,
+        "MessageAccepted": 5,
+        "MessageBlocked": 2,
+        "ResponseCompleted": 3,
+        "ResponseCancelled": 1,
+        "ResponseFailed": 1,
+        "ResponseStarted": 4,
+        "TokenGenerated": 30,
+        "ResponseEnded": 7,
+        "GenerationCancelRequested": 1,
     }
     assert sql(tmp_path, "SELECT count(DISTINCT event_id) = count(*) FROM events") == [(True,)]
     assert sql(

@@ -77,9 +77,7 @@ def test_group_resumes_from_committed_offset(topic: str) -> None:
     consumer = group_consumer(group, topic)
     assert sorted(consume(consumer, len(first))) == sorted(first)
     consumer.commit(asynchronous=False)
-    committed = consumer.committed(
-        [TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10
-    )
+    committed = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
     assert sum(max(tp.offset, 0) for tp in committed) == len(first)  # -1001: none yet
     consumer.close()
 
@@ -95,13 +93,12 @@ def test_group_resumes_from_committed_offset(topic: str) -> None:
 
 def produce(topic: str, values: list[bytes]) -> None:
     """Produce the way steno's services do: idempotent, acknowledged by all in-sync replicas."""
-    producer = Producer(
-        {"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all"}
-    )
+    producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all"})
     errors: list[KafkaError] = []
     for i, value in enumerate(values):
-        producer.produce(topic, value, key=f"conversation-{i}".encode(),
-                         on_delivery=lambda err, _msg: err and errors.append(err))
+        producer.produce(
+            topic, value, key=f"conversation-{i}".encode(), on_delivery=lambda err, _msg: err and errors.append(err)
+        )
     assert producer.flush(30) == 0, "messages still undelivered after 30s"
     assert errors == []
 

@@ -58,8 +58,10 @@ async def test_a_streamed_chat_completion_is_the_models_text_with_usage(
     client: openai.AsyncOpenAI, steno: StenoClient
 ) -> None:
     stream = await client.chat.completions.create(
-        model="scripted", messages=[{"role": "user", "content": "stream me"}],
-        stream=True, stream_options={"include_usage": True},
+        model="scripted",
+        messages=[{"role": "user", "content": "stream me"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = [chunk async for chunk in stream]
 
@@ -93,8 +95,10 @@ async def test_the_request_messages_are_the_whole_prompt(client: openai.AsyncOpe
     assert completion.usage is not None and completion.usage.completion_tokens == 3
     [request] = events_of(INFERENCE_REQUESTS, await only_conversation(steno))
     assert [(t.role, t.content) for t in request.prompt] == [
-        ("system", "Answer tersely."), ("user", "first question"),
-        ("assistant", "first answer"), ("user", "second question"),
+        ("system", "Answer tersely."),
+        ("user", "first question"),
+        ("assistant", "first answer"),
+        ("user", "second question"),
     ]
 
 
@@ -142,7 +146,10 @@ async def test_a_streamed_response_has_numbered_responses_events(client: openai.
 
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert [e.type for e in events[:4]] == [
-        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
     ]
     assert events[-1].type == "response.completed"
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -173,7 +180,9 @@ async def test_previous_response_id_carries_the_conversation(client: openai.Asyn
     conversation = await only_conversation(steno)
     requests = [e for e in events_of(INFERENCE_REQUESTS, conversation) if isinstance(e, InferenceRequested)]
     assert [(t.role, t.content) for t in requests[1].prompt[1:]] == [
-        ("user", "remember the word kumquat"), ("assistant", first.output_text), ("user", "which word?"),
+        ("user", "remember the word kumquat"),
+        ("assistant", first.output_text),
+        ("user", "which word?"),
     ]
 
 
@@ -206,9 +215,7 @@ async def test_a_streaming_client_that_leaves_cancels_its_reply(client: openai.A
     assert reply["status"] == "cancelled"
 
 
-async def test_an_unstored_response_answers_then_leaves_history(
-    client: openai.AsyncOpenAI, steno: StenoClient
-) -> None:
+async def test_an_unstored_response_answers_then_leaves_history(client: openai.AsyncOpenAI, steno: StenoClient) -> None:
     async with client.responses.stream(model="scripted", input=LONG, store=False) as stream:
         conversation = await only_conversation(steno)  # listed while its reply streams
         answered = await stream.get_final_response()
@@ -240,4 +247,3 @@ async def _raw_stream(client: openai.AsyncOpenAI, response_id: str, starting_aft
         url = f"/v1/responses/{response_id}?stream=true&starting_after={starting_after}"
         async with aconnect_sse(http, "GET", url) as source:
             return [(e.json()["sequence_number"], e.event) async for e in source.aiter_sse()]
-

@@ -39,8 +39,18 @@ async def test_a_message_streams_its_reply_and_lands_in_every_view(alice: StenoC
     turns = await cache.turns(conversation)
     await client.aclose()
     assert [(t.role, t.content) for t in turns or []] == [("user", content), ("assistant", scripted_reply(content))]
-    logged = {type(e).__name__ for topic in (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS) for e in events_of(topic, conversation)}
-    assert {"MessageSubmitted", "MessageAccepted", "InferenceRequested", "TokenGenerated", "ResponseCompleted"} <= logged
+    logged = {
+        type(e).__name__
+        for topic in (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS)
+        for e in events_of(topic, conversation)
+    }
+    assert {
+        "MessageSubmitted",
+        "MessageAccepted",
+        "InferenceRequested",
+        "TokenGenerated",
+        "ResponseCompleted",
+    } <= logged
 
 
 async def test_the_next_prompt_contains_the_previous_exchange(alice: StenoClient) -> None:

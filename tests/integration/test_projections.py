@@ -31,8 +31,8 @@ from projections import active_context
 from projections.active_context import ActiveContext
 from projections.generations import Generations
 from projections.history import Conversation, History, Response, Written
-from projections.projector import Projector
 from projections.log_range import Scope
+from projections.projector import Projector
 from projections.replay import LiveRunnerError, empty_views, replay
 from projections.runner import PROCESSOR, Runner, WriteTargets
 from projections.status import Status
@@ -120,10 +120,17 @@ def every_outcome(chat: Chat) -> list[Event]:
     answered, blocked, cancelled, failed, pending = (chat.submit(q) for q in ("q1", "q2", "q3", "q4", "q5"))
     return [
         chat.start(),
-        answered, chat.accept(answered), chat.complete(answered, "a1"),
-        blocked, chat.block(blocked),
-        cancelled, chat.accept(cancelled), chat.cancel(cancelled, "a3 partial"),
-        failed, chat.accept(failed), chat.fail(failed),
+        answered,
+        chat.accept(answered),
+        chat.complete(answered, "a1"),
+        blocked,
+        chat.block(blocked),
+        cancelled,
+        chat.accept(cancelled),
+        chat.cancel(cancelled, "a3 partial"),
+        failed,
+        chat.accept(failed),
+        chat.fail(failed),
         pending,
     ]
 
@@ -219,11 +226,16 @@ async def test_history_shows_each_turn_with_its_outcome(history: History) -> Non
 
     messages = await history.messages(chat.conversation_id)
     assert [(m.role, m.content, m.status) for m in messages] == [
-        ("user", "q1", Status.ACCEPTED), ("assistant", "a1", Status.COMPLETED),
-        ("user", "q2", Status.BLOCKED), ("assistant", "That request is not allowed.", Status.BLOCKED),
-        ("user", "q3", Status.ACCEPTED), ("assistant", "a3 partial", Status.CANCELLED),
-        ("user", "q4", Status.ACCEPTED), ("assistant", "", Status.FAILED),
-        ("user", "q5", Status.PENDING), ("assistant", "", Status.PENDING),
+        ("user", "q1", Status.ACCEPTED),
+        ("assistant", "a1", Status.COMPLETED),
+        ("user", "q2", Status.BLOCKED),
+        ("assistant", "That request is not allowed.", Status.BLOCKED),
+        ("user", "q3", Status.ACCEPTED),
+        ("assistant", "a3 partial", Status.CANCELLED),
+        ("user", "q4", Status.ACCEPTED),
+        ("assistant", "", Status.FAILED),
+        ("user", "q5", Status.PENDING),
+        ("assistant", "", Status.PENDING),
     ]
     submitted, accepted, completed = events[1:4]
     question, answer = messages[0], messages[1]
@@ -247,7 +259,8 @@ async def test_history_answers_ownership_and_lists_conversations_newest_first(hi
     assert await history.conversation_owner(new_id()) is None
     listed = await history.conversations(older.user_id, limit=10)
     assert [(c.conversation_id, c.title) for c in listed] == [
-        (newer.conversation_id, "newer"), (older.conversation_id, "older")
+        (newer.conversation_id, "newer"),
+        (older.conversation_id, "older"),
     ]
     assert listed[1] == Conversation(older.conversation_id, older.user_id, "older", listed[1].created_at)
     assert await history.conversations(older.user_id, limit=1) == listed[:1]
@@ -276,8 +289,13 @@ def regenerated(chat: Chat) -> tuple[list[Event], MessageSubmitted]:
     asked = chat.submit("q1")
     again = chat.regenerate(asked)
     events = [
-        chat.start(), asked, chat.accept(asked), chat.complete(asked, "first try"),
-        again, chat.accept(again), chat.complete(again, "second try"),
+        chat.start(),
+        asked,
+        chat.accept(asked),
+        chat.complete(asked, "first try"),
+        again,
+        chat.accept(again),
+        chat.complete(again, "second try"),
     ]
     return events, again
 
@@ -308,7 +326,8 @@ async def test_a_regenerated_reply_replaces_the_old_one_in_history(history: Hist
 
     messages = await history.messages(chat.conversation_id)
     assert [(m.message_id, m.content, m.status) for m in messages] == [
-        (again.message_id, "q1", Status.ACCEPTED), (again.response_id, "second try", Status.COMPLETED),
+        (again.message_id, "q1", Status.ACCEPTED),
+        (again.response_id, "second try", Status.COMPLETED),
     ]
     assert await history.response(again.replaces or "") is not None  # its stream stays readable
 
@@ -337,8 +356,10 @@ async def test_context_holds_accepted_questions_and_finished_answers(context: Ac
         assert await context.apply(event, chat.partition, offset)
 
     assert await context.turns(chat.conversation_id) == [
-        ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="a1"),
-        ChatTurn(role="user", content="q3"), ChatTurn(role="assistant", content="a3 partial"),
+        ChatTurn(role="user", content="q1"),
+        ChatTurn(role="assistant", content="a1"),
+        ChatTurn(role="user", content="q3"),
+        ChatTurn(role="assistant", content="a3 partial"),
         ChatTurn(role="user", content="q4"),
     ]
 
@@ -366,7 +387,8 @@ async def test_context_drops_a_regenerated_reply(context: ActiveContext) -> None
         await context.apply(event, chat.partition, offset)
 
     assert await context.turns(chat.conversation_id) == [
-        ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="second try"),
+        ChatTurn(role="user", content="q1"),
+        ChatTurn(role="assistant", content="second try"),
     ]
 
 
@@ -542,9 +564,7 @@ def dead_letter_of(topics: Topics, partition: int, offset: int) -> DeadLetter:
     topic: a scratch one holds only this test's letters."""
     consumer = kafka_clients.consumer(f"test-dlq-{new_id()}")
     dead_letters = topics.dead_letters
-    consumer.assign(
-        [TopicPartition(dead_letters.name, p, OFFSET_BEGINNING) for p in range(dead_letters.partitions)]
-    )
+    consumer.assign([TopicPartition(dead_letters.name, p, OFFSET_BEGINNING) for p in range(dead_letters.partitions)])
     try:
         deadline = time.monotonic() + WAIT_S
         while time.monotonic() < deadline:
@@ -560,9 +580,7 @@ def dead_letter_of(topics: Topics, partition: int, offset: int) -> DeadLetter:
         consumer.close()
 
 
-async def test_runner_projects_the_log_and_dead_letters_a_poison_pill(
-    history: History, topics: Topics
-) -> None:
+async def test_runner_projects_the_log_and_dead_letters_a_poison_pill(history: History, topics: Topics) -> None:
     chat = Chat()
     async with scratch_context() as context, running(Projector(history, context), topics) as group:
         poison = produce_garbage(topics.conversations, chat.conversation_id)
@@ -716,9 +734,7 @@ def two_exchanges(chat: Chat) -> tuple[list[Event], list[Event]]:
 
 
 @pytest.mark.parametrize("bound", ["time", "offset"])
-async def test_replay_of_a_range_applies_only_the_events_in_it(
-    cluster: Cluster, topics: Topics, bound: str
-) -> None:
+async def test_replay_of_a_range_applies_only_the_events_in_it(cluster: Cluster, topics: Topics, bound: str) -> None:
     chat = Chat()
     early, late = two_exchanges(chat)
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
@@ -726,7 +742,10 @@ async def test_replay_of_a_range_applies_only_the_events_in_it(
     produce_at(topics.conversations, late, an_hour_ago + timedelta(minutes=30))
     halfway = an_hour_ago + timedelta(minutes=15)
 
-    scopes = {"time": (Scope(end=halfway), Scope(start=halfway)), "offset": (Scope(end=len(early)), Scope(start=len(early)))}
+    scopes = {
+        "time": (Scope(end=halfway), Scope(start=halfway)),
+        "offset": (Scope(end=len(early)), Scope(start=len(early))),
+    }
     seen = []
     for scope in scopes[bound]:
         with scratch_history(cluster) as history:
@@ -736,8 +755,10 @@ async def test_replay_of_a_range_applies_only_the_events_in_it(
                 seen.append(await rebuilt.turns(chat.conversation_id))
 
     assert seen == [
-        (["q1", "a1"], len(early)), [ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="a1")],
-        (["q2", "a2"], len(late)), None,  # cached only from its start, which is not in this range
+        (["q1", "a1"], len(early)),
+        [ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="a1")],
+        (["q2", "a2"], len(late)),
+        None,  # cached only from its start, which is not in this range
     ]
 
 
@@ -750,7 +771,9 @@ async def scratch_generations(cluster: Cluster) -> AsyncIterator[Generations]:
     migrate.apply_all(first)
     client = active_context.connect()
     try:
-        yield Generations(cluster, client, pointer=f"test-{run}:views:live", first=first, claims_namespace=f"test-{run}")
+        yield Generations(
+            cluster, client, pointer=f"test-{run}:views:live", first=first, claims_namespace=f"test-{run}"
+        )
     finally:
         session = cluster.connect()
         for keyspace in [k for k in cluster.metadata.keyspaces if k.startswith(first)]:
@@ -804,7 +827,9 @@ async def produce_and_wait(known: Generations, name: str, topics: Topics, events
     """Send the events and wait until generation `name` has applied them."""
     last = await produce(topics.conversations, events)
     context = (await known.views(name)).context
-    await eventually(partial(context.wait_until_applied, partition_for(events[0].conversation_id, CONVERSATIONS), last, 0), name)
+    await eventually(
+        partial(context.wait_until_applied, partition_for(events[0].conversation_id, CONVERSATIONS), last, 0), name
+    )
 
 
 def group_has_members(group: str) -> bool:

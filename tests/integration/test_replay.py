@@ -186,7 +186,9 @@ async def scratch_generation(known: Generations) -> AsyncIterator[str]:
     try:
         yield name
     finally:
-        assert await known.live() != name, f"{name} is still live: swap back with `steno replay --swap --keyspace steno`"
+        assert await known.live() != name, (
+            f"{name} is still live: swap back with `steno replay --swap --keyspace steno`"
+        )
         with cql() as session:
             session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=60)
         client = active_context.connect()
@@ -239,7 +241,7 @@ async def test_a_swap_while_a_user_chats_fails_nothing_loses_nothing_and_everyon
             replies.append((await answered(alice, conversation, f"message {len(replies)}"))["response_id"])
             lengths.append(len(await alice.history(conversation)))
 
-    def said(n: int):  # noqa: ANN202 - an async predicate for `until`
+    def said(n: int):
         return lambda: asyncio.sleep(0, len(replies) >= n)
 
     try:

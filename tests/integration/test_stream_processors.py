@@ -100,21 +100,33 @@ class Chat:
 
     def submitted(self, content: str, model: str = MODEL) -> MessageSubmitted:
         return MessageSubmitted(
-            conversation_id=self.id, user_id=self.user, message_id=new_id(), response_id=new_id(),
-            content=content, model=model,
+            conversation_id=self.id,
+            user_id=self.user,
+            message_id=new_id(),
+            response_id=new_id(),
+            content=content,
+            model=model,
         )
 
     def accepted(self, message: MessageSubmitted, submitted_offset: int) -> MessageAccepted:
         ids = {"message_id": message.message_id, "response_id": message.response_id}
         return MessageAccepted(
-            conversation_id=self.id, user_id=self.user, model=message.model, content=message.content,
-            submitted_offset=submitted_offset, **ids,
+            conversation_id=self.id,
+            user_id=self.user,
+            model=message.model,
+            content=message.content,
+            submitted_offset=submitted_offset,
+            **ids,
         )
 
     def completed(self, message: MessageSubmitted, text: str) -> ResponseCompleted:
         return ResponseCompleted(
-            conversation_id=self.id, user_id=self.user, message_id=message.message_id,
-            response_id=message.response_id, text=text, finish_reason="stop",
+            conversation_id=self.id,
+            user_id=self.user,
+            message_id=message.message_id,
+            response_id=message.response_id,
+            text=text,
+            finish_reason="stop",
             usage=Usage(prompt_tokens=1, completion_tokens=1),
         )
 
@@ -158,7 +170,12 @@ async def test_accepted_messages_get_prompts_from_the_active_context(
     await send(producer, topics.conversations, chat.completed(first, "Hello Ada!"), second)
     request = await request_for(log, second)
 
-    assert prompt_of(request) == [SYSTEM, ("user", "my name is Ada"), ("assistant", "Hello Ada!"), ("user", "what is my name?")]
+    assert prompt_of(request) == [
+        SYSTEM,
+        ("user", "my name is Ada"),
+        ("assistant", "Hello Ada!"),
+        ("user", "what is my name?"),
+    ]
     assert request.prompt_tokens + request.max_tokens <= settings.models[MODEL].context_window
 
 
@@ -169,7 +186,13 @@ async def test_a_lagging_active_context_falls_back_to_history(
     chat = Chat()
     earlier, new = chat.submitted("the password is swordfish"), chat.submitted("what is the password?")
     session = history.connect()
-    for event in (chat.started(), earlier, chat.accepted(earlier, submitted_offset=0), chat.completed(earlier, "Noted."), new):
+    for event in (
+        chat.started(),
+        earlier,
+        chat.accepted(earlier, submitted_offset=0),
+        chat.completed(earlier, "Noted."),
+        new,
+    ):
         await History(session).apply(event)
     session.cluster.shutdown()
 
@@ -177,7 +200,10 @@ async def test_a_lagging_active_context_falls_back_to_history(
     request = await request_for(log, new)
 
     assert prompt_of(request) == [
-        SYSTEM, ("user", "the password is swordfish"), ("assistant", "Noted."), ("user", "what is the password?")
+        SYSTEM,
+        ("user", "the password is swordfish"),
+        ("assistant", "Noted."),
+        ("user", "what is the password?"),
     ]
 
 
@@ -193,7 +219,9 @@ async def test_without_any_view_of_the_message_no_prompt_is_built(
 
     assert (letter.processor, letter.source_topic) == ("context-assembly", topics.conversations.name)
     assert letter.reason.startswith("ContextUnavailable")
-    assert not [r for r in log.seen() if isinstance(r.event, InferenceRequested) and r.event.response_id == message.response_id]
+    assert not [
+        r for r in log.seen() if isinstance(r.event, InferenceRequested) and r.event.response_id == message.response_id
+    ]
     [ended] = await log.of(message.response_id, ResponseEnded)  # the client is not left waiting
     assert (ended.topic, ended.event.outcome) == (topics.tokens.name, "failed")
     assert "ContextUnavailable" in ended.event.detail
@@ -211,7 +239,9 @@ async def test_a_dangerous_message_is_blocked_and_its_response_ended(
     assert (blocked.topic, ended.topic) == (topics.conversations.name, topics.tokens.name)
     assert blocked.event.categories == ["weapons"] and "weapons" in blocked.event.reason
     assert (ended.event.outcome, ended.event.detail) == ("blocked", blocked.event.reason)
-    assert not [r for r in log.seen() if isinstance(r.event, MessageAccepted) and r.event.response_id == message.response_id]
+    assert not [
+        r for r in log.seen() if isinstance(r.event, MessageAccepted) and r.event.response_id == message.response_id
+    ]
 
 
 async def test_garbage_is_dead_lettered_and_its_partition_moves_on(
@@ -230,7 +260,9 @@ async def test_garbage_is_dead_lettered_and_its_partition_moves_on(
     await log.of(after.response_id, MessageAccepted)
 
     assert sorted(letter.processor for letter in letters) == ["context-assembly", "moderation"]
-    assert {(letter.source_partition, letter.reason.split(":")[0]) for letter in letters} == {(partition, "UndecodableEvent")}
+    assert {(letter.source_partition, letter.reason.split(":")[0]) for letter in letters} == {
+        (partition, "UndecodableEvent")
+    }
 
 
 async def test_a_step_that_fails_dead_letters_the_event(

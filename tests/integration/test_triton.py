@@ -65,9 +65,7 @@ def vllm_inputs(
     return inputs
 
 
-def start_stream(
-    client: aioclient.InferenceServerClient, model: str, prompt: str, **kwargs: Any
-) -> Any:
+def start_stream(client: aioclient.InferenceServerClient, model: str, prompt: str, **kwargs: Any) -> Any:
     """A gRPC stream carrying one request; iterate it for (result, error) pairs."""
 
     async def requests() -> AsyncIterator[dict[str, Any]]:
@@ -82,9 +80,7 @@ def as_response(result: grpcclient.InferResult) -> Response:
     return Response(text=text, final=final, at=time.monotonic())
 
 
-async def generate(
-    client: aioclient.InferenceServerClient, model: str, prompt: str, **kwargs: Any
-) -> list[Response]:
+async def generate(client: aioclient.InferenceServerClient, model: str, prompt: str, **kwargs: Any) -> list[Response]:
     """Every response of one request, read until the server ends the stream.
 
     Reading to the end, rather than closing the stream on the final response, matters:
@@ -135,9 +131,7 @@ async def cancel_after(stream: Any, tokens: int) -> list[str]:
 
 
 @pytest.mark.parametrize("model", ["scripted", "smollm2"])
-async def test_models_have_the_vllm_backend_interface(
-    client: aioclient.InferenceServerClient, model: str
-) -> None:
+async def test_models_have_the_vllm_backend_interface(client: aioclient.InferenceServerClient, model: str) -> None:
     config = (await client.get_model_config(model, as_json=True))["config"]
     inputs = {i["name"]: i["data_type"] for i in config["input"]}
     outputs = {o["name"]: o["data_type"] for o in config["output"]}
@@ -156,9 +150,7 @@ async def test_models_have_the_vllm_backend_interface(
 async def test_scripted_streams_the_script_one_token_per_response(
     client: aioclient.InferenceServerClient,
 ) -> None:
-    responses = await generate(
-        client, "scripted", "hi", sampling={"script": SCRIPT, "ttft_ms": 20, "itl_ms": 5}
-    )
+    responses = await generate(client, "scripted", "hi", sampling={"script": SCRIPT, "ttft_ms": 20, "itl_ms": 5})
 
     assert [r.text for r in responses] == [*SCRIPT_TOKENS, ""]
     assert [r.final for r in responses] == [False, False, False, True]
@@ -173,8 +165,10 @@ async def test_scripted_without_a_script_echoes_the_prompt(
 
 
 async def test_scripted_echoes_the_newest_user_turn_of_a_chat(client: aioclient.InferenceServerClient) -> None:
-    chat = '[{"role": "system", "content": "be brief"}, {"role": "user", "content": "one"}, ' \
+    chat = (
+        '[{"role": "system", "content": "be brief"}, {"role": "user", "content": "one"}, '
         '{"role": "assistant", "content": "You said: one"}, {"role": "user", "content": "two"}]'
+    )
     responses = await generate(client, "scripted", chat)
 
     assert "".join(r.text for r in responses) == "You said: two"
@@ -193,9 +187,7 @@ async def test_a_message_can_script_and_pace_its_own_reply(client: aioclient.Inf
 
 
 async def test_scripted_stops_at_max_tokens(client: aioclient.InferenceServerClient) -> None:
-    responses = await generate(
-        client, "scripted", "hi", sampling={"script": SCRIPT, "max_tokens": "2"}
-    )
+    responses = await generate(client, "scripted", "hi", sampling={"script": SCRIPT, "max_tokens": "2"})
 
     assert [r.text for r in responses] == [*SCRIPT_TOKENS[:2], ""]
 
@@ -203,9 +195,7 @@ async def test_scripted_stops_at_max_tokens(client: aioclient.InferenceServerCli
 async def test_scripted_without_streaming_sends_one_final_response(
     client: aioclient.InferenceServerClient,
 ) -> None:
-    responses = await generate(
-        client, "scripted", "hi", sampling={"script": "  spaced  out "}, stream=False
-    )
+    responses = await generate(client, "scripted", "hi", sampling={"script": "  spaced  out "}, stream=False)
 
     assert [(r.text, r.final) for r in responses] == [("  spaced  out ", True)]
 
@@ -215,9 +205,7 @@ async def test_scripted_failure_ends_the_stream_with_an_error(
 ) -> None:
     texts = []
     with pytest.raises(InferenceServerException, match="scripted failure after 2 tokens"):
-        async for result, error in start_stream(
-            client, "scripted", "hi", sampling={"script": SCRIPT, "fail_after": 2}
-        ):
+        async for result, error in start_stream(client, "scripted", "hi", sampling={"script": SCRIPT, "fail_after": 2}):
             if error is not None:
                 raise error
             texts.append(as_response(result).text)
@@ -230,9 +218,7 @@ async def test_scripted_serves_concurrent_streams_at_the_same_time(
 ) -> None:
     sampling = {"script": SCRIPT, "ttft_ms": 300, "itl_ms": 100}
 
-    streams = await asyncio.gather(
-        *(generate(client, "scripted", f"stream {i}", sampling=sampling) for i in range(8))
-    )
+    streams = await asyncio.gather(*(generate(client, "scripted", f"stream {i}", sampling=sampling) for i in range(8)))
 
     for responses in streams:
         assert [r.text for r in responses] == [*SCRIPT_TOKENS, ""]
@@ -283,9 +269,7 @@ async def test_smollm2_continues_a_chat_given_as_json_messages(
         {"role": "assistant", "content": "The capital of France is Paris."},
         {"role": "user", "content": "And what is the capital of Germany?"},
     ]
-    responses = await generate(
-        client, "smollm2", json.dumps(chat), sampling={"max_tokens": 32, "temperature": 0}
-    )
+    responses = await generate(client, "smollm2", json.dumps(chat), sampling={"max_tokens": 32, "temperature": 0})
 
     assert "Berlin" in "".join(r.text for r in responses)
 

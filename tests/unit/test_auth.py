@@ -18,7 +18,11 @@ def test_a_token_names_its_user() -> None:
     "token",
     [
         "not-a-jwt",
-        jwt.encode({"sub": "alice", "exp": int(time.time()) + 60}, "an-attacker-secret-that-is-long-enough-for-hs256", algorithm=ALGORITHM),
+        jwt.encode(
+            {"sub": "alice", "exp": int(time.time()) + 60},
+            "an-attacker-secret-that-is-long-enough-for-hs256",
+            algorithm=ALGORITHM,
+        ),
         jwt.encode({"sub": "alice"}, settings.api.jwt_secret, algorithm=ALGORITHM),  # no expiry
         jwt.encode({"sub": "", "exp": int(time.time()) + 60}, settings.api.jwt_secret, algorithm=ALGORITHM),
     ],

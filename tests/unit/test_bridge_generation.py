@@ -105,7 +105,11 @@ def generation(
     stream: TextStream, log: FakeLog, attempt: int | None = 1, max_attempts: int = 3, attempts: Attempts | None = None
 ) -> Generation:
     return Generation(
-        REQUEST, stream=stream, send=log.send, attempts=attempts or Attempts(attempt), max_attempts=max_attempts,
+        REQUEST,
+        stream=stream,
+        send=log.send,
+        attempts=attempts or Attempts(attempt),
+        max_attempts=max_attempts,
         topics=Topics(),
     )
 
@@ -246,7 +250,7 @@ async def test_run_returns_only_once_every_event_is_acknowledged() -> None:
     await task
 
 
-async def _until(condition) -> None:  # noqa: ANN001
+async def _until(condition) -> None:
     async with asyncio.timeout(5):
         while not condition():
             await asyncio.sleep(0)

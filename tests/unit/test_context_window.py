@@ -47,7 +47,7 @@ def test_a_long_conversation_never_overflows_and_keeps_the_newest_turns(budget: 
     assert prompt.tokens == measured(prompt.turns, WORDS) <= budget
     assert prompt.turns[0] == SYSTEM and prompt.turns[-1] == new
     kept = prompt.turns[1:-1]
-    assert kept == earlier[len(earlier) - len(kept):]  # an unbroken run back from the newest
+    assert kept == earlier[len(earlier) - len(kept) :]  # an unbroken run back from the newest
     next_older = earlier[len(earlier) - len(kept) - 1]
     assert prompt.tokens + WORDS.turn_tokens(next_older) > budget  # and as long as fits
 

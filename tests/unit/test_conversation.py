@@ -13,8 +13,17 @@ AT = datetime(2025, 6, 1, tzinfo=UTC)
 
 def row(message_id: str, role: str, content: str, status: Status) -> Message:
     return Message(
-        conversation_id="c", message_id=message_id, role=role, content=content, status=status, model="scripted",
-        reply_to=None, finish_reason=None, detail=None, created_at=AT, updated_at=AT,
+        conversation_id="c",
+        message_id=message_id,
+        role=role,
+        content=content,
+        status=status,
+        model="scripted",
+        reply_to=None,
+        finish_reason=None,
+        detail=None,
+        created_at=AT,
+        updated_at=AT,
     )
 
 

@@ -70,11 +70,19 @@ def test_message_ids_that_are_not_uuid7_are_refused(message_id: str) -> None:
 def test_a_submitted_message_creates_the_user_row_and_a_pending_reply_row() -> None:
     rows = turn_cells(lifecycle(AT)[0])
     assert rows[MESSAGE_ID] == {
-        "role": "user", "content": "hi", "status": Status.PENDING, "model": "scripted", "created_at": AT,
+        "role": "user",
+        "content": "hi",
+        "status": Status.PENDING,
+        "model": "scripted",
+        "created_at": AT,
     }
     assert rows[RESPONSE_ID] == {
-        "role": "assistant", "content": "", "status": Status.PENDING, "reply_to": MESSAGE_ID,
-        "model": "scripted", "created_at": AT,
+        "role": "assistant",
+        "content": "",
+        "status": Status.PENDING,
+        "reply_to": MESSAGE_ID,
+        "model": "scripted",
+        "created_at": AT,
     }
 
 
@@ -89,7 +97,10 @@ def test_a_blocked_message_blocks_both_rows_and_says_why_on_the_reply() -> None:
 @pytest.mark.parametrize(
     ("event", "cells"),
     [
-        (MessageAccepted(**IDS, model="m", content="hi", submitted_offset=0), {MESSAGE_ID: {"status": Status.ACCEPTED}}),
+        (
+            MessageAccepted(**IDS, model="m", content="hi", submitted_offset=0),
+            {MESSAGE_ID: {"status": Status.ACCEPTED}},
+        ),
         (ResponseFailed(**IDS, error="boom"), {RESPONSE_ID: {"status": Status.FAILED, "detail": "boom"}}),
         (ResponseCancelled(**IDS, text="par"), {RESPONSE_ID: {"status": Status.CANCELLED, "content": "par"}}),
     ],
@@ -108,8 +119,12 @@ def test_a_regeneration_creates_only_the_new_reply_row() -> None:
     again = regeneration()
     assert turn_cells(again) == {
         again.response_id: {
-            "role": "assistant", "content": "", "status": Status.PENDING, "reply_to": MESSAGE_ID,
-            "model": "scripted", "created_at": AT,
+            "role": "assistant",
+            "content": "",
+            "status": Status.PENDING,
+            "reply_to": MESSAGE_ID,
+            "model": "scripted",
+            "created_at": AT,
         }
     }
 
@@ -122,6 +137,8 @@ def test_the_replaced_reply_is_retired_after_every_event_of_its_own_whatever_the
 
 def test_a_later_rename_wins_over_the_start_and_an_earlier_rename() -> None:
     started = ConversationStarted(conversation_id="c", user_id="u", occurred_at=AT)
-    renames = [ConversationRenamed(conversation_id="c", user_id="u", title=t, occurred_at=AT + timedelta(seconds=s))
-               for s, t in ((1, "first"), (2, "second"))]
+    renames = [
+        ConversationRenamed(conversation_id="c", user_id="u", title=t, occurred_at=AT + timedelta(seconds=s))
+        for s, t in ((1, "first"), (2, "second"))
+    ]
     assert write_time(started) < write_time(renames[0]) < write_time(renames[1])

@@ -20,8 +20,7 @@ def test_split_ignores_semicolons_in_strings_comments_and_bodies() -> None:
     assert split_statements(script) == [
         "CREATE TABLE t (k int PRIMARY KEY, v text)",
         "INSERT INTO t (k, v) VALUES (1, 'a;b''c')",
-        "CREATE FUNCTION f (x int) RETURNS NULL ON NULL INPUT RETURNS int\n"
-        "        LANGUAGE java AS $$ return x; $$",
+        "CREATE FUNCTION f (x int) RETURNS NULL ON NULL INPUT RETURNS int\n        LANGUAGE java AS $$ return x; $$",
     ]
 
 

@@ -30,7 +30,9 @@ def tokens(*texts: str, attempt: int = 1) -> list[TokenGenerated]:
 
 
 def ended(outcome: str = "completed", finish_reason: str = "stop") -> ResponseEnded:
-    return ResponseEnded(**IDS, outcome=outcome, finish_reason=finish_reason, usage=Usage(prompt_tokens=5, completion_tokens=2))
+    return ResponseEnded(
+        **IDS, outcome=outcome, finish_reason=finish_reason, usage=Usage(prompt_tokens=5, completion_tokens=2)
+    )
 
 
 async def collected(events: AsyncIterator[LoggedEvent]) -> list[Delta | Ending]:
@@ -38,8 +40,11 @@ async def collected(events: AsyncIterator[LoggedEvent]) -> list[Delta | Ending]:
 
 
 def test_system_messages_become_instructions_and_earlier_turns_the_context() -> None:
-    result = prompt([Turn("developer", "be brief"), Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c")],
-                    instructions="You are steno.", max_tokens=7)
+    result = prompt(
+        [Turn("developer", "be brief"), Turn("user", "a"), Turn("assistant", "b"), Turn("user", "c")],
+        instructions="You are steno.",
+        max_tokens=7,
+    )
 
     assert result.content == "c"
     assert result.options.instructions == "You are steno.\n\nbe brief"
@@ -109,9 +114,16 @@ async def test_responses_events_are_numbered_the_same_way_every_time() -> None:
     assert first == second
     assert [e["sequence_number"] for e in first] == list(range(len(first)))
     assert [e["type"] for e in first] == [
-        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
-        "response.output_text.delta", "response.output_text.delta", "response.output_text.done",
-        "response.content_part.done", "response.output_item.done", "response.completed",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
     ]
     assert first[-1]["response"]["output"][0]["content"][0]["text"] == "Hi!"
     assert first[-1]["response"]["usage"]["total_tokens"] == 7
@@ -121,12 +133,19 @@ async def test_responses_events_are_numbered_the_same_way_every_time() -> None:
     ("ending", "status", "event", "details"),
     [
         (Ending("blocked", "", "weapons", None, ""), "incomplete", "response.incomplete", {"reason": "content_filter"}),
-        (Ending("completed", "length", "", None, "x"), "incomplete", "response.incomplete", {"reason": "max_output_tokens"}),
+        (
+            Ending("completed", "length", "", None, "x"),
+            "incomplete",
+            "response.incomplete",
+            {"reason": "max_output_tokens"},
+        ),
         (Ending("cancelled", "", "", None, "x"), "cancelled", "response.incomplete", None),
         (Ending("failed", "", "Triton down", None, ""), "failed", "response.failed", None),
     ],
 )
-async def test_each_outcome_has_its_responses_status(ending: Ending, status: str, event: str, details: dict | None) -> None:
+async def test_each_outcome_has_its_responses_status(
+    ending: Ending, status: str, event: str, details: dict | None
+) -> None:
     async def just(item: Ending) -> AsyncIterator[Ending]:
         yield item
 

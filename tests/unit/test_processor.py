@@ -9,10 +9,10 @@ from typing import Any
 
 from cassandra.cluster import NoHostAvailable
 
+from infra.kafka_clients import Record
 from schemas.events import AnyEvent, DeadLetter, Event, MessageSubmitted, ResponseEnded
 from schemas.serde import encode
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
-from infra.kafka_clients import Record
 from stream_processors.processor import Emit, Outputs, Processor
 
 OUTPUTS = Outputs(DEAD_LETTERS, CONVERSATIONS, TOKENS)

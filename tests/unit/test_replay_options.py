@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from projections.generations import checked_name
-from projections.write_plan import MAX_SEGMENT, steps
 from projections.log_range import Scope, clamp, parse_bound
 from projections.replay_command import Request
+from projections.write_plan import MAX_SEGMENT, steps
 from schemas.events import ConversationDeleted, ConversationStarted, Event
 
 

@@ -12,11 +12,16 @@ CONVERSATION = new_id()
 
 
 def token(response_id: str, offset: int, seq: int) -> LoggedEvent:
-    return LoggedEvent(offset, TokenGenerated(conversation_id=CONVERSATION, user_id="u", response_id=response_id, seq=seq, text=f"t{seq} "))
+    return LoggedEvent(
+        offset,
+        TokenGenerated(conversation_id=CONVERSATION, user_id="u", response_id=response_id, seq=seq, text=f"t{seq} "),
+    )
 
 
 def ended(response_id: str, offset: int) -> LoggedEvent:
-    return LoggedEvent(offset, ResponseEnded(conversation_id=CONVERSATION, user_id="u", response_id=response_id, outcome="completed"))
+    return LoggedEvent(
+        offset, ResponseEnded(conversation_id=CONVERSATION, user_id="u", response_id=response_id, outcome="completed")
+    )
 
 
 async def collect(feed: TokenFeed, response_id: str, after: int | None) -> list[int]:
@@ -26,7 +31,12 @@ async def collect(feed: TokenFeed, response_id: str, after: int | None) -> list[
 async def test_events_before_and_after_subscribing_arrive_once_in_order() -> None:
     feed = TokenFeed()
     rid = new_id()
-    feed._dispatch([LoggedEvent(10, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=rid)), token(rid, 11, 0)])
+    feed._dispatch(
+        [
+            LoggedEvent(10, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=rid)),
+            token(rid, 11, 0),
+        ]
+    )
     reader = asyncio.create_task(collect(feed, rid, None))
     await asyncio.sleep(0)  # let the reader subscribe
     feed._dispatch([token(rid, 11, 0), token(rid, 12, 1), ended(rid, 14)])  # 11 again: a redelivery

@@ -210,8 +210,7 @@ class Metrics:
             kind=pb_utils.MetricFamily.COUNTER,
         )
         self._requests = {
-            outcome: requests.Metric(labels={"model": model, "outcome": outcome})
-            for outcome in self.OUTCOMES
+            outcome: requests.Metric(labels={"model": model, "outcome": outcome}) for outcome in self.OUTCOMES
         }
         self._tokens = tokens.Metric(labels={"model": model})
         self._families = [requests, tokens]  # a Metric must not outlive its family
@@ -244,8 +243,7 @@ class StreamingModel(ABC):
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException(
-                f"{args['model_name']} streams, so its config needs "
-                "model_transaction_policy { decoupled: true }"
+                f"{args['model_name']} streams, so its config needs model_transaction_policy {{ decoupled: true }}"
             )
         parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.logger = pb_utils.Logger
@@ -265,7 +263,7 @@ class StreamingModel(ABC):
     def execute(self, requests: list[pb_utils.InferenceRequest]) -> None:
         for request in requests:
             self._pool.submit(self._serve, request)
-        return None  # decoupled: responses go through each request's sender
+        return  # decoupled: responses go through each request's sender
 
     def _serve(self, request: pb_utils.InferenceRequest) -> None:
         sender = request.get_response_sender()
