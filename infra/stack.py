@@ -6,10 +6,9 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
-from infra import app_services, cassandra, kafka, migrate, process, redis_server, triton
+from infra import app_services, cassandra, components, kafka, migrate, process, redis_server, triton
 from infra.process import Service, say
 from infra.settings import settings
-from projections import generations
 from schemas import topics
 
 SERVERS: tuple[ModuleType, ...] = (redis_server, kafka, cassandra, triton)
@@ -35,9 +34,9 @@ def up() -> None:
 
 
 def migrate_views() -> None:
-    """Every migration, into the configured keyspace and, once a swap made another generation of
-    the views live (`projections.generations`), into that one's too."""
-    for keyspace in dict.fromkeys([settings.cassandra.keyspace, generations.live_now()]):
+    """Every migration, into the configured keyspace and into every other one a component keeps
+    views in (the projections' live generation, once a swap made another one live)."""
+    for keyspace in dict.fromkeys([settings.cassandra.keyspace, *components.keyspaces()]):
         migrate.apply_all(keyspace)
 
 
