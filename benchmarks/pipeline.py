@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import time
@@ -74,7 +75,7 @@ def message(index: int) -> str:
 
 async def timed(chunks, started: float) -> Stream:
     arrivals = [time.perf_counter() async for _ in chunks]
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     return Stream(ttft_s=arrivals[0] - started, gaps_s=gaps, tokens=len(arrivals))
 
 
@@ -140,7 +141,9 @@ async def run_steno(concurrency: int) -> Run:
     run = Run(concurrency)
     began = time.perf_counter()
     run.streams = list(
-        await asyncio.gather(*(steno_stream(c, conv, i) for i, (c, conv) in enumerate(zip(clients, conversations))))
+        await asyncio.gather(
+            *(steno_stream(c, conv, i) for i, (c, conv) in enumerate(zip(clients, conversations, strict=True)))
+        )
     )
     run.wall_s = time.perf_counter() - began
     await asyncio.gather(*(c.close() for c in clients))
@@ -160,7 +163,10 @@ def compare(direct: Run, steno: Run) -> dict[str, float]:
 
 
 def table(rows: list[dict[str, float]]) -> str:
-    head = "| N | TTFT p50/p95/p99 direct (ms) | TTFT p50/p95/p99 steno (ms) | added TTFT p50/p95/p99 (ms) | gap p50/p99 direct → steno (ms) | tok/s direct → steno (ratio) |"
+    head = (
+        "| N | TTFT p50/p95/p99 direct (ms) | TTFT p50/p95/p99 steno (ms) | added TTFT p50/p95/p99 (ms) "
+        "| gap p50/p99 direct → steno (ms) | tok/s direct → steno (ratio) |"
+    )
     lines = [head, "|" + "---|" * 6]
     for r in rows:
         lines.append(
@@ -168,7 +174,8 @@ def table(rows: list[dict[str, float]]) -> str:
             f"| {r['direct_ttft_p50_ms']:.1f} / {r['direct_ttft_p95_ms']:.1f} / {r['direct_ttft_p99_ms']:.1f} "
             f"| {r['steno_ttft_p50_ms']:.1f} / {r['steno_ttft_p95_ms']:.1f} / {r['steno_ttft_p99_ms']:.1f} "
             f"| {r['added_ttft_p50_ms']:.1f} / {r['added_ttft_p95_ms']:.1f} / {r['added_ttft_p99_ms']:.1f} "
-            f"| {r['direct_gap_p50_ms']:.1f}/{r['direct_gap_p99_ms']:.1f} → {r['steno_gap_p50_ms']:.1f}/{r['steno_gap_p99_ms']:.1f} "
+            f"| {r['direct_gap_p50_ms']:.1f}/{r['direct_gap_p99_ms']:.1f} "
+            f"→ {r['steno_gap_p50_ms']:.1f}/{r['steno_gap_p99_ms']:.1f} "
             f"| {r['direct_tokens_per_s']:.0f} → {r['steno_tokens_per_s']:.0f} ({r['throughput_ratio']:.2f}) |"
         )
     return "\n".join(lines)

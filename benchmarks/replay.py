@@ -358,7 +358,8 @@ async def measure(events: int) -> Figures:
             )
             batched = await raw_history_writes(cluster.connect(keyspaces["batched"]), topic, count)
             print(
-                f"raw, replay's history writes: {batched.rows:,} rows in {batched.seconds:.0f} s ({batched.rows_per_s:,.0f} rows/s)"
+                f"raw, replay's history writes: {batched.rows:,} rows in {batched.seconds:.0f} s "
+                f"({batched.rows_per_s:,.0f} rows/s)"
             )
             projector = await Generations(cluster, client).views(keyspaces["replay"])
             summary = await replay(projector, topic)

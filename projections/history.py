@@ -163,24 +163,24 @@ def turn_cells(event: MessageEvent) -> dict[str, Cells]:
     """Row id -> the cells of `messages_by_conversation` the event sets on that turn."""
     match event:
         case MessageSubmitted():
-            created = dict(model=event.model, created_at=event.occurred_at)
-            user = dict(role="user", content=event.content, status=Status.PENDING)
-            reply = dict(role="assistant", content="", status=Status.PENDING, reply_to=event.message_id)
+            created = {"model": event.model, "created_at": event.occurred_at}
+            user = {"role": "user", "content": event.content, "status": Status.PENDING}
+            reply = {"role": "assistant", "content": "", "status": Status.PENDING, "reply_to": event.message_id}
             if event.replaces is not None:  # a regeneration: the user's row is there already
                 return {event.response_id: reply | created}
             return {event.message_id: user | created, event.response_id: reply | created}
         case MessageAccepted():
-            return {event.message_id: dict(status=Status.ACCEPTED)}
+            return {event.message_id: {"status": Status.ACCEPTED}}
         case MessageBlocked():
-            reply = dict(status=Status.BLOCKED, content=event.reason, detail=", ".join(event.categories))
-            return {event.message_id: dict(status=Status.BLOCKED), event.response_id: reply}
+            reply = {"status": Status.BLOCKED, "content": event.reason, "detail": ", ".join(event.categories)}
+            return {event.message_id: {"status": Status.BLOCKED}, event.response_id: reply}
         case ResponseCompleted():
-            reply = dict(status=Status.COMPLETED, content=event.text, finish_reason=event.finish_reason)
+            reply = {"status": Status.COMPLETED, "content": event.text, "finish_reason": event.finish_reason}
             return {event.response_id: reply}
         case ResponseFailed():
-            return {event.response_id: dict(status=Status.FAILED, detail=event.error)}
+            return {event.response_id: {"status": Status.FAILED, "detail": event.error}}
         case ResponseCancelled():
-            return {event.response_id: dict(status=Status.CANCELLED, content=event.text)}
+            return {event.response_id: {"status": Status.CANCELLED, "content": event.text}}
 
 
 class History:

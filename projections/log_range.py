@@ -43,16 +43,22 @@ class Scope:
     conversation: str | None = None
 
     def __post_init__(self) -> None:
-        start, end = self.start, self.end
-        if (isinstance(start, int) and isinstance(end, int)) or (
-            isinstance(start, datetime) and isinstance(end, datetime)
-        ):
-            if start > end:  # type: ignore[operator]  # both offsets or both times
-                raise ValueError(f"--from ({start}) is after --to ({end}): nothing to replay")
+        if _reversed(self.start, self.end):
+            raise ValueError(f"--from ({self.start}) is after --to ({self.end}): nothing to replay")
 
     @property
     def whole_log(self) -> bool:
         return self == Scope()
+
+
+def _reversed(start: Bound | None, end: Bound | None) -> bool:
+    """Whether `start` comes after `end`; an offset and a time are not compared (each is checked
+    against the log on its own)."""
+    if isinstance(start, int) and isinstance(end, int):
+        return start > end
+    if isinstance(start, datetime) and isinstance(end, datetime):
+        return start > end
+    return False
 
 
 def clamp(offset: int, low: int, high: int) -> int:

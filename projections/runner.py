@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
 
 from confluent_kafka import Consumer, Message, TopicPartition
@@ -80,11 +81,11 @@ class Runner:
             records = valid_records(
                 await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
             )
-            aligned = await _while_stores_are_down(lambda: self._aligned(records), stop)
+            aligned = await _while_stores_are_down(partial(self._aligned, records), stop)
             if aligned is None:
                 return
             projectors, batch = aligned
-            applied = await _while_stores_are_down(lambda: _apply(projectors, batch), stop)
+            applied = await _while_stores_are_down(partial(_apply, projectors, batch), stop)
             if applied is None:
                 return
             await self._dead_letter(applied)

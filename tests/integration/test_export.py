@@ -84,6 +84,10 @@ def sql(out: Path, query: str) -> list[tuple]:  # type: ignore[type-arg]
         connection.close()
 
 
+def files(out: Path, pattern: str) -> set[Path]:
+    return set(out.rglob(pattern))
+
+
 def rows_by_type(out: Path) -> dict[str, int]:
     return dict(sql(out, "SELECT type, count(*) FROM events GROUP BY type"))
 
@@ -133,7 +137,7 @@ async def test_a_restart_exports_only_what_is_new_and_a_reset_rewrites_without_d
     now = datetime.now(UTC)
     await write(topics, realistic_mix(now - timedelta(seconds=20)))
     await export_once(group, topics, tmp_path)
-    first_files = sorted(tmp_path.rglob("*.parquet"))
+    first_files = files(tmp_path, "*.parquet")
 
     later = Conversation(now)
     later.answered(1, "scripted", ttft_ms=100, tokens=4, itl_ms=10)
@@ -142,11 +146,11 @@ async def test_a_restart_exports_only_what_is_new_and_a_reset_rewrites_without_d
 
     after_restart = rows_by_type(tmp_path)
     assert (after_restart["MessageSubmitted"], after_restart["TokenGenerated"]) == (8, 34)
-    assert set(first_files) < set(tmp_path.rglob("*.parquet"))  # new files beside the old ones
+    assert first_files < files(tmp_path, "*.parquet")  # new files beside the old ones
 
     forget_committed_offsets(group)
     await export_once(group, topics, tmp_path)
 
     assert rows_by_type(tmp_path) == after_restart
     assert sql(tmp_path, "SELECT count(DISTINCT event_id) = count(*) FROM events") == [(True,)]
-    assert not list(tmp_path.rglob(".*.tmp"))
+    assert not files(tmp_path, ".*.tmp")

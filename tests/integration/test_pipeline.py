@@ -143,7 +143,7 @@ async def test_two_users_at_once_get_their_own_tokens_and_not_each_others(alice:
     ):
         assert (await attempt).status_code == 404
     assert a_conv not in [c["id"] for c in (await bob.http.get("/v1/conversations")).json()]
-    assert [c["id"] for c in (await alice.http.get("/v1/conversations")).json()][0] == a_conv
+    assert next(c["id"] for c in (await alice.http.get("/v1/conversations")).json()) == a_conv
 
 
 async def test_bad_requests_get_clear_errors_and_write_nothing(alice: StenoClient) -> None:

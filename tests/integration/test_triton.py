@@ -204,11 +204,15 @@ async def test_scripted_failure_ends_the_stream_with_an_error(
     client: aioclient.InferenceServerClient,
 ) -> None:
     texts = []
-    with pytest.raises(InferenceServerException, match="scripted failure after 2 tokens"):
+
+    async def read_until_the_error() -> None:
         async for result, error in start_stream(client, "scripted", "hi", sampling={"script": SCRIPT, "fail_after": 2}):
             if error is not None:
                 raise error
             texts.append(as_response(result).text)
+
+    with pytest.raises(InferenceServerException, match="scripted failure after 2 tokens"):
+        await read_until_the_error()
 
     assert texts == SCRIPT_TOKENS[:2]
 

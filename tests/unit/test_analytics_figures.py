@@ -129,4 +129,4 @@ def test_the_terminal_view_shows_the_figures() -> None:
 
 def _row(screen: str, label: str) -> list[str]:
     [line] = [line for line in screen.splitlines() if line.strip("│ ").startswith(label)]
-    return [cell for cell in line.replace("│", " ").split()]
+    return line.replace("│", " ").split()

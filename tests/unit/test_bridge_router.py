@@ -40,5 +40,5 @@ def test_a_failed_stream_releases_its_endpoint() -> None:
 
 
 def test_an_empty_fleet_is_a_configuration_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs at least one endpoint"):
         LeastBusyRouter({})

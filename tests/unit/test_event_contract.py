@@ -27,7 +27,7 @@ def test_the_readme_tables_are_current() -> None:
 
 
 def test_a_readme_without_a_table_s_markers_is_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="README.md lacks the markers .*topics table"):
+    with pytest.raises(ValueError, match=r"README\.md lacks the markers .*topics table"):
         contract_doc.updated("# a README with no tables\n")
 
 

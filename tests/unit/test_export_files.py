@@ -101,5 +101,5 @@ def test_maps_and_lists_keep_their_shape() -> None:
 
 
 def test_a_field_of_an_unknown_kind_is_refused_with_where_to_add_it() -> None:
-    with pytest.raises(TypeError, match="no Arrow type for .*complex.*arrow_schema"):
+    with pytest.raises(TypeError, match=r"no Arrow type for .*complex.*arrow_schema"):
         arrow_type(complex)

@@ -253,7 +253,7 @@ class StreamingModel(ABC):
         self._stopping = threading.Event()
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix=args["model_name"])
 
-    def setup(self, parameters: dict[str, str]) -> None:
+    def setup(self, parameters: dict[str, str]) -> None:  # noqa: B027  (optional hook: `scripted` loads nothing)
         """Load what generation needs; runs once before the model reports ready."""
 
     @abstractmethod
