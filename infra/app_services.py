@@ -1,58 +1,68 @@
-"""steno's own processes, run by `make up` beside the servers they use.
+"""steno's own processes, run under supervisord (`infra.supervisor`) beside the servers they use.
 
-Each one is healthy when it really serves: the API answers /readyz, and every consumer has
-joined its Kafka consumer group (it has partitions and is reading).
+A process is healthy when it is alive and serving, not merely when something answers for it:
+the API process supervisord runs answers /readyz, and each consumer process is itself a member of
+its Kafka consumer group (its client id carries its PID, `kafka_clients.client_id`), so a dead or
+frozen process is never counted healthy on the strength of a member that has not timed out yet.
 """
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Callable
 
 import httpx
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
-from infra.process import Service
-from infra.settings import REPO_ROOT, settings
+from infra import supervisor
+from infra.kafka_clients import client_id
+from infra.settings import settings
+from infra.supervisor import Program
 
 PROJECTIONS_GROUP = "steno-projections"
 BRIDGE_GROUP = "steno-bridge"
 PROCESSORS_GROUP = "steno-processors"
 
+# Started in this order and stopped in reverse: the API stops taking requests first, the
+# projections stop last so they apply what the others wrote on their way out.
+PROGRAMS = (
+    Program("projections", "projections", priority=10, stop_grace_s=15),
+    Program("processors", "stream_processors", priority=20, stop_grace_s=15),
+    Program("bridge", "inference_bridge", priority=30, stop_grace_s=30),
+    Program("api", "ingest_api", priority=40, stop_grace_s=10),
+)
 
-def services() -> list[Service]:
-    return [
-        _python_service(
-            "projections", "projections", _group_is_stable(PROJECTIONS_GROUP), "consumer group " + PROJECTIONS_GROUP
-        ),
-        _python_service(
-            "processors", "stream_processors", _group_is_stable(PROCESSORS_GROUP), "consumer group " + PROCESSORS_GROUP
-        ),
-        _python_service("bridge", "inference_bridge", _group_is_stable(BRIDGE_GROUP), "consumer group " + BRIDGE_GROUP),
-        _python_service("api", "ingest_api", _api_ready, settings.api.url),
-    ]
+GROUPS = {"projections": PROJECTIONS_GROUP, "processors": PROCESSORS_GROUP, "bridge": BRIDGE_GROUP}
 
 
-def _python_service(name: str, module: str, healthy, listens: str) -> Service:
-    return Service(
-        name=name,
-        argv=[sys.executable, "-m", module],
-        healthy=healthy,
-        listens=listens,
-        cwd=REPO_ROOT,
-        env={"PYTHONUNBUFFERED": "1"},
-        start_timeout_s=90,
-    )
+def listens(program: Program) -> str:
+    return settings.api.url if program.name == "api" else f"consumer group {GROUPS[program.name]}"
 
 
-def _api_ready() -> bool:
+def is_healthy(program: Program) -> bool:
+    """Alive (supervisord runs it) and serving (its own check passes for that very process)."""
+    pid = supervisor.pid(program.name)
+    if pid is None:
+        return False
+    try:
+        return _serving(program)(pid)
+    except Exception:  # a probe that raises just means "not yet"
+        return False
+
+
+def _serving(program: Program) -> Callable[[int], bool]:
+    return _api_ready if program.name == "api" else _member_of(GROUPS[program.name])
+
+
+def _api_ready(_pid: int) -> bool:
     return httpx.get(f"{settings.api.url}/readyz", timeout=2).status_code == 200
 
 
-def _group_is_stable(group_id: str):
-    def check() -> bool:
+def _member_of(group_id: str) -> Callable[[int], bool]:
+    def check(pid: int) -> bool:
         admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
         [description] = [f.result(timeout=5) for f in admin.describe_consumer_groups([group_id]).values()]
-        return description.state == ConsumerGroupState.STABLE and len(description.members) > 0
+        members = {member.client_id for member in description.members}
+        return description.state == ConsumerGroupState.STABLE and client_id(group_id, pid) in members
 
     return check

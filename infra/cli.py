@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="install, start and health-check the whole stack")
     commands.add_parser("down", help="stop everything steno started")
     commands.add_parser("status", help="say what runs, where, and where its log is")
+    restart = commands.add_parser("restart", help="restart one of steno's processes (e.g. after a code change)")
+    restart.add_argument("process", choices=["api", "processors", "bridge", "projections"])
     registered = components.commands()
     for name, command in registered.items():
         command.arguments(commands.add_parser(name, help=command.help))
@@ -31,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if stack.status() else 1
     if args.command == "down":
         stack.down()
+        return 0
+    if args.command == "restart":
+        stack.restart(args.process)
         return 0
     stack.up()
     _print_chat_address()

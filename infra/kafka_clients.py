@@ -7,6 +7,7 @@ the effect. Partitions are chosen by `schemas.topics.partition_for`, never by th
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -19,18 +20,44 @@ from schemas.serde import encode
 from schemas.topics import Topic, partition_for
 
 
+COOPERATIVE = {"partition.assignment.strategy": "cooperative-sticky"}
+"""Opt-in for consumers whose rebalance callbacks only observe (or call incremental_assign/
+unassign): a rebalance then moves only the partitions that change owner, and every other member
+keeps consuming. A callback that calls `assign()` cannot use it (librdkafka refuses)."""
+
+
 def consumer(group_id: str, **overrides: Any) -> Consumer:
-    """A consumer that never commits on its own: callers commit after their effect (rule 2)."""
+    """A consumer that never commits on its own: callers commit after their effect (rule 2).
+
+    Failover: a member that stops heartbeating (killed, frozen) is dropped after
+    `consumer_session_timeout_ms`, the broker's minimum of 6 s, and the others hear of the
+    rebalance within a heartbeat (1 s), so its partitions move in ~7 s instead of the 45 s default.
+    No static membership (`group.instance.id`): it would let a killed member that restarts
+    within the session timeout keep its partitions without a rebalance, but a member that is gone
+    for good would then hold them for the whole session timeout, a static member's clean close
+    leaves them assigned too (it sends no LeaveGroup), and every instance would need a stable,
+    unique id from its supervisor. Without it, SIGTERM leaves the group and the partitions move
+    at once, and a crash costs the same ~7 s however the member comes back.
+    """
     return Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": group_id,
+            "session.timeout.ms": settings.kafka.consumer_session_timeout_ms,
+            "heartbeat.interval.ms": settings.kafka.consumer_heartbeat_ms,
+            "client.id": client_id(group_id),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
             **overrides,
         }
     )
+
+
+def client_id(group_id: str, pid: int | None = None) -> str:
+    """The client id of a process's consumer in a group: the PID in it lets `steno status` tell
+    whether that very process is a member, not just whether the group has members."""
+    return f"{group_id}-{pid if pid is not None else os.getpid()}"
 
 
 class EventProducer:

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
-from infra import app_services, cassandra, components, kafka, migrate, process, redis_server, triton
-from infra.process import Service, say
+from infra import app_services, cassandra, components, kafka, migrate, process, redis_server, supervisor, triton
+from infra.process import Service, StartError, say
 from infra.settings import settings
 from schemas import topics
 
@@ -18,8 +18,8 @@ def servers() -> list[Service]:
     return [module.service() for module in SERVERS]
 
 
-def everything() -> list[Service]:
-    return servers() + app_services.services()
+def supervisord() -> Service:
+    return supervisor.service(app_services.PROGRAMS)
 
 
 def up() -> None:
@@ -29,7 +29,7 @@ def up() -> None:
     _timed("start servers", lambda: process.start(*servers()))
     _timed("migrate Cassandra", migrate_views)
     _timed("create topics", create_topics)
-    _timed("start steno", lambda: process.start(*app_services.services()))
+    _timed("start steno", start_programs)
     say(f"stack is up in {time.monotonic() - began:.1f}s")
 
 
@@ -47,24 +47,64 @@ def create_topics() -> None:
     )
 
 
+def start_programs() -> None:
+    """supervisord with steno's processes under it; wait until every one of them serves."""
+    supervisor.write_config(app_services.PROGRAMS)
+    if process.running_pid(supervisord()) is None:
+        process.start(supervisord())
+    else:
+        supervisor.apply_config()
+    for program in app_services.PROGRAMS:
+        supervisor.start(program.name)
+    for program in app_services.PROGRAMS:
+        _wait_until_serving(program)
+
+
+def _wait_until_serving(program: supervisor.Program, timeout_s: float = 90.0) -> None:
+    began = time.monotonic()
+    while not app_services.is_healthy(program):
+        supervisor.check_not_given_up(program)
+        if time.monotonic() - began > timeout_s:
+            raise StartError(f"{program.name} was not serving after {timeout_s:.0f}s; see {program.log_file}")
+        time.sleep(0.25)
+    say(f"{program.name}: ready at {app_services.listens(program)} (log: {program.log_file})")
+
+
+def restart(name: str) -> None:
+    """Restart one of steno's processes (to pick up changed code) and wait until it serves again."""
+    [program] = [p for p in app_services.PROGRAMS if p.name == name]
+    supervisor.restart(name)
+    _wait_until_serving(program)
+
+
 def down() -> None:
-    """Stop everything steno started (a Redis it found running is left alone)."""
-    for service in reversed(everything()):
+    """Stop everything steno started (a Redis it found running is left alone); supervisord stops
+    its processes first, each with its grace period."""
+    for service in [supervisord(), *reversed(servers())]:
         process.stop(service)
     say("stack is down")
 
 
 def status() -> bool:
-    """Print one line per process; True when all of them are healthy."""
+    """Print one line per process; True when all of them are alive and serving."""
     all_healthy = True
-    for service in everything():
+    for service in [*servers(), supervisord()]:
         pid = process.running_pid(service)
         healthy = process.is_healthy(service)
         all_healthy &= healthy
-        owner = f"pid {pid}" if pid else "not started by steno"
-        state = "healthy" if healthy else "DOWN"
-        print(f"{service.name:<12} {state:<8} {service.listens:<32} {owner:<22} log: {service.log_file}")
+        _line(service.name, "healthy" if healthy else "DOWN", service.listens, pid, service.log_file)
+    for program in app_services.PROGRAMS:
+        healthy = app_services.is_healthy(program)
+        all_healthy &= healthy
+        info = supervisor.info(program.name)
+        state = "healthy" if healthy else (info["statename"] if info else "DOWN")
+        _line(program.name, state, app_services.listens(program), supervisor.pid(program.name), program.log_file)
     return all_healthy
+
+
+def _line(name: str, state: str, listens: str, pid: int | None, log: object) -> None:
+    owner = f"pid {pid}" if pid else "not started by steno"
+    print(f"{name:<12} {state:<8} {listens:<34} {owner:<22} log: {log}")
 
 
 def _timed(step: str, action: Callable[[], object]) -> None:

@@ -25,7 +25,7 @@ from cassandra.cluster import Cluster
 from redis.asyncio import Redis
 
 from infra import cassandra
-from infra.kafka_clients import EventProducer, Record
+from infra.kafka_clients import EventProducer, Record, client_id
 from infra.settings import settings
 from projections import active_context
 from projections.active_context import ActiveContext
@@ -71,6 +71,7 @@ def create_app(
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.kafka.bootstrap}",
+        broker_client_id=client_id(app_id),
         store="memory://",
         datadir=str(settings.stack.data_dir / "faust"),
         web_enabled=False,
