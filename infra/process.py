@@ -7,6 +7,7 @@ newcomer knows where to look when something fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -136,10 +137,8 @@ def stop(service: Service) -> None:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def say(message: str) -> None:

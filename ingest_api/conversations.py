@@ -158,5 +158,5 @@ async def _until_deleted(deps: Deps, conversation_id: str) -> None:
     """Wait, briefly, until the history view has applied the deletion, so that the caller's next
     listing no longer shows the conversation (it is in the log and will be applied either way)."""
     deadline = time.monotonic() + PROJECTION_WAIT_S
-    while await deps.history.conversation_owner(conversation_id) is not None and time.monotonic() < deadline:
+    while await deps.history.conversation_owner(conversation_id) is not None and time.monotonic() < deadline:  # noqa: ASYNC110  (another process applies it)
         await asyncio.sleep(POLL_S)

@@ -93,7 +93,7 @@ async def eventually(lookup, key: str):
     if minted_ms is None:
         return None
     deadline_ms = minted_ms + PROJECTION_WAIT_S * 1000
-    while (found := await lookup(key)) is None and time.time() * 1000 < deadline_ms:
+    while (found := await lookup(key)) is None and time.time() * 1000 < deadline_ms:  # noqa: ASYNC110  (a store's row)
         await asyncio.sleep(POLL_S)
     return found
 

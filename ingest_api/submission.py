@@ -148,9 +148,12 @@ async def _claim(deps: Services, conversation_id: str, response_id: str) -> bool
     deadline = time.monotonic() + CLAIM_GRACE_S
     while not await deps.context.claim_inflight(conversation_id, response_id, INFLIGHT_TTL_S):
         holder = await deps.context.inflight(conversation_id)
-        if holder and deps.feed.has_ended(holder):
-            if await deps.context.take_over_inflight(conversation_id, holder, response_id, INFLIGHT_TTL_S):
-                return True
+        if (
+            holder
+            and deps.feed.has_ended(holder)
+            and await deps.context.take_over_inflight(conversation_id, holder, response_id, INFLIGHT_TTL_S)
+        ):
+            return True
         if time.monotonic() > deadline:
             return False
         await asyncio.sleep(0.02)
