@@ -104,6 +104,12 @@ class ApiSettings(BaseModel):
     # and takes tokens from its identity provider.
     local_login: bool = True
     max_message_bytes: int = 32 * 1024
+    # An OpenAI request's text (instructions, earlier turns and the message) as its MessageSubmitted
+    # event carries it, JSON-encoded. Kafka takes events up to 1 MB (librdkafka's message.max.bytes);
+    # MessageAccepted carries the same text again and a dead letter quotes an event, so a quarter
+    # of that always fits. Far more than any served model's window, which context assembly fits.
+    max_prompt_bytes: int = 256 * 1024
+    max_body_bytes: int = 1024 * 1024  # any request's body, refused before it is read further or parsed
     subscriber_queue: int = 1024  # events buffered per SSE client before it must catch up from the log
     heartbeat_s: float = 15.0
 
