@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from ingest_api import chat_page, conversation_feed, conversations, health, login, regeneration, responses
 from ingest_api.openai_api import chat_completions, models, responses_api
+from ingest_api.request_limits import RequestLimits
 from ingest_api.services import lifespan
 
 
@@ -21,6 +22,7 @@ def create_app() -> FastAPI:
     app.include_router(responses.router)
     app.include_router(regeneration.router)
     chat_page.install(app)
+    app.add_middleware(RequestLimits)
     return app
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Response, status
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from infra.settings import settings
 from ingest_api import submission
@@ -20,11 +20,17 @@ from ingest_api.services import Deps
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 
-class NewConversation(BaseModel):
+class Body(BaseModel):
+    """A request body: a field steno does not know is refused (422) rather than silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewConversation(Body):
     title: str = Field(default="", max_length=200)
 
 
-class Rename(BaseModel):
+class Rename(Body):
     title: str = Field(max_length=200)
 
     @field_validator("title")
@@ -44,7 +50,7 @@ def _known_model(model: str) -> str:
 ModelName = Annotated[str, AfterValidator(_known_model)]
 
 
-class NewMessage(BaseModel):
+class NewMessage(Body):
     content: str
     model: ModelName = "smollm2"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from infra.settings import settings
 from ingest_api.auth import issue_token
@@ -21,6 +21,8 @@ USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     username: str
 
     @field_validator("username")

@@ -11,18 +11,20 @@ answering from its memory for a conversation it had already checked (see the REA
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from fastapi import HTTPException, status
 
+from ingest_api.request_limits import client_left_within
 from projections.history import History
 from schemas.events import id_created_ms
 
 PROJECTION_WAIT_S = 5.0
-POLL_S = 0.02
+POLL_S = 0.02  # the first poll: the projection is usually this close behind
+MAX_POLL_S = 0.2  # polls back off to this, so a wait costs Cassandra a few dozen reads at most
+CLOCK_SKEW_S = 1.0  # an id minted this far in the future may come from a process whose clock runs ahead
 REMEMBERED = 100_000
 DELETED = ""  # the remembered owner of a conversation deleted through this process: nobody
 
@@ -87,14 +89,20 @@ class Ownership:
 async def eventually(lookup, key: str):
     """The projection's answer, waiting for a row only while its id is fresh enough to be in flight.
 
-    Ids are UUIDv7, so an unknown id minted long ago is answered at once instead of after a wait.
+    Ids are UUIDv7, so an unknown id minted long ago is answered at once instead of after a wait,
+    and so is one minted in the future (beyond clock skew): steno never minted it, and waiting
+    for its mint time would hold the request (and poll Cassandra) for as long as the id says.
+    The wait is at most PROJECTION_WAIT_S + CLOCK_SKEW_S, and ends when the client leaves.
     """
     minted_ms = id_created_ms(key)
-    if minted_ms is None:
+    if minted_ms is None or minted_ms / 1000 > time.time() + CLOCK_SKEW_S:
         return None
-    deadline_ms = minted_ms + PROJECTION_WAIT_S * 1000
-    while (found := await lookup(key)) is None and time.time() * 1000 < deadline_ms:  # noqa: ASYNC110  (a store's row)
-        await asyncio.sleep(POLL_S)
+    deadline = minted_ms / 1000 + PROJECTION_WAIT_S
+    poll = POLL_S
+    while (found := await lookup(key)) is None and (left := deadline - time.time()) > 0:
+        if await client_left_within(min(poll, left)):
+            return None  # nobody is waiting for the answer
+        poll = min(poll * 2, MAX_POLL_S)
     return found
 
 

@@ -45,11 +45,29 @@ def check_model(model: str) -> None:
 
 
 async def begin(deps: Services, user: str, prompt: Prompt, model: str, conversation_id: str | None = None) -> Exchange:
-    """Submit the message (in a new conversation unless one is given); returns once Kafka has it."""
+    """Submit the message (in a new conversation unless one is given); returns once Kafka has it.
+
+    The sizes are checked first, so a request refused for its size leaves nothing in the log.
+    """
+    submission.check_size(prompt.content)
+    check_prompt_size(prompt)
     if conversation_id is None:
         conversation_id = await submission.start_conversation(deps, user, prompt.title)
     submitted = await submission.submit_message(deps, user, conversation_id, prompt.content, model, prompt.options)
     return Exchange(conversation_id, submitted.response_id, model)
+
+
+def check_prompt_size(prompt: Prompt) -> None:
+    """Refuse a context too large for the event that must carry it (OpenAI's 400 for it)."""
+    if prompt.size > settings.api.max_prompt_bytes:
+        raise OpenAIError(
+            status.HTTP_400_BAD_REQUEST,
+            f"the request's text (instructions, messages or input) takes {prompt.size} bytes encoded; the limit is "
+            f"{settings.api.max_prompt_bytes}: send less context (the model reads only its last "
+            "few thousand tokens anyway)",
+            param="messages",
+            code="context_length_exceeded",
+        )
 
 
 def follow(deps: Services, exchange: Exchange) -> AsyncIterator[Delta | Ending]:

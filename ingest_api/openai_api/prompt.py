@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import to_json
+
 from ingest_api.openai_api.errors import invalid
 from schemas.events import ChatTurn, PromptOptions
 
@@ -31,6 +33,11 @@ class Turn:
 class Prompt:
     content: str
     options: PromptOptions
+
+    @property
+    def size(self) -> int:
+        """Bytes the text takes in the MessageSubmitted event that carries it (JSON-encoded)."""
+        return len(to_json(self.content)) + len(self.options.model_dump_json())
 
     @property
     def title(self) -> str:
