@@ -19,7 +19,6 @@ from schemas.events import DeadLetter, Event
 from schemas.serde import encode
 from schemas.topics import Topic, partition_for
 
-
 COOPERATIVE = {"partition.assignment.strategy": "cooperative-sticky"}
 """Opt-in for consumers whose rebalance callbacks only observe (or call incremental_assign/
 unassign): a rebalance then moves only the partitions that change owner, and every other member

@@ -42,6 +42,11 @@ class KafkaSettings(BaseModel):
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    # Group consumers (infra.kafka_clients.consumer): a member that died is noticed after the
+    # session timeout, the broker's minimum (group.min.session.timeout.ms), so its partitions move
+    # within the bridge's 10 s failover budget; heartbeats every second tell the others at once.
+    consumer_session_timeout_ms: int = 6000
+    consumer_heartbeat_ms: int = 1000
 
     @property
     def bootstrap(self) -> str:
@@ -149,6 +154,11 @@ class BridgeSettings(BaseModel):
     token_timeout_s: float = 30.0
     max_attempts: int = 3
     max_concurrent: int = 256
+    # A generation cut off by an unreachable Triton is retried (attempt + 1) on another endpoint, or
+    # on the same one once it serves the model again, for this long after the first interruption:
+    # a local Triton restarts and loads its models in ~10-20 s. Only then is the reply failed.
+    retry_budget_s: float = 45.0
+    drain_s: float = 20.0  # on SIGTERM, time given to running generations before they are handed over
 
 
 class AnalyticsSettings(BaseModel):
