@@ -102,12 +102,19 @@ class ModelSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
-    jwt_secret: str = "steno-local-dev-secret-change-me-in-production"
+    # HS256 signing secret. Empty: a secret generated for this install on first use, kept in
+    # `.stack/jwt_secret` (mode 0600) and read by every process of the local stack. An API bound
+    # beyond loopback refuses to start without one set here (STENO_API__JWT_SECRET, at least 32
+    # characters, not a well-known one): its tokens must be verifiable by every instance.
+    jwt_secret: str = ""
+    jwt_issuer: str = "steno"  # `iss` of the tokens steno issues, and required of those it accepts
+    jwt_audience: str = "steno-api"  # `aud`, likewise
     jwt_ttl_s: int = 24 * 3600
     # `POST /v1/auth/login` issues a token for any well-formed username, with no password: right
-    # for a local stack, wrong for a shared one. Production turns it off (STENO_API__LOCAL_LOGIN=false)
-    # and takes tokens from its identity provider.
-    local_login: bool = True
+    # for a local stack, wrong for a shared one. Unset, it is on only while the API is bound to
+    # loopback (and for loopback clients); true turns it on anyway, false off. A shared deployment
+    # takes tokens from its identity provider instead.
+    local_login: bool | None = None
     max_message_bytes: int = 32 * 1024
     # An OpenAI request's text (instructions, earlier turns and the message) as its MessageSubmitted
     # event carries it, JSON-encoded. Kafka takes events up to 1 MB (librdkafka's message.max.bytes);

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from ingest_api import chat_page, conversation_feed, conversations, health, login, regeneration, responses
+from infra.settings import settings
+from ingest_api import auth, chat_page, conversation_feed, conversations, health, login, regeneration, responses
 from ingest_api.openai_api import chat_completions, models, responses_api
 from ingest_api.request_limits import RequestLimits
 from ingest_api.services import lifespan
 
 
 def create_app() -> FastAPI:
+    auth.require_safe_secret(settings.api.host)
     app = FastAPI(title="steno", version="0.1.0", lifespan=lifespan)
     app.include_router(health.router)
     app.include_router(login.router)
