@@ -10,6 +10,10 @@ A bridge can also die after the final events are in the log but before the commi
 redelivered request must not be answered twice (a live client would see a `restart` after
 `done`), so a response whose final events were acknowledged is marked finished, and `begin`
 says so. The window left is one Redis write after the acknowledgements, not a commit interval.
+
+The counter is also the fence between attempts: every attempt gets its own number, so tokens of
+two attempts never share one, and a generation whose number is no longer the newest stops
+writing (see `current`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ class Attempts:
             pipe.pexpire(key, TTL_MS)
             finished, attempt, _ = await pipe.execute()
         return None if finished else int(attempt)
+
+    async def current(self, response_id: str) -> int:
+        """The number of the newest attempt begun anywhere: an attempt that is no longer the newest
+        was taken over (its partition moved while this bridge was frozen or cut off) and must stop."""
+        return int(await self._client.get(KEY.format(response_id=response_id)) or 0)
 
     async def finish(self, response_id: str) -> None:
         """The response's final events are acknowledged: a redelivery of its request is a no-op."""

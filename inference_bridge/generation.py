@@ -10,12 +10,20 @@ Two ways to stop a generation early, kept apart on purpose:
 - `cancel()` is the user's cancel: streaming stops and the partial text is recorded.
 - cancelling the task that runs `run` abandons the generation (shutdown, partition revoked):
   nothing more is written, and the request, not committed, is retried by its next owner.
+
+A server that goes away mid-reply (InferenceError.retryable) does not fail the user: the
+generation waits until an endpoint serves the model again (`recover`, bounded by the retry budget
+from the first interruption), then starts over as a new attempt, announced by ResponseRestarted.
+
+Attempts are numbered by the shared record, one number per attempt wherever it runs, and a
+generation that finds its number is no longer the newest (another bridge took its request over
+while this one was frozen or cut off) stops without writing anything more.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any, Protocol
 
@@ -39,6 +47,11 @@ TextStream = Callable[[InferenceRequested], AsyncGenerator[str, None]]
 """The model's output for a request, piece by piece; raises InferenceError when it cannot finish."""
 Send = Callable[[Topic, Event], Awaitable[Any]]
 """Queue an event on a topic; the awaitable resolves when Kafka acknowledged it."""
+Recover = Callable[[InferenceRequested, float], Awaitable[None]]
+"""Wait until some endpoint serves the request's model again; raise InferenceError once the event
+loop's clock passes the deadline (the second argument) first."""
+
+FENCE_CHECK_S = 1.0  # while streaming, how often a generation checks it is still the newest attempt
 
 
 class AttemptRecord(Protocol):
@@ -46,7 +59,13 @@ class AttemptRecord(Protocol):
 
     async def begin(self, response_id: str) -> int | None: ...
 
+    async def current(self, response_id: str) -> int: ...
+
     async def finish(self, response_id: str) -> None: ...
+
+
+class Superseded(Exception):
+    """A newer attempt at the response began elsewhere: this one must write nothing more."""
 
 
 class Generation:
@@ -61,9 +80,13 @@ class Generation:
         attempts: AttemptRecord,
         max_attempts: int,
         topics: Topics,
+        recover: Recover,
+        retry_budget_s: float,
     ) -> None:
         self.request = request
         self._stream = stream
+        self._recover = recover
+        self._retry_budget_s = retry_budget_s
         self._send = send
         self._tokens = topics.tokens
         self._conversations = topics.conversations
@@ -74,6 +97,7 @@ class Generation:
         self._acks: list[Awaitable[Any]] = []
         self._cancel_requested = False
         self._streaming: asyncio.Task[None] | None = None
+        self._fence_checked_at = 0.0
 
     def cancel(self) -> None:
         """The user stopped the reply: end it now, keeping what was generated so far."""
@@ -92,31 +116,84 @@ class Generation:
         elif self._cancel_requested:
             await self._cancelled()
         else:
-            if self._attempt > 1:
-                self._emit(self._tokens, ResponseRestarted(**self._ids()))
-            self._emit(self._tokens, ResponseStarted(**self._ids()))
-            await self._generate()
+            self._announce()
+            try:
+                await self._generate()
+            except Superseded:
+                await asyncio.gather(*self._acks)
+                return  # the newer attempt ends the response
         await asyncio.gather(*self._acks)
         await self._attempts.finish(self.request.response_id)
 
+    def unacknowledged(self) -> list[Awaitable[Any]]:
+        """The events sent and not yet acknowledged (to wait for when abandoning the generation)."""
+        return list(self._acks)
+
+    def _announce(self) -> None:
+        """The token stream's start of this attempt; a retry first tells clients to discard the last."""
+        if self._attempt > 1:
+            self._emit(self._tokens, ResponseRestarted(**self._ids()))
+        self._emit(self._tokens, ResponseStarted(**self._ids()))
+
     async def _generate(self) -> None:
-        self._streaming = asyncio.create_task(self._stream_tokens())
+        self._streaming = asyncio.create_task(self._stream_with_retries())
         try:
             await self._streaming
         except InferenceError as exc:
-            await self._fail(str(exc))
+            await self._fenced(self._fail(str(exc)))
         except asyncio.CancelledError:
             if not self._cancel_requested or _current_task_cancelling():
                 raise  # abandoned, not cancelled by the user
-            await self._cancelled()
+            await self._fenced(self._cancelled())
         else:
-            await self._completed()
+            await self._fenced(self._completed())
+
+    async def _fenced(self, ending: Coroutine[Any, Any, None]) -> None:
+        """Write the ending only while this is the newest attempt."""
+        try:
+            await self._check_fence()
+        except Superseded:
+            ending.close()
+            raise
+        await ending
+
+    async def _stream_with_retries(self) -> None:
+        """Stream the reply, starting over as a new attempt after the server went away."""
+        deadline: float | None = None
+        while True:
+            try:
+                return await self._stream_tokens()
+            except InferenceError as exc:
+                if not exc.retryable:
+                    raise
+                if deadline is None:
+                    deadline = asyncio.get_running_loop().time() + self._retry_budget_s
+                await self._recover(self.request, deadline)
+                await self._restart()
+
+    async def _restart(self) -> None:
+        attempt = await self._attempts.begin(self.request.response_id)
+        if attempt is None:
+            raise Superseded  # ended by another attempt meanwhile
+        self._attempt = attempt
+        self._pieces = []
+        self._announce()
 
     async def _stream_tokens(self) -> None:
         async with aclosing(self._stream(self.request)) as pieces:
             async for piece in pieces:
+                await self._check_fence(every_s=FENCE_CHECK_S)
                 self._emit(self._tokens, TokenGenerated(**self._ids(), seq=len(self._pieces), text=piece))
                 self._pieces.append(piece)
+
+    async def _check_fence(self, every_s: float = 0.0) -> None:
+        """Raise Superseded if a newer attempt began; at most once per `every_s`."""
+        now = asyncio.get_running_loop().time()
+        if now - self._fence_checked_at < every_s:
+            return
+        self._fence_checked_at = now
+        if await self._attempts.current(self.request.response_id) > self._attempt:
+            raise Superseded
 
     async def _completed(self) -> None:
         reason = "length" if len(self._pieces) >= self.request.max_tokens else "stop"

@@ -4,6 +4,10 @@ Generations vary wildly in length, so round-robin would pile new streams onto a 
 still busy with long ones; counting in-flight streams per endpoint needs no coordination and
 adapts at once. Ties go to the endpoint that was chosen least recently, so an idle fleet still
 shares the load instead of sending everything to the first endpoint.
+
+An endpoint whose stream broke because the server went away is marked down, and is chosen only
+when every endpoint is down, until a readiness probe marks it up again: a generation retried after
+a Triton crash goes to another server when the fleet has one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ class _Endpoint(Generic[Client]):
     client: Client
     in_flight: int = 0
     last_chosen: int = -1
+    down: bool = False
+
+    def rank(self) -> tuple[bool, int, int]:
+        return (self.down, self.in_flight, self.last_chosen)
 
 
 class LeastBusyRouter(Generic[Client]):
@@ -36,7 +44,7 @@ class LeastBusyRouter(Generic[Client]):
     @contextmanager
     def lease(self) -> Iterator[Client]:
         """The least-busy endpoint's client, counted as busy until the block exits."""
-        endpoint = min(self._endpoints.values(), key=lambda e: (e.in_flight, e.last_chosen))
+        endpoint = min(self._endpoints.values(), key=_Endpoint.rank)
         endpoint.in_flight += 1
         endpoint.last_chosen = next(self._ticks)
         try:
@@ -49,4 +57,11 @@ class LeastBusyRouter(Generic[Client]):
         return {url: endpoint.in_flight for url, endpoint in self._endpoints.items()}
 
     def clients(self) -> list[Client]:
-        return [endpoint.client for endpoint in self._endpoints.values()]
+        """Every endpoint's client, the one a lease would choose first, first."""
+        return [endpoint.client for endpoint in sorted(self._endpoints.values(), key=_Endpoint.rank)]
+
+    def mark(self, client: Client, *, down: bool) -> None:
+        """Record whether the endpoint of `client` is down (its server unreachable) or up again."""
+        for endpoint in self._endpoints.values():
+            if endpoint.client is client:
+                endpoint.down = down

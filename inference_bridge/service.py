@@ -9,6 +9,14 @@ Kafka's consumers block, so each runs in its own thread; everything else (the ge
 the offset bookkeeping, commits) happens on the event loop. The only crossing the other way is
 a partition revocation, which librdkafka reports from inside `consume`: the callback waits for
 the loop to abandon that partition's generations and name the offsets it may still commit.
+
+Rebalances are cooperative (incremental): a bridge joining or leaving moves only the partitions
+that change owner, and the generations of every other partition run on undisturbed. A partition
+that moves has its generations abandoned, and their sent events acknowledged, before it is let
+go, so the new owner's attempt (numbered after it) is the only one writing. A partition lost
+without a revocation (this bridge was frozen past its session timeout) is caught by the attempt
+fence in `Generation`. A request redelivered while its first copy still runs here (a processor
+that crashed after writing it) waits for that copy to end, then finds the response finished.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import redis.asyncio as redis
 import tritonclient.grpc.aio as triton
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+from tritonclient.utils import InferenceServerException
 
 from inference_bridge.attempts import Attempts
 from inference_bridge.cancels import PendingCancels
@@ -33,8 +42,8 @@ from inference_bridge.generation import Generation
 from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter
 from inference_bridge.topics import Topics
-from inference_bridge.triton_stream import Timeouts, stream_text
-from infra.kafka_clients import EventProducer, Record, consumer, dead_letter, next_batch
+from inference_bridge.triton_stream import InferenceError, Timeouts, stream_text
+from infra.kafka_clients import COOPERATIVE, EventProducer, Record, consumer, dead_letter, next_batch
 from infra.settings import BridgeSettings
 from schemas.events import InferenceRequested
 from schemas.serde import UndecodableEvent, decode
@@ -46,7 +55,9 @@ PROCESSOR = "inference_bridge"
 POLL_S = 0.1  # how long a consumer thread blocks per call: bounds shutdown and commit latency
 CANCEL_MEMORY_S = 600.0  # how long an early cancel waits for its request; also the control lookback
 CANCEL_MEMORY_SIZE = 100_000
-DRAIN_S = 20.0  # on SIGTERM, time given to running generations before they are abandoned
+FLUSH_S = 5.0  # how long an abandoned generation's sent events get to be acknowledged before it lets go
+PROBE_S = 1.0  # one readiness probe of a Triton endpoint, while waiting for one to come back
+PROBE_EVERY_S = 0.5
 
 T = TypeVar("T")
 
@@ -102,6 +113,7 @@ class Bridge:
         self._offsets = OffsetTracker()
         self._pending_cancels = PendingCancels(CANCEL_MEMORY_S, CANCEL_MEMORY_SIZE)
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
+        self._by_response: dict[str, asyncio.Task[None]] = {}  # the newest task per response id
         self._paused = False
         self._error: BaseException | None = None
 
@@ -136,20 +148,33 @@ class Bridge:
         resources.push_async_callback(asyncio.to_thread, self._producer.close)
         self._requests_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-requests"))
         self._control_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-control"))
-        self._requests = consumer(self._group_id)
+        self._requests = consumer(self._group_id, **COOPERATIVE)
         resources.push_async_callback(self._in_thread, self._requests_thread, self._requests.close)
-        self._requests.subscribe([self._topics.inference_requests.name], on_revoke=self._on_revoke)
+        self._requests.subscribe(
+            [self._topics.inference_requests.name],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
         control = self._topics.control
         self._control = await self._in_thread(self._control_thread, control_consumer, control, CANCEL_MEMORY_S)
         resources.push_async_callback(self._in_thread, self._control_thread, self._control.close)
 
     async def _drain(self) -> None:
-        """Let running generations finish (bounded), commit them, abandon the rest."""
-        self._requests.pause(self._requests.assignment())
+        """Let running generations finish (for up to `drain_s`), commit them, hand the rest over.
+
+        The consumer keeps polling meanwhile, fetching nothing new (paused) but serving
+        rebalances, so a partition another bridge asks for moves at once. Leaving the group
+        (closing the consumer, with its final commit) follows in `run`'s exit stack; the requests
+        abandoned here stay uncommitted and their new owner retries them as attempt + 1.
+        """
         if self._in_flight:
             log.info("draining %d generation(s)", len(self._in_flight))
-            await asyncio.wait(self._in_flight, timeout=DRAIN_S)
-        self._commit()
+        deadline = self._loop.time() + self._config.drain_s
+        while self._in_flight and self._loop.time() < deadline and self._error is None:
+            self._requests.pause(self._requests.assignment())  # every round: a rebalance assigns unpaused
+            await self._poll(1)  # what it returns was fetched after the stop: left to the next owner
+            self._commit()
         await self._abandon(set(self._in_flight))
 
     async def _in_thread(self, thread: ThreadPoolExecutor, call: Callable[..., T], *args: Any) -> T:
@@ -161,10 +186,12 @@ class Bridge:
         while not stop.is_set() and self._error is None:
             free = self._config.max_concurrent - len(self._in_flight)
             self._throttle(free)
-            messages = await self._in_thread(self._requests_thread, next_batch, self._requests, POLL_S, max(free, 1))
-            for message in messages:
+            for message in await self._poll(max(free, 1)):
                 self._accept(message)
             self._commit()
+
+    async def _poll(self, most: int) -> list[Message]:
+        return await self._in_thread(self._requests_thread, next_batch, self._requests, POLL_S, most)
 
     def _throttle(self, free: int) -> None:
         """Stop fetching while full, start again once a generation ends."""
@@ -194,15 +221,31 @@ class Bridge:
             attempts=self._attempts,
             max_attempts=self._config.max_attempts,
             topics=self._topics,
+            recover=self._recover,
+            retry_budget_s=self._config.retry_budget_s,
         )
         if self._pending_cancels.take(request.response_id):
             generation.cancel()
-        self._track(generation.run(), _InFlight(partition, offset, generation))
+        self._run_once_at_a_time(generation, _InFlight(partition, offset, generation))
 
-    def _track(self, work: Coroutine[Any, Any, None], in_flight: _InFlight) -> None:
+    def _run_once_at_a_time(self, generation: Generation, in_flight: _InFlight) -> None:
+        """Run the generation, after the one already running here for the same response if any:
+        that one's end marks the response finished, so the copy then writes nothing."""
+        response_id = generation.request.response_id
+        running = self._by_response.get(response_id)
+        task = self._track(generation.run() if running is None else _after(running, generation.run()), in_flight)
+        self._by_response[response_id] = task
+        task.add_done_callback(lambda done: self._forget_response(response_id, done))
+
+    def _forget_response(self, response_id: str, task: asyncio.Task[None]) -> None:
+        if self._by_response.get(response_id) is task:
+            del self._by_response[response_id]
+
+    def _track(self, work: Coroutine[Any, Any, None], in_flight: _InFlight) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._in_flight[task] = in_flight
         task.add_done_callback(self._finished)
+        return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         in_flight = self._in_flight.pop(task)
@@ -219,6 +262,7 @@ class Bridge:
         self._error = self._error or task.exception()
 
     def _commit(self) -> None:
+        """Commit, asynchronously, the positions that moved (consumer close waits for the commit)."""
         positions = self._offsets.committable()
         if positions:
             self._requests.commit(offsets=self._topic_partitions(positions), asynchronous=True)
@@ -235,25 +279,63 @@ class Bridge:
         )
 
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
+        """The reply from the least-busy endpoint; an endpoint whose server went away is marked down."""
         sampling = {**self._sampling.get(request.model, {}), "max_tokens": request.max_tokens}
         with self._router.lease() as client:
             chunks = stream_text(client, request.model, request.prompt, sampling, self._timeouts)
-            async with aclosing(chunks):
-                async for chunk in chunks:
-                    yield chunk
+            try:
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        yield chunk
+            except InferenceError as exc:
+                if exc.retryable:
+                    self._router.mark(client, down=True)
+                raise
+
+    async def _recover(self, request: InferenceRequested, deadline: float) -> None:
+        """Wait until an endpoint serves the request's model, probing the ones not down first, so
+        that the retry goes to another server when the fleet has one, else to this one once back."""
+        while True:
+            for client in self._router.clients():
+                ready = await _serves(client, request.model)
+                self._router.mark(client, down=not ready)
+                if ready:
+                    return
+            if self._loop.time() >= deadline:
+                raise InferenceError(
+                    f"inference server unavailable: no endpoint served {request.model!r} again within"
+                    f" {self._config.retry_budget_s:g}s (STENO_BRIDGE__RETRY_BUDGET_S)"
+                )
+            await asyncio.sleep(PROBE_EVERY_S)
 
     # --- rebalances -------------------------------------------------------------------------
 
+    # Called in the consumer thread, from inside `poll` (or `close`). Cooperative rebalancing: each
+    # callback gets only the partitions that change, and adds or removes just those.
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned partitions %s", sorted(tp.partition for tp in partitions))
+        consumer.incremental_assign(partitions)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Called in the consumer thread: abandon what is unfinished, commit what is done, let go."""
-        lost = {tp.partition for tp in partitions}
-        positions = asyncio.run_coroutine_threadsafe(self._release(lost), self._loop).result()
-        if not positions:
-            return
-        try:
-            consumer.commit(offsets=self._topic_partitions(positions), asynchronous=False)
-        except KafkaException as exc:  # the next owner redoes the finished requests: at least once
-            log.warning("commit on revoke failed: %s", exc)
+        """Abandon what is unfinished, commit what is done, let go."""
+        positions = self._run_on_loop(self._release({tp.partition for tp in partitions}))
+        if positions:
+            try:
+                consumer.commit(offsets=self._topic_partitions(positions), asynchronous=False)
+            except KafkaException as exc:  # the next owner redoes the finished requests: at least once
+                log.warning("commit on revoke failed: %s", exc)
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group gave the partitions to others already (this bridge missed its session
+        timeout): stop their generations at once; committing is no longer possible."""
+        log.warning("lost partitions %s", sorted(tp.partition for tp in partitions))
+        self._run_on_loop(self._release({tp.partition for tp in partitions}))
+        consumer.incremental_unassign(partitions)
+
+    def _run_on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
 
     async def _release(self, partitions: set[int]) -> dict[int, int]:
         """Abandon the partitions' generations; return every commit position not yet committed."""
@@ -264,11 +346,18 @@ class Bridge:
         return positions
 
     async def _abandon(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Stop the generations, then wait (bounded) until what they sent is in the log, so that
+        none of it lands after the next owner's attempt began."""
+        if not tasks:
+            return
+        generations = [self._in_flight[task].generation for task in tasks]
         for task in tasks:
             task.cancel()
-        if tasks:
-            log.info("abandoned %d generation(s); their requests will be retried", len(tasks))
-            await asyncio.wait(tasks)
+        log.info("abandoned %d generation(s); their requests will be retried", len(tasks))
+        await asyncio.wait(tasks)
+        sent = [asyncio.ensure_future(ack) for g in generations if g is not None for ack in g.unacknowledged()]
+        if sent:
+            await asyncio.wait(sent, timeout=FLUSH_S)
 
     # --- cancels ----------------------------------------------------------------------------
 
@@ -291,6 +380,24 @@ class Bridge:
             generation.cancel()
         if not running:
             self._pending_cancels.add(response_id)
+
+
+async def _after(running: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` once `running` has ended, however it ended."""
+    try:
+        await asyncio.wait({running})
+    except asyncio.CancelledError:
+        work.close()
+        raise
+    await work
+
+
+async def _serves(client: triton.InferenceServerClient, model: str) -> bool:
+    """Whether the endpoint answers and has the model loaded."""
+    try:
+        return bool(await client.is_model_ready(model, client_timeout=PROBE_S))
+    except InferenceServerException:
+        return False
 
 
 def _inference_request(raw: bytes | None) -> InferenceRequested:

@@ -28,11 +28,21 @@ import tritonclient.grpc.aio as triton
 from schemas.events import ChatTurn
 
 OUTPUT = "text_output"
+UNREACHABLE = {grpc.StatusCode.UNAVAILABLE}  # no connection, or the server went away mid-stream
 FINAL_FLAG = "triton_final_response"
 
 
 class InferenceError(Exception):
-    """A generation could not finish; the message says why, in words a user can read."""
+    """A generation could not finish; the message says why, in words a user can read.
+
+    `retryable`: the server could not be reached or went away (restart, crash, network), so the
+    same request may well succeed on another server or once this one is back; a model error or a
+    stall is not retried, it would most likely happen again.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,8 @@ async def _next_result(call: Any, timeout_s: float) -> triton.InferResult | None
     except TimeoutError:
         raise InferenceError(f"the model sent nothing for {timeout_s:g}s") from None
     except grpc.aio.AioRpcError as exc:
-        raise InferenceError(f"inference server unavailable ({exc.code().name}): {exc.details()}") from exc
+        message = f"inference server unavailable ({exc.code().name}): {exc.details()}"
+        raise InferenceError(message, retryable=exc.code() in UNREACHABLE) from exc
     if error is not None:
         raise InferenceError(f"the model failed: {error.message()}")
     return result

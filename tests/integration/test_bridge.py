@@ -247,7 +247,9 @@ async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arri
 @pytest.mark.parametrize(
     ("scripted", "config", "detail"),
     [
-        pytest.param(SHORT, {"endpoints": [DEAD_ENDPOINT]}, "unavailable", id="unreachable-endpoint"),
+        pytest.param(
+            SHORT, {"endpoints": [DEAD_ENDPOINT], "retry_budget_s": 1.0}, "again within 1s", id="unreachable-endpoint"
+        ),
         pytest.param({**SHORT, "fail_after": 2}, {}, "scripted failure after 2 tokens", id="model-error"),
         pytest.param({**SHORT, "ttft_ms": 5000}, {"first_token_timeout_s": 0.5}, "sent nothing for 0.5s", id="timeout"),
     ],

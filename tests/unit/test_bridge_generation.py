@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from inference_bridge.generation import Generation, TextStream
+from inference_bridge.generation import FENCE_CHECK_S, Generation, TextStream
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
 from schemas.events import (
@@ -87,22 +87,66 @@ class Model:
 
 
 class Attempts:
-    """The attempt record as Redis keeps it for the bridge (inference_bridge.attempts), in memory."""
+    """The attempt record as Redis keeps it for the bridge (inference_bridge.attempts), in memory:
+    each `begin` counts one more attempt (the first returns `attempt`)."""
 
     def __init__(self, attempt: int | None) -> None:
         self.attempt = attempt
+        self.newest = 0 if attempt is None else attempt - 1
         self.finished: list[str] = []
 
     async def begin(self, response_id: str) -> int | None:
         assert response_id == REQUEST.response_id
-        return self.attempt
+        self.newest += 1
+        return None if self.attempt is None else self.newest
+
+    async def current(self, response_id: str) -> int:
+        return self.newest
 
     async def finish(self, response_id: str) -> None:
         self.finished.append(response_id)
 
 
+class Fleet:
+    """`recover` over a fleet that is back after `down_for` probes (never, for None)."""
+
+    def __init__(self, down_for: int | None = 0) -> None:
+        self.down_for = down_for
+        self.waits = 0
+
+    async def recover(self, request: InferenceRequested, deadline: float) -> None:
+        while self.down_for is None or self.waits < self.down_for:
+            self.waits += 1
+            if asyncio.get_running_loop().time() >= deadline:
+                raise InferenceError("inference server unavailable: no endpoint served 'scripted' again within 0s")
+            await asyncio.sleep(0)
+
+
+class Flaky:
+    """A model stream whose server goes away during the first `outages` streams, after one piece."""
+
+    def __init__(self, *pieces: str, outages: int = 1) -> None:
+        self.pieces = pieces
+        self.outages = outages
+        self.calls = 0
+
+    async def __call__(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
+        self.calls += 1
+        if self.calls <= self.outages:
+            yield self.pieces[0]
+            raise InferenceError("inference server unavailable (UNAVAILABLE): Socket closed", retryable=True)
+        for piece in self.pieces:
+            yield piece
+
+
 def generation(
-    stream: TextStream, log: FakeLog, attempt: int | None = 1, max_attempts: int = 3, attempts: Attempts | None = None
+    stream: TextStream,
+    log: FakeLog,
+    attempt: int | None = 1,
+    max_attempts: int = 3,
+    attempts: Attempts | None = None,
+    fleet: Fleet | None = None,
+    retry_budget_s: float = 30.0,
 ) -> Generation:
     return Generation(
         REQUEST,
@@ -111,6 +155,8 @@ def generation(
         attempts=attempts or Attempts(attempt),
         max_attempts=max_attempts,
         topics=Topics(),
+        recover=(fleet or Fleet()).recover,
+        retry_budget_s=retry_budget_s,
     )
 
 
@@ -254,3 +300,71 @@ async def _until(condition) -> None:
     async with asyncio.timeout(5):
         while not condition():  # noqa: ASYNC110  (yields to the bridge's tasks until the fake log shows the step)
             await asyncio.sleep(0)
+
+
+async def test_a_server_that_went_away_mid_reply_is_retried_as_the_next_attempt() -> None:
+    log, fleet = FakeLog(), Fleet(down_for=3)
+    await generation(Flaky("Hello ", "there"), log, fleet=fleet).run()
+
+    assert fleet.waits == 3, "the retry waits until an endpoint serves the model again"
+    assert log.types(TOKENS) == [
+        *["ResponseStarted", "TokenGenerated"],
+        *["ResponseRestarted", "ResponseStarted", "TokenGenerated", "TokenGenerated", "ResponseEnded"],
+    ]
+    tokens = [e for _, e in log.sent if isinstance(e, TokenGenerated)]
+    assert [(t.attempt, t.seq) for t in tokens] == [(1, 0), (2, 0), (2, 1)]
+    completed = log.last(CONVERSATIONS)
+    assert isinstance(completed, ResponseCompleted)
+    assert (completed.text, completed.attempt) == ("Hello there", 2)
+    assert log.types(CONVERSATIONS) == ["ResponseCompleted"]
+
+
+async def test_a_server_that_stays_away_past_the_budget_fails_the_reply() -> None:
+    log = FakeLog()
+    await generation(Flaky("Hello "), log, fleet=Fleet(down_for=None), retry_budget_s=0.0).run()
+
+    failed = log.last(CONVERSATIONS)
+    assert isinstance(failed, ResponseFailed) and "no endpoint served" in failed.error
+    assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated", "ResponseEnded"]
+
+
+async def test_a_model_error_is_not_retried() -> None:
+    log = FakeLog()
+    model = Model("Hel", error=InferenceError("the model failed: out of memory"))
+    await generation(model, log, fleet=Fleet(down_for=None)).run()
+
+    assert isinstance(log.last(CONVERSATIONS), ResponseFailed)
+    assert "ResponseRestarted" not in log.types(TOKENS)
+
+
+async def test_a_generation_taken_over_by_a_newer_attempt_stops_writing() -> None:
+    """Another bridge began attempt 2 while this one was frozen: attempt 1 must not end the reply."""
+    log, attempts = FakeLog(), Attempts(1)
+    model = Model("Once ", hang=True)
+    running = generation(model, log, attempts=attempts)
+    task = asyncio.create_task(running.run())
+    await model.hanging.wait()
+
+    attempts.newest = 2
+    running.cancel()  # would end the reply as cancelled, were this still the newest attempt
+    await task
+
+    assert log.types(CONVERSATIONS) == []
+    assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated"]
+    assert attempts.finished == [], "the newer attempt ends the response"
+
+
+async def test_a_generation_taken_over_mid_stream_stops_streaming() -> None:
+    log, attempts = FakeLog(), Attempts(1)
+
+    async def stream(request: InferenceRequested) -> AsyncGenerator[str, None]:
+        yield "one "
+        attempts.newest = 2  # taken over
+        await asyncio.sleep(FENCE_CHECK_S)  # past the next fence check
+        yield "two "
+        yield "three"
+
+    await generation(stream, log, attempts=attempts).run()
+
+    assert [e.text for _, e in log.sent if isinstance(e, TokenGenerated)] == ["one "]
+    assert log.types(CONVERSATIONS) == []

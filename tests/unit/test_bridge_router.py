@@ -42,3 +42,17 @@ def test_a_failed_stream_releases_its_endpoint() -> None:
 def test_an_empty_fleet_is_a_configuration_error() -> None:
     with pytest.raises(ValueError, match="needs at least one endpoint"):
         LeastBusyRouter({})
+
+
+def test_an_endpoint_marked_down_is_chosen_only_when_all_are_down() -> None:
+    router = LeastBusyRouter({"a": "A", "b": "B"})
+    router.mark("A", down=True)
+    with router.lease() as first, router.lease() as second:
+        assert (first, second) == ("B", "B")
+    assert router.clients() == ["B", "A"], "probed in the order a lease would choose"
+    router.mark("B", down=True)
+    with router.lease() as chosen:
+        assert chosen in {"A", "B"}
+    router.mark("A", down=False)
+    with router.lease() as chosen:
+        assert chosen == "A"
