@@ -62,10 +62,13 @@ STAGES: dict[type[MessageEvent], int] = {
     ResponseFailed: 3,
     ResponseCancelled: 3,
 }
-REPLACED_STAGE = 4  # a regeneration retires the old reply after every stage of its own events
+REPLACED_STAGE = 999  # a regeneration retires the old reply after every stage and attempt of its own events
 FOREVER = 2**63 - 1  # Cassandra's highest write timestamp: a deletion nothing can outlive
 
 Cells = dict[str, Any]
+OUTCOME: Cells = {"content": "", "finish_reason": None, "detail": None}
+"""The outcome cells a reply's final event does not set itself: it clears them, so that the final
+event of a later attempt replaces an earlier attempt's outcome whole (see `write_time`)."""
 
 # Cassandra cannot be reached: nothing to say about the event, the whole batch can be applied again.
 CASSANDRA_UNAVAILABLE: tuple[type[Exception], ...] = (NoHostAvailable, OperationTimedOut, Unavailable, Timeout)
@@ -138,12 +141,18 @@ def write_time(event: ConversationStarted | ConversationRenamed | MessageEvent) 
 
     A message's events are stamped with the message_id's UUIDv7 time plus their lifecycle stage,
     so a later stage always wins even when the clocks of the machines that produced the events
-    (API, moderation, bridge) disagree. A conversation is started once, and renamed by one user
-    from one API: their own time will do.
+    (API, moderation, bridge) disagree. The final events of a reply add their attempt: two attempts
+    can both end it (the bridge that ran the first froze and came back), and on equal timestamps
+    Cassandra would keep each cell's larger value, mixing the two outcomes in one row; the later
+    attempt wins instead. A conversation is started once, and renamed by one user from one API:
+    their own time will do.
     """
     if isinstance(event, ConversationStarted | ConversationRenamed):
         return int(event.occurred_at.timestamp() * 1_000_000)
-    return _created_ms(event.message_id) * 1000 + STAGES[type(event)]
+    stage = STAGES[type(event)]
+    if isinstance(event, ResponseCompleted | ResponseFailed | ResponseCancelled):
+        stage += min(event.attempt, REPLACED_STAGE - stage) - 1
+    return _created_ms(event.message_id) * 1000 + stage
 
 
 def replaced_time(event: MessageSubmitted) -> int:
@@ -176,11 +185,11 @@ def turn_cells(event: MessageEvent) -> dict[str, Cells]:
             return {event.message_id: {"status": Status.BLOCKED}, event.response_id: reply}
         case ResponseCompleted():
             reply = {"status": Status.COMPLETED, "content": event.text, "finish_reason": event.finish_reason}
-            return {event.response_id: reply}
+            return {event.response_id: OUTCOME | reply}
         case ResponseFailed():
-            return {event.response_id: {"status": Status.FAILED, "detail": event.error}}
+            return {event.response_id: OUTCOME | {"status": Status.FAILED, "detail": event.error}}
         case ResponseCancelled():
-            return {event.response_id: {"status": Status.CANCELLED, "content": event.text}}
+            return {event.response_id: OUTCOME | {"status": Status.CANCELLED, "content": event.text}}
 
 
 class History:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from projections.history import STAGES, replaced_time, turn_cells, write_time
+from projections.history import OUTCOME, STAGES, replaced_time, turn_cells, write_time
 from projections.status import Status
 from schemas.events import (
     ConversationRenamed,
@@ -101,8 +101,8 @@ def test_a_blocked_message_blocks_both_rows_and_says_why_on_the_reply() -> None:
             MessageAccepted(**IDS, model="m", content="hi", submitted_offset=0),
             {MESSAGE_ID: {"status": Status.ACCEPTED}},
         ),
-        (ResponseFailed(**IDS, error="boom"), {RESPONSE_ID: {"status": Status.FAILED, "detail": "boom"}}),
-        (ResponseCancelled(**IDS, text="par"), {RESPONSE_ID: {"status": Status.CANCELLED, "content": "par"}}),
+        (ResponseFailed(**IDS, error="boom"), {RESPONSE_ID: OUTCOME | {"status": Status.FAILED, "detail": "boom"}}),
+        (ResponseCancelled(**IDS, text="par"), {RESPONSE_ID: OUTCOME | {"status": Status.CANCELLED, "content": "par"}}),
     ],
 )
 def test_later_events_touch_only_the_cells_they_change(event: Event, cells: dict) -> None:
