@@ -1,0 +1,175 @@
+"""Faults struck at the running stack, and the healing that leaves it as it was.
+
+steno's own processes are found by command line (`python -m ingest_api`, ...); the servers by
+their PID files in `.stack/run/`. A killed steno process is restarted by the stack's process
+supervisor; where none restarted it after a grace period, `steno up` does (it starts whatever
+is not running). A killed server is started again with `steno up` at once, as an operator or a
+service manager would. Every wait is for a condition, with a deadline that names what failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psutil
+from confluent_kafka.admin import AdminClient
+
+from infra.settings import REPO_ROOT, settings
+
+STENO = str(REPO_ROOT / ".venv" / "bin" / "steno")
+MODULES = {
+    "api": "ingest_api",
+    "processors": "stream_processors",
+    "bridge": "inference_bridge",
+    "projections": "projections",
+}
+GROUPS = {"processors": "steno-processors", "bridge": "steno-bridge", "projections": "steno-projections"}
+SUPERVISOR_GRACE_S = 5.0  # a supervisor restarts a crashed process in ~2 s; after this, `steno up` does
+HEAL_TIMEOUT_S = 240.0  # a killed Cassandra replays its commit log before it answers again
+
+
+class StackNotHealthy(AssertionError):
+    """The stack did not come back; the message says what is still down."""
+
+
+def steno_pids(name: str) -> list[int]:
+    """The live processes running steno's `name` (`python -m <module>`)."""
+    wanted = ["-m", MODULES[name]]
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] != psutil.STATUS_ZOMBIE and _contains(cmdline, wanted):
+            found.append(proc.pid)
+    return found
+
+
+def _contains(cmdline: list[str], wanted: list[str]) -> bool:
+    return any(cmdline[i : i + len(wanted)] == wanted for i in range(len(cmdline)))
+
+
+def server_pid(name: str) -> int:
+    pid_file = settings.stack.run_dir / f"{name}.pid"
+    try:
+        return int(pid_file.read_text().strip())
+    except FileNotFoundError:
+        raise StackNotHealthy(f"{pid_file} is missing: was {name} started by `steno up`?") from None
+
+
+def stack_status() -> tuple[bool, str]:
+    """`steno status`: whether everything is healthy, and its report."""
+    done = subprocess.run([STENO, "status"], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    return done.returncode == 0, done.stdout
+
+
+def steno_up() -> None:
+    subprocess.run([STENO, "up"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+
+
+def until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.25) -> float:
+    """Wait for `condition`; the seconds it took. Raises naming `what` at the deadline."""
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout_s:
+            raise StackNotHealthy(f"{what}: not after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+    return time.monotonic() - began
+
+
+def heal(gone: set[int] = frozenset()) -> None:
+    """Wait until every steno process runs (none of the `gone` pids) and the stack is healthy.
+
+    What the supervisor does not restart within its grace period is started by `steno up`.
+    """
+    began = time.monotonic()
+    last_up = began
+    while True:
+        running = {name: steno_pids(name) for name in MODULES}
+        back = all(pids and not set(pids) & gone for pids in running.values())
+        healthy, report = stack_status() if back else (False, f"not running: {running}")
+        if healthy:
+            return
+        now = time.monotonic()
+        if now - began > HEAL_TIMEOUT_S:
+            raise StackNotHealthy(f"the stack is not healthy {HEAL_TIMEOUT_S:.0f}s after the fault:\n{report}")
+        if now - last_up > SUPERVISOR_GRACE_S:
+            steno_up()
+            last_up = time.monotonic()
+        time.sleep(0.5)
+
+
+def group_members(group: str) -> int:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+    [description] = [f.result(timeout=10) for f in admin.describe_consumer_groups([group]).values()]
+    return len(description.members)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault: `strike` breaks something now; `heal` waits until the stack is whole again."""
+
+    name: str
+    strike: Callable[[], set[int]]  # returns the pids it ended
+    recover: Callable[[set[int]], None]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def kill_steno(name: str) -> Fault:
+    def strike() -> set[int]:
+        pids = set(steno_pids(name))
+        assert pids, f"no `python -m {MODULES[name]}` runs: is the stack up?"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        return pids
+
+    return Fault(f"kill -9 {name}", strike, heal)
+
+
+def kill_server(name: str) -> Fault:
+    """SIGKILL the server's whole process group (Triton's model stubs too), then start it again."""
+
+    def strike() -> set[int]:
+        pid = server_pid(name)
+        os.killpg(pid, signal.SIGKILL)
+        until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, name)
+        return {pid}
+
+    def recover(gone: set[int]) -> None:
+        steno_up()
+        heal()
+
+    return Fault(f"kill -9 {name}, restart", strike, recover)
+
+
+def stop_past_session(name: str) -> Fault:
+    """SIGSTOP a consumer until its group has given up on it (its session timed out), then SIGCONT:
+    a member the group already replaced comes back."""
+    stopped: set[int] = set()
+
+    def strike() -> set[int]:
+        pids = set(steno_pids(name))
+        assert pids, f"no `python -m {MODULES[name]}` runs: is the stack up?"
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        stopped.update(pids)
+        return set()
+
+    def recover(_: set[int]) -> None:
+        try:
+            until(lambda: group_members(GROUPS[name]) == 0, 180, f"{GROUPS[name]} dropping its stopped member", 1.0)
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        heal()
+
+    return Fault(f"SIGSTOP {name} past its session timeout, SIGCONT", strike, recover)
+
+
+def no_fault() -> Fault:
+    return Fault("none (baseline)", lambda: set(), lambda _: None)

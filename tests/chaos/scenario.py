@@ -1,0 +1,94 @@
+"""One fault under load: conversations mid-reply, the fault, recovery, then the judgement."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from tests.chaos.checker import Exchange, Tally, Verdict, judge, resume_delays
+from tests.chaos.evidence import gather_evidence
+from tests.chaos.faults import Fault, heal
+from tests.chaos.workload import Client, NotAcknowledged, message
+
+MIX = {"native": 10, "responses": 6, "chat": 6}  # 22 concurrent conversations
+MID_STREAM_EVENTS = 3  # each reply has streamed this many events when the fault strikes
+START_TIMEOUT_S = 60.0
+CLIENT_DEADLINE_S = 200.0  # a client keeps reconnecting this long after it started
+PROBE_PAUSE_S = 0.5
+
+
+@dataclass
+class Outcome:
+    tally: Tally
+    verdicts: list[Verdict]
+
+
+async def under_fault(fault: Fault) -> Outcome:
+    """Start the workload, strike mid-stream, heal, let every client finish, and judge."""
+    since_ms = int(time.time() * 1000) - 5_000
+    clients = [Client.new(api) for api, count in MIX.items() for _ in range(count)]
+    deadline = time.monotonic() + CLIENT_DEADLINE_S
+    tasks = [
+        asyncio.create_task(c.converse(message(f"c{i}"), deadline), name=f"{c.api}-{i}") for i, c in enumerate(clients)
+    ]
+    probes: list[Client] = []
+    try:
+        await _until_mid_stream(clients, tasks)
+        gone = await asyncio.to_thread(fault.strike)
+        fault_at = time.monotonic()
+        probe = asyncio.create_task(_answered_again(probes, fault_at, deadline))
+        try:
+            await asyncio.to_thread(fault.recover, gone)
+        finally:
+            answered_again_s = await probe
+        _raise_unexpected(await asyncio.gather(*tasks, return_exceptions=True))
+        await asyncio.to_thread(heal)
+        evidence = await gather_evidence(clients + probes, since_ms)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*(c.close() for c in clients + probes))
+    verdicts = [judge(*found) for found in evidence]
+    exchanges: list[Exchange] = [found[0] for found in evidence]
+    return Outcome(Tally.of(fault.name, verdicts, resume_delays(exchanges, fault_at), answered_again_s), verdicts)
+
+
+async def _until_mid_stream(clients: list[Client], tasks: list[asyncio.Task]) -> None:
+    """Every reply is streaming (so the fault cuts each one mid-stream); the healthy stack must
+    acknowledge every message."""
+    began = time.monotonic()
+    while not all(c.exchange is not None and len(c.exchange.received) >= MID_STREAM_EVENTS for c in clients):
+        failed = [t for t in tasks if t.done()]
+        if failed:
+            raise AssertionError(f"before the fault, {failed[0].get_name()} ended: {failed[0].exception()!r}")
+        if time.monotonic() - began > START_TIMEOUT_S:
+            slow = [c.api for c in clients if c.exchange is None or len(c.exchange.received) < MID_STREAM_EVENTS]
+            raise AssertionError(f"{len(slow)} replies not streaming after {START_TIMEOUT_S:.0f}s: {slow}")
+        await asyncio.sleep(0.05)
+
+
+async def _answered_again(probes: list[Client], fault_at: float, deadline: float) -> float | None:
+    """Seconds from the fault until a new message is answered in full; each try is a new
+    conversation, and every acknowledged one is judged with the rest."""
+    while time.monotonic() < deadline:
+        client = Client.new("native")
+        probes.append(client)
+        try:
+            await client.converse(message("probe", itl_ms=10, words=5), deadline)
+        except (NotAcknowledged, httpx.HTTPError):
+            await asyncio.sleep(PROBE_PAUSE_S)
+            continue
+        exchange = client.exchange
+        if exchange is not None and exchange.finished and exchange.received[-1].kind == "done":
+            return exchange.received[-1].at - fault_at
+    return None
+
+
+def _raise_unexpected(results: list[object]) -> None:
+    """A client that was never acknowledged is owed nothing; any other error is the suite's bug."""
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, NotAcknowledged | httpx.HTTPError):
+            raise result
