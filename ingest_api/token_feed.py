@@ -15,17 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from infra.kafka_clients import next_batch
 from infra.settings import settings
 from ingest_api.positions import LoggedEvent
-from schemas.events import ResponseEnded, id_created_ms
+from schemas.events import ResponseEnded, ResponseStarted, id_created_ms
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import TOKENS
 
@@ -61,6 +62,10 @@ class Subscription:
 
 @dataclass
 class _Remembered:
+    """What the feed saw of one response. `whole` is False when the feed attached after the
+    response began (a restarted API): those events are a tail, and readers go to the log."""
+
+    whole: bool
     events: list[LoggedEvent] = field(default_factory=list)
     ended: bool = False
     last_at: float = 0.0  # monotonic time of the newest event
@@ -72,7 +77,7 @@ class TokenFeed:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._watchers: dict[str, set[Subscription]] = {}
         self._remembered: dict[str, _Remembered] = {}
-        self._started_ms = 0
+        self._started_ms = math.inf  # until the feed's start offsets are fixed, nothing counts as new
         self._last_sweep = 0.0
         self._running = False
         self._thread: threading.Thread | None = None
@@ -83,7 +88,6 @@ class TokenFeed:
         """Begin tailing from the end of every partition; earlier events are in the log."""
         self._loop = asyncio.get_running_loop()
         self._running = True
-        self._started_ms = int(time.time() * 1000)
         self._thread = threading.Thread(target=self._consume_forever, name="token-feed", daemon=True)
         self._thread.start()
 
@@ -117,11 +121,14 @@ class TokenFeed:
     def remembered(self, response_id: str) -> list[LoggedEvent] | None:
         """The response's events if memory holds all of them, else None (read the log)."""
         if (entry := self._remembered.get(response_id)) is not None:
-            return list(entry.events)
+            return list(entry.events) if entry.whole else None
         created = id_created_ms(response_id) or 0
-        is_new = created > self._started_ms + CLOCK_SKEW_MS
         is_recent = created > (time.time() - REMEMBER_ENDED_S) * 1000
-        return [] if is_new and is_recent else None
+        return [] if self._is_new(response_id) and is_recent else None
+
+    def _is_new(self, response_id: str) -> bool:
+        """Minted after the feed attached: every event of the response comes through the feed."""
+        return (id_created_ms(response_id) or 0) > self._started_ms + CLOCK_SKEW_MS
 
     def _consume_forever(self) -> None:
         consumer = Consumer(
@@ -132,8 +139,8 @@ class TokenFeed:
                 "fetch.wait.max.ms": 50,
             }
         )
-        consumer.assign([TopicPartition(TOKENS.name, p, OFFSET_END) for p in range(TOKENS.partitions)])
         try:
+            self._attach(consumer)
             while self._running:
                 batch = next_batch(consumer, timeout_s=0.1)
                 self.healthy = True
@@ -147,12 +154,22 @@ class TokenFeed:
         finally:
             consumer.close()
 
+    def _attach(self, consumer: Consumer) -> None:
+        """Assign every partition at its current end, read as explicit offsets, and only then
+        count responses minted from now on as new: their events are all at or past these ends.
+        (OFFSET_END would be resolved later, when the first fetch happens, leaving a window in
+        which a new response's first events fall before the feed's position.)"""
+        ends = [consumer.get_watermark_offsets(TopicPartition(TOKENS.name, p), timeout=10)[1] for p in _partitions()]
+        consumer.assign([TopicPartition(TOKENS.name, p, end) for p, end in zip(_partitions(), ends, strict=True)])
+        self._started_ms = time.time() * 1000  # after the ends were read: later events lie past them
+
     def _dispatch(self, events: list[LoggedEvent]) -> None:
         for item in events:
             response_id = item.event.response_id
             entry = self._remembered.get(response_id)
             if entry is None:
-                entry = self._remembered[response_id] = _Remembered()
+                whole = self._is_new(response_id) or _begins(item)
+                entry = self._remembered[response_id] = _Remembered(whole)
                 for watcher in self._watchers.get(item.event.conversation_id, ()):
                     watcher.offer(item)
             entry.events.append(item)
@@ -172,6 +189,15 @@ class TokenFeed:
         stale = [rid for rid, e in self._remembered.items() if e.last_at < cutoff]
         for response_id in stale:
             del self._remembered[response_id]
+
+
+def _partitions() -> range:
+    return range(TOKENS.partitions)
+
+
+def _begins(item: LoggedEvent) -> bool:
+    """The response's first event: nothing of it was written before this one."""
+    return isinstance(item.event, ResponseStarted) and item.event.attempt == 1
 
 
 def _discard(subscriptions: dict[str, set[Subscription]], subscription: Subscription) -> None:

@@ -18,6 +18,12 @@ def token(response_id: str, offset: int, seq: int) -> LoggedEvent:
     )
 
 
+def started(response_id: str, offset: int, attempt: int = 1) -> LoggedEvent:
+    return LoggedEvent(
+        offset, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=response_id, attempt=attempt)
+    )
+
+
 def ended(response_id: str, offset: int) -> LoggedEvent:
     return LoggedEvent(
         offset, ResponseEnded(conversation_id=CONVERSATION, user_id="u", response_id=response_id, outcome="completed")
@@ -46,9 +52,32 @@ async def test_events_before_and_after_subscribing_arrive_once_in_order() -> Non
 async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
     feed = TokenFeed()
     rid = new_id()
-    feed._dispatch([token(rid, 20, 0), token(rid, 21, 1), token(rid, 22, 2), ended(rid, 23)])
+    feed._dispatch([started(rid, 19), token(rid, 20, 0), token(rid, 21, 1), token(rid, 22, 2), ended(rid, 23)])
     assert await collect(feed, rid, 21) == [22, 23]
     assert await asyncio.wait_for(collect(feed, rid, 23), 5) == []  # resumed after the end: closes at once
+
+
+def test_a_feed_that_attached_mid_response_sends_readers_to_the_log() -> None:
+    """A restarted API sees only the tail of a reply that was streaming: its memory of that reply
+    must not pass for the whole of it, or a resumed client misses what was written meanwhile."""
+    feed = TokenFeed()
+    rid, retried = new_id(), new_id()
+    feed._dispatch([token(rid, 30, 5), token(rid, 31, 6), ended(rid, 32)])
+    feed._dispatch([started(retried, 40, attempt=2), token(retried, 41, 0)])
+    assert feed.remembered(rid) is None
+    assert feed.remembered(retried) is None
+
+
+def test_a_feed_that_saw_the_first_event_remembers_the_whole_response() -> None:
+    feed = TokenFeed()
+    rid = new_id()
+    feed._dispatch([started(rid, 50), token(rid, 51, 0)])
+    assert [item.offset for item in feed.remembered(rid) or []] == [50, 51]
+
+
+def test_before_the_feed_attached_no_response_counts_as_new() -> None:
+    """Until its start offsets are fixed, the feed cannot vouch for any response: read the log."""
+    assert TokenFeed().remembered(new_id()) is None
 
 
 def test_a_full_queue_overflows_instead_of_growing() -> None:
@@ -62,7 +91,7 @@ def test_a_full_queue_overflows_instead_of_growing() -> None:
 async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
     feed = TokenFeed(subscriber_queue=2)
     rid = new_id()
-    feed._dispatch([token(rid, 0, 0)])
+    feed._dispatch([started(rid, 0)])
     stream = response_events(feed, CONVERSATION, rid, None)
     first = await anext(stream)  # subscribed now, and not reading while the burst arrives
 
