@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Mapping
+from typing import Any
 
-from inference_bridge.service import Bridge
+from inference_bridge.service import GROUP_ID, Bridge
+from inference_bridge.topics import Topics
 from infra.settings import settings
 
 
-async def main() -> None:
+async def main(
+    group_id: str = GROUP_ID, sampling: Mapping[str, Mapping[str, Any]] | None = None, topics: Topics = Topics()
+) -> None:
+    """SIGTERM drains (settings.bridge.drain_s), then leaves the group; the defaults are steno's own
+    group, models and topics (the tests run the same process on scratch ones)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -19,7 +26,11 @@ async def main() -> None:
         settings.bridge,
         settings.triton.bridge_endpoints,
         redis_url=settings.redis.url,
-        sampling={name: model.sampling for name, model in settings.models.items()},
+        group_id=group_id,
+        sampling=sampling
+        if sampling is not None
+        else {name: model.sampling for name, model in settings.models.items()},
+        topics=topics,
     )
     await bridge.run(stop)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -38,7 +40,7 @@ from schemas.events import (
 )
 from schemas.serde import decode
 from schemas.topics import Topic, partition_for
-from tests.integration.bridge_harness import running_bridge, scratch_topics
+from tests.integration.bridge_harness import bridge_process, running_bridge, scratch_topics
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +51,7 @@ SHORT = {"script": SCRIPT}
 LONG = {"script": LONG_SCRIPT, "itl_ms": 10}  # 2 s of tokens: time enough to interrupt
 WAIT_S = 20.0
 DEAD_ENDPOINT = "127.0.0.1:9"  # discard: nothing listens there
+SESSION_TIMEOUT_S = settings.kafka.consumer_session_timeout_ms / 1000
 
 
 @pytest.fixture
@@ -102,6 +105,14 @@ class Log:
             while not any(done(event) for event in self.events):
                 for message in await asyncio.to_thread(next_batch, self._consumer, 0.2):
                     self.events.append(decode(message.value()))
+        return self.events
+
+    async def read_for(self, seconds: float) -> list[Any]:
+        """Every event read so far, after reading on for `seconds` (for what must not come)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for message in await asyncio.to_thread(next_batch, self._consumer, 0.2):
+                self.events.append(decode(message.value()))
         return self.events
 
     def close(self) -> None:
@@ -367,3 +378,160 @@ async def test_no_more_generations_run_at_once_than_allowed(topics: Topics, conv
     overlaps = [sum(start <= at <= end for start, end in spans) for at, _ in spans]
     assert max(overlaps) == 2
     assert all(stream[-1].outcome == "completed" for stream in streams)
+
+
+# --- one generation at a time per response, across bridges and crashes -----------------------
+
+
+def attempts_in_order(stream: list[Any]) -> list[int]:
+    """The attempt numbers as the stream shows them, one entry per run of equal numbers."""
+    runs: list[int] = []
+    for event in stream:
+        if not runs or runs[-1] != event.attempt:
+            runs.append(event.attempt)
+    return runs
+
+
+def assert_clean_retries(stream: list[Any], outcomes: list[Any]) -> None:
+    """Attempt 1, then each retry after a restart, never an older attempt's event after a newer
+    one began; the last attempt streams the whole reply and is the one outcome in history."""
+    attempts = attempts_in_order(stream)
+    assert attempts[0] == 1 and len(attempts) >= 2
+    assert attempts == sorted(set(attempts)), "no event of an attempt after a newer one began"
+    last = stream[len(stream) - [isinstance(e, ResponseRestarted) for e in reversed(stream)].index(True) - 1 :]
+    assert [type(e) for e in last[:2]] == [ResponseRestarted, ResponseStarted]
+    assert [e.seq for e in last if isinstance(e, TokenGenerated)] == list(range(len(texts(last))))
+    assert "".join(texts(last)) == LONG_SCRIPT
+    [outcome] = outcomes
+    assert isinstance(outcome, ResponseCompleted)
+    assert (outcome.text, outcome.attempt) == (LONG_SCRIPT, attempts[-1])
+
+
+async def everything_of(conversation: Conversation, response_id: str, settle_s: float) -> tuple[list[Any], list[Any]]:
+    """The response's token-stream events and terminal events, once it ended and `settle_s` more
+    passed without anything else (a stray attempt would write within that)."""
+    await conversation.stream_of(response_id)
+    await conversation.outcome_of(response_id)
+    tokens, history = await asyncio.gather(
+        conversation.tokens.read_for(settle_s), conversation.history.read_for(settle_s)
+    )
+    mine = [e for e in tokens if getattr(e, "response_id", None) == response_id]
+    return mine, [e for e in history if e.response_id == response_id]
+
+
+def time_of(stream: list[Any], found: Callable[[Any], bool]) -> float:
+    return next(e for e in stream if found(e)).occurred_at.timestamp()
+
+
+async def test_a_request_written_twice_is_generated_once(topics: Topics, conversation: Conversation) -> None:
+    """A processor that crashed after writing a request writes it again: same response id."""
+    request = conversation.request(max_tokens=200)
+    async with running_bridge(topics, LONG):
+        await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+        await conversation.send(request)
+        stream = await conversation.stream_of(request.response_id)
+        marker = conversation.request()  # after the copy, in the same partition: answered once the copy is
+        await conversation.send(marker)
+        await conversation.stream_of(marker.response_id)
+        await conversation.outcome_of(marker.response_id)
+
+    stream = [e for e in conversation.tokens.events if getattr(e, "response_id", None) == request.response_id]
+    assert {e.attempt for e in stream} == {1}, "the copy started no attempt of its own"
+    assert [e.seq for e in stream if isinstance(e, TokenGenerated)] == list(range(200))
+    assert sum(isinstance(e, ResponseEnded) for e in stream) == 1
+    outcomes = [e for e in conversation.history.events if e.response_id == request.response_id]
+    assert len(outcomes) == 1 and outcomes[0].text == LONG_SCRIPT
+
+
+async def test_a_reply_cut_by_an_unreachable_endpoint_is_retried_on_another(
+    topics: Topics, conversation: Conversation
+) -> None:
+    request = conversation.request()
+    endpoints = [DEAD_ENDPOINT, *settings.triton.bridge_endpoints]  # the dead one is leased first
+    async with running_bridge(topics, SHORT, endpoints=endpoints):
+        await conversation.send(request)
+        stream = await conversation.stream_of(request.response_id)
+        completed = await conversation.outcome_of(request.response_id)
+
+    assert [type(e) for e in stream[:3]] == [ResponseStarted, ResponseRestarted, ResponseStarted]
+    assert texts(stream) == SCRIPT_TOKENS and {e.attempt for e in stream[1:]} == {2}
+    assert isinstance(completed, ResponseCompleted) and (completed.text, completed.attempt) == (SCRIPT, 2)
+
+
+async def test_a_killed_bridges_reply_is_continued_by_its_restarted_successor(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """kill -9 mid-reply, a new bridge started at once in the group (what the supervisor does)."""
+    request = conversation.request(max_tokens=200)
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    with bridge_process(topics, group, LONG) as process:
+        await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+        process.kill()
+        killed_at = time.time()
+    async with running_bridge(topics, LONG, group=group):
+        stream, outcomes = await everything_of(conversation, request.response_id, settle_s=1.0)
+
+    assert_clean_retries(stream, outcomes)
+    restart = time_of(stream, lambda e: isinstance(e, ResponseRestarted)) - killed_at
+    first_token = time_of(stream, lambda e: isinstance(e, TokenGenerated) and e.attempt == 2) - killed_at
+    print(f"\nkill -9 -> restart event {restart:.2f}s, -> attempt 2's first token {first_token:.2f}s")
+    assert first_token <= 10.0, "the failover budget"
+
+
+async def test_a_stopped_bridge_finishes_its_reply_then_leaves(topics: Topics, conversation: Conversation) -> None:
+    request = conversation.request(max_tokens=200)
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    with bridge_process(topics, group, LONG) as process:
+        offset = await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, WAIT_S) == 0
+    await committed_past(topics.inference_requests, group, conversation.partition, offset)
+
+    stream = await conversation.stream_of(request.response_id)
+    assert {e.attempt for e in stream} == {1} and "".join(texts(stream)) == LONG_SCRIPT
+    completed = await conversation.outcome_of(request.response_id)
+    assert isinstance(completed, ResponseCompleted) and completed.text == LONG_SCRIPT
+
+
+async def test_a_stopped_bridge_hands_over_what_does_not_finish_in_its_drain_time(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """SIGTERM with a reply longer than the drain time: the next bridge retries it at once,
+    not after a session timeout, because the stopped one left the group."""
+    request = conversation.request(max_tokens=200)
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    slow = {**LONG, "itl_ms": 50}  # 10 s of tokens
+    with bridge_process(topics, group, slow, drain_s=1.0) as process:
+        await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, WAIT_S) == 0
+        left_at = time.time()
+    async with running_bridge(topics, LONG, group=group):
+        stream, outcomes = await everything_of(conversation, request.response_id, settle_s=1.0)
+
+    assert_clean_retries(stream, outcomes)
+    handed_over = time_of(stream, lambda e: isinstance(e, ResponseRestarted)) - left_at
+    print(f"\nSIGTERM, drained 1 s, exited -> restart event on the next bridge {handed_over:.2f}s")
+    assert handed_over < SESSION_TIMEOUT_S, "it left the group: nobody waited for its session to time out"
+
+
+async def test_a_frozen_bridge_that_comes_back_writes_nothing_more(topics: Topics, conversation: Conversation) -> None:
+    """SIGSTOP past the session timeout: another bridge takes the reply over; SIGCONT: the
+    frozen one must not go on with its attempt, nor end the reply a second time."""
+    request = conversation.request(max_tokens=200)
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    slow = {**LONG, "itl_ms": 50}  # 10 s of tokens: attempt 1 is still streaming when it wakes
+    with bridge_process(topics, group, slow) as process:
+        await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+        process.send_signal(signal.SIGSTOP)
+        async with running_bridge(topics, slow, group=group):
+            await conversation.tokens.until(lambda e: isinstance(e, ResponseRestarted))
+            process.send_signal(signal.SIGCONT)
+            stream, outcomes = await everything_of(conversation, request.response_id, settle_s=3.0)
+
+    assert_clean_retries(stream, outcomes)
