@@ -1,40 +1,95 @@
-"""Triton unreachable: the client gets an `error` event and history records the failure.
+"""Triton killed mid-reply and started again: the reply is retried (`restart`, attempt 2) once the
+server serves the model again, and completes; the user never sees an error for it.
 
-Stops the real tritonserver for the length of one message, then brings it back.
+Kills the real tritonserver (kill -9 of its process group) while a reply streams, then starts it
+again. The budget running out (the reply then fails) is checked against an endpoint where no
+server listens, in test_bridge.py, rather than by keeping the shared Triton down for 45 s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from infra import process, triton
-from tests.integration.steno_client import StenoClient
+from schemas.events import ResponseCompleted, ResponseRestarted, TokenGenerated
+from tests.integration.bridge_harness import running_bridge, scratch_topics
+from tests.integration.steno_client import StenoClient, scripted, text_of
+from tests.integration.test_bridge import LONG, LONG_SCRIPT, Conversation, texts
 
 pytestmark = pytest.mark.integration
 
+RESTART_WAIT_S = 60.0
+
 
 @pytest.fixture
-def triton_stopped() -> Iterator[None]:
-    process.stop(triton.service())
-    try:
-        yield
-    finally:
-        process.start(triton.service())
+def triton_back_afterwards() -> Iterator[None]:
+    """Whatever happened in the test, Triton runs again after it."""
+    yield
+    process.start(triton.service())
 
 
-async def test_an_unreachable_triton_becomes_an_error_event(triton_stopped: None) -> None:
+async def kill_and_restart_triton() -> float:
+    """kill -9 the running tritonserver, start it again, return when it serves its models.
+    Returns the wall-clock time of the kill."""
+    pid = process.running_pid(triton.service())
+    assert pid is not None, "Triton is not running: start the stack with `make up`"
+    os.killpg(pid, signal.SIGKILL)
+    killed_at = time.time()
+    await asyncio.to_thread(process.start, triton.service())
+    return killed_at
+
+
+async def test_the_bridge_retries_a_reply_cut_by_a_triton_crash_once_triton_is_back(
+    triton_back_afterwards: None,
+) -> None:
+    with scratch_topics(f"triton-outage-{uuid.uuid4().hex[:12]}") as topics:
+        conversation = Conversation(topics)
+        request = conversation.request(max_tokens=200)
+        try:
+            async with running_bridge(topics, LONG):
+                await conversation.send(request)
+                await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+                killed_at = await kill_and_restart_triton()
+                back_at = time.time()
+                async with asyncio.timeout(RESTART_WAIT_S):
+                    stream = await conversation.stream_of(request.response_id)
+                    completed = await conversation.outcome_of(request.response_id)
+        finally:
+            conversation.close()
+
+    restarts = [e for e in stream if isinstance(e, ResponseRestarted)]
+    assert len(restarts) == 1 and restarts[0].attempt == 2
+    retry = stream[stream.index(restarts[0]) :]
+    assert "".join(texts(retry)) == LONG_SCRIPT
+    assert isinstance(completed, ResponseCompleted) and (completed.text, completed.attempt) == (LONG_SCRIPT, 2)
+    print(
+        f"\nTriton kill -9 -> served again {back_at - killed_at:.1f}s"
+        f" -> restart event {restarts[0].occurred_at.timestamp() - killed_at:.1f}s"
+    )
+
+
+async def test_a_reply_cut_by_a_triton_crash_completes_for_the_user(triton_back_afterwards: None) -> None:
+    """The same through the running stack: API, processors, the stack's bridge, projections."""
     client = StenoClient()
     try:
         conversation = await client.new_conversation()
-        ids = await client.send(conversation, "is anybody there?")
+        content = " ".join(f"word{i}" for i in range(60))
+        ids = await client.send(conversation, scripted(content, itl_ms=100))
+        first = await client.events(ids["response_id"], limit=5)
+        await kill_and_restart_triton()
+        events = await client.events(ids["response_id"], last_event_id=first[-1].id)
 
-        events = await client.events(ids["response_id"])
-
-        assert [e.event for e in events][-1] == "error"
-        assert events[-1].data["detail"], "the error says what went wrong"
+        assert events[-1].event == "done", events[-1]
+        assert [e.event for e in events].count("restart") == 1
         reply = (await client.settled_history(conversation))[1]
-        assert reply["status"] == "failed"
+        assert reply["status"] == "completed"
+        assert text_of([*first, *events]) == reply["content"]
     finally:
         await client.close()
