@@ -22,8 +22,10 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
 from inference_bridge.topics import Topics
+from infra import cassandra
 from infra.kafka_clients import EventProducer, next_batch
 from infra.settings import settings
+from projections.status import Status
 from schemas.events import (
     ChatTurn,
     DeadLetter,
@@ -41,6 +43,7 @@ from schemas.events import (
 from schemas.serde import decode
 from schemas.topics import Topic, partition_for
 from tests.integration.bridge_harness import bridge_process, running_bridge, scratch_topics
+from tests.integration.test_projections import Chat, scratch_history
 
 pytestmark = pytest.mark.integration
 
@@ -535,3 +538,21 @@ async def test_a_frozen_bridge_that_comes_back_writes_nothing_more(topics: Topic
             stream, outcomes = await everything_of(conversation, request.response_id, settle_s=3.0)
 
     assert_clean_retries(stream, outcomes)
+
+
+async def test_history_keeps_the_later_attempts_outcome_whole_in_either_order() -> None:
+    """Both attempts of a reply ended it (the frozen bridge above, had it no fence): on the real
+    Cassandra the row is attempt 2's, never attempt 1's status beside attempt 2's text."""
+    cluster, _ = cassandra.connect(timeout_s=30.0)
+    chat = Chat()
+    message = chat.submit("q")
+    failed = chat.fail(message).model_copy(update={"attempt": 1})
+    completed = chat.complete(message, "the whole answer").model_copy(update={"attempt": 2})
+    try:
+        with scratch_history(cluster) as history:
+            for outcomes in ([failed, completed], [completed, failed]):
+                await history.apply_all([chat.start(), message, chat.accept(message), *outcomes])
+                reply = {m.message_id: m for m in await history.messages(chat.conversation_id)}[message.response_id]
+                assert (reply.status, reply.content, reply.detail) == (Status.COMPLETED, "the whole answer", None)
+    finally:
+        cluster.shutdown()
