@@ -124,6 +124,7 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = 1024 * 1024  # any request's body, refused before it is read further or parsed
     subscriber_queue: int = 1024  # events buffered per SSE client before it must catch up from the log
     heartbeat_s: float = 15.0
+    shutdown_grace_s: int = 3  # on SIGTERM: streams end at once; other requests get this long to finish
 
     @property
     def url(self) -> str:

@@ -28,6 +28,7 @@ from infra.process import Service, StartError
 from infra.settings import REPO_ROOT, settings
 
 RUNNING = "RUNNING"
+ACTIVE = {RUNNING, "STARTING", "BACKOFF"}  # running, or being (re)started by supervisord
 GAVE_UP = {"FATAL", "EXITED"}  # supervisord stopped trying: a human must look at the log
 STOP_ORDER_GRACE_S = 10.0  # supervisord's own work on top of its programs' grace periods
 
@@ -151,14 +152,14 @@ def pid(name: str) -> int | None:
 def start(name: str) -> None:
     """Start the program unless it runs (or is being started) already."""
     process = info(name)
-    if process is not None and process["statename"] not in {RUNNING, "STARTING", "BACKOFF"}:
+    if process is not None and process["statename"] not in ACTIVE:
         rpc().startProcess(name, False)
 
 
 def restart(name: str) -> None:
     """Stop the program gracefully (its grace period, then SIGKILL) and start it again."""
-    supervisor = rpc()
-    if pid(name) is not None:
+    supervisor, process = rpc(), info(name)
+    if process is not None and process["statename"] in ACTIVE:
         supervisor.stopProcess(name, True)
     supervisor.startProcess(name, False)
 

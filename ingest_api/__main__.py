@@ -1,7 +1,39 @@
-"""`python -m ingest_api` serves the API on settings.api.host:port."""
+"""`python -m ingest_api` serves the API on settings.api.host:port.
+
+On SIGTERM (a deploy, `steno restart api`, supervisord stopping it) every open SSE stream is
+ended cleanly first, so clients reconnect with their last id at once; requests in flight get
+`api.shutdown_grace_s` to finish, then the process exits.
+"""
+
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
+from sse_starlette.sse import AppStatus
 
 from infra.settings import settings
+from ingest_api.app import create_app
 
-uvicorn.run("ingest_api.app:app", host=settings.api.host, port=settings.api.port, log_level="info")
+
+class ApiServer(uvicorn.Server):
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        config = uvicorn.Config(
+            app,
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level="info",
+            timeout_graceful_shutdown=settings.api.shutdown_grace_s,
+        )
+        super().__init__(config)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        services = getattr(self._app.state, "services", None)  # None until start-up has run
+        if services is not None:
+            services.feed.close_streams_soon()
+        super().handle_exit(sig, frame)
+
+
+# Streams end through the token feed, with their last chunk, not by sse-starlette cancelling them.
+AppStatus.disable_automatic_graceful_drain()
+ApiServer(create_app()).run()

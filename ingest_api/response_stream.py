@@ -19,7 +19,8 @@ from schemas.events import ResponseEnded
 async def response_events(
     feed: TokenFeed, conversation_id: str, response_id: str, after_offset: int | None
 ) -> AsyncIterator[LoggedEvent]:
-    """Yield the response's events after `after_offset`, live, until the response ends."""
+    """Yield the response's events after `after_offset`, live, until the response ends (or the
+    process shuts down: `TokenFeed.close_streams`)."""
     last = -1 if after_offset is None else after_offset
     while True:  # one round per (re)subscription; a slow client overflows and comes back here
         subscription = feed.subscribe(response_id)
@@ -36,6 +37,8 @@ async def response_events(
                     return
         finally:
             feed.unsubscribe(subscription)
+        if feed.closing:
+            return  # the process is shutting down; the client resumes from `last` elsewhere
 
 
 async def _merged(earlier: list[LoggedEvent], live: AsyncIterator[LoggedEvent]) -> AsyncIterator[LoggedEvent]:

@@ -50,10 +50,15 @@ class Subscription:
         if self.overflowed:
             return
         if self._queue.qsize() >= self._capacity:
-            self.overflowed = True
-            self._queue.put_nowait(None)  # wakes the reader, which then catches up from the log
+            self.end()  # wakes the reader, which then catches up from the log
             return
         self._queue.put_nowait(item)
+
+    def end(self) -> None:
+        """No more live events: the reader finishes what is queued, then its iteration ends."""
+        if not self.overflowed:
+            self.overflowed = True
+            self._queue.put_nowait(None)
 
     async def __aiter__(self) -> AsyncIterator[LoggedEvent]:
         while (item := await self._queue.get()) is not None:
@@ -83,6 +88,7 @@ class TokenFeed:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.healthy = False
+        self.closing = False
 
     def start(self) -> None:
         """Begin tailing from the end of every partition; earlier events are in the log."""
@@ -96,9 +102,25 @@ class TokenFeed:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def close_streams(self) -> None:
+        """The process is shutting down: end every client's stream now, cleanly, so each client
+        reconnects (to another instance, or to this one restarted) with its last SSE id, instead
+        of holding the process until its shutdown timeout cuts the connection mid-chunk."""
+        self.closing = True
+        for followers in [*self._subscribers.values(), *self._watchers.values()]:
+            for subscription in followers:
+                subscription.end()
+
+    def close_streams_soon(self) -> None:
+        """`close_streams` from a signal handler or another thread, run on the feed's event loop."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.close_streams)
+
     def subscribe(self, response_id: str) -> Subscription:
         subscription = Subscription(response_id, self._subscriber_queue)
         self._subscribers.setdefault(response_id, set()).add(subscription)
+        if self.closing:
+            subscription.end()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -108,6 +130,8 @@ class TokenFeed:
         """Be offered the first event this process sees of each response in the conversation."""
         watcher = Subscription(conversation_id, self._subscriber_queue)
         self._watchers.setdefault(conversation_id, set()).add(watcher)
+        if self.closing:
+            watcher.end()
         return watcher
 
     def unwatch(self, watcher: Subscription) -> None:

@@ -3,15 +3,17 @@ exactly the rest of the reply (design rules 5 and 9), from a process that never 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
 import httpx
+import psutil
 import pytest
 
 from infra import supervisor
 from infra.settings import settings
-from tests.integration.steno_client import StenoClient, scripted, text_of, until
+from tests.integration.steno_client import Sse, StenoClient, scripted, text_of, until
 
 pytestmark = pytest.mark.chaos
 
@@ -33,15 +35,47 @@ async def test_a_reply_resumed_across_an_api_crash_has_no_gap(alice: StenoClient
     conversation = await alice.new_conversation()
     accepted = await alice.send(conversation, scripted(WORDS, itl_ms=60))
     before = await alice.events(accepted["response_id"], limit=10)
-    old_pid = supervisor.pid("api")
-    assert old_pid is not None
+    old_pid = _api_pid()
 
     os.kill(old_pid, signal.SIGKILL)
     await until(lambda: _api_serving_again(old_pid), timeout_s=30)
     after = await alice.events(accepted["response_id"], last_event_id=before[-1].id)
 
-    ids = [int(sse.id) for sse in before + after if sse.id]
+    await _assert_whole_reply(alice, conversation, before + after)
+
+
+async def test_sigterm_ends_open_streams_cleanly_and_the_client_resumes(alice: StenoClient) -> None:
+    """A deploy: the stream ends with its last chunk (no protocol error), the process exits
+    without waiting for the reply, and the client picks up after its last id."""
+    conversation = await alice.new_conversation()
+    accepted = await alice.send(conversation, scripted(WORDS, itl_ms=100))
+    reading = asyncio.create_task(alice.events(accepted["response_id"]))
+    await until(lambda: _has_tokens(alice, accepted["response_id"]), timeout_s=20)
+    old_pid = _api_pid()
+
+    os.kill(old_pid, signal.SIGTERM)
+    before = await asyncio.wait_for(reading, timeout=30)  # raises RemoteProtocolError on a cut stream
+    await asyncio.to_thread(psutil.Process(old_pid).wait, 30)
+    await until(lambda: _api_serving_again(old_pid), timeout_s=30)
+    after = await alice.events(accepted["response_id"], last_event_id=before[-1].id)
+
+    assert before[-1].event == "token", "the stream should have ended before the reply did"
+    await _assert_whole_reply(alice, conversation, before + after)
+
+
+def _api_pid() -> int:
+    pid = supervisor.pid("api")
+    assert pid is not None, "supervisord runs no API: `steno up`"
+    return pid
+
+
+async def _has_tokens(client: StenoClient, response_id: str) -> bool:
+    return any(sse.event == "token" for sse in await client.events(response_id, limit=2))
+
+
+async def _assert_whole_reply(client: StenoClient, conversation: str, received: list[Sse]) -> None:
+    ids = [int(sse.id) for sse in received if sse.id]
     assert ids == sorted(set(ids)), "an event was delivered twice or out of order"
-    assert after[-1].event == "done"
-    [*_, reply] = await alice.settled_history(conversation)
-    assert text_of(before + after) == reply["content"]
+    assert received[-1].event == "done"
+    [*_, reply] = await client.settled_history(conversation)
+    assert text_of(received) == reply["content"]
