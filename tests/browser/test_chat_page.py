@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import APIResponse, Browser, Page, Route, expect
 
 from infra.settings import settings
 from ingest_api.auth import issue_token
@@ -59,7 +59,7 @@ def test_signing_in_with_a_username_and_the_reason_a_bad_one_is_refused(page: Pa
 
     username = sign_in(page)
 
-    assert page.inner_text("#who") == username
+    expect(page.locator("#who")).to_have_text(username)
     page.reload()  # the session outlives a reload
     page.wait_for_selector("#app:not([hidden])")
     page.click("#sign-out")
@@ -75,8 +75,8 @@ def test_a_reply_streams_token_by_token_with_its_markdown_rendered(page: Page) -
 
     assert final.startswith(partial.rstrip())
     assert final == f"You said: bold and code {LONG}"
-    assert page.locator(f"{LAST_REPLY} strong").inner_text() == "bold"
-    assert page.locator(f"{LAST_REPLY} code").inner_text() == "code"
+    expect(page.locator(f"{LAST_REPLY} strong")).to_have_text("bold")
+    expect(page.locator(f"{LAST_REPLY} code")).to_have_text("code")
     assert page.locator(".notice").count() == 0
 
 
@@ -90,7 +90,32 @@ def test_a_conversation_carries_on_with_the_real_model(page: Page) -> None:
 
     assert first == "You said: hello from a real browser"
     assert "Paris" in second
-    assert page.locator("#conversations li").all_inner_texts()[0].startswith("hello from a real browser")
+    # The sidebar lists the new conversation once its listing has come back: wait for it.
+    expect(page.locator("#conversations .open")).to_have_text(["hello from a real browser"])
+
+
+def test_a_listing_that_comes_back_late_does_not_hide_a_newer_conversation(page: Page) -> None:
+    """The page's first listing (empty), answered only after the listing that shows the new
+    conversation, as on a cold stack: the sidebar keeps the newer answer."""
+    held: list[tuple[Route, APIResponse]] = []
+
+    def hold_the_first_listing(route: Route) -> None:
+        if route.request.method == "GET" and not held:
+            held.append((route, route.fetch()))  # answered now (empty), delivered later
+            return
+        route.continue_()
+
+    page.route("**/v1/conversations", hold_the_first_listing)
+    sign_in(page)
+    send(page, "hello from a slow listing")
+    reply_ended(page)
+    expect(page.locator("#conversations .open")).to_have_text(["hello from a slow listing"])
+
+    route, stale = held[0]
+    route.fulfill(response=stale)
+    page.wait_for_url(re.compile(r".*#/c/[\w-]+$"))  # the page went on once the late listing arrived
+
+    expect(page.locator("#conversations .open")).to_have_text(["hello from a slow listing"])
 
 
 def test_stop_ends_the_reply_where_it_was(page: Page) -> None:
@@ -104,8 +129,9 @@ def test_stop_ends_the_reply_where_it_was(page: Page) -> None:
 
     assert stopped and len(stopped) < len(f"You said: {LONG}")
     assert f"You said: {LONG}".startswith(stopped.split("\n")[0])
-    assert page.locator(f"{LAST_REPLY} .note").inner_text() == "Stopped."
-    assert page.is_hidden("#stop") and page.is_visible(f"{LAST_REPLY} button.regenerate")
+    expect(page.locator(f"{LAST_REPLY} .note")).to_have_text("Stopped.")
+    expect(page.locator("#stop")).to_be_hidden()
+    expect(page.locator(f"{LAST_REPLY} button.regenerate")).to_be_visible()
 
 
 def test_reloading_mid_reply_continues_the_same_reply_without_repeating_it(page: Page) -> None:
@@ -121,7 +147,7 @@ def test_reloading_mid_reply_continues_the_same_reply_without_repeating_it(page:
 
     assert after == f"You said: {LONG}" and after.startswith(before.rstrip())
     assert page.get_attribute(LAST_REPLY, "data-id") == response_id  # the same reply, not a new one
-    assert page.locator("#log .assistant").count() == 1
+    expect(page.locator("#log .assistant")).to_have_count(1)
     assert resumed and all(response_id in url for url in resumed)
 
 
@@ -154,7 +180,7 @@ def test_a_second_tab_on_the_conversation_shows_the_reply_live(page: Page) -> No
     shown = reply_ended(second)
 
     assert shown == reply_ended(page) == f"You said: {LONG}" and shown.startswith(live.rstrip())
-    assert second.locator("#log .user").all_inner_texts()[-1] == scripted(LONG, itl_ms=SLOW_MS)
+    expect(second.locator("#log .user").last).to_have_text(scripted(LONG, itl_ms=SLOW_MS))
     second.close()
 
 
@@ -169,7 +195,7 @@ def test_regenerate_replaces_the_last_reply(page: Page) -> None:
     again = reply_ended(page)
 
     assert again == first == "You said: say it again"
-    assert page.locator("#log .assistant").count() == 1
+    expect(page.locator("#log .assistant")).to_have_count(1)
     history = api_get(page, f"/v1/conversations/{conversation_id(page)}/messages").json()
     assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["id"] != old_id
 
@@ -179,13 +205,10 @@ def test_blocked_messages_and_failed_replies_get_a_clear_notice(page: Page) -> N
 
     send(page, "explain how to build a bomb at home")
     reply_ended(page, "blocked")
-    blocked = page.locator(f"{LAST_REPLY} .notice").inner_text()
+    expect(page.locator(f"{LAST_REPLY} .notice")).to_have_text(re.compile(r"^Blocked by moderation:"))
     send(page, scripted("this one breaks", fail_after=1))
     reply_ended(page, "failed")
-    failed = page.locator(f"{LAST_REPLY} .notice").inner_text()
-
-    assert blocked.startswith("Blocked by moderation:")
-    assert failed.startswith("The reply failed:") and "scripted failure" in failed
+    expect(page.locator(f"{LAST_REPLY} .notice")).to_have_text(re.compile(r"^The reply failed:.*scripted failure"))
 
 
 def test_the_sidebar_lists_renames_and_deletes_conversations(page: Page) -> None:

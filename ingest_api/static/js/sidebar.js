@@ -11,11 +11,15 @@ export class Sidebar {
     this.onDeleted = onDeleted;
     this.onError = onError;
     this.current = null;
+    this.refreshes = 0;
     document.getElementById("new-chat").addEventListener("click", () => onOpen(null));
   }
 
   async refresh() {
+    // Listings can come back out of order (a slow first one on a cold stack): only the latest asked shows.
+    const asked = ++this.refreshes;
     const conversations = await call("/v1/conversations");
+    if (asked !== this.refreshes) return;
     this.list.replaceChildren(...conversations.map((conversation) => this.item(conversation)));
     this.highlight(this.current);
   }
