@@ -1,12 +1,16 @@
 """Rule 8: who owns a conversation or a response, checked on every request.
 
-Ownership never changes once written, so answers are kept in memory. The process that
-accepted a write records it at once, so its own follow-up requests never wait for the
-projection; other processes ask the Cassandra view, waiting briefly for it to catch up.
+Ownership never changes once written, so owners are kept in memory. The process that accepted
+a write records it at once, so its own follow-up requests never wait for the projection; other
+processes ask the Cassandra view, waiting briefly for it to catch up.
 
-A deletion is the one change: the process that deletes a conversation forgets it at once, and a
-response is served only while its conversation is still its owner's. Another API process keeps
-answering from its memory for a conversation it had already checked (see the README).
+A deletion is the one change, and every API process must know it at once, whichever took it.
+The process that deletes a conversation sets a marker in Redis (`steno:deleted:<id>`) once
+Kafka has the ConversationDeleted, and every check asks for it before trusting a remembered
+owner: a single EXISTS, answered before the projection has applied the deletion. The history
+view's tombstone is the durable record: a remembered owner is asked of the view again after
+OWNER_RECHECK_S, well within the marker's lifetime, so a marker lost with Redis (or never set:
+the deleting process died right after Kafka's ack) is outlived by no cached answer.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from fastapi import HTTPException, status
+from redis.asyncio import Redis
 
 from ingest_api.request_limits import client_left_within
-from projections.history import History
+from projections.live import LiveHistory
 from schemas.events import id_created_ms
 
 PROJECTION_WAIT_S = 5.0
@@ -26,7 +31,9 @@ POLL_S = 0.02  # the first poll: the projection is usually this close behind
 MAX_POLL_S = 0.2  # polls back off to this, so a wait costs Cassandra a few dozen reads at most
 CLOCK_SKEW_S = 1.0  # an id minted this far in the future may come from a process whose clock runs ahead
 REMEMBERED = 100_000
-DELETED = ""  # the remembered owner of a conversation deleted through this process: nobody
+OWNER_RECHECK_S = 3600.0  # a remembered owner is confirmed by the history view this often
+DELETED_MARKER_S = 24 * 3600  # how long the deletion marker outlives the deletion
+DELETED = ""  # the remembered owner of a deleted conversation: nobody
 
 
 @dataclass(frozen=True)
@@ -44,18 +51,24 @@ class _Lru(OrderedDict):
             self.popitem(last=False)
 
 
+def deleted_key(conversation_id: str) -> str:
+    return f"steno:deleted:{conversation_id}"
+
+
 class Ownership:
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: LiveHistory, redis: Redis) -> None:
         self._history = history
-        self._conversations: _Lru = _Lru()
+        self._redis = redis
+        self._conversations: _Lru = _Lru()  # conversation id -> (owner, when the view said so)
         self._responses: _Lru = _Lru()
 
     def record_response(self, response_id: str, owner: ResponseOwner) -> None:
         self._responses.remember(response_id, owner)
 
-    def forget_conversation(self, conversation_id: str) -> None:
-        """The conversation was deleted: from now on it is nobody's, here."""
-        self._conversations.remember(conversation_id, DELETED)
+    async def forget_conversation(self, conversation_id: str) -> None:
+        """The conversation was deleted (Kafka has it): from now on it is nobody's, in every process."""
+        self._conversations.remember(conversation_id, (DELETED, time.monotonic()))
+        await self._redis.set(deleted_key(conversation_id), "1", ex=DELETED_MARKER_S)
 
     async def check_conversation(self, conversation_id: str, user_id: str) -> None:
         """Raise 404 unless the caller owns the conversation (404, not 403: ids are not disclosed)."""
@@ -78,11 +91,16 @@ class Ownership:
         return owner
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
-        owner = self._conversations.get(conversation_id)
-        if owner is None:
+        owner, checked = self._conversations.get(conversation_id, (None, 0.0))
+        if owner == DELETED:
+            return None
+        if await self._redis.exists(deleted_key(conversation_id)):
+            self._conversations.remember(conversation_id, (DELETED, time.monotonic()))
+            return None
+        if owner is None or time.monotonic() - checked > OWNER_RECHECK_S:
             owner = await eventually(self._history.conversation_owner, conversation_id)
             if owner is not None:
-                self._conversations.remember(conversation_id, owner)
+                self._conversations.remember(conversation_id, (owner, time.monotonic()))
         return owner
 
 

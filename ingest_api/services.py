@@ -46,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed=feed,
         history=history,
         context=ActiveContext(redis_client),
-        ownership=Ownership(history),
+        ownership=Ownership(history, redis_client),
     )
     app.state.services = services
     try:

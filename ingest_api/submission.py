@@ -114,11 +114,11 @@ async def rename_conversation(deps: Services, user: str, conversation_id: str, t
 
 
 async def delete_conversation(deps: Services, user: str, conversation_id: str) -> None:
-    """Write ConversationDeleted and stop the reply in progress, if any; this process forgets the
-    conversation at once, the views once the projection applies the deletion."""
+    """Write ConversationDeleted and stop the reply in progress, if any; every API process forgets
+    the conversation at once (see `Ownership`), the views once the projection applies the deletion."""
     generating = await deps.context.inflight(conversation_id)
     await deps.producer.send(CONVERSATIONS, ConversationDeleted(conversation_id=conversation_id, user_id=user))
-    deps.ownership.forget_conversation(conversation_id)
+    await deps.ownership.forget_conversation(conversation_id)
     if generating is not None:
         await request_cancel(deps, user, conversation_id, generating)
 
