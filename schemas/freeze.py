@@ -33,7 +33,8 @@ SAMPLE_SEED = 1  # samples are built reproducibly; an existing one is never rebu
 
 def shape(cls: type[BaseModel]) -> dict[str, Any]:
     """`cls`'s JSON Schema without its prose: rewording a docstring is not a contract change."""
-    return _without_documentation(cls.model_json_schema())
+    schema: dict[str, Any] = _without_documentation(cls.model_json_schema())
+    return schema
 
 
 def shape_text(cls: type[BaseModel]) -> str:

@@ -40,7 +40,7 @@ def _upcast_or_explain(raw: bytes) -> AnyEvent:
         raise UndecodableEvent(f"not a steno event: not UTF-8 JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise UndecodableEvent(f"not a steno event: a JSON {type(data).__name__}, not an object")
-    cls = _CLASSES.get(data.get("type"))  # type: ignore[arg-type]
+    cls = _CLASSES.get(data.get("type"))
     if cls is None:
         raise UndecodableEvent(f"not a steno event: unknown type {data.get('type')!r}; known: {sorted(_CLASSES)}")
     try:

@@ -51,7 +51,9 @@ class ChatCompletionRequest(BaseModel):
 
 
 @router.post("/chat/completions", response_model=None)
-async def create_chat_completion(body: ChatCompletionRequest, user: User, deps: Deps) -> dict | EventSourceResponse:
+async def create_chat_completion(
+    body: ChatCompletionRequest, user: User, deps: Deps
+) -> dict[str, Any] | EventSourceResponse:
     pipeline.check_model(body.model)
     if body.n != 1:
         raise invalid("steno generates one choice per request: set n to 1", "n")
@@ -66,7 +68,7 @@ async def create_chat_completion(body: ChatCompletionRequest, user: User, deps: 
     return _completion(chat, await pipeline.until_end(deps, chat))
 
 
-def _completion(chat: Exchange, ending: Ending) -> dict:
+def _completion(chat: Exchange, ending: Ending) -> dict[str, Any]:
     if ending.outcome == "failed":
         raise OpenAIError(status.HTTP_500_INTERNAL_SERVER_ERROR, f"generation failed: {ending.detail}")
     blocked = ending.outcome == "blocked"
@@ -99,12 +101,12 @@ async def _streamed(deps: Deps, user: str, chat: Exchange, include_usage: bool) 
         await pipeline.cancel_unless_ended(deps, user, chat, ended)
 
 
-def _chunk(chat: Exchange, delta: dict, finish_reason: str | None = None) -> str:
+def _chunk(chat: Exchange, delta: dict[str, Any], finish_reason: str | None = None) -> str:
     choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
     return json.dumps(_envelope(chat, "chat.completion.chunk", choices=[choice]))
 
 
-def _envelope(chat: Exchange, kind: str, **fields: Any) -> dict:
+def _envelope(chat: Exchange, kind: str, **fields: Any) -> dict[str, Any]:
     return {"id": f"chatcmpl-{chat.response_id}", "object": kind, "created": chat.created, "model": chat.model} | fields
 
 
@@ -112,7 +114,7 @@ def _finish_reason(ending: Ending) -> str:
     return FINISH_REASONS.get(ending.outcome, ending.finish_reason or "stop")
 
 
-def usage(counted: Usage | None) -> dict:
+def usage(counted: Usage | None) -> dict[str, Any]:
     prompt_tokens, completion_tokens = (counted.prompt_tokens, counted.completion_tokens) if counted else (0, 0)
     return {
         "prompt_tokens": prompt_tokens,

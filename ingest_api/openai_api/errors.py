@@ -7,7 +7,7 @@ and request validation errors into that shape; the native API keeps FastAPI's.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import HTTPException, Request, Response, status
@@ -45,7 +45,7 @@ def invalid(message: str, param: str | None = None) -> OpenAIError:
 
 
 class OpenAIRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def openai_errors(request: Request) -> Response:
@@ -53,8 +53,8 @@ class OpenAIRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 first = exc.errors()[0]
-                param = ".".join(str(part) for part in first["loc"] if part != "body")
-                body = error_body(status.HTTP_400_BAD_REQUEST, f"{param}: {first['msg']}", param=param)
+                field = ".".join(str(part) for part in first["loc"] if part != "body")
+                body = error_body(status.HTTP_400_BAD_REQUEST, f"{field}: {first['msg']}", param=field)
                 return JSONResponse(body, status.HTTP_400_BAD_REQUEST)
             except HTTPException as exc:
                 param, code = getattr(exc, "param", None), getattr(exc, "code", None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import tritonclient.grpc.aio as triton
 from fastapi import APIRouter, status
@@ -25,7 +26,7 @@ TRITON_TIMEOUT_S = 2.0
 
 
 @router.get("/models")
-async def list_models(user: User) -> dict:
+async def list_models(user: User) -> dict[str, Any]:
     ready = await _ready_models()
     if ready is None:
         raise OpenAIError(status.HTTP_503_SERVICE_UNAVAILABLE, "no Triton endpoint answered: try again shortly")
@@ -51,5 +52,5 @@ async def _ready_on(url: str) -> set[str] | None:
     return {model["name"] for model in index.get("models", []) if model.get("state") == "READY"}
 
 
-def _model(name: str) -> dict:
+def _model(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": 0, "owned_by": OWNER}

@@ -95,7 +95,7 @@ async def stream_events(meta: ResponseMeta, reply: AsyncIterator[Delta | Ending]
         return
 
 
-def _final_state(ending: Ending) -> tuple[str, dict | None, dict | None]:
+def _final_state(ending: Ending) -> tuple[str, dict[str, str] | None, dict[str, str] | None]:
     """status, error, incomplete_details."""
     if ending.outcome == "failed":
         return "failed", {"code": "server_error", "message": f"generation failed: {ending.detail}"}, None
@@ -114,7 +114,7 @@ def _item_status(ending: Ending | None) -> str:
     return "completed" if ending.outcome == "completed" and ending.finish_reason != "length" else "incomplete"
 
 
-def _message(meta: ResponseMeta, text: str, status: str, content: list | None = None) -> dict[str, Any]:
+def _message(meta: ResponseMeta, text: str, status: str, content: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "id": meta.item_id,
         "type": "message",

@@ -9,7 +9,6 @@ resumes exactly after event N, during the reply or long after it ended.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -23,6 +22,7 @@ from infra.settings import settings
 from ingest_api import submission
 from ingest_api.auth import User
 from ingest_api.openai_api import exchange as pipeline
+from ingest_api.openai_api import unstored
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, invalid
 from ingest_api.openai_api.exchange import Exchange
 from ingest_api.openai_api.prompt import Turn, prompt, turn
@@ -36,7 +36,7 @@ from projections.history import Message
 from projections.status import Status
 
 
-class OpenAIResponseId(Convertor):
+class OpenAIResponseId(Convertor[str]):
     """`resp_<steno response id>`: keeps these routes apart from the native /v1/responses/{id}/..."""
 
     regex = RESPONSE_PREFIX + "[0-9a-f-]+"
@@ -50,8 +50,7 @@ class OpenAIResponseId(Convertor):
 
 register_url_convertor("openai_response", OpenAIResponseId())
 FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.BLOCKED}
-_forgetting: set[asyncio.Task] = set()
-router = APIRouter(prefix="/v1/responses", tags=["openai"], route_class=OpenAIRoute)
+router = APIRouter(prefix="/v1/responses", tags=["openai"], route_class=OpenAIRoute, lifespan=unstored.sweeping)
 
 
 class CreateResponse(BaseModel):
@@ -68,15 +67,19 @@ class CreateResponse(BaseModel):
 
 
 @router.post("", response_model=None)
-async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict | EventSourceResponse:
+async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[str, Any] | EventSourceResponse:
     pipeline.check_model(body.model)
     if not body.store and body.previous_response_id:
         raise invalid("store=false answers once and forgets: it cannot continue a stored conversation", "store")
     request = prompt(_input_turns(body.input), body.instructions, body.max_output_tokens)
-    conversation_id = await _continued_conversation(deps, user, body.previous_response_id)
+    if body.store:
+        conversation_id = await _continued_conversation(deps, user, body.previous_response_id)
+    else:  # answered once, then deleted, even if this process dies first (see `unstored`)
+        pipeline.check_sizes(request)  # before the intent: a refused request leaves nothing anywhere
+        conversation_id = await unstored.start_conversation(deps, user, request.title)
     exchange = await pipeline.begin(deps, user, request, body.model, conversation_id)
     if not body.store:
-        _forget_once_answered(deps, user, exchange)
+        unstored.forget_once_answered(deps, user, exchange)
     meta = ResponseMeta(exchange.response_id, body.model, body.background, body.previous_response_id, body.instructions)
     if body.stream:
         events = stream_events(meta, pipeline.follow(deps, exchange))
@@ -94,7 +97,7 @@ async def retrieve_response(
     deps: Deps,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=-1)] = None,
-) -> dict | EventSourceResponse:
+) -> dict[str, Any] | EventSourceResponse:
     owner = await deps.ownership.check_response(response_id, user)
     meta, turn_rows = await _meta(deps, owner, response_id)
     exchange = Exchange(owner.conversation_id, response_id, meta.model)
@@ -106,7 +109,7 @@ async def retrieve_response(
 
 
 @router.post("/{response_id:openai_response}/cancel")
-async def cancel_response(response_id: str, user: User, deps: Deps) -> dict:
+async def cancel_response(response_id: str, user: User, deps: Deps) -> dict[str, Any]:
     """Stop the reply and return it as cancelled; a reply that already ended is returned as it is."""
     owner = await deps.ownership.check_response(response_id, user)
     meta, _ = await _meta(deps, owner, response_id)
@@ -115,23 +118,6 @@ async def cancel_response(response_id: str, user: User, deps: Deps) -> dict:
         await submission.request_cancel(deps, user, owner.conversation_id, response_id)
     ending = await pipeline.until_end(deps, exchange)
     return response_object(meta, ending.text, ending)
-
-
-def _forget_once_answered(deps: Services, user: str, exchange: Exchange) -> None:
-    """store=false: the exchange leaves history (ConversationDeleted) when its reply ends.
-
-    The pipeline needs the message in the log to answer it; deleting the conversation afterwards
-    removes it from every view and every later replay, as OpenAI's unstored responses cannot be
-    retrieved either. The log itself keeps it for the topic's retention.
-    """
-
-    async def forget() -> None:
-        await pipeline.until_end(deps, exchange)
-        await submission.delete_conversation(deps, user, exchange.conversation_id)
-
-    task = asyncio.create_task(forget())
-    _forgetting.add(task)  # the loop holds tasks weakly
-    task.add_done_callback(_forgetting.discard)
 
 
 def _input_turns(items: str | list[Any]) -> list[Turn]:
@@ -167,7 +153,7 @@ async def _meta(deps: Services, owner: ResponseOwner, response_id: str) -> tuple
     return ResponseMeta(response_id, turn_rows[0].model), turn_rows
 
 
-async def _current(deps: Services, meta: ResponseMeta, exchange: Exchange, turn_rows: list[Message]) -> dict:
+async def _current(deps: Services, meta: ResponseMeta, exchange: Exchange, turn_rows: list[Message]) -> dict[str, Any]:
     """The response now, from its events so far (feed memory or log), else from history once the
     token stream's retention has passed; never waits for the reply."""
     text, ending = "", None
@@ -190,8 +176,8 @@ async def _listed(items: list[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
 
 
 async def _cancelling_when_abandoned(
-    deps: Services, user: str, exchange: Exchange, events: AsyncIterator[dict], background: bool
-) -> AsyncIterator[dict]:
+    deps: Services, user: str, exchange: Exchange, events: AsyncIterator[dict[str, Any]], background: bool
+) -> AsyncIterator[dict[str, Any]]:
     """A foreground stream's reply is cancelled when its client leaves; a background one is not."""
     ended = False
     try:
@@ -203,7 +189,7 @@ async def _cancelling_when_abandoned(
             await pipeline.cancel_unless_ended(deps, user, exchange, ended)
 
 
-def _sse(events: AsyncIterator[dict]) -> EventSourceResponse:
+def _sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
     async def encoded() -> AsyncIterator[ServerSentEvent]:
         async for event in events:
             yield ServerSentEvent(data=json.dumps(event), event=event["type"])
