@@ -97,6 +97,11 @@ def server_properties() -> dict[str, str]:
         "share.coordinator.state.topic.min.isr": "1",
         # Tests and `make up` start consumers one by one: don't make each group wait 3 s.
         "group.initial.rebalance.delay.ms": "0",
+        # A group's committed offsets are its place in the log. steno's groups start at the
+        # beginning when they have none (so nothing sent before a first commit is skipped); had
+        # the default 7 days of an empty group expired them, the processors would answer every
+        # message ever sent again. A year: an outage is never that long.
+        "offsets.retention.minutes": str(365 * 24 * 60),
         # Two cores: the defaults' thread counts only add context switches.
         "num.network.threads": "2",
         "num.io.threads": "4",

@@ -58,3 +58,7 @@ class LiveContext:
             if time.monotonic() >= deadline:
                 return None
             await asyncio.sleep(WATERMARK_POLL_S)
+
+    async def applied_offset(self, partition: int) -> int:
+        """As `ActiveContext.applied_offset`, on the live generation."""
+        return await (await self._generations.live_views()).context.applied_offset(partition)

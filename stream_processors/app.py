@@ -57,21 +57,27 @@ def create_app(
     app_id: str = APP_ID,
     topics: Topics = Topics(),
     cache_namespace: str | None = None,
-    offset_reset: str = "latest",
+    offset_reset: str = "earliest",
 ) -> faust.App:
     """A worker-ready app with its clients open.
 
     Context is read from the live generation of the views (`projections.generations`), or, when
     tests name a scratch `cache_namespace`, from that cache beside the configured keyspace's history.
 
-    `offset_reset` applies only to a group with no committed offsets. "latest" because the
-    conversation log is kept forever: a group that lost its offsets must not re-moderate and
-    re-request every message ever sent.
+    `offset_reset` applies only to a group with no committed offsets: "earliest", so a message
+    sent before the group first committed (its processors starting as the API already takes
+    messages) is answered, not skipped. The broker keeps a group's offsets for a year after its
+    last member left (`infra.kafka`), so a long outage does not send the group back to the start.
+
+    Session timeout and heartbeats as for every steno consumer (`infra.kafka_clients.consumer`):
+    a processor that died or froze loses its partitions within ~7 s, not Faust's default 60 s.
     """
     app = faust.App(
         app_id,
         broker=f"kafka://{settings.kafka.bootstrap}",
         broker_client_id=client_id(app_id),
+        broker_session_timeout=settings.kafka.consumer_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka.consumer_heartbeat_ms / 1000,
         store="memory://",
         datadir=str(settings.stack.data_dir / "faust"),
         web_enabled=False,

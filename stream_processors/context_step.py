@@ -13,7 +13,7 @@ from infra.settings import ModelSettings
 from schemas.events import AnyEvent, ChatTurn, InferenceRequested, MessageAccepted
 from schemas.topics import Topic
 from stream_processors import context_window, tokenizers
-from stream_processors.conversation import ConversationReader
+from stream_processors.conversation import ConversationReader, MessageGone
 from stream_processors.processor import Emit
 
 
@@ -37,7 +37,10 @@ class ContextStep:
             return []
         model = self._models[event.model]
         options = event.options
-        *history, new = await self._reader.turns_through(event, record.partition)
+        try:
+            *history, new = await self._reader.turns_through(event, record.partition)
+        except MessageGone:
+            return []  # deleted while it waited: nobody is there to answer
         system = ChatTurn(role="system", content=options.instructions) if options.instructions else self._system
         max_tokens = min(options.max_tokens or model.max_tokens, model.max_tokens)
         prompt = context_window.fit(

@@ -7,8 +7,12 @@ conversation. The projection applies that submission while moderation runs, so t
 usually already over. Until then (bounded by `settings.context.watermark_wait_s`), or when
 the conversation is not cached, the Cassandra history is read instead. History carries no
 watermark, but it is written in log order: a history that holds the new message holds every
-earlier turn, so it is read until it does (within the same bound), and otherwise the prompt is
-refused rather than built from a stale view. The new message itself comes from the event.
+earlier turn. The new message itself comes from the event.
+
+A projection that lags (restarting, catching up after an outage) is waited for, as long as it
+takes: a prompt is never built from a stale view, and a message is never failed for lag. Only
+when the cache has applied the message and history still lacks it (history is written first) is
+the message known to be gone: its conversation was deleted, and no prompt is built.
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from projections.projector import STORE_UNAVAILABLE
 from schemas.events import ChatTurn, MessageAccepted
 
 HISTORY_POLL_S = 0.05
+HISTORY_POLL_MAX_S = 2.0  # a long wait (a projection restarting) polls the history this often
 
 log = logging.getLogger(__name__)
 
 
-class ContextUnavailable(RuntimeError):
-    """Neither view has caught up with the message in time."""
+class MessageGone(RuntimeError):
+    """The projections applied the message, and history no longer holds it: it was deleted."""
 
 
 class ConversationReader:
@@ -43,20 +48,32 @@ class ConversationReader:
         return [*await self._earlier_turns(accepted, partition), ChatTurn(role="user", content=accepted.content)]
 
     async def _earlier_turns(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn]:
-        deadline = time.monotonic() + self._wait_s
         cached = await self._cached_before(accepted, partition)
         if cached is not None:
             return cached
+        began, delay = time.monotonic(), HISTORY_POLL_S
         while (
             turns := history_before(await self._history.messages(accepted.conversation_id), accepted.message_id)
         ) is None:
-            if time.monotonic() >= deadline:
-                raise ContextUnavailable(
-                    f"message {accepted.message_id} is in neither the active context (partition {partition} not "
-                    f"applied up to offset {accepted.submitted_offset}) nor the history after {self._wait_s}s"
+            if await self._cache_covers(accepted, partition):
+                raise MessageGone(f"message {accepted.message_id} was applied, and its conversation deleted")
+            if delay >= HISTORY_POLL_MAX_S:
+                log.warning(
+                    "waiting %.0fs so far for the projections to apply message %s (partition %d, offset %d)",
+                    time.monotonic() - began,
+                    accepted.message_id,
+                    partition,
+                    accepted.submitted_offset,
                 )
-            await asyncio.sleep(HISTORY_POLL_S)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, HISTORY_POLL_MAX_S)
         return turns
+
+    async def _cache_covers(self, accepted: MessageAccepted, partition: int) -> bool:
+        try:
+            return await self._cache.applied_offset(partition) >= accepted.submitted_offset
+        except STORE_UNAVAILABLE:
+            return False
 
     async def _cached_before(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn] | None:
         """The cached turns before the message once the cache covers its submission; None if it

@@ -23,6 +23,7 @@ from projections import active_context, history
 from projections.active_context import ActiveContext
 from projections.history import History
 from schemas.events import (
+    ConversationDeleted,
     ConversationStarted,
     DeadLetter,
     Event,
@@ -32,6 +33,7 @@ from schemas.events import (
     MessageSubmitted,
     ResponseCompleted,
     ResponseEnded,
+    ResponseFailed,
     Usage,
     new_id,
 )
@@ -207,24 +209,51 @@ async def test_a_lagging_active_context_falls_back_to_history(
     ]
 
 
-async def test_without_any_view_of_the_message_no_prompt_is_built(
+async def test_a_message_waits_for_a_lagging_projection_instead_of_failing(
     app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
-    """Rule 3: rather than a prompt that may miss turns, a dead letter that says why."""
-    message = Chat().submitted("is anybody there?")
-    await send(producer, topics.conversations, message)
-    [accepted] = await log.of(message.response_id, MessageAccepted)
+    """Rule 3 without failing anyone for lag: no view holds the message (no projection runs, as
+    while the projections restart), so context assembly waits, past its wait for the cache, and
+    builds the whole prompt once history has the conversation."""
+    chat = Chat()
+    earlier, new = chat.submitted("the password is swordfish"), chat.submitted("what is the password?")
+    await send(producer, topics.conversations, new)
+    await log.of(new.response_id, MessageAccepted)
+    # Deliberately let time pass: the wait that used to end in ResponseFailed is this long.
+    await asyncio.sleep(settings.context.watermark_wait_s + 1)
+    session = history.connect()
+    for event in (chat.started(), earlier, chat.accepted(earlier, 0), chat.completed(earlier, "Noted."), new):
+        await History(session).apply(event)
+    session.cluster.shutdown()
 
-    [letter] = await dead_letters(log, lambda letter: accepted.event.event_id in letter.payload)
+    request = await request_for(log, new)
 
-    assert (letter.processor, letter.source_topic) == ("context-assembly", topics.conversations.name)
-    assert letter.reason.startswith("ContextUnavailable")
-    assert not [
-        r for r in log.seen() if isinstance(r.event, InferenceRequested) and r.event.response_id == message.response_id
+    assert prompt_of(request)[-3:] == [
+        ("user", "the password is swordfish"),
+        ("assistant", "Noted."),
+        ("user", "what is the password?"),
     ]
-    [ended] = await log.of(message.response_id, ResponseEnded)  # the client is not left waiting
-    assert (ended.topic, ended.event.outcome) == (topics.tokens.name, "failed")
-    assert "ContextUnavailable" in ended.event.detail
+    assert not [r for r in log.seen() if isinstance(r.event, DeadLetter) and new.message_id in r.event.payload]
+
+
+async def test_a_message_of_a_conversation_deleted_meanwhile_gets_no_prompt(
+    app: faust.App, projection: None, producer: EventProducer, log: LogTail, topics: Topics
+) -> None:
+    """The deletion landed in the log just before the message (the API checked the owner a
+    moment earlier): the projections apply the message under the tombstone, so no view will ever
+    hold it. Nothing is built for it, nothing fails, and the partition moves on."""
+    gone, after = Chat(), Chat()
+    while partition_for(after.id, topics.conversations) != partition_for(gone.id, topics.conversations):
+        after = Chat()
+    message, later = gone.submitted("anyone?"), after.submitted("hello")
+    deleted = ConversationDeleted(conversation_id=gone.id, user_id=gone.user)
+    await send(producer, topics.conversations, gone.started(), deleted, message, after.started(), later)
+
+    await request_for(log, later)  # the partition's actor handled `message` before `later`
+
+    answered = (InferenceRequested, ResponseEnded, ResponseFailed)
+    assert not [r for r in log.seen() if isinstance(r.event, answered) and r.event.response_id == message.response_id]
+    assert not [r for r in log.seen() if isinstance(r.event, DeadLetter) and message.message_id in r.event.payload]
 
 
 async def test_a_dangerous_message_is_blocked_and_its_response_ended(
