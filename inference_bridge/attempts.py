@@ -18,6 +18,9 @@ writing (see `current`).
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import redis.asyncio as redis
 
 from schemas.topics import INFERENCE_REQUESTS
@@ -25,6 +28,9 @@ from schemas.topics import INFERENCE_REQUESTS
 KEY = "steno:attempt:{response_id}"
 FINISHED_KEY = "steno:finished:{response_id}"
 TTL_MS = INFERENCE_REQUESTS.retention_ms  # a request cannot be redelivered after it left the log
+CHECK_TIMEOUT_S = 0.5
+
+log = logging.getLogger(__name__)
 
 
 class Attempts:
@@ -42,10 +48,20 @@ class Attempts:
             finished, attempt, _ = await pipe.execute()
         return None if finished else int(attempt)
 
-    async def current(self, response_id: str) -> int:
+    async def current(self, response_id: str) -> int | None:
         """The number of the newest attempt begun anywhere: an attempt that is no longer the newest
-        was taken over (its partition moved while this bridge was frozen or cut off) and must stop."""
-        return int(await self._client.get(KEY.format(response_id=response_id)) or 0)
+        was taken over (its partition moved while this bridge was frozen or cut off) and must stop.
+
+        None when Redis does not answer at once: the check is then skipped rather than the reply
+        failed or the bridge stopped, since a Redis restart is far likelier than a frozen bridge
+        coming back at that very moment.
+        """
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                return int(await self._client.get(KEY.format(response_id=response_id)) or 0)
+        except (TimeoutError, redis.RedisError) as exc:
+            log.warning("attempt check of %s skipped: %s", response_id, exc)
+            return None
 
     async def finish(self, response_id: str) -> None:
         """The response's final events are acknowledged: a redelivery of its request is a no-op."""

@@ -59,7 +59,7 @@ class AttemptRecord(Protocol):
 
     async def begin(self, response_id: str) -> int | None: ...
 
-    async def current(self, response_id: str) -> int: ...
+    async def current(self, response_id: str) -> int | None: ...
 
     async def finish(self, response_id: str) -> None: ...
 
@@ -192,7 +192,8 @@ class Generation:
         if now - self._fence_checked_at < every_s:
             return
         self._fence_checked_at = now
-        if await self._attempts.current(self.request.response_id) > self._attempt:
+        newest = await self._attempts.current(self.request.response_id)
+        if newest is not None and newest > self._attempt:
             raise Superseded
 
     async def _completed(self) -> None:

@@ -21,6 +21,7 @@ import redis.asyncio as redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
+from inference_bridge.attempts import Attempts
 from inference_bridge.topics import Topics
 from infra import cassandra
 from infra.kafka_clients import EventProducer, next_batch
@@ -556,3 +557,12 @@ async def test_history_keeps_the_later_attempts_outcome_whole_in_either_order() 
                 assert (reply.status, reply.content, reply.detail) == (Status.COMPLETED, "the whole answer", None)
     finally:
         cluster.shutdown()
+
+
+async def test_the_attempt_check_is_skipped_while_redis_is_unreachable() -> None:
+    """A Redis restart mid-reply must not stop the bridge or fail the reply at a fence check."""
+    unreachable = redis.Redis.from_url("redis://127.0.0.1:9/0")  # discard port: nothing listens
+    try:
+        assert await Attempts(unreachable).current(new_id()) is None
+    finally:
+        await unreachable.aclose()

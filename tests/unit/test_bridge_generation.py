@@ -100,7 +100,7 @@ class Attempts:
         self.newest += 1
         return None if self.attempt is None else self.newest
 
-    async def current(self, response_id: str) -> int:
+    async def current(self, response_id: str) -> int | None:
         return self.newest
 
     async def finish(self, response_id: str) -> None:
