@@ -38,9 +38,10 @@ class Submitted:
     response_id: str
 
 
-async def start_conversation(deps: Services, user: str, title: str) -> str:
-    """Write ConversationStarted; it is listed (and its owner known) once the projection has it."""
-    event = ConversationStarted(conversation_id=new_id(), user_id=user, title=title)
+async def start_conversation(deps: Services, user: str, title: str, conversation_id: str | None = None) -> str:
+    """Write ConversationStarted (under a new id unless given one); it is listed (and its owner
+    known) once the projection has it."""
+    event = ConversationStarted(conversation_id=conversation_id or new_id(), user_id=user, title=title)
     await deps.producer.send(CONVERSATIONS, event)
     return event.conversation_id
 

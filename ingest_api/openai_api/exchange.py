@@ -49,16 +49,17 @@ async def begin(deps: Services, user: str, prompt: Prompt, model: str, conversat
 
     The sizes are checked first, so a request refused for its size leaves nothing in the log.
     """
-    submission.check_size(prompt.content)
-    check_prompt_size(prompt)
+    check_sizes(prompt)
     if conversation_id is None:
         conversation_id = await submission.start_conversation(deps, user, prompt.title)
     submitted = await submission.submit_message(deps, user, conversation_id, prompt.content, model, prompt.options)
     return Exchange(conversation_id, submitted.response_id, model)
 
 
-def check_prompt_size(prompt: Prompt) -> None:
-    """Refuse a context too large for the event that must carry it (OpenAI's 400 for it)."""
+def check_sizes(prompt: Prompt) -> None:
+    """Refuse a message over the size of any message, or a context too large for the event that
+    must carry it (OpenAI's 400 for it)."""
+    submission.check_size(prompt.content)
     if prompt.size > settings.api.max_prompt_bytes:
         raise OpenAIError(
             status.HTTP_400_BAD_REQUEST,
