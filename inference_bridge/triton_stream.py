@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import numpy.typing as npt
 import tritonclient.grpc.aio as triton
 
 from schemas.events import ChatTurn
@@ -94,7 +95,7 @@ def _inputs(text: str, sampling: Mapping[str, Any]) -> list[triton.InferInput]:
     ]
 
 
-def _tensor(name: str, value: np.ndarray, datatype: str) -> triton.InferInput:
+def _tensor(name: str, value: npt.NDArray[Any], datatype: str) -> triton.InferInput:
     tensor = triton.InferInput(name, list(value.shape), datatype)
     tensor.set_data_from_numpy(value)
     return tensor

@@ -10,6 +10,7 @@ import asyncio
 import os
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -95,7 +96,7 @@ class EventProducer:
             value=encode(event),
             key=key.encode(),
             partition=partition_for(key, topic),
-            on_delivery=lambda err, msg: loop.call_soon_threadsafe(_settle, future, err, msg),
+            on_delivery=partial(_settle_soon, loop, future),
         )
         return future
 
@@ -108,6 +109,13 @@ class EventProducer:
         self._producer.flush(timeout_s)
         self._running = False
         self._poller.join()
+
+
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Message], err: KafkaError | None, msg: Message
+) -> None:
+    """The delivery callback (on the producer's poll thread): settle the future on its loop."""
+    loop.call_soon_threadsafe(_settle, future, err, msg)
 
 
 def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
@@ -144,6 +152,15 @@ def dead_letter(record: Record, processor: str, reason: str) -> DeadLetter:
         reason=reason,
         payload=(record.value or b"").decode("utf-8", errors="replace"),
     )
+
+
+def position(msg: Message) -> tuple[int, int]:
+    """A consumed record's (partition, offset). The client types both as optional, for messages
+    not yet produced; every record a consumer returns without an error has them."""
+    partition, offset = msg.partition(), msg.offset()
+    if partition is None or offset is None:
+        raise ValueError(f"a record of {msg.topic()} without a log position: only consumed records have one")
+    return partition, offset
 
 
 def next_batch(consumer: Consumer, timeout_s: float, most: int = 1000) -> list[Message]:

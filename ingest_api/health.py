@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 from fastapi import APIRouter, Response, status
 
@@ -30,7 +31,7 @@ async def readyz(deps: Deps, response: Response) -> dict[str, object]:
     return {"ready": ready, "checks": checks}
 
 
-async def _passes(check) -> bool:
+async def _passes(check: Awaitable[object]) -> bool:
     try:
         return bool(await asyncio.wait_for(check, timeout=2))
     except Exception:

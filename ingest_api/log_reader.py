@@ -12,9 +12,10 @@ import time
 
 from confluent_kafka import Consumer, TopicPartition
 
+from infra import kafka_clients
 from infra.kafka_clients import next_batch
 from infra.settings import settings
-from ingest_api.positions import LoggedEvent
+from ingest_api.positions import LoggedEvent, TokenStreamEvent
 from ingest_api.token_feed import CLOCK_SKEW_MS
 from schemas.events import ResponseEnded, id_created_ms
 from schemas.serde import UndecodableEvent, decode
@@ -58,13 +59,14 @@ def _read(consumer: Consumer, start: TopicPartition, end: int, response_id: str)
         for msg in next_batch(consumer, timeout_s=1.0):
             if msg.error():
                 continue
-            position = msg.offset() + 1
+            _, offset = kafka_clients.position(msg)
+            position = offset + 1
             try:
                 event = decode(msg.value())
             except UndecodableEvent:
                 continue
-            if getattr(event, "response_id", None) == response_id:
-                found.append(LoggedEvent(msg.offset(), event))  # type: ignore[arg-type]
+            if isinstance(event, TokenStreamEvent) and event.response_id == response_id:
+                found.append(LoggedEvent(offset, event))
                 if isinstance(event, ResponseEnded):
                     return found
     return found

@@ -8,7 +8,7 @@ is queued, and every event is passed on only if its offset is past the last one 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 from ingest_api.log_reader import read_response
 from ingest_api.positions import LoggedEvent
@@ -41,7 +41,7 @@ async def response_events(
             return  # the process is shutting down; the client resumes from `last` elsewhere
 
 
-async def _merged(earlier: list[LoggedEvent], live: AsyncIterator[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
+async def _merged(earlier: list[LoggedEvent], live: AsyncIterable[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
     for item in earlier:
         yield item
     async for item in live:

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cassandra import OperationTimedOut, Timeout, Unavailable
-from cassandra.cluster import NoHostAvailable, Session
+from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, Statement
 
 from infra import cassandra
 from infra.settings import settings
+from infra.store_errors import CASSANDRA_UNAVAILABLE
 from projections import write_plan
 from projections.status import Status
 from schemas.events import (
@@ -69,9 +69,6 @@ Cells = dict[str, Any]
 OUTCOME: Cells = {"content": "", "finish_reason": None, "detail": None}
 """The outcome cells a reply's final event does not set itself: it clears them, so that the final
 event of a later attempt replaces an earlier attempt's outcome whole (see `write_time`)."""
-
-# Cassandra cannot be reached: nothing to say about the event, the whole batch can be applied again.
-CASSANDRA_UNAVAILABLE: tuple[type[Exception], ...] = (NoHostAvailable, OperationTimedOut, Unavailable, Timeout)
 
 
 @dataclass

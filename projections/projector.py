@@ -6,21 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import redis.exceptions
 from confluent_kafka import Message
 
+from infra import kafka_clients
+from infra.store_errors import STORE_UNAVAILABLE
 from projections.active_context import ActiveContext, Positioned
 from projections.consuming import decode_event
-from projections.history import CASSANDRA_UNAVAILABLE, History
+from projections.history import History
 from schemas.events import Event
-
-# A store that cannot be reached says nothing about the event: wait for the store, don't
-# dead-letter the event. Every other failure is the event's (rule 7).
-STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
-    *CASSANDRA_UNAVAILABLE,
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-)
 
 
 @dataclass
@@ -73,8 +66,8 @@ class Projector:
                 staged.failed.append((record, _reason(exc)))
         positions = list(staged.events)
         written = await self.history.apply_all(list(staged.events.values()))
-        for n, exc in written.failures.items():
-            staged.failed.append((records[positions[n]], _reason(exc)))
+        for n, error in written.failures.items():
+            staged.failed.append((records[positions[n]], _reason(error)))
             del staged.events[positions[n]]
         staged.rows = written.rows
         return staged
@@ -82,7 +75,7 @@ class Projector:
     async def apply_context(self, staged: Staged) -> Applied:
         """The second half of `apply`, once the first is done: the cache and its watermarks."""
         records = staged.records
-        positioned = [(staged.events.get(i), record.partition(), record.offset()) for i, record in enumerate(records)]
+        positioned = [(staged.events.get(i), *kafka_clients.position(record)) for i, record in enumerate(records)]
         failed = staged.failed + await self._apply_context(positioned, records)
         return Applied(events=list(staged.events.values()), failed=failed, rows=staged.rows)
 

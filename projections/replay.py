@@ -138,7 +138,7 @@ async def _apply(
         records = await asyncio.to_thread(kafka_clients.next_batch, consumer, POLL_S, BATCH_SIZE)
         for failed in (r for r in records if r.error() is not None):
             raise KafkaException(failed.error())
-        in_range = [r for r in records if r.offset() < remaining.get(r.partition(), -1)]
+        in_range = [r for r in records if _before_end(r, remaining)]
         staged = await projector.apply_history(_of_conversation(in_range, scope.conversation))
         if caching is not None:
             await caching
@@ -156,6 +156,11 @@ async def _cache(projector: Projector, staged: Staged, read: int, summary: Summa
         say(f"replay: skipped {record.topic()}[{record.partition()}]@{record.offset()}: {reason}")
     summary.add(read, applied)
     report(summary)
+
+
+def _before_end(record: Message, ends: dict[int, int]) -> bool:
+    partition, offset = kafka_clients.position(record)
+    return offset < ends.get(partition, -1)
 
 
 def _of_conversation(records: list[Message], conversation: str | None) -> list[Message]:

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra import kafka_clients
 from infra.kafka_clients import EventProducer
+from infra.store_errors import STORE_UNAVAILABLE
 from projections import generations
 from projections.consuming import (
     commit_handled,
@@ -34,7 +35,7 @@ from projections.consuming import (
     stopped_within,
     valid_records,
 )
-from projections.projector import STORE_UNAVAILABLE, Applied, Projector
+from projections.projector import Applied, Projector
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, Topic
 
 GROUP = "steno-projections"
@@ -128,8 +129,9 @@ class Runner:
         none there, the consumer's position (a partition not yet fetched from has none: later)."""
         firsts: dict[int, int] = {}
         for record in records:
-            if record.partition() in self._unchecked:
-                firsts.setdefault(record.partition(), record.offset())
+            partition, offset = kafka_clients.position(record)
+            if partition in self._unchecked:
+                firsts.setdefault(partition, offset)
         idle = [TopicPartition(self._conversations.name, p) for p in self._unchecked - firsts.keys()]
         positions = self._consumer.position(idle) if idle else []
         return firsts | {p.partition: p.offset for p in positions if p.offset >= 0}

@@ -21,10 +21,10 @@ import asyncio
 import logging
 import time
 
+from infra.store_errors import STORE_UNAVAILABLE
 from projections.active_context import VISIBLE, ActiveContext
 from projections.history import History, Message
 from projections.live import LiveContext, LiveHistory
-from projections.projector import STORE_UNAVAILABLE
 from schemas.events import ChatTurn, MessageAccepted
 
 HISTORY_POLL_S = 0.05

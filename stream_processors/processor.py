@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from infra.kafka_clients import Record, dead_letter
-from projections.projector import STORE_UNAVAILABLE
+from infra.store_errors import STORE_UNAVAILABLE
 from schemas.events import (
     AnyEvent,
     DeadLetter,
@@ -107,12 +107,22 @@ class Processor:
     def _response_failed(self, event: AnyEvent | None, reason: str) -> list[Emit]:
         if not isinstance(event, MessageSubmitted | MessageAccepted):
             return []
-        common = {"conversation_id": event.conversation_id, "user_id": event.user_id, "response_id": event.response_id}
         detail = f"steno could not process this message ({self.name}): {reason}"
-        return [
-            Emit(self._outputs.conversations, ResponseFailed(**common, message_id=event.message_id, error=detail)),
-            Emit(self._outputs.tokens, ResponseEnded(**common, outcome="failed", detail=detail)),
-        ]
+        failed = ResponseFailed(
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            response_id=event.response_id,
+            message_id=event.message_id,
+            error=detail,
+        )
+        ended = ResponseEnded(
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            response_id=event.response_id,
+            outcome="failed",
+            detail=detail,
+        )
+        return [Emit(self._outputs.conversations, failed), Emit(self._outputs.tokens, ended)]
 
     def _dead_letter(self, record: Record, reason: str) -> Emit:
         letter = dead_letter(record, self.name, reason)

@@ -1,0 +1,22 @@
+"""Which failures say that a store cannot be reached, rather than that it refused what was asked.
+
+Every component that reads or writes the stores must tell the two apart the same way (rule 7):
+a store that cannot be reached says nothing about the event, so the step waits for the store and
+runs again; any other failure is the event's, and the event goes to the dead letters. So the
+distinction is defined once, here beside the store clients, not by one component for the others.
+"""
+
+from __future__ import annotations
+
+import redis.exceptions
+from cassandra import OperationTimedOut, Timeout, Unavailable
+from cassandra.cluster import NoHostAvailable
+
+# Cassandra cannot be reached: nothing to say about the event, the whole batch can be applied again.
+CASSANDRA_UNAVAILABLE: tuple[type[Exception], ...] = (NoHostAvailable, OperationTimedOut, Unavailable, Timeout)
+
+STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    *CASSANDRA_UNAVAILABLE,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
