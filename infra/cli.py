@@ -1,6 +1,6 @@
 """`steno` command line: run the local stack and operate steno.
 
-`up`, `down` and `status` are infra's own; the components register the rest (`replay`, `token`,
+`up`, `down`, `status`, `restart` and `stop` are infra's own; the components register the rest (`replay`, `token`,
 ...) as entry points (see `infra.components`), so infra imports none of them.
 """
 
@@ -10,6 +10,8 @@ import argparse
 
 from infra import components
 
+PROCESSES = ("api", "processors", "bridge", "projections")  # infra.app_services.PROGRAMS, without importing it
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steno", description="run the local stack and operate steno")
@@ -17,8 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("up", help="install, start and health-check the whole stack")
     commands.add_parser("down", help="stop everything steno started")
     commands.add_parser("status", help="say what runs, where, and where its log is")
-    restart = commands.add_parser("restart", help="restart one of steno's processes (e.g. after a code change)")
-    restart.add_argument("process", choices=["api", "processors", "bridge", "projections"])
+    for verb, purpose in (
+        ("restart", "restart one of steno's processes (e.g. after a code change)"),
+        ("stop", "stop one of steno's processes until the next `steno up`"),
+    ):
+        commands.add_parser(verb, help=purpose).add_argument("process", choices=PROCESSES)
     registered = components.commands()
     for name, command in registered.items():
         command.arguments(commands.add_parser(name, help=command.help))
@@ -36,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "restart":
         stack.restart(args.process)
+        return 0
+    if args.command == "stop":
+        stack.stop(args.process)
         return 0
     stack.up()
     _print_chat_address()

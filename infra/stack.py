@@ -77,6 +77,13 @@ def restart(name: str) -> None:
     _wait_until_serving(program)
 
 
+def stop(name: str) -> None:
+    """Stop one of steno's processes (gracefully), e.g. for `steno replay --reset`; `steno up`
+    starts it again."""
+    supervisor.stop(name)
+    say(f"{name}: stopped; `steno up` starts it again")
+
+
 def down() -> None:
     """Stop everything steno started (a Redis it found running is left alone); supervisord stops
     its processes first, each with its grace period."""

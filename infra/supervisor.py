@@ -164,6 +164,13 @@ def restart(name: str) -> None:
     supervisor.startProcess(name, False)
 
 
+def stop(name: str) -> None:
+    """Stop the program gracefully; supervisord keeps it stopped until `start`."""
+    process = info(name)
+    if process is not None and process["statename"] in ACTIVE:
+        rpc().stopProcess(name, True)
+
+
 def check_not_given_up(program: Program) -> None:
     """Raise if supervisord stopped retrying the program, naming its log."""
     process = info(program.name)
