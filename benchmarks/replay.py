@@ -361,7 +361,8 @@ async def measure(events: int) -> Figures:
                 f"raw, replay's history writes: {batched.rows:,} rows in {batched.seconds:.0f} s "
                 f"({batched.rows_per_s:,.0f} rows/s)"
             )
-            projector = await Generations(cluster, client).views(keyspaces["replay"])
+            known = Generations(cluster, client, settings.context, settings.cassandra.keyspace)
+            projector = await known.views(keyspaces["replay"])
             summary = await replay(projector, topic)
             print(f"replay: {summary}")
     finally:

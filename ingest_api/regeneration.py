@@ -66,7 +66,7 @@ async def _settled_turns(deps: Deps, conversation_id: str, response_id: str) -> 
 async def _generating(deps: Deps, conversation_id: str, response_id: str) -> bool:
     """The reply holds its conversation's claim and has not ended: it is being generated, even
     if the history view has not caught up with the message yet."""
-    return await deps.context.inflight(conversation_id) == response_id and not deps.feed.has_ended(response_id)
+    return await deps.claims.holder(conversation_id) == response_id and not deps.feed.has_ended(response_id)
 
 
 def _regenerable(turns: list[Message], response_id: str) -> Message:

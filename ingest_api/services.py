@@ -13,10 +13,11 @@ from redis.asyncio import Redis
 
 from infra import cassandra
 from infra.kafka_clients import EventProducer
+from infra.settings import settings
+from ingest_api.claims import ReplyClaims
 from ingest_api.ownership import Ownership
 from ingest_api.token_feed import TokenFeed
 from projections import active_context
-from projections.active_context import ActiveContext
 from projections.generations import Generations
 from projections.live import LiveHistory
 
@@ -28,7 +29,7 @@ class Services:
     producer: EventProducer
     feed: TokenFeed
     history: LiveHistory  # the live generation's, looked up on every read: a swap shows at once
-    context: ActiveContext  # in-flight claims (they belong to no generation)
+    claims: ReplyClaims  # one reply at a time per conversation
     ownership: Ownership
 
 
@@ -36,7 +37,7 @@ class Services:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cluster, session = cassandra.connect()
     redis_client = active_context.connect()
-    history = LiveHistory(Generations(cluster, redis_client))
+    history = LiveHistory(Generations(cluster, redis_client, settings.context, settings.cassandra.keyspace))
     feed = TokenFeed()
     feed.start()
     services = Services(
@@ -45,7 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         producer=EventProducer(),
         feed=feed,
         history=history,
-        context=ActiveContext(redis_client),
+        claims=ReplyClaims(redis_client),
         ownership=Ownership(history, redis_client),
     )
     app.state.services = services

@@ -100,7 +100,7 @@ async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
     try:
         await deps.producer.send(CONVERSATIONS, event)
     except Exception as exc:
-        await deps.context.release_inflight(conversation_id, response_id)
+        await deps.claims.release(conversation_id, response_id)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"the message was not stored, send it again: {exc}"
         ) from exc
@@ -117,7 +117,7 @@ async def rename_conversation(deps: Services, user: str, conversation_id: str, t
 async def delete_conversation(deps: Services, user: str, conversation_id: str) -> None:
     """Write ConversationDeleted and stop the reply in progress, if any; every API process forgets
     the conversation at once (see `Ownership`), the views once the projection applies the deletion."""
-    generating = await deps.context.inflight(conversation_id)
+    generating = await deps.claims.holder(conversation_id)
     await deps.producer.send(CONVERSATIONS, ConversationDeleted(conversation_id=conversation_id, user_id=user))
     await deps.ownership.forget_conversation(conversation_id)
     if generating is not None:
@@ -147,12 +147,12 @@ async def _claim(deps: Services, conversation_id: str, response_id: str) -> bool
     this process saw end is taken over at once; otherwise the claim is retried briefly.
     """
     deadline = time.monotonic() + CLAIM_GRACE_S
-    while not await deps.context.claim_inflight(conversation_id, response_id, INFLIGHT_TTL_S):
-        holder = await deps.context.inflight(conversation_id)
+    while not await deps.claims.claim(conversation_id, response_id, INFLIGHT_TTL_S):
+        holder = await deps.claims.holder(conversation_id)
         if (
             holder
             and deps.feed.has_ended(holder)
-            and await deps.context.take_over_inflight(conversation_id, holder, response_id, INFLIGHT_TTL_S)
+            and await deps.claims.take_over(conversation_id, holder, response_id, INFLIGHT_TTL_S)
         ):
             return True
         if time.monotonic() > deadline:

@@ -12,13 +12,15 @@ moment it was applied: a replay then builds exactly the cache the live projectio
 a log that is days old (conversations idle for longer are not cached, as they would not be live).
 
 Read side: `turns()` and `turns_once_applied()` for the context assembler, `applied_offset()` /
-`wait_until_applied()` for rule 3, and the in-flight claim with which the API admits one response
-per conversation at a time.
+`wait_until_applied()` for rule 3.
+
+Applying a reply's terminal event also releases the claim with which the API admitted that reply
+(`schemas.claims`; the API's side is `ingest_api.claims`): the projection is where a reply is
+known to have ended, whichever process ended it.
 
 Keys, under a namespace (a generation's name, see `projections.generations`; tests use scratch ones):
     {ns}:ctx:{p}:<conversation_id>   hash: turn id -> JSON {role, content, status}, + `started`
     {ns}:ctx:{p}:applied             highest applied offset of conversation-log partition p
-    {claims}:inflight:<conversation_id>  the response id being generated (claims namespace: "steno")
 `{p}` keeps its braces: it is a Redis Cluster hash tag, so a conversation's key and its
 partition's watermark share a slot and the script can touch both on a cluster too.
 
@@ -39,6 +41,8 @@ import redis.asyncio as redis
 
 from infra.settings import ContextSettings, settings
 from projections.status import Status
+from schemas.claims import NAMESPACE as CLAIMS_NAMESPACE
+from schemas.claims import RELEASE_LUA, claim_key
 from schemas.events import (
     TERMINAL_CONVERSATION_EVENTS,
     ChatTurn,
@@ -118,17 +122,6 @@ redis.call('SET', KEYS[1], applied)
 return results
 """
 
-# KEYS: in-flight key. ARGV: the response id that must still hold it.
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-TAKE_OVER_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
-return false
-"""
-
 
 class Effect(NamedTuple):
     """What an event does to its conversation's cached turns."""
@@ -187,26 +180,22 @@ class ActiveContext:
     def __init__(
         self,
         client: redis.Redis,
-        config: ContextSettings = settings.context,
+        config: ContextSettings,
         namespace: str = "steno",
-        claims_namespace: str | None = None,  # where in-flight claims live; the namespace if None
+        claims_namespace: str = CLAIMS_NAMESPACE,  # where the API's reply claims live
     ) -> None:
         self._redis = client
         self._config = config
         self._namespace = namespace
-        self._claims_namespace = claims_namespace or namespace
+        self._claims_namespace = claims_namespace
         self._apply = client.register_script(APPLY_LUA)
-        self._release = client.register_script(RELEASE_LUA)
-        self._take_over = client.register_script(TAKE_OVER_LUA)
+        self._release_claim = client.register_script(RELEASE_LUA)
 
     def _context_key(self, conversation_id: str) -> str:
         return f"{self._namespace}:ctx:{{{partition_for(conversation_id, CONVERSATIONS)}}}:{conversation_id}"
 
     def _watermark_key(self, partition: int) -> str:
         return f"{self._namespace}:ctx:{{{partition}}}:applied"
-
-    def _inflight_key(self, conversation_id: str) -> str:
-        return f"{self._claims_namespace}:inflight:{conversation_id}"
 
     # --- write side ---------------------------------------------------------------------
 
@@ -219,8 +208,8 @@ class ActiveContext:
         """Apply the events, in one round trip: one script per partition, over its events in log
         order. Per event, False when the watermark says it was applied already.
 
-        A terminal event also releases its response's in-flight claim. That is not guarded by the
-        watermark: a crash between the two steps must not leave the claim held until it expires.
+        A terminal event also releases its reply's claim (`schemas.claims`). That is not guarded by
+        the watermark: a crash between the two steps must not leave the claim held until it expires.
         """
         by_partition: dict[int, list[int]] = {}
         for i, (_, partition, _) in enumerate(positioned):
@@ -231,9 +220,8 @@ class ActiveContext:
             await self._apply(keys=keys, args=args, client=pipe)
         for event, _, _ in positioned:
             if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
-                await self._release(
-                    keys=[self._inflight_key(event.conversation_id)], args=[event.response_id], client=pipe
-                )
+                key = claim_key(event.conversation_id, self._claims_namespace)
+                await self._release_claim(keys=[key], args=[event.response_id], client=pipe)
         results = await pipe.execute()
         applied = [False] * len(positioned)
         for positions, outcomes in zip(by_partition.values(), results, strict=False):
@@ -250,7 +238,8 @@ class ActiveContext:
         sent as `none`, without its text.
         """
         watermark, now = self._watermark_key(partition), time.time()
-        keys, args = [watermark], [STARTED, self._config.cache_turns]
+        keys = [watermark]
+        args: list[str | int] = [STARTED, self._config.cache_turns]
         for event, _, offset in positioned:
             expires = 0 if event is None else int(event.occurred_at.timestamp()) + self._config.cache_ttl_s
             if event is None or expires <= now:  # only the watermark moves: `none` never reads its key
@@ -263,7 +252,7 @@ class ActiveContext:
         return keys, args
 
     async def clear(self) -> None:
-        """Delete every cached conversation and watermark of this namespace (not in-flight claims)."""
+        """Delete every cached conversation and watermark of this namespace (not the reply claims)."""
         async for key in self._redis.scan_iter(match=f"{self._namespace}:ctx:*", count=1000):
             await self._redis.unlink(key)
 
@@ -272,7 +261,7 @@ class ActiveContext:
     async def turns(self, conversation_id: str, before: str | None = None) -> list[ChatTurn] | None:
         """The conversation's recent turns usable as context (those older than the turn `before`,
         if given); None when it is not cached."""
-        fields = await self._redis.hgetall(self._context_key(conversation_id))
+        fields = await self._redis.hgetall(self._context_key(conversation_id))  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
         return visible_turns(fields, before) if fields else None
 
     async def applied_offset(self, partition: int) -> int:
@@ -297,26 +286,3 @@ class ActiveContext:
                 return False
             await asyncio.sleep(WATERMARK_POLL_S)
         return True
-
-    # --- one response in progress per conversation --------------------------------------
-
-    async def claim_inflight(self, conversation_id: str, response_id: str, ttl_s: int) -> bool:
-        """Claim the conversation for this response; False while another response holds it.
-
-        The TTL frees the conversation even if the terminal event never comes.
-        """
-        key = self._inflight_key(conversation_id)
-        return bool(await self._redis.set(key, response_id, nx=True, ex=ttl_s))
-
-    async def release_inflight(self, conversation_id: str, response_id: str) -> None:
-        """Release the claim if (and only if) this response still holds it."""
-        await self._release(keys=[self._inflight_key(conversation_id)], args=[response_id])
-
-    async def take_over_inflight(self, conversation_id: str, finished_id: str, response_id: str, ttl_s: int) -> bool:
-        """Move the claim from a response known to have ended (whose release is still on its way)."""
-        key = self._inflight_key(conversation_id)
-        return bool(await self._take_over(keys=[key], args=[finished_id, response_id, ttl_s]))
-
-    async def inflight(self, conversation_id: str) -> str | None:
-        """The response id now being generated in the conversation, if any."""
-        return await self._redis.get(self._inflight_key(conversation_id))

@@ -17,8 +17,8 @@ Redis holds the pointer because every reader already asks Redis on its hot path;
 (AOF), and a single key is served by a Redis Cluster too. Without it the configured keyspace is
 live, so a stack that never swapped needs nothing.
 
-The in-flight claims stay in the base namespace whatever the generation: they are the API's
-admission state, not a view of the log, and must outlive a swap.
+The reply claims that the projection releases stay in their own namespace whatever the
+generation (`schemas.claims`): they are the API's admission state, not a view of the log.
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from projections import active_context
 from projections.active_context import ActiveContext
 from projections.history import History
 from projections.projector import Projector
+from schemas.claims import NAMESPACE as CLAIMS_NAMESPACE
 
 POINTER = "steno:views"
-CLAIMS_NAMESPACE = "steno"
 NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")  # a Cassandra keyspace name (lower case)
 
 # KEYS: the pointer. ARGV: the generation live without it; the expected live and next; the new
@@ -63,10 +63,11 @@ class SwapRefused(RuntimeError):
 
 
 def live_now() -> str:
-    """The live generation's name, for callers outside an event loop (`steno up` migrates it)."""
+    """The live generation's name, for callers outside an event loop (`steno up` migrates it: this
+    is the projections' `steno.keyspaces` entry point, see `infra.components`)."""
     client = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     try:
-        return client.hget(POINTER, "live") or settings.cassandra.keyspace  # type: ignore[return-value]
+        return client.hget(POINTER, "live") or settings.cassandra.keyspace  # type: ignore[return-value]  # redis-py: Awaitable | value (redis/redis-py#2399)
     finally:
         client.close()
 
@@ -83,15 +84,16 @@ def checked_name(name: str) -> str:
 
 class Generations:
     """The live generation's name, and the views of any generation, over one Cassandra cluster and
-    one Redis client. `pointer` and `first` are parameters so that tests can use scratch ones."""
+    one Redis client. `first` is the generation live before any swap (`settings.cassandra.keyspace`);
+    it, `pointer` and `claims_namespace` are parameters so that tests can use scratch ones."""
 
     def __init__(
         self,
         cluster: Cluster,
         client: redis.asyncio.Redis,
-        config: ContextSettings = settings.context,
+        config: ContextSettings,
+        first: str,
         pointer: str = POINTER,
-        first: str = settings.cassandra.keyspace,
         claims_namespace: str = CLAIMS_NAMESPACE,
     ) -> None:
         self._cluster = cluster
@@ -112,7 +114,7 @@ class Generations:
         generation that was live a moment ago, while only the active context is out.
         """
         try:
-            self._last_seen = await self._redis.hget(self._pointer, "live") or self._first
+            self._last_seen = await self._redis.hget(self._pointer, "live") or self._first  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("cannot read the live generation (%r): using %s", exc, self._last_seen)
         return self._last_seen
@@ -134,7 +136,7 @@ class Generations:
     async def written(self) -> list[Projector]:
         """The views the live projection writes, in the order it must: the generation being built
         (during a swap), then the live one."""
-        live, next_ = await self._redis.hmget(self._pointer, ["live", "next"])
+        live, next_ = await self._redis.hmget(self._pointer, ["live", "next"])  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
         names = [name for name in (next_, live or self._first) if name]
         return [await self.views(name) for name in dict.fromkeys(names)]
 
@@ -169,7 +171,7 @@ async def connected() -> AsyncIterator[Generations]:
     cluster, _ = await asyncio.to_thread(cassandra.connect)
     client = active_context.connect()
     try:
-        yield Generations(cluster, client)
+        yield Generations(cluster, client, settings.context, settings.cassandra.keyspace)
     finally:
         await client.aclose()
         await asyncio.to_thread(cluster.shutdown)

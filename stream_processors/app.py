@@ -122,9 +122,10 @@ def _context_readers(
     cluster: Cluster, redis: Redis, cache_namespace: str | None
 ) -> tuple[ActiveContext | LiveContext, History | LiveHistory]:
     if cache_namespace is None:
-        generations = Generations(cluster, redis)
+        generations = Generations(cluster, redis, settings.context, settings.cassandra.keyspace)
         return LiveContext(generations), LiveHistory(generations)
-    return ActiveContext(redis, namespace=cache_namespace), History(cluster.connect(settings.cassandra.keyspace))
+    context = ActiveContext(redis, settings.context, namespace=cache_namespace)
+    return context, History(cluster.connect(settings.cassandra.keyspace))
 
 
 def consume_with(processor: Processor) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:

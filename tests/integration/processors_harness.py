@@ -58,7 +58,8 @@ async def project(conversations: Topic, namespace: str, stop: asyncio.Event) -> 
     """The projections' own batch step over the scratch log, until `stop` (the live runner
     reads only the real topic). Undecodable records are skipped."""
     session, client = history.connect(), active_context.connect()
-    projector = Projector(History(session), ActiveContext(client, namespace=namespace))
+    context = ActiveContext(client, settings.context, namespace=namespace, claims_namespace=namespace)
+    projector = Projector(History(session), context)
     consumer = consumer_from_start([conversations])
     try:
         while not stop.is_set():

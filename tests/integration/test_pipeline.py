@@ -34,7 +34,7 @@ async def test_a_message_streams_its_reply_and_lands_in_every_view(alice: StenoC
     assert [(m["role"], m["status"]) for m in history] == [("user", "accepted"), ("assistant", "completed")]
     assert history[1]["content"] == scripted_reply(content)
     client = active_context.connect()
-    cache = ActiveContext(client)
+    cache = ActiveContext(client, settings.context)
     await until(lambda: _cached_turns(cache, conversation, 2))  # applied right after history
     turns = await cache.turns(conversation)
     await client.aclose()

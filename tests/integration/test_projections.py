@@ -23,10 +23,12 @@ import pytest
 from cassandra.cluster import Cluster, NoHostAvailable
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from redis.asyncio import Redis
 
 from infra import cassandra, kafka_clients, migrate
 from infra.kafka_clients import EventProducer
 from infra.settings import ContextSettings, settings
+from ingest_api.claims import ReplyClaims
 from projections import active_context
 from projections.active_context import ActiveContext
 from projections.generations import Generations
@@ -171,22 +173,37 @@ def empty_history(cluster: Cluster) -> Iterator[History]:
 
 
 @asynccontextmanager
-async def scratch_context(config: ContextSettings = settings.context) -> AsyncIterator[ActiveContext]:
-    """An ActiveContext in a Redis namespace of its own, deleted afterwards."""
+async def scratch_namespace() -> AsyncIterator[tuple[Redis, str]]:
+    """A Redis client and a namespace of its own, whose keys are deleted afterwards."""
     client = active_context.connect()
     namespace = f"test-{uuid.uuid4().hex[:12]}"
     try:
-        yield ActiveContext(client, config, namespace=namespace)
+        yield client, namespace
     finally:
         async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
             await client.unlink(key)
         await client.aclose()
 
 
+@asynccontextmanager
+async def scratch_context(config: ContextSettings = settings.context) -> AsyncIterator[ActiveContext]:
+    """An ActiveContext (and the reply claims it releases) in a Redis namespace of its own."""
+    async with scratch_namespace() as (client, namespace):
+        yield ActiveContext(client, config, namespace=namespace, claims_namespace=namespace)
+
+
 @pytest.fixture
 async def context() -> AsyncIterator[ActiveContext]:
     async with scratch_context() as context:
         yield context
+
+
+@pytest.fixture
+async def claimed() -> AsyncIterator[tuple[ReplyClaims, ActiveContext]]:
+    """The API's reply claims, and the projection that releases them, in one scratch namespace."""
+    async with scratch_namespace() as (client, namespace):
+        context = ActiveContext(client, settings.context, namespace=namespace, claims_namespace=namespace)
+        yield ReplyClaims(client, namespace), context
 
 
 async def stored(conversation_id: str) -> tuple[dict[str, str], int]:
@@ -446,34 +463,36 @@ async def test_watermark_says_how_far_each_partition_is_applied(context: ActiveC
     assert await waiting
 
 
-async def test_one_response_in_flight_per_conversation(context: ActiveContext) -> None:
+async def test_one_response_in_flight_per_conversation(claimed: tuple[ReplyClaims, ActiveContext]) -> None:
+    claims, context = claimed
     chat = Chat()
     first, second, third = chat.submit("1"), chat.submit("2"), chat.submit("3")
 
-    assert await context.claim_inflight(chat.conversation_id, first.response_id, ttl_s=60)
-    assert not await context.claim_inflight(chat.conversation_id, second.response_id, ttl_s=60)
-    await context.release_inflight(chat.conversation_id, second.response_id)  # not its claim
-    assert await context.inflight(chat.conversation_id) == first.response_id
-    await context.release_inflight(chat.conversation_id, first.response_id)
-    assert await context.inflight(chat.conversation_id) is None
+    assert await claims.claim(chat.conversation_id, first.response_id, ttl_s=60)
+    assert not await claims.claim(chat.conversation_id, second.response_id, ttl_s=60)
+    await claims.release(chat.conversation_id, second.response_id)  # not its claim
+    assert await claims.holder(chat.conversation_id) == first.response_id
+    await claims.release(chat.conversation_id, first.response_id)
+    assert await claims.holder(chat.conversation_id) is None
 
-    assert await context.claim_inflight(chat.conversation_id, second.response_id, ttl_s=60)
-    await context.apply(chat.block(second), chat.partition, 0)  # a terminal event frees its own claim
-    assert await context.inflight(chat.conversation_id) is None
+    assert await claims.claim(chat.conversation_id, second.response_id, ttl_s=60)
+    await context.apply(chat.block(second), chat.partition, 0)  # the projection frees a reply's claim at its end
+    assert await claims.holder(chat.conversation_id) is None
 
-    assert await context.claim_inflight(chat.conversation_id, third.response_id, ttl_s=60)
-    await context.apply(chat.complete(first, "late"), chat.partition, 0)  # not a later response's
-    assert await context.inflight(chat.conversation_id) == third.response_id
+    assert await claims.claim(chat.conversation_id, third.response_id, ttl_s=60)
+    await context.apply(chat.complete(first, "late"), chat.partition, 0)  # not a later reply's
+    assert await claims.holder(chat.conversation_id) == third.response_id
 
 
-async def test_a_claim_moves_only_from_the_response_that_holds_it(context: ActiveContext) -> None:
+async def test_a_claim_moves_only_from_the_response_that_holds_it(claimed: tuple[ReplyClaims, ActiveContext]) -> None:
+    claims, _ = claimed
     chat = Chat()
     first, second, third = chat.submit("1"), chat.submit("2"), chat.submit("3")
-    assert await context.claim_inflight(chat.conversation_id, first.response_id, ttl_s=60)
+    assert await claims.claim(chat.conversation_id, first.response_id, ttl_s=60)
 
-    assert not await context.take_over_inflight(chat.conversation_id, third.response_id, second.response_id, 60)
-    assert await context.take_over_inflight(chat.conversation_id, first.response_id, second.response_id, 60)
-    assert await context.inflight(chat.conversation_id) == second.response_id
+    assert not await claims.take_over(chat.conversation_id, third.response_id, second.response_id, 60)
+    assert await claims.take_over(chat.conversation_id, first.response_id, second.response_id, 60)
+    assert await claims.holder(chat.conversation_id) == second.response_id
 
 
 # --- the runner and replay on a scratch conversation log ----------------------------------
@@ -772,7 +791,12 @@ async def scratch_generations(cluster: Cluster) -> AsyncIterator[Generations]:
     client = active_context.connect()
     try:
         yield Generations(
-            cluster, client, pointer=f"test-{run}:views:live", first=first, claims_namespace=f"test-{run}"
+            cluster,
+            client,
+            settings.context,
+            first=first,
+            pointer=f"test-{run}:views:live",
+            claims_namespace=f"test-{run}",
         )
     finally:
         session = cluster.connect()

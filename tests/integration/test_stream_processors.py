@@ -61,7 +61,7 @@ async def app(topics: Topics) -> AsyncIterator[faust.App]:
     yield app
     await app.stop()
     client = active_context.connect()
-    await ActiveContext(client, namespace=RUN).clear()
+    await ActiveContext(client, settings.context, namespace=RUN).clear()
     await client.aclose()
     delete_group(f"test-{RUN}")
 

@@ -1,0 +1,51 @@
+"""One reply at a time per conversation: how the API admits a new reply.
+
+Before a message is written, its reply claims the conversation (`schemas.claims`: the key, and
+the release the projection runs when it applies the reply's terminal event). A second message
+while a reply is generating is refused (409) instead of interleaving two replies in one
+conversation. The claim carries a TTL, so a reply whose end never comes frees it in the end.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+
+from schemas.claims import NAMESPACE, RELEASE_LUA, claim_key
+
+# KEYS: the claim. ARGV: the response id that must hold it, the new one, the TTL in seconds.
+TAKE_OVER_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return false
+"""
+
+
+class ReplyClaims:
+    """The claims over one Redis client (created with `decode_responses=True`); `namespace` is a
+    parameter so that tests can use scratch ones."""
+
+    def __init__(self, client: redis.Redis, namespace: str = NAMESPACE) -> None:
+        self._redis = client
+        self._namespace = namespace
+        self._release = client.register_script(RELEASE_LUA)
+        self._take_over = client.register_script(TAKE_OVER_LUA)
+
+    async def claim(self, conversation_id: str, response_id: str, ttl_s: int) -> bool:
+        """Claim the conversation for this response; False while another response holds it."""
+        return bool(await self._redis.set(self._key(conversation_id), response_id, nx=True, ex=ttl_s))
+
+    async def release(self, conversation_id: str, response_id: str) -> None:
+        """Release the claim if (and only if) this response still holds it (its message was not
+        written: no terminal event will come to release it)."""
+        await self._release(keys=[self._key(conversation_id)], args=[response_id])
+
+    async def take_over(self, conversation_id: str, finished_id: str, response_id: str, ttl_s: int) -> bool:
+        """Move the claim from a response known to have ended (whose release is still on its way)."""
+        return bool(await self._take_over(keys=[self._key(conversation_id)], args=[finished_id, response_id, ttl_s]))
+
+    async def holder(self, conversation_id: str) -> str | None:
+        """The response id now being generated in the conversation, if any."""
+        held: str | None = await self._redis.get(self._key(conversation_id))
+        return held
+
+    def _key(self, conversation_id: str) -> str:
+        return claim_key(conversation_id, self._namespace)
