@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import HTTPException, status
 from redis.asyncio import Redis
@@ -43,8 +45,12 @@ class ResponseOwner:
     message_id: str
 
 
-class _Lru(OrderedDict):
-    def remember(self, key: str, value: object) -> None:
+T = TypeVar("T")
+V = TypeVar("V")
+
+
+class _Lru(OrderedDict[str, V]):
+    def remember(self, key: str, value: V) -> None:
         self[key] = value
         self.move_to_end(key)
         if len(self) > REMEMBERED:
@@ -59,8 +65,8 @@ class Ownership:
     def __init__(self, history: LiveHistory, redis: Redis) -> None:
         self._history = history
         self._redis = redis
-        self._conversations: _Lru = _Lru()  # conversation id -> (owner, when the view said so)
-        self._responses: _Lru = _Lru()
+        self._conversations: _Lru[tuple[str, float]] = _Lru()  # id -> (owner, when the view said so)
+        self._responses: _Lru[ResponseOwner] = _Lru()
 
     def record_response(self, response_id: str, owner: ResponseOwner) -> None:
         self._responses.remember(response_id, owner)
@@ -91,6 +97,7 @@ class Ownership:
         return owner
 
     async def _conversation_owner(self, conversation_id: str) -> str | None:
+        owner: str | None
         owner, checked = self._conversations.get(conversation_id, (None, 0.0))
         if owner == DELETED:
             return None
@@ -104,7 +111,7 @@ class Ownership:
         return owner
 
 
-async def eventually(lookup, key: str):
+async def eventually(lookup: Callable[[str], Awaitable[T | None]], key: str) -> T | None:
     """The projection's answer, waiting for a row only while its id is fresh enough to be in flight.
 
     Ids are UUIDv7, so an unknown id minted long ago is answered at once instead of after a wait,

@@ -43,7 +43,8 @@ _following: dict[str, asyncio.Task[None]] = {}  # conversations this process del
 async def start_conversation(deps: Services, user: str, title: str) -> str:
     """A new conversation that is to be deleted once answered: the intent first, then the log."""
     conversation_id = new_id()
-    await deps.redis.hset(KEY, conversation_id, json.dumps({"user": user, "since": time.time()}))
+    intent = json.dumps({"user": user, "since": time.time()})
+    await deps.redis.hset(KEY, conversation_id, intent)  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
     await submission.start_conversation(deps, user, title, conversation_id)
     return conversation_id
 
@@ -63,7 +64,8 @@ def forget_once_answered(deps: Services, user: str, exchange: Exchange) -> None:
 async def sweep(deps: Services) -> int:
     """Carry out the intents whose reply has ended, or that are too old to wait for; returns how many."""
     done = 0
-    for conversation_id, raw in (await deps.redis.hgetall(KEY)).items():
+    intents: dict[str, str] = await deps.redis.hgetall(KEY)  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
+    for conversation_id, raw in intents.items():
         if conversation_id in _following:
             continue
         intent = json.loads(raw)
@@ -101,4 +103,4 @@ async def _answered(deps: Services, conversation_id: str) -> bool:
 
 async def _forget(deps: Services, user: str, conversation_id: str) -> None:
     await submission.delete_conversation(deps, user, conversation_id)
-    await deps.redis.hdel(KEY, conversation_id)
+    await deps.redis.hdel(KEY, conversation_id)  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)

@@ -33,8 +33,9 @@ class Lookups:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def __call__(self, key: str) -> None:
+    async def __call__(self, key: str) -> str | None:
         self.calls += 1
+        return None
 
 
 def app_with(lookups: Lookups) -> FastAPI:
