@@ -4,11 +4,12 @@ outcome, whole, whatever order the events arrive in."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from projections.history import replaced_time, turn_cells, write_time
 from schemas.events import (
-    Event,
     MessageSubmitted,
     ResponseCancelled,
     ResponseCompleted,
@@ -17,11 +18,14 @@ from schemas.events import (
     new_id,
 )
 
-IDS = {"conversation_id": "c", "user_id": "u", "message_id": new_id(), "response_id": new_id()}
+IDS: dict[str, Any] = {"conversation_id": "c", "user_id": "u", "message_id": new_id(), "response_id": new_id()}
 USAGE = Usage(prompt_tokens=1, completion_tokens=1)
 
 
-def ending(kind: str, attempt: int) -> Event:
+Ending = ResponseCompleted | ResponseFailed | ResponseCancelled
+
+
+def ending(kind: str, attempt: int) -> Ending:
     if kind == "completed":
         return ResponseCompleted(**IDS, attempt=attempt, text="hi!", finish_reason="stop", usage=USAGE)
     if kind == "failed":
@@ -52,7 +56,5 @@ def test_attempts_stay_within_the_messages_millisecond() -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_final_event_sets_every_outcome_cell_so_no_earlier_attempts_cell_survives(kind: str) -> None:
-    event = ending(kind, 2)
-    assert isinstance(event, ResponseCompleted | ResponseFailed | ResponseCancelled)
-    [cells] = turn_cells(event).values()
+    [cells] = turn_cells(ending(kind, 2)).values()
     assert set(cells) == {"status", "content", "finish_reason", "detail"}
