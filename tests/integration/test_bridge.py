@@ -566,3 +566,30 @@ async def test_the_attempt_check_is_skipped_while_redis_is_unreachable() -> None
         assert await Attempts(unreachable).current(new_id()) is None
     finally:
         await unreachable.aclose()
+
+
+async def test_a_bridge_joining_takes_over_only_the_replies_of_the_partitions_it_gets(topics: Topics) -> None:
+    """Cooperative rebalancing: a second bridge gets half the partitions; the replies on the
+    other half stream on undisturbed (eager rebalancing restarted all of them)."""
+    partitions = topics.inference_requests.partitions
+    conversations: dict[int, Conversation] = {}
+    while len(conversations) < partitions:
+        conversation = Conversation(topics)
+        conversations.setdefault(conversation.partition, conversation)
+    slow = {**LONG, "itl_ms": 50}  # 10 s of tokens
+    requests = {p: c.request(max_tokens=200) for p, c in conversations.items()}
+    try:
+        async with running_bridge(topics, slow) as first:
+            for partition, conversation in conversations.items():
+                await conversation.send(requests[partition])
+            for conversation in conversations.values():
+                await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+            async with running_bridge(topics, slow, group=first.group):
+                streams = {p: await c.stream_of(requests[p].response_id) for p, c in conversations.items()}
+    finally:
+        for conversation in conversations.values():
+            conversation.close()
+
+    restarted = sorted(p for p, stream in streams.items() if any(isinstance(e, ResponseRestarted) for e in stream))
+    assert len(restarted) == partitions // 2, f"replies restarted on partitions {restarted}"
+    assert all(stream[-1].outcome == "completed" for stream in streams.values())
