@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from playwright.sync_api import expect
 
 from infra.settings import REPO_ROOT, settings
 from ingest_api.auth import issue_token
@@ -38,6 +39,7 @@ def main(path: Path = DEFAULT_PATH) -> None:
         for question in ("What is the capital of France?", "Write a Python function that reads a text file."):
             send(page, question, model="smollm2")
             reply_ended(page)
+        expect(page.locator("#conversations li")).to_have_count(2)  # the sidebar's listing may come last
         path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=path)
     print(f"saved {path}")
