@@ -33,7 +33,7 @@ POLL_S = 0.02  # the first poll: the projection is usually this close behind
 MAX_POLL_S = 0.2  # polls back off to this, so a wait costs Cassandra a few dozen reads at most
 CLOCK_SKEW_S = 1.0  # an id minted this far in the future may come from a process whose clock runs ahead
 REMEMBERED = 100_000
-OWNER_RECHECK_S = 3600.0  # a remembered owner is confirmed by the history view this often
+OWNER_RECHECK_S = 60.0  # a remembered owner is confirmed by the history view this often: one read a minute
 DELETED_MARKER_S = 24 * 3600  # how long the deletion marker outlives the deletion
 DELETED = ""  # the remembered owner of a deleted conversation: nobody
 
