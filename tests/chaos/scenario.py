@@ -13,7 +13,8 @@ from tests.chaos.evidence import gather_evidence
 from tests.chaos.faults import Fault, heal
 from tests.chaos.workload import Client, NotAcknowledged, message
 
-MIX = {"native": 10, "responses": 6, "chat": 6}  # 22 concurrent conversations
+MIX = {"native": 10, "responses": 6, "chat": 6}  # 22 concurrent conversations, mid-reply at the fault
+BURST = 6  # more messages sent just before the fault: still in moderation, context assembly or the bridge's queue
 MID_STREAM_EVENTS = 3  # each reply has streamed this many events when the fault strikes
 START_TIMEOUT_S = 60.0
 CLIENT_DEADLINE_S = 200.0  # a client keeps reconnecting this long after it started
@@ -29,14 +30,17 @@ class Outcome:
 async def under_fault(fault: Fault) -> Outcome:
     """Start the workload, strike mid-stream, heal, let every client finish, and judge."""
     since_ms = int(time.time() * 1000) - 5_000
-    clients = [Client.new(api) for api, count in MIX.items() for _ in range(count)]
     deadline = time.monotonic() + CLIENT_DEADLINE_S
-    tasks = [
-        asyncio.create_task(c.converse(message(f"c{i}"), deadline), name=f"{c.api}-{i}") for i, c in enumerate(clients)
-    ]
+    clients: list[Client] = []
+    tasks: list[asyncio.Task] = []
+    for api, count in MIX.items():
+        for _ in range(count):
+            clients.append(Client.new(api))
+            tasks.append(asyncio.create_task(clients[-1].converse(message(f"c{len(tasks)}"), deadline)))
     probes: list[Client] = []
     try:
-        await _until_mid_stream(clients, tasks)
+        await _until_mid_stream(clients, tasks, deadline)
+        await _burst(clients, tasks, deadline)
         gone = await asyncio.to_thread(fault.strike)
         fault_at = time.monotonic()
         probe = asyncio.create_task(_answered_again(probes, fault_at, deadline))
@@ -56,18 +60,39 @@ async def under_fault(fault: Fault) -> Outcome:
     return Outcome(Tally.of(fault.name, verdicts, resume_delays(exchanges, fault_at), answered_again_s), verdicts)
 
 
-async def _until_mid_stream(clients: list[Client], tasks: list[asyncio.Task]) -> None:
-    """Every reply is streaming (so the fault cuts each one mid-stream); the healthy stack must
-    acknowledge every message."""
+async def _until_mid_stream(clients: list[Client], tasks: list[asyncio.Task], deadline: float) -> None:
+    """Every reply is streaming, so the fault cuts each one mid-stream.
+
+    The stack is shared: a client whose message was not acknowledged (another test restarting
+    the API that moment) starts over, in place; one that ended after its acknowledgement, before
+    any fault, is a failure of the healthy stack.
+    """
     began = time.monotonic()
     while not all(c.exchange is not None and len(c.exchange.received) >= MID_STREAM_EVENTS for c in clients):
-        failed = [t for t in tasks if t.done()]
-        if failed:
-            raise AssertionError(f"before the fault, {failed[0].get_name()} ended: {failed[0].exception()!r}")
+        for i, task in enumerate(tasks):
+            if task.done() and clients[i].exchange is None:
+                await clients[i].close()
+                clients[i] = Client.new(clients[i].api)
+                tasks[i] = asyncio.create_task(clients[i].converse(message(f"c{i}"), deadline))
+            elif task.done():
+                raise AssertionError(f"before the fault, {clients[i].api} {i} ended: {task.exception()!r}")
         if time.monotonic() - began > START_TIMEOUT_S:
             slow = [c.api for c in clients if c.exchange is None or len(c.exchange.received) < MID_STREAM_EVENTS]
             raise AssertionError(f"{len(slow)} replies not streaming after {START_TIMEOUT_S:.0f}s: {slow}")
         await asyncio.sleep(0.05)
+
+
+async def _burst(clients: list[Client], tasks: list[asyncio.Task], deadline: float) -> None:
+    """New messages, acknowledged just before the fault, so it finds them inside the pipeline."""
+    burst = [Client.new("native") for _ in range(BURST)]
+    sent = [asyncio.create_task(c.converse(message(f"b{i}"), deadline)) for i, c in enumerate(burst)]
+    clients += burst
+    tasks += sent
+    began = time.monotonic()
+    while not all(c.exchange is not None or t.done() for c, t in zip(burst, sent, strict=True)):
+        if time.monotonic() - began > START_TIMEOUT_S:
+            raise AssertionError(f"the burst's messages were not acknowledged in {START_TIMEOUT_S:.0f}s")
+        await asyncio.sleep(0.01)
 
 
 async def _answered_again(probes: list[Client], fault_at: float, deadline: float) -> float | None:

@@ -120,6 +120,8 @@ class Client:
     def _record(self, sse: ServerSentEvent, connection: int) -> bool:
         """Keep one event; True once it is the stream's ending."""
         now = time.monotonic()
+        if not sse.data:  # a bare `retry:` or `id:` field: no event of the reply
+            return False
         if self.api == "native":
             received = Received(connection, now, sse.event, int(sse.id), json.loads(sse.data).get("text", ""))
             ended = sse.event in NATIVE_ENDINGS
