@@ -28,6 +28,7 @@ chromium:
 bench: install
 	$(STENO) up
 	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.capacity
 
 install: $(VENV)/.installed
 

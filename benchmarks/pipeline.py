@@ -92,10 +92,10 @@ async def direct_stream(client: triton.InferenceServerClient, index: int) -> Str
 async def steno_stream(client: StenoClient, conversation_id: str, index: int) -> Stream:
     started = time.perf_counter()
     ids = await client.send(conversation_id, message(index), model=MODEL)
-    return await timed(_sse_tokens(client, ids["response_id"]), started)
+    return await timed(sse_tokens(client, ids["response_id"]), started)
 
 
-async def _sse_tokens(client: StenoClient, response_id: str) -> AsyncIterator[str]:
+async def sse_tokens(client: StenoClient, response_id: str) -> AsyncIterator[str]:
     async with aconnect_sse(client.http, "GET", f"/v1/responses/{response_id}/events") as source:
         async for sse in source.aiter_sse():
             if sse.event == "token":

@@ -1,0 +1,369 @@
+"""What a message and a token cost steno, in CPU per process, and how many it sustains.
+
+With the whole stack up, K users talk to the native API in a closed loop: each sends a message,
+reads its SSE stream to `done`, then sends the next. The `scripted` model answers at once
+(`ttft_ms`/`itl_ms` 0, set by the message itself), so the stack's own cost is all there is.
+
+1. idle: every process's CPU rate with no load (subtracted from every later phase);
+2. messages: 1-token replies at rising numbers of users: messages/s, TTFT, and each process's
+   CPU ms per message (its CPU during the phase, minus its idle rate times the phase's wall time,
+   divided by the messages);
+3. tokens: replies of 128 tokens: tokens/s delivered over SSE, and CPU µs per token (the
+   phase's CPU less idle and less the per-message cost measured at the same number of users);
+4. open loop: messages arriving as a Poisson process at 50 % and 90 % of the saturation rate
+   (the best messages/s of phase 2): TTFT p50/p99 measured from each message's arrival.
+
+CPU is read from /proc through psutil, for each process with all its children (Triton's Python
+backend stubs). The machine's total busy CPU is recorded too, so another workload sharing the
+machine shows up as `other`. JSON in benchmarks/results/capacity.json, tables on stdout.
+Run with `make bench` or `python -m benchmarks.capacity` (stack up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.pipeline import Stream, percentile, sse_tokens, timed
+from infra import process, stack, supervisor
+from infra.app_services import PROGRAMS
+from tests.integration.steno_client import StenoClient, scripted
+
+RESULTS = Path(__file__).parent / "results" / "capacity.json"
+STENO = ("api", "processors", "bridge", "projections", "kafka", "cassandra", "redis")
+"""steno's side of the machine; triton (the model server) is reported apart."""
+INSTANT = {"ttft_ms": 0, "itl_ms": 0}
+LONG_REPLY = 128  # tokens per reply in the tokens phase (the scripted model's max_tokens)
+
+
+def short_message() -> str:
+    """A message whose reply is one token, at once."""
+    return scripted("hello there", script="ok", **INSTANT)
+
+
+def long_message() -> str:
+    """A message whose reply is LONG_REPLY tokens, at once."""
+    return scripted("tell me more", script=" ".join(f"t{i}" for i in range(LONG_REPLY)), **INSTANT)
+
+
+# --- CPU per process ---------------------------------------------------------------------------
+
+
+def root_pids() -> dict[str, int]:
+    """The PID of each measured process: steno's under supervisord, the servers from PID files."""
+    pids = {program.name: supervisor.pid(program.name) for program in PROGRAMS}
+    pids |= {server.name: process.running_pid(server) for server in stack.servers()}
+    missing = sorted(name for name, pid in pids.items() if pid is None)
+    if missing:
+        raise SystemExit(f"not running: {', '.join(missing)}; start the stack with `make up` (`steno status`)")
+    return {name: pid for name, pid in pids.items() if pid is not None}
+
+
+def _tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of a process and each of its descendants, by PID."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return {}
+    seconds = {}
+    for member in tree:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        seconds[member.pid] = times.user + times.system
+    return seconds
+
+
+@dataclass
+class CpuSnapshot:
+    at: float
+    per_pid: dict[str, dict[int, float]]
+    machine_busy_s: float
+
+    @classmethod
+    def take(cls, pids: dict[str, int]) -> CpuSnapshot:
+        """Every measured process, this benchmark's own as `client`, and the whole machine."""
+        machine = psutil.cpu_times()
+        busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+        trees = {name: _tree_cpu(pid) for name, pid in {**pids, "client": os.getpid()}.items()}
+        return cls(time.perf_counter(), trees, busy)
+
+
+@dataclass
+class CpuUse:
+    """CPU seconds each process spent between two snapshots, and the wall time between them."""
+
+    wall_s: float
+    seconds: dict[str, float]
+
+    @classmethod
+    def between(cls, before: CpuSnapshot, after: CpuSnapshot) -> CpuUse:
+        """A PID present in both counts its difference, a child born meanwhile all of its time."""
+        seconds = {
+            name: sum(cpu - before.per_pid[name].get(pid, 0.0) for pid, cpu in tree.items())
+            for name, tree in after.per_pid.items()
+        }
+        measured = sum(seconds.values())
+        seconds["other"] = max(0.0, after.machine_busy_s - before.machine_busy_s - measured)
+        return cls(after.at - before.at, seconds)
+
+    def beyond_idle(self, idle: CpuUse) -> dict[str, float]:
+        """CPU seconds above each process's idle rate over the same wall time (`other`, the
+        rest of the machine, is not steno's: reported as is, as a measure of the noise)."""
+        return {
+            name: s - (0.0 if name == "other" else idle.seconds[name] / idle.wall_s * self.wall_s)
+            for name, s in self.seconds.items()
+        }
+
+
+async def measured(pids: dict[str, int], work: Awaitable[Any]) -> tuple[Any, CpuUse]:
+    before = CpuSnapshot.take(pids)
+    result = await work
+    return result, CpuUse.between(before, CpuSnapshot.take(pids))
+
+
+def with_totals(per_process: dict[str, float]) -> dict[str, float]:
+    return {**per_process, "steno": sum(per_process[name] for name in STENO)}
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class User:
+    client: StenoClient
+    conversation_id: str
+
+    @classmethod
+    async def new(cls) -> User:
+        client = StenoClient()
+        return cls(client, await client.new_conversation())
+
+    async def exchange(self, content: str, started: float | None = None) -> Stream:
+        """Send a message and read its reply to the end; TTFT from `started` (default: now)."""
+        started = time.perf_counter() if started is None else started
+        ids = await self.client.send(self.conversation_id, content)
+        return await timed(sse_tokens(self.client, ids["response_id"]), started)
+
+
+async def users(count: int) -> list[User]:
+    return list(await asyncio.gather(*(User.new() for _ in range(count))))
+
+
+async def close(people: list[User]) -> None:
+    await asyncio.gather(*(u.client.close() for u in people))
+
+
+@dataclass
+class Load:
+    streams: list[Stream] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.streams)
+
+    def ttft_ms(self) -> dict[str, float]:
+        ttft = [s.ttft_s * 1000 for s in self.streams]
+        return {f"ttft_p{p}_ms": percentile(ttft, p) for p in (50, 99)}
+
+
+async def closed_loop(people: list[User], content: str, seconds: float) -> Load:
+    """Every user sends, reads to the end, and sends again until `seconds` have passed."""
+    load = Load()
+    began = time.perf_counter()
+    stop_at = began + seconds
+
+    async def talk(user: User) -> None:
+        while time.perf_counter() < stop_at:
+            load.streams.append(await user.exchange(content))
+
+    await asyncio.gather(*(talk(u) for u in people))
+    load.wall_s = time.perf_counter() - began
+    return load
+
+
+async def open_loop(people: list[User], rate: float, seconds: float) -> Load:
+    """Messages arrive at `rate`/s (Poisson), each on a conversation not waiting for a reply;
+    TTFT counts from the arrival, so waiting for a free conversation counts too."""
+    free: asyncio.Queue[User] = asyncio.Queue()
+    for user in people:
+        free.put_nowait(user)
+    load = Load()
+    rng = random.Random(11)
+
+    async def arrive(arrived: float) -> None:
+        user = await free.get()
+        try:
+            load.streams.append(await user.exchange(short_message(), started=arrived))
+        finally:
+            free.put_nowait(user)
+
+    began = time.perf_counter()
+    arrivals: list[asyncio.Task[None]] = []
+    at = began
+    while (at := at + rng.expovariate(rate)) < began + seconds:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        arrivals.append(asyncio.create_task(arrive(at)))
+    await asyncio.gather(*arrivals)
+    load.wall_s = time.perf_counter() - began
+    return load
+
+
+# --- phases ----------------------------------------------------------------------------------------
+
+
+async def message_level(pids: dict[str, int], idle: CpuUse, count: int, seconds: float) -> dict[str, Any]:
+    people = await users(count)
+    await asyncio.gather(*(u.exchange(short_message()) for u in people))  # warm: connections, caches
+    load, cpu = await measured(pids, closed_loop(people, short_message(), seconds))
+    await close(people)
+    messages = len(load.streams)
+    per_message = {name: s / messages * 1000 for name, s in cpu.beyond_idle(idle).items()}
+    return {
+        "users": count,
+        "messages": messages,
+        "wall_s": load.wall_s,
+        "messages_per_s": messages / load.wall_s,
+        **load.ttft_ms(),
+        "cpu_ms_per_message": with_totals(per_message),
+    }
+
+
+async def token_phase(pids: dict[str, int], idle: CpuUse, level: dict[str, Any], seconds: float) -> dict[str, Any]:
+    people = await users(level["users"])
+    load, cpu = await measured(pids, closed_loop(people, long_message(), seconds))
+    await close(people)
+    messages, tokens = len(load.streams), load.tokens
+    per_message_s = {name: ms / 1000 for name, ms in level["cpu_ms_per_message"].items()}
+    per_token = {name: (s - per_message_s[name] * messages) / tokens * 1e6 for name, s in cpu.beyond_idle(idle).items()}
+    return {
+        "users": level["users"],
+        "messages": messages,
+        "tokens": tokens,
+        "wall_s": load.wall_s,
+        "tokens_per_s": tokens / load.wall_s,
+        "cpu_us_per_token": with_totals(per_token),
+    }
+
+
+async def open_phase(saturation: float, fraction: float, seconds: float) -> dict[str, Any]:
+    rate = saturation * fraction
+    people = await users(int(rate * 2) + 8)  # ~2 s of arrivals in flight before one waits
+    load = await open_loop(people, rate, seconds)
+    await close(people)
+    return {"fraction": fraction, "rate": rate, "messages": len(load.streams), **load.ttft_ms()}
+
+
+def machine() -> dict[str, Any]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {
+        "host": platform.node(),
+        "cpu": model,
+        "cores": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_average": psutil.getloadavg(),
+        "python": platform.python_version(),
+    }
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def tables(report: dict[str, Any]) -> str:
+    levels, tokens = report["levels"], report["tokens"]
+    names = [*STENO, "steno", "triton", "client", "other"]
+    lines = [
+        "| users | messages/s | TTFT p50/p99 (ms) | steno CPU ms/message | triton CPU ms/message |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['users']} | {r['messages_per_s']:.1f} | {r['ttft_p50_ms']:.0f} / {r['ttft_p99_ms']:.0f} "
+            f"| {r['cpu_ms_per_message']['steno']:.1f} | {r['cpu_ms_per_message']['triton']:.1f} |"
+            for r in levels
+        ),
+        "",
+        "| process | " + " | ".join(f"ms/message @{r['users']}" for r in levels) + f" | µs/token @{tokens['users']} |",
+        "|---|" + "---|" * (len(levels) + 1),
+    ]
+    for name in names:
+        cells = " | ".join(f"{r['cpu_ms_per_message'][name]:.1f}" for r in levels)
+        label = f"**{name}**" if name == "steno" else name
+        lines.append(f"| {label} | {cells} | {tokens['cpu_us_per_token'][name]:.0f} |")
+    lines += [
+        "",
+        f"sustained: {report['saturation_messages_per_s']:.1f} messages/s (1-token replies), "
+        f"{tokens['tokens_per_s']:.0f} tokens/s ({tokens['users']} users, {LONG_REPLY}-token replies)",
+        *(
+            f"open loop at {o['fraction']:.0%} of saturation ({o['rate']:.1f}/s, {o['messages']} messages): "
+            f"TTFT p50 {o['ttft_p50_ms']:.0f} ms, p99 {o['ttft_p99_ms']:.0f} ms"
+            for o in report["open_loop"]
+        ),
+        "idle CPU (ms/s): "
+        + ", ".join(f"{n} {s / report['idle_wall_s'] * 1000:.0f}" for n, s in report["idle_cpu_s"].items()),
+    ]
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> None:
+    pids = root_pids()
+    report: dict[str, Any] = {"command": " ".join(["python -m benchmarks.capacity", *sys.argv[1:]])}
+    report["machine"] = machine()
+    print(f"{report['command']}\n{report['machine']}", flush=True)
+    print(f"idle for {args.idle_seconds:g} s...", flush=True)
+    _, idle = await measured(pids, asyncio.sleep(args.idle_seconds))
+    report |= {"idle_wall_s": idle.wall_s, "idle_cpu_s": idle.seconds}
+    report["levels"] = []
+    for count in args.users:
+        print(f"{count} users, 1-token replies, {args.seconds:g} s...", flush=True)
+        report["levels"].append(await message_level(pids, idle, count, args.seconds))
+    saturation = max(r["messages_per_s"] for r in report["levels"])
+    report["saturation_messages_per_s"] = saturation
+    level = next((r for r in report["levels"] if r["users"] == args.token_users), report["levels"][-1])
+    print(f"{level['users']} users, {LONG_REPLY}-token replies, {args.seconds:g} s...", flush=True)
+    report["tokens"] = await token_phase(pids, idle, level, args.seconds)
+    report["open_loop"] = []
+    for fraction in (0.5, 0.9):
+        print(f"open loop at {fraction:.0%} of {saturation:.1f} messages/s, {args.seconds:g} s...", flush=True)
+        report["open_loop"].append(await open_phase(saturation, fraction, args.seconds))
+    restarted = sorted(name for name, pid in root_pids().items() if pids[name] != pid)
+    report["restarted_during_run"] = restarted
+    print(tables(report))
+    if restarted:
+        print(f"WARNING: restarted during the run (figures unreliable): {', '.join(restarted)}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16], help="closed-loop users, per level")
+    parser.add_argument("--token-users", type=int, default=16, help="users in the long-reply phase")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each loaded phase")
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="length of the idle window")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(arguments()))
