@@ -21,6 +21,7 @@ import multiprocessing
 import statistics
 import time
 import uuid
+from typing import Any
 
 from infra.kafka_clients import EventProducer
 from infra.settings import settings
@@ -73,7 +74,12 @@ async def conversation(model: str, producer: EventProducer, log: LogTail, topics
     await producer.send(topics.conversations, ConversationStarted(conversation_id=conversation_id, user_id=user_id))
     stamps = []
     for i in range(EXCHANGES):
-        ids = {"conversation_id": conversation_id, "user_id": user_id, "message_id": new_id(), "response_id": new_id()}
+        ids: dict[str, Any] = {
+            "conversation_id": conversation_id,
+            "user_id": user_id,
+            "message_id": new_id(),
+            "response_id": new_id(),
+        }
         await producer.send(
             topics.conversations, MessageSubmitted(**ids, content=SENTENCES[i % len(SENTENCES)], model=model)
         )

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import uuid_utils
 from cassandra.cluster import Session
@@ -158,7 +159,7 @@ class Conversation:
 
     def __init__(self, rng: random.Random, user_id: str, started: datetime) -> None:
         self.rng, self.at = rng, started
-        self.ids = {"conversation_id": minted(started), "user_id": user_id}
+        self.ids: dict[str, Any] = {"conversation_id": minted(started), "user_id": user_id}
         self.events: list[tuple[datetime, Event]] = []
         self.emit(ConversationStarted(**self.ids, title="" if rng.random() < 0.5 else words(rng, 2, 6)))
 
@@ -209,7 +210,7 @@ class Conversation:
             usage = Usage(prompt_tokens=len(submitted.content.split()), completion_tokens=len(text.split()))
             self.emit(ResponseCompleted(**self.pair(submitted), text=text, finish_reason="stop", usage=usage))
 
-    def pair(self, submitted: MessageSubmitted) -> dict[str, str]:
+    def pair(self, submitted: MessageSubmitted) -> dict[str, Any]:
         return {**self.ids, "message_id": submitted.message_id, "response_id": submitted.response_id}
 
 

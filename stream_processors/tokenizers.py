@@ -100,7 +100,7 @@ class GgufTokenizer:
 
     @staticmethod
     def _render(formatter: Jinja2ChatFormatter, turns: list[ChatTurn]) -> str:
-        return formatter(messages=[turn.model_dump() for turn in turns]).prompt  # type: ignore[misc]
+        return formatter(messages=[turn.model_dump() for turn in turns]).prompt  # type: ignore[misc]  # llama-cpp wants its per-role TypedDicts; a ChatTurn dump is one
 
     def _token_text(self, token: int) -> str:
         return self._llama.detokenize([token], special=True).decode()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from schemas.events import (
     ConversationStarted,
@@ -62,7 +62,7 @@ class Conversation:
             self.log.append(
                 ResponseCompleted(**self._pair(submitted, ended), text=text, finish_reason="stop", usage=usage)
             )
-        outcome = "cancelled" if cancelled else "completed"
+        outcome: Literal["cancelled", "completed"] = "cancelled" if cancelled else "completed"
         self.tokens.append(ResponseEnded(**self._reply(submitted, ended), outcome=outcome))
         return submitted
 
@@ -81,7 +81,7 @@ class Conversation:
 
     def _submit(self, after_s: float, model: str) -> tuple[MessageSubmitted, Any]:
         sent = self.started + timedelta(seconds=after_s)
-        ids = {"message_id": new_id(), "response_id": new_id()}
+        ids: dict[str, Any] = {"message_id": new_id(), "response_id": new_id()}
         submitted = MessageSubmitted(**self._ids(sent), **ids, content="hello", model=model)
         self.log.append(submitted)
         return submitted, lambda ms: sent + timedelta(milliseconds=ms)

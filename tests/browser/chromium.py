@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, ViewportSize, sync_playwright
 
 EXECUTABLE = shutil.which("chromium") or "/usr/bin/chromium"
 # Chromium's background services try the internet, which this machine cannot reach.
@@ -18,7 +18,7 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-VIEWPORT = {"width": 1200, "height": 760}
+VIEWPORT: ViewportSize = {"width": 1200, "height": 760}
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import APIResponse, Browser, Page, Route, expect
+from playwright.sync_api import APIResponse, Browser, Page, Request, Route, expect
 
 from infra.settings import settings
 from ingest_api.auth import issue_token
@@ -140,7 +140,12 @@ def test_reloading_mid_reply_continues_the_same_reply_without_repeating_it(page:
     before = streaming_with_text(page)
     response_id = page.get_attribute(LAST_REPLY, "data-id")
     resumed: list[str] = []
-    page.on("request", lambda request: "/events?starting_after=" in request.url and resumed.append(request.url))
+
+    def note_resumption(request: Request) -> None:
+        if "/events?starting_after=" in request.url:
+            resumed.append(request.url)
+
+    page.on("request", note_resumption)
 
     page.reload()
     after = reply_ended(page)
@@ -148,7 +153,7 @@ def test_reloading_mid_reply_continues_the_same_reply_without_repeating_it(page:
     assert after == f"You said: {LONG}" and after.startswith(before.rstrip())
     assert page.get_attribute(LAST_REPLY, "data-id") == response_id  # the same reply, not a new one
     expect(page.locator("#log .assistant")).to_have_count(1)
-    assert resumed and all(response_id in url for url in resumed)
+    assert resumed and response_id is not None and all(response_id in url for url in resumed)
 
 
 def test_markup_in_a_reply_stays_inert_text(page: Page) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from confluent_kafka import Consumer, TopicPartition
 
-from infra.kafka_clients import next_batch
+from infra.kafka_clients import next_batch, position
 from infra.settings import settings
 from schemas.events import id_created_ms
 from schemas.serde import UndecodableEvent, decode
@@ -24,10 +24,10 @@ def events_of(topic: Topic, conversation_id: str) -> list:
         if start.offset < 0:
             return []
         consumer.assign([TopicPartition(topic.name, partition, start.offset)])
-        found, position = [], start.offset
-        while position < end:
+        found, reached = [], start.offset
+        while reached < end:
             for msg in next_batch(consumer, timeout_s=5):
-                position = msg.offset() + 1
+                reached = position(msg)[1] + 1
                 try:
                     event = decode(msg.value())
                 except UndecodableEvent:

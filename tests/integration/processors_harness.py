@@ -99,7 +99,7 @@ class LogTail:
                 except UndecodableEvent:
                     event = record.value()
                 with self._changed:
-                    self._seen.append(Logged(record.topic(), record.timestamp()[1], event))
+                    self._seen.append(Logged(record.topic() or "", record.timestamp()[1], event))
                     self._changed.notify_all()
 
     async def wait_for(self, predicate: Predicate, timeout_s: float = 60.0) -> list[Logged]:

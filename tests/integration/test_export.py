@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -70,7 +71,7 @@ async def write(topics: Topics, conversations: list[Conversation]) -> None:
     await produce(topics.control, [event for c in conversations for event in c.control])
 
 
-def sql(out: Path, query: str) -> list[tuple]:  # type: ignore[type-arg]
+def sql(out: Path, query: str) -> list[tuple[Any, ...]]:
     """Run `query` over the export, whose files `events` and `<Type>` name, as the README shows."""
     connection = duckdb.connect()
     try:

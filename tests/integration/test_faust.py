@@ -118,5 +118,7 @@ def read(consumer: Consumer, count: int, timeout_s: float = 90.0) -> list[str]:
         if message is None:
             continue
         assert message.error() is None, message.error()
-        values.append(message.value().decode())
+        value = message.value()
+        assert value is not None, f"a record without a value at offset {message.offset()}"
+        values.append(value.decode())
     return values

@@ -59,7 +59,7 @@ def test_auto_topic_creation_is_off() -> None:
     """A misspelt topic name must fail the producer, not quietly create a new topic."""
     name = f"test.kafka.absent.{uuid.uuid4().hex[:12]}"
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "message.timeout.ms": 1500})
-    errors: list[KafkaError] = []
+    errors: list[KafkaError | None] = []
     producer.produce(name, b"x", on_delivery=lambda err, _msg: errors.append(err))
     producer.flush(10)
 
@@ -94,13 +94,13 @@ def test_group_resumes_from_committed_offset(topic: str) -> None:
 def produce(topic: str, values: list[bytes]) -> None:
     """Produce the way steno's services do: idempotent, acknowledged by all in-sync replicas."""
     producer = Producer({"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all"})
-    errors: list[KafkaError] = []
+    errors: list[KafkaError | None] = []
     for i, value in enumerate(values):
         producer.produce(
-            topic, value, key=f"conversation-{i}".encode(), on_delivery=lambda err, _msg: err and errors.append(err)
+            topic, value, key=f"conversation-{i}".encode(), on_delivery=lambda err, _msg: errors.append(err)
         )
     assert producer.flush(30) == 0, "messages still undelivered after 30s"
-    assert errors == []
+    assert errors == [None] * len(values)
 
 
 def group_consumer(group: str, topic: str) -> Consumer:
@@ -126,5 +126,7 @@ def consume(consumer: Consumer, count: int, timeout_s: float = 60.0) -> list[byt
         if message is None:
             continue
         assert message.error() is None, message.error()
-        values.append(message.value())
+        value = message.value()
+        assert value is not None, f"a record without a value at offset {message.offset()}"
+        values.append(value)
     return values

@@ -18,10 +18,12 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import pytest
 from cassandra.cluster import Cluster, NoHostAvailable
 from confluent_kafka import OFFSET_BEGINNING, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 from confluent_kafka.admin import AdminClient
 from redis.asyncio import Redis
 
@@ -32,7 +34,7 @@ from ingest_api.claims import ReplyClaims
 from projections import active_context
 from projections.active_context import ActiveContext
 from projections.generations import Generations
-from projections.history import Conversation, History, Response, Written
+from projections.history import Conversation, History, Message, Response, Written
 from projections.log_range import Scope
 from projections.projector import Projector
 from projections.replay import LiveRunnerError, empty_views, replay
@@ -72,7 +74,7 @@ class Chat:
     conversation_id: str = field(default_factory=new_id)
     user_id: str = field(default_factory=lambda: f"user-{new_id()}")
 
-    def _ids(self) -> dict[str, str]:
+    def _ids(self) -> dict[str, Any]:
         return {"conversation_id": self.conversation_id, "user_id": self.user_id}
 
     def start(self, title: str = "a title") -> ConversationStarted:
@@ -109,7 +111,7 @@ class Chat:
     def cancel(self, m: MessageSubmitted, text: str) -> ResponseCancelled:
         return ResponseCancelled(**self._pair(m), text=text)
 
-    def _pair(self, m: MessageSubmitted) -> dict[str, str]:
+    def _pair(self, m: MessageSubmitted) -> dict[str, Any]:
         return {**self._ids(), "message_id": m.message_id, "response_id": m.response_id}
 
     @property
@@ -211,7 +213,7 @@ async def stored(conversation_id: str) -> tuple[dict[str, str], int]:
     client = active_context.connect()
     try:
         [key] = [key async for key in client.scan_iter(match=f"test-*:ctx:*:{conversation_id}")]
-        return await client.hgetall(key), await client.ttl(key)
+        return await client.hgetall(key), await client.ttl(key)  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
     finally:
         await client.aclose()
 
@@ -255,6 +257,7 @@ async def test_history_shows_each_turn_with_its_outcome(history: History) -> Non
         ("assistant", "", Status.PENDING),
     ]
     submitted, accepted, completed = events[1:4]
+    assert isinstance(submitted, MessageSubmitted)
     question, answer = messages[0], messages[1]
     assert (question.message_id, answer.message_id) == (submitted.message_id, submitted.response_id)
     assert (question.reply_to, answer.reply_to) == (None, submitted.message_id)
@@ -558,14 +561,14 @@ async def produce(topic: Topic, events: list[Event]) -> int:
     producer = EventProducer()
     try:
         sent = [producer.send(topic, event) for event in events]
-        return (await asyncio.gather(*sent))[-1].offset()
+        return kafka_clients.position((await asyncio.gather(*sent))[-1])[1]
     finally:
         producer.close()
 
 
 def produce_garbage(topic: Topic, conversation_id: str) -> int:
     """Bytes that are no steno event, on the conversation's partition; returns their offset."""
-    delivered = []
+    delivered: list[KafkaMessage] = []
     producer = Producer({"bootstrap.servers": settings.kafka.bootstrap, "enable.idempotence": True})
     producer.produce(
         topic.name,
@@ -575,7 +578,7 @@ def produce_garbage(topic: Topic, conversation_id: str) -> int:
         on_delivery=lambda _err, msg: delivered.append(msg),
     )
     producer.flush(10)
-    return delivered[0].offset()
+    return kafka_clients.position(delivered[0])[1]
 
 
 def dead_letter_of(topics: Topics, partition: int, offset: int) -> DeadLetter:
@@ -706,7 +709,7 @@ async def test_replay_of_a_log_with_a_deletion_ends_with_nothing_of_it(
         assert await views(empty_history, rebuilt, chat) == rebuilt_view
 
     assert rebuilt_view[:2] == ([], None)
-    assert [c.title for c in rebuilt_view[2]] == ["kept"]  # type: ignore[attr-defined]
+    assert [c.title for c in rebuilt_view[2]] == ["kept"]
 
 
 def on_partition(partition: int) -> Chat:
@@ -765,7 +768,7 @@ async def test_replay_of_a_range_applies_only_the_events_in_it(cluster: Cluster,
         "time": (Scope(end=halfway), Scope(start=halfway)),
         "offset": (Scope(end=len(early)), Scope(start=len(early))),
     }
-    seen = []
+    seen: list[object] = []
     for scope in scopes[bound]:
         with scratch_history(cluster) as history:
             async with scratch_context() as rebuilt:
@@ -861,7 +864,9 @@ def group_has_members(group: str) -> bool:
     return bool(admin.describe_consumer_groups([group])[group].result(timeout=10).members)
 
 
-async def views(history: History, context: ActiveContext, chat: Chat) -> tuple[object, ...]:
+async def views(
+    history: History, context: ActiveContext, chat: Chat
+) -> tuple[list[Message], list[ChatTurn] | None, list[Conversation]]:
     """What the API and the context assembler can see of the chat."""
     return (
         await history.messages(chat.conversation_id),

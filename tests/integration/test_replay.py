@@ -164,7 +164,10 @@ async def keys(client: Redis, namespace: str, workload: Workload) -> dict[str, t
     for conversation in workload.conversations:
         key = f"{namespace}:ctx:{{{partition_for(conversation, CONVERSATIONS)}}}:{conversation}"
         if await client.exists(key):
-            found[key.removeprefix(namespace)] = (await client.hgetall(key), await client.expiretime(key))
+            found[key.removeprefix(namespace)] = (
+                await client.hgetall(key),  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
+                await client.expiretime(key),  # type: ignore[misc]  # redis-py types it sync only (redis/redis-py#3254)
+            )
     return found
 
 

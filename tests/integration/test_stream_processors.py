@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import faust
 import pytest
@@ -111,7 +112,7 @@ class Chat:
         )
 
     def accepted(self, message: MessageSubmitted, submitted_offset: int) -> MessageAccepted:
-        ids = {"message_id": message.message_id, "response_id": message.response_id}
+        ids: dict[str, Any] = {"message_id": message.message_id, "response_id": message.response_id}
         return MessageAccepted(
             conversation_id=self.id,
             user_id=self.user,
@@ -163,7 +164,7 @@ async def test_accepted_messages_get_prompts_from_the_active_context(
     [accepted] = await log.of(first.response_id, MessageAccepted)
     request = await request_for(log, first)
 
-    assert accepted.topic == topics.conversations.name
+    assert accepted.topic == topics.conversations.name and isinstance(accepted.event, MessageAccepted)
     assert accepted.event.scores["toxicity"] < settings.moderation.toxicity_threshold
     assert prompt_of(request) == [SYSTEM, ("user", "my name is Ada")]
     assert (request.model, request.attempt, request.max_tokens) == (MODEL, 1, settings.models[MODEL].max_tokens)
@@ -266,6 +267,7 @@ async def test_a_dangerous_message_is_blocked_and_its_response_ended(
     [ended] = await log.of(message.response_id, ResponseEnded)
 
     assert (blocked.topic, ended.topic) == (topics.conversations.name, topics.tokens.name)
+    assert isinstance(blocked.event, MessageBlocked) and isinstance(ended.event, ResponseEnded)
     assert blocked.event.categories == ["weapons"] and "weapons" in blocked.event.reason
     assert (ended.event.outcome, ended.event.detail) == ("blocked", blocked.event.reason)
     assert not [
@@ -300,7 +302,9 @@ async def test_a_step_that_fails_dead_letters_the_event(
     message = Chat().submitted("which model am I talking to?", model="no-such-model")
     await send(producer, topics.conversations, message)
     [accepted] = await log.of(message.response_id, MessageAccepted)
+    assert isinstance(accepted.event, MessageAccepted)
+    accepted_id = accepted.event.event_id
 
-    [letter] = await dead_letters(log, lambda letter: accepted.event.event_id in letter.payload)
+    [letter] = await dead_letters(log, lambda letter: accepted_id in letter.payload)
 
     assert (letter.processor, letter.reason) == ("context-assembly", "KeyError: 'no-such-model'")

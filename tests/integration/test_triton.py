@@ -235,7 +235,7 @@ async def test_scripted_serves_concurrent_streams_at_the_same_time(
 async def test_cancelling_a_scripted_stream_stops_its_generation(
     client: aioclient.InferenceServerClient,
 ) -> None:
-    labels = {"model": "scripted"}
+    labels: dict[str, Any] = {"model": "scripted"}
     cancelled_before = metric("steno_requests_total", outcome="cancelled", **labels)
     tokens_before = metric("steno_tokens_total", **labels)
     stream = start_stream(client, "scripted", "hi", sampling={"script": LONG_SCRIPT, "itl_ms": 20})
@@ -281,7 +281,7 @@ async def test_smollm2_continues_a_chat_given_as_json_messages(
 async def test_cancelling_a_smollm2_stream_stops_the_model(
     client: aioclient.InferenceServerClient,
 ) -> None:
-    labels = {"model": "smollm2"}
+    labels: dict[str, Any] = {"model": "smollm2"}
     cancelled_before = metric("steno_requests_total", outcome="cancelled", **labels)
     tokens_before = metric("steno_tokens_total", **labels)
     stream = start_stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from schemas.events import (
     new_id,
 )
 
-IDS = {"conversation_id": "c", "user_id": "u", "message_id": new_id(), "response_id": new_id()}
+IDS: dict[str, Any] = {"conversation_id": "c", "user_id": "u", "message_id": new_id(), "response_id": new_id()}
 
 
 def turn(role: str, content: str, status: str) -> str:

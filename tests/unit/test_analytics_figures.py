@@ -4,6 +4,7 @@ TTFT and tokens/s per model, active conversations; and the terminal view that sh
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -13,7 +14,7 @@ from projections.analytics.figures import Figures, Snapshot
 from projections.analytics.timings import ResponseTimings, millis
 from projections.analytics.view import render
 from projections.analytics.windows import Quantiles
-from schemas.events import Event, ResponseEnded, ResponseRestarted, TokenGenerated
+from schemas.events import Event, MessageSubmitted, ResponseEnded, ResponseRestarted, TokenGenerated
 from tests.event_mix import Conversation, realistic_mix
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -40,7 +41,8 @@ def test_figures_of_a_realistic_mix() -> None:
     assert snapshot.responses_per_minute == {"completed": 3, "blocked": 2, "cancelled": 1, "failed": 1}
     assert snapshot.blocked_total == {"weapons": 2, "malware": 1}
     assert snapshot.blocked_ratio == {"weapons": 2 / 7, "malware": 1 / 7}  # of 7 moderated messages
-    assert snapshot.ttft_s["scripted"] == Quantiles(p50=0.2, p95=pytest.approx(0.29), samples=3)
+    scripted = snapshot.ttft_s["scripted"]
+    assert (scripted.p50, scripted.samples) == (0.2, 3) and scripted.p95 == pytest.approx(0.29)
     assert snapshot.ttft_s["smollm2"] == Quantiles(p50=0.4, p95=0.4, samples=1)
     assert snapshot.tokens_per_s["scripted"] == Quantiles(p50=100.0, p95=100.0, samples=3)
     assert snapshot.tokens_per_s["smollm2"] == Quantiles(p50=20.0, p95=20.0, samples=1)
@@ -82,7 +84,11 @@ def test_a_restarted_generation_times_its_first_token_but_paces_its_last_attempt
     chat = Conversation(NOW - timedelta(seconds=10))
     submitted = chat.answered(0, "scripted", ttft_ms=100, tokens=3, itl_ms=10)
     first_try = chat.tokens[1:3]  # two tokens of attempt 1, then the bridge died
-    ids = {"conversation_id": chat.conversation_id, "user_id": chat.user_id, "response_id": submitted.response_id}
+    ids: dict[str, Any] = {
+        "conversation_id": chat.conversation_id,
+        "user_id": chat.user_id,
+        "response_id": submitted.response_id,
+    }
     at = submitted.occurred_at + timedelta(seconds=1)
 
     def token(seq: int) -> TokenGenerated:
@@ -105,12 +111,16 @@ def test_responses_never_joined_are_forgotten_oldest_first() -> None:
     orphans = [Conversation(NOW) for _ in range(3)]
     for chat in orphans:  # token events whose submissions are not in the log read
         chat.answered(0, "scripted", ttft_ms=100, tokens=2, itl_ms=10)
-        timings.token(chat.tokens[1])
+        token = chat.tokens[1]
+        assert isinstance(token, TokenGenerated)
+        timings.token(token)
 
     assert len(timings) == 2
     first, last = orphans[0], orphans[-1]
-    assert timings.submitted(first.log[1]) == []  # forgotten: nothing to join it with
-    assert [o.figure for o in timings.submitted(last.log[1])] == ["ttft_s"]
+    first_submitted, last_submitted = first.log[1], last.log[1]
+    assert isinstance(first_submitted, MessageSubmitted) and isinstance(last_submitted, MessageSubmitted)
+    assert timings.submitted(first_submitted) == []  # forgotten: nothing to join it with
+    assert [o.figure for o in timings.submitted(last_submitted)] == ["ttft_s"]
 
 
 def test_the_terminal_view_shows_the_figures() -> None:

@@ -10,7 +10,7 @@ from infra.settings import ModelSettings, settings
 from schemas.events import ChatTurn
 from stream_processors import tokenizers
 from stream_processors.context_window import PromptTooSmall, fit
-from stream_processors.tokenizers import Tokenizer, WordTokenizer
+from stream_processors.tokenizers import GgufTokenizer, Tokenizer, WordTokenizer
 
 SYSTEM = ChatTurn(role="system", content="You are steno, a helpful and concise assistant.")
 WORDS = WordTokenizer()
@@ -102,11 +102,12 @@ def rendered_tokens(tokenizer: Tokenizer, turns: list[ChatTurn]) -> int:
     """The whole prompt as llama.cpp's chat completion renders and tokenizes it."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    llama = tokenizer._llama  # type: ignore[attr-defined]
+    assert isinstance(tokenizer, GgufTokenizer)
+    llama = tokenizer._llama
     formatter = Jinja2ChatFormatter(
         llama.metadata["tokenizer.chat_template"], eos_token="<|im_end|>", bos_token="<|im_start|>"
     )
-    text = formatter(messages=[turn.model_dump() for turn in turns]).prompt
+    text = formatter(messages=[turn.model_dump() for turn in turns]).prompt  # type: ignore[misc]  # llama-cpp wants its per-role TypedDicts; a ChatTurn dump is one
     return len(llama.tokenize(text.encode(), add_bos=True, special=True))
 
 

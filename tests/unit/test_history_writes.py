@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from projections.history import OUTCOME, STAGES, replaced_time, turn_cells, write_time
+from projections.history import OUTCOME, STAGES, MessageEvent, replaced_time, turn_cells, write_time
 from projections.status import Status
 from schemas.events import (
     ConversationRenamed,
     ConversationStarted,
-    Event,
     MessageAccepted,
     MessageBlocked,
     MessageSubmitted,
@@ -24,14 +24,14 @@ from schemas.events import (
 )
 
 MESSAGE_ID, RESPONSE_ID = new_id(), new_id()
-IDS = {"conversation_id": "c", "user_id": "u", "message_id": MESSAGE_ID, "response_id": RESPONSE_ID}
+IDS: dict[str, Any] = {"conversation_id": "c", "user_id": "u", "message_id": MESSAGE_ID, "response_id": RESPONSE_ID}
 AT = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 USAGE = Usage(prompt_tokens=1, completion_tokens=1)
 
 
-def lifecycle(occurred_at: datetime) -> list[Event]:
+def lifecycle(occurred_at: datetime) -> list[MessageEvent]:
     """One message's events in pipeline order (blocked and completed both, to compare stages)."""
-    at = {"occurred_at": occurred_at}
+    at: dict[str, Any] = {"occurred_at": occurred_at}
     return [
         MessageSubmitted(**IDS, **at, content="hi", model="scripted"),
         MessageAccepted(**IDS, **at, model="scripted", content="hi", submitted_offset=0),
@@ -105,13 +105,13 @@ def test_a_blocked_message_blocks_both_rows_and_says_why_on_the_reply() -> None:
         (ResponseCancelled(**IDS, text="par"), {RESPONSE_ID: OUTCOME | {"status": Status.CANCELLED, "content": "par"}}),
     ],
 )
-def test_later_events_touch_only_the_cells_they_change(event: Event, cells: dict) -> None:
+def test_later_events_touch_only_the_cells_they_change(event: MessageEvent, cells: dict[str, Any]) -> None:
     assert turn_cells(event) == cells
 
 
 def regeneration(occurred_at: datetime = AT) -> MessageSubmitted:
     """The same message submitted again for a new reply, replacing RESPONSE_ID."""
-    ids = {**IDS, "response_id": new_id()}
+    ids: dict[str, Any] = {**IDS, "response_id": new_id()}
     return MessageSubmitted(**ids, occurred_at=occurred_at, content="hi", model="scripted", replaces=RESPONSE_ID)
 
 

@@ -4,6 +4,7 @@ deltas (across a generation restart), and a reply to numbered Responses events."
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any, Literal
 
 import pytest
 
@@ -14,7 +15,8 @@ from ingest_api.openai_api.response_object import ResponseMeta, response_object,
 from ingest_api.positions import LoggedEvent
 from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated, Usage, new_id
 
-IDS = {"conversation_id": "c", "user_id": "u", "response_id": "r"}
+Outcome = Literal["completed", "failed", "cancelled", "blocked"]
+IDS: dict[str, Any] = {"conversation_id": "c", "user_id": "u", "response_id": "r"}
 
 
 def logged(*events: object) -> AsyncIterator[LoggedEvent]:
@@ -29,7 +31,7 @@ def tokens(*texts: str, attempt: int = 1) -> list[TokenGenerated]:
     return [TokenGenerated(**IDS, seq=i, text=t, attempt=attempt) for i, t in enumerate(texts)]
 
 
-def ended(outcome: str = "completed", finish_reason: str = "stop") -> ResponseEnded:
+def ended(outcome: Outcome = "completed", finish_reason: str = "stop") -> ResponseEnded:
     return ResponseEnded(
         **IDS, outcome=outcome, finish_reason=finish_reason, usage=Usage(prompt_tokens=5, completion_tokens=2)
     )

@@ -10,7 +10,7 @@ from typing import Any
 from cassandra.cluster import NoHostAvailable
 
 from infra.kafka_clients import Record
-from schemas.events import AnyEvent, DeadLetter, Event, MessageSubmitted, ResponseEnded
+from schemas.events import AnyEvent, DeadLetter, Event, MessageSubmitted, ResponseEnded, ResponseFailed
 from schemas.serde import encode
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
 from stream_processors.processor import Emit, Outputs, Processor
@@ -80,7 +80,7 @@ async def test_emits_the_steps_events_and_returns_only_after_their_ack() -> None
     producer = await process(EndsResponses(), record(encode(SUBMITTED)))
 
     [(topic, event, key)] = producer.sent
-    assert (topic, event.type, key) == (TOKENS, "ResponseEnded", None)
+    assert (topic, type(event), key) == (TOKENS, ResponseEnded, None)
 
 
 async def test_an_undecodable_record_is_dead_lettered_with_its_position() -> None:
@@ -98,12 +98,13 @@ async def test_a_failing_step_is_dead_lettered_and_its_response_fails_visibly() 
     failed = await process(EndsResponses(ValueError("boom")), record(encode(SUBMITTED)))
     tombstone = await process(EndsResponses(), record(None, key=None))
 
-    letter, history, ending = failed.sent
-    assert (letter[0], letter[1].reason, letter[2]) == (DEAD_LETTERS, "ValueError: boom", "c1")  # type: ignore[union-attr]
-    assert (history[0], history[1].type, history[1].response_id) == (CONVERSATIONS, "ResponseFailed", "r1")  # type: ignore[union-attr]
-    assert (ending[0], ending[1].type, ending[1].outcome) == (TOKENS, "ResponseEnded", "failed")  # type: ignore[union-attr]
-    assert "boom" in ending[1].detail  # type: ignore[union-attr]
-    assert [(t, e.payload, k) for t, e, k in tombstone.sent] == [(DEAD_LETTERS, "", "")]  # type: ignore[union-attr]
+    [(letter_at, letter, letter_key), (history_at, failure, _), (ending_at, ending, _)] = failed.sent
+    assert isinstance(letter, DeadLetter) and isinstance(failure, ResponseFailed) and isinstance(ending, ResponseEnded)
+    assert (letter_at, letter.reason, letter_key) == (DEAD_LETTERS, "ValueError: boom", "c1")
+    assert (history_at, failure.response_id) == (CONVERSATIONS, "r1")
+    assert (ending_at, ending.outcome) == (TOKENS, "failed") and "boom" in ending.detail
+    [(tombstone_at, nothing, tombstone_key)] = tombstone.sent
+    assert isinstance(nothing, DeadLetter) and (tombstone_at, nothing.payload, tombstone_key) == (DEAD_LETTERS, "", "")
 
 
 async def test_an_unreachable_store_is_retried_not_dead_lettered() -> None:
@@ -111,7 +112,7 @@ async def test_an_unreachable_store_is_retried_not_dead_lettered() -> None:
 
     producer = await process(step, record(encode(SUBMITTED)))
 
-    assert [event.type for _, event, _ in producer.sent] == ["ResponseEnded"]
+    assert [type(event) for _, event, _ in producer.sent] == [ResponseEnded]
 
 
 async def test_events_the_step_ignores_produce_nothing() -> None:

@@ -102,9 +102,9 @@ async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
 
 def test_sse_names_and_ids() -> None:
     rid = new_id()
-    sse = to_sse(token(rid, 7, 3))
-    assert (sse.event, sse.id) == ("token", "7")
-    assert to_sse(ended(rid, 8)).event == "done"
+    sse, done = to_sse(token(rid, 7, 3)), to_sse(ended(rid, 8))
+    assert sse is not None and (sse.event, sse.id) == ("token", "7")
+    assert done is not None and done.event == "done"
     assert to_sse(LoggedEvent(1, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=rid))) is None
 
 

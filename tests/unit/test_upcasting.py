@@ -100,14 +100,14 @@ def test_decode_reads_an_event_written_before_schema_version_existed_as_version_
 
 def test_message_accepted_v1_keeps_content_and_offset_where_it_had_them() -> None:
     """Version 1 MessageAccepted events were written both without and (later) with the two fields."""
-    ids = {"conversation_id": "c", "user_id": "u", "message_id": "m", "response_id": "r"}
+    ids: dict[str, Any] = {"conversation_id": "c", "user_id": "u", "message_id": "m", "response_id": "r"}
     accepted = MessageAccepted(**ids, model="scripted", content="hi", submitted_offset=7)
     v1 = {**json.loads(encode(accepted)), "schema_version": 1}
     assert decode(json.dumps(v1).encode()) == accepted
 
 
 def test_message_accepted_v1_without_them_reads_as_unknown() -> None:
-    ids = {"conversation_id": "c", "user_id": "u", "message_id": "m", "response_id": "r"}
+    ids: dict[str, Any] = {"conversation_id": "c", "user_id": "u", "message_id": "m", "response_id": "r"}
     v1 = {"type": "MessageAccepted", "schema_version": 1, **ids, "model": "scripted"}
     accepted = decode(json.dumps(v1).encode())
     assert isinstance(accepted, MessageAccepted)
