@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STENO  := $(VENV)/bin/steno
 
-.PHONY: up down status test install bench chromium
+.PHONY: up down status test install bench chromium k8s-tools k8s-validate
 
 up: install
 	$(STENO) up
@@ -15,7 +15,7 @@ down:
 status: install
 	$(STENO) status
 
-test: install chromium
+test: install chromium k8s-tools
 	$(STENO) up
 	$(PY) -m pytest -ra
 
@@ -24,6 +24,16 @@ chromium:
 	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the browser test..."; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
 	  || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }; }
+
+# kustomize and kubeconform for the offline validation of infra/k8s: built from their Go modules at
+# the versions pinned in infra/k8s/tools.py, once per machine (.stack/cache/go-tools). Needs Go.
+k8s-tools: install
+	$(PY) -m infra.k8s.tools
+
+# Render infra/k8s with kustomize and check it with kubeconform -strict against infra/k8s/schemas,
+# offline: a validation of the manifests, not a deployment.
+k8s-validate: k8s-tools
+	$(PY) -m pytest tests/unit/test_k8s_manifests.py -q
 
 bench: install
 	$(STENO) up

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.process import say
 from infra.settings import settings
 
 
@@ -47,7 +47,6 @@ def path(tool: GoTool) -> Path:
 
 def build(tool: GoTool) -> None:
     """`go install` one tool into its versioned directory (Go's own caches make rebuilds quick)."""
-    say = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     say(f"k8s-tools: building {tool.name} {tool.version} with `go install` (about a minute on a cold machine)...")
     started = time.monotonic()
     env = {**os.environ, "GOBIN": str(tool.binary.parent), "GOFLAGS": "-buildvcs=false"}
