@@ -64,7 +64,7 @@ def prompt(turns: Sequence[Turn], instructions: str | None = None, max_tokens: i
     *before, last = turns
     system = [instructions] if instructions else []
     system += [t.text for t in before if t.role in INSTRUCTION_ROLES]
-    context = [ChatTurn(role=t.role, content=t.text) for t in before if t.role in TURN_ROLES]
+    context = [ChatTurn.model_validate({"role": t.role, "content": t.text}) for t in before if t.role in TURN_ROLES]
     options = PromptOptions(instructions="\n\n".join(system) or None, context=context, max_tokens=max_tokens)
     if not last.text.strip():
         raise invalid("the user's message is empty: send the text to answer", "messages")
