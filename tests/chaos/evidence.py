@@ -33,15 +33,17 @@ def log_since(topic: Topic, since_ms: int, timeout_s: float = 30.0) -> dict[str,
             position = start.offset
             while position < end:
                 assert time.monotonic() < deadline, f"{topic.name}[{partition}] not read to {end} in {timeout_s}s"
-                for message in kafka_clients.next_batch(consumer, timeout_s=1):
-                    position = message.offset() + 1
-                    _keep(found, message.offset(), message.value())
+                for record in map(kafka_clients.Record.of, kafka_clients.next_batch(consumer, timeout_s=1)):
+                    position = record.offset + 1
+                    _keep(found, record.offset, record.value)
         return found
     finally:
         consumer.close()
 
 
-def _keep(found: dict[str, list[Logged]], offset: int, value: bytes) -> None:
+def _keep(found: dict[str, list[Logged]], offset: int, value: bytes | None) -> None:
+    if value is None:
+        return
     try:
         event = decode(value)
     except UndecodableEvent:

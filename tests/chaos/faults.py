@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import psutil
@@ -80,7 +81,7 @@ def until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: fl
     return time.monotonic() - began
 
 
-def heal(gone: set[int] = frozenset()) -> None:
+def heal(gone: AbstractSet[int] = frozenset()) -> None:
     """Wait until every steno process runs (none of the `gone` pids) and the stack is healthy.
 
     What the supervisor does not restart within its grace period is started by `steno up`.

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.chaos.checker import Exchange, Tally, Verdict, judge, resume_delays
+from tests.chaos.checker import Api, Exchange, Tally, Verdict, judge, resume_delays
 from tests.chaos.evidence import gather_evidence
 from tests.chaos.faults import Fault, heal
 from tests.chaos.workload import Client, NotAcknowledged, message
 
-MIX = {"native": 10, "responses": 6, "chat": 6}  # 22 concurrent conversations, mid-reply at the fault
+MIX: dict[Api, int] = {"native": 10, "responses": 6, "chat": 6}  # 22 concurrent conversations, mid-reply at the fault
 BURST = 6  # more messages sent just before the fault: still in moderation, context assembly or the bridge's queue
 MID_STREAM_EVENTS = 3  # each reply has streamed this many events when the fault strikes
 START_TIMEOUT_S = 60.0
