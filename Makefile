@@ -1,10 +1,13 @@
 # steno: `make up` starts everything and serves the chat page; `make test` runs the whole suite.
+# CLUSTER=1 (`make up CLUSTER=1`, `make status CLUSTER=1`, `make down CLUSTER=1`): the cluster mode,
+# beside the single-node stack (README, "Cluster mode").
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STENO  := $(VENV)/bin/steno
+MODE   := $(if $(CLUSTER),--cluster)
 
-.PHONY: up down status test install bench chromium k8s-tools k8s-validate
+.PHONY: up down status test lint install bench chromium k8s-tools k8s-validate
 
 up: install
 	$(STENO) up
@@ -15,9 +18,16 @@ down:
 status: install
 	$(STENO) status
 
-test: install chromium k8s-tools
+test: lint chromium k8s-tools
 	$(STENO) up
 	$(PY) -m pytest -ra
+
+# Lint, format, types and DESIGN.md's layering (each configured in pyproject.toml), before any test.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The browser test drives Debian's Chromium (test tools cannot download their own browser here).
 chromium:
