@@ -325,6 +325,14 @@ def tables(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def progress(phase: dict[str, Any]) -> dict[str, Any]:
+    """Print a phase's figures as it ends: a run cut short (a process killed under it) still tells."""
+    print(
+        "  " + json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in phase.items() if k[:3] != "cpu"})
+    )
+    return phase
+
+
 async def main(args: argparse.Namespace) -> None:
     pids = root_pids()
     report: dict[str, Any] = {"command": " ".join(["python -m benchmarks.capacity", *sys.argv[1:]])}
@@ -336,16 +344,16 @@ async def main(args: argparse.Namespace) -> None:
     report["levels"] = []
     for count in args.users:
         print(f"{count} users, 1-token replies, {args.seconds:g} s...", flush=True)
-        report["levels"].append(await message_level(pids, idle, count, args.seconds))
+        report["levels"].append(progress(await message_level(pids, idle, count, args.seconds)))
     saturation = max(r["messages_per_s"] for r in report["levels"])
     report["saturation_messages_per_s"] = saturation
     level = next((r for r in report["levels"] if r["users"] == args.token_users), report["levels"][-1])
     print(f"{level['users']} users, {LONG_REPLY}-token replies, {args.seconds:g} s...", flush=True)
-    report["tokens"] = await token_phase(pids, idle, level, args.seconds)
+    report["tokens"] = progress(await token_phase(pids, idle, level, args.seconds))
     report["open_loop"] = []
     for fraction in (0.5, 0.9):
         print(f"open loop at {fraction:.0%} of {saturation:.1f} messages/s, {args.seconds:g} s...", flush=True)
-        report["open_loop"].append(await open_phase(saturation, fraction, args.seconds))
+        report["open_loop"].append(progress(await open_phase(saturation, fraction, args.seconds)))
     restarted = sorted(name for name, pid in root_pids().items() if pids[name] != pid)
     report["restarted_during_run"] = restarted
     print(tables(report))
