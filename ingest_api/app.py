@@ -5,7 +5,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from infra.settings import settings
-from ingest_api import auth, chat_page, conversation_feed, conversations, health, login, regeneration, responses
+from ingest_api import (
+    auth,
+    chat_page,
+    conversation_feed,
+    conversations,
+    health,
+    login,
+    regeneration,
+    responses,
+    store_outage,
+)
 from ingest_api.openai_api import chat_completions, models, responses_api
 from ingest_api.request_limits import RequestLimits
 from ingest_api.services import lifespan
@@ -24,6 +34,7 @@ def create_app() -> FastAPI:
     app.include_router(responses.router)
     app.include_router(regeneration.router)
     chat_page.install(app)
+    store_outage.install(app)
     app.add_middleware(RequestLimits)
     return app
 

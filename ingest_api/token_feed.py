@@ -21,11 +21,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
+from infra import kafka_clients
 from infra.kafka_clients import next_batch
 from infra.settings import settings
-from ingest_api.positions import LoggedEvent
+from ingest_api.positions import LoggedEvent, TokenStreamEvent
 from schemas.events import ResponseEnded, ResponseStarted, id_created_ms
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import TOKENS
@@ -232,9 +233,14 @@ def _discard(subscriptions: dict[str, set[Subscription]], subscription: Subscrip
             del subscriptions[subscription.key]
 
 
-def _decoded(msg) -> LoggedEvent | None:
+def _decoded(msg: Message) -> LoggedEvent | None:
+    _, offset = kafka_clients.position(msg)
     try:
-        return LoggedEvent(offset=msg.offset(), event=decode(msg.value()))  # type: ignore[arg-type]
+        event = decode(msg.value())
     except UndecodableEvent as exc:
-        log.warning("skipping undecodable token-stream record at %s: %s", msg.offset(), exc)
+        log.warning("skipping undecodable token-stream record at %s: %s", offset, exc)
         return None
+    if not isinstance(event, TokenStreamEvent):
+        log.warning("skipping a %s on the token stream at %s", event.type, offset)
+        return None
+    return LoggedEvent(offset, event)

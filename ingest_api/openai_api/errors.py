@@ -15,6 +15,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from infra.store_errors import STORE_UNAVAILABLE
+from ingest_api import store_outage
+
 ERROR_TYPES = {
     status.HTTP_400_BAD_REQUEST: "invalid_request_error",
     status.HTTP_401_UNAUTHORIZED: "authentication_error",
@@ -57,8 +60,14 @@ class OpenAIRoute(APIRoute):
                 body = error_body(status.HTTP_400_BAD_REQUEST, f"{field}: {first['msg']}", param=field)
                 return JSONResponse(body, status.HTTP_400_BAD_REQUEST)
             except HTTPException as exc:
-                param, code = getattr(exc, "param", None), getattr(exc, "code", None)
-                body = error_body(exc.status_code, str(exc.detail), param=param, code=code)
-                return JSONResponse(body, exc.status_code, headers=exc.headers)
+                return _in_openai_shape(exc)
+            except STORE_UNAVAILABLE as exc:
+                return _in_openai_shape(store_outage.as_http_error(exc))
 
         return openai_errors
+
+
+def _in_openai_shape(exc: HTTPException) -> JSONResponse:
+    param, code = getattr(exc, "param", None), getattr(exc, "code", None)
+    body = error_body(exc.status_code, str(exc.detail), param=param, code=code)
+    return JSONResponse(body, exc.status_code, headers=exc.headers)
