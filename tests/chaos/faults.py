@@ -121,15 +121,18 @@ class Fault:
         return self.name
 
 
-def kill_steno(name: str) -> Fault:
+def signal_steno(name: str, sig: signal.Signals = signal.SIGKILL) -> Fault:
+    """A crash (SIGKILL) or a deploy's stop (SIGTERM) of a steno process; the supervisor restarts it."""
+
     def strike() -> set[int]:
         pids = set(steno_pids(name))
         assert pids, f"no `python -m {MODULES[name]}` runs: is the stack up?"
         for pid in pids:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
         return pids
 
-    return Fault(f"kill -9 {name}", strike, heal)
+    label = "kill -9" if sig == signal.SIGKILL else sig.name
+    return Fault(f"{label} {name}", strike, heal)
 
 
 def kill_server(name: str) -> Fault:

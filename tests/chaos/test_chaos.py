@@ -4,17 +4,20 @@ without gap or duplicate. Timings are reported in the table, not asserted."""
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from tests.chaos.checker import Tally
-from tests.chaos.faults import Fault, kill_server, kill_steno, no_fault, stop_past_session
+from tests.chaos.faults import Fault, kill_server, no_fault, signal_steno, stop_past_session
 from tests.chaos.scenario import BURST, MIX, under_fault
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(600)]
 
 FAULTS = [
     no_fault(),
-    *(kill_steno(name) for name in ("api", "processors", "bridge", "projections")),
+    *(signal_steno(name) for name in ("api", "processors", "bridge", "projections")),
+    *(signal_steno(name, signal.SIGTERM) for name in ("api", "bridge")),  # a deploy
     *(kill_server(name) for name in ("kafka", "cassandra", "redis", "triton")),
     *(stop_past_session(name) for name in ("bridge", "processors")),
 ]
