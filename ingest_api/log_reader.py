@@ -24,6 +24,10 @@ from schemas.topics import TOKENS, partition_for
 READ_TIMEOUT_S = 10.0
 
 
+class LogReadIncomplete(RuntimeError):
+    """The log could not be read up to its end in time: what was read is not the whole response."""
+
+
 def read_response(conversation_id: str, response_id: str) -> list[LoggedEvent]:
     """Blocking: the response's events that the log holds right now."""
     partition = partition_for(conversation_id, TOKENS)
@@ -69,4 +73,6 @@ def _read(consumer: Consumer, start: TopicPartition, end: int, response_id: str)
                 found.append(LoggedEvent(offset, event))
                 if isinstance(event, ResponseEnded):
                     return found
+    if position < end:
+        raise LogReadIncomplete(f"read up to offset {position} of {end} in {READ_TIMEOUT_S:.0f}s")
     return found

@@ -8,12 +8,20 @@ is queued, and every event is passed on only if its offset is past the last one 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterable, AsyncIterator
 
-from ingest_api.log_reader import read_response
+from confluent_kafka import KafkaException
+
+from ingest_api.log_reader import LogReadIncomplete, read_response
 from ingest_api.positions import LoggedEvent
 from ingest_api.token_feed import TokenFeed
 from schemas.events import ResponseEnded
+
+LOG_RETRY_FIRST_S = 0.2
+LOG_RETRY_MAX_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 async def response_events(
@@ -49,8 +57,19 @@ async def _merged(earlier: list[LoggedEvent], live: AsyncIterable[LoggedEvent]) 
 
 
 async def backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> list[LoggedEvent]:
-    """Every event of the response so far: from the feed's memory, else from the log."""
+    """Every event of the response so far: from the feed's memory, else from the log.
+
+    A log that cannot be read completely now (Kafka restarting) is read again, with a back-off,
+    for as long as the client waits: a partial backlog would leave a gap before the live events.
+    """
     remembered = feed.remembered(response_id)
     if remembered is not None:
         return remembered
-    return await asyncio.to_thread(read_response, conversation_id, response_id)
+    delay = LOG_RETRY_FIRST_S
+    while True:
+        try:
+            return await asyncio.to_thread(read_response, conversation_id, response_id)
+        except (KafkaException, LogReadIncomplete) as exc:
+            log.warning("reading response %s from the log failed (%s); again in %.1fs", response_id, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LOG_RETRY_MAX_S)

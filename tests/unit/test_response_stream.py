@@ -2,6 +2,10 @@
 
 import asyncio
 
+from confluent_kafka import KafkaError, KafkaException
+
+from ingest_api import response_stream
+from ingest_api.log_reader import LogReadIncomplete
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import response_events
 from ingest_api.responses import to_sse
@@ -123,3 +127,21 @@ async def test_a_conversation_watcher_hears_of_each_new_response_once() -> None:
     feed.unwatch(watcher)
     feed.unwatch(other)
     assert feed._watchers == {}
+
+
+async def test_a_log_that_cannot_be_read_now_is_read_again_not_served_in_part(monkeypatch) -> None:
+    """Kafka restarting while a client resumes: a failed or incomplete read is retried, never
+    passed on as the whole backlog (the live events after it would leave a gap)."""
+    rid = new_id()
+    answers = [KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)), LogReadIncomplete("half"), [started(rid, 5)]]
+
+    def read(conversation_id: str, response_id: str) -> list[LoggedEvent]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(response_stream, "read_response", read)
+    monkeypatch.setattr(response_stream, "LOG_RETRY_FIRST_S", 0.01)
+    assert [item.offset for item in await response_stream.backlog(TokenFeed(), CONVERSATION, rid)] == [5]
+    assert answers == []
