@@ -41,6 +41,7 @@ from inference_bridge.control import cancelled_response, control_consumer
 from inference_bridge.generation import Generation
 from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter
+from inference_bridge.sampling import sampling_parameters
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError, Timeouts, stream_text
 from infra.kafka_clients import COOPERATIVE, EventProducer, Record, consumer, dead_letter, next_batch
@@ -280,7 +281,7 @@ class Bridge:
 
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
         """The reply from the least-busy endpoint; an endpoint whose server went away is marked down."""
-        sampling = {**self._sampling.get(request.model, {}), "max_tokens": request.max_tokens}
+        sampling = sampling_parameters(request, self._sampling.get(request.model, {}))
         with self._router.lease() as client:
             chunks = stream_text(client, request.model, request.prompt, sampling, self._timeouts)
             try:

@@ -86,12 +86,39 @@ class ConversationDeleted(Event):
     schema_version: Literal[1] = 1
 
 
+class ResponseFormat(BaseModel):
+    """The shape the reply must take: any JSON object, or a document valid against `json_schema`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["json_object", "json_schema"]
+    json_schema: dict[str, typing.Any] | None = None  # the JSON Schema itself, for `json_schema`
+
+
+class SamplingOptions(BaseModel):
+    """How a client asked for the reply to be generated (the OpenAI-compatible API's sampling fields).
+
+    None leaves the model's own setting; `stop` ends the reply before the first of these texts
+    (the text is not part of the reply); `response_format` constrains it to JSON.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stop: list[str] = []
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    response_format: ResponseFormat | None = None
+
+
 class PromptOptions(BaseModel):
     """What a stateless client (the OpenAI-compatible API) says about the prompt itself.
 
     `instructions` replace the default system prompt; `context` are turns the client sent before
     its message, placed after the conversation's own history; `max_tokens` caps the reply below
-    the model's limit.
+    the model's limit; `sampling` goes with the inference request to the model.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -99,6 +126,7 @@ class PromptOptions(BaseModel):
     instructions: str | None = None
     context: list[ChatTurn] = []
     max_tokens: int | None = None
+    sampling: SamplingOptions = SamplingOptions()
 
 
 class MessageSubmitted(Event):
@@ -195,6 +223,7 @@ class InferenceRequested(Event):
     prompt_tokens: int
     max_tokens: int
     attempt: int = 1
+    sampling: SamplingOptions = SamplingOptions()  # the client's, as its PromptOptions carried them
 
 
 # --- token stream: live streaming, resume, analytics -------------------------------------

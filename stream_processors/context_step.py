@@ -60,5 +60,6 @@ class ContextStep:
             prompt_tokens=prompt.tokens,
             max_tokens=max_tokens,
             attempt=1,
+            sampling=options.sampling,
         )
         return [Emit(self._inference_requests, request)]
