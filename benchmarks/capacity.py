@@ -46,6 +46,7 @@ STENO = ("api", "processors", "bridge", "projections", "kafka", "cassandra", "re
 """steno's side of the machine; triton (the model server) is reported apart."""
 INSTANT = {"ttft_ms": 0, "itl_ms": 0}
 LONG_REPLY = 128  # tokens per reply in the tokens phase (the scripted model's max_tokens)
+EXCHANGE_TIMEOUT_S = 30.0  # a reply not done by then: a process of the stack is down (`steno status`)
 
 
 def short_message() -> str:
@@ -156,8 +157,9 @@ class User:
     async def exchange(self, content: str, started: float | None = None) -> Stream:
         """Send a message and read its reply to the end; TTFT from `started` (default: now)."""
         started = time.perf_counter() if started is None else started
-        ids = await self.client.send(self.conversation_id, content)
-        return await timed(sse_tokens(self.client, ids["response_id"]), started)
+        async with asyncio.timeout(EXCHANGE_TIMEOUT_S):
+            ids = await self.client.send(self.conversation_id, content)
+            return await timed(sse_tokens(self.client, ids["response_id"]), started)
 
 
 async def users(count: int) -> list[User]:
