@@ -9,6 +9,7 @@ frozen process is never counted healthy on the strength of a member that has not
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import httpx
 from confluent_kafka import ConsumerGroupState
@@ -25,7 +26,7 @@ PROCESSORS_GROUP = "steno-processors"
 
 # Started in this order and stopped in reverse: the API stops taking requests first, the
 # projections stop last so they apply what the others wrote on their way out.
-PROGRAMS = (
+KINDS = (
     Program("projections", "projections", priority=10, stop_grace_s=15),
     Program("processors", "stream_processors", priority=20, stop_grace_s=15),
     Program("bridge", "inference_bridge", priority=30, stop_grace_s=30),
@@ -35,8 +36,31 @@ PROGRAMS = (
 GROUPS = {"projections": PROJECTIONS_GROUP, "processors": PROCESSORS_GROUP, "bridge": BRIDGE_GROUP}
 
 
+def programs() -> tuple[Program, ...]:
+    """Each kind once, or `stack.instances` times (`api-1`, `api-2`, ...): the consumers of a kind
+    share its group, so Kafka splits the partitions between them; each API instance has its own
+    port behind the balancer (infra/haproxy.py)."""
+    count = settings.stack.instances
+    if count == 1:
+        return KINDS
+    return tuple(_instance(kind, i) for kind in KINDS for i in range(1, count + 1))
+
+
+def _instance(kind: Program, i: int) -> Program:
+    env = {"STENO_API__PORT": str(settings.api.port + i)} if kind.name == "api" else {}
+    return replace(kind, name=f"{kind.name}-{i}", instance=i, env=env)
+
+
+PROGRAMS = programs()
+
+
+def api_url(program: Program) -> str:
+    """Where that API process serves: the configured address, or its instance's port."""
+    return f"http://{settings.api.host}:{settings.api.port + program.instance}"
+
+
 def listens(program: Program) -> str:
-    return settings.api.url if program.name == "api" else f"consumer group {GROUPS[program.name]}"
+    return api_url(program) if program.kind == "api" else f"consumer group {GROUPS[program.kind]}"
 
 
 def is_healthy(program: Program) -> bool:
@@ -51,11 +75,14 @@ def is_healthy(program: Program) -> bool:
 
 
 def _serving(program: Program) -> Callable[[int], bool]:
-    return _api_ready if program.name == "api" else _member_of(GROUPS[program.name])
+    return _api_ready(api_url(program)) if program.kind == "api" else _member_of(GROUPS[program.kind])
 
 
-def _api_ready(_pid: int) -> bool:
-    return httpx.get(f"{settings.api.url}/readyz", timeout=2).status_code == 200
+def _api_ready(url: str) -> Callable[[int], bool]:
+    def check(_pid: int) -> bool:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+
+    return check
 
 
 def _member_of(group_id: str) -> Callable[[int], bool]:

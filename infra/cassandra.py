@@ -1,4 +1,6 @@
-"""Run a real Apache Cassandra 5.0 single node on 127.0.0.1 from the jars on Maven Central.
+"""Run a real Apache Cassandra 5.0 single node on 127.0.0.1 from the jars on Maven Central (or, in
+cluster mode, `settings.cassandra.nodes` nodes on consecutive addresses, the way ccm runs a cluster
+on one host: each node its own listen/rpc address, the same ports, JMX on its own port).
 
 There is no Cassandra tarball or Docker image here: Maven fetches `cassandra-all` and its runtime
 dependencies once into `.stack/cassandra/lib`, and we start `CassandraDaemon` with the same JVM
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 from string import Template
 
+from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
 from cassandra.policies import WhiteListRoundRobinPolicy
 
@@ -112,6 +115,11 @@ FAST_START_FLAGS = [
 ]
 
 
+JOIN_ONE_AT_A_TIME = True
+"""A cluster's nodes bootstrap one after another (`infra.stack` starts each once the one before
+serves): Cassandra refuses a node joining while another one is."""
+
+
 def home() -> Path:
     """Cassandra's install folder under the stack root: jars, rendered config, triggers."""
     return settings.stack.root / "cassandra"
@@ -121,22 +129,36 @@ def lib_dir() -> Path:
     return home() / "lib"
 
 
-def conf_dir() -> Path:
-    return home() / "conf"
+def _clustered() -> bool:
+    return settings.cassandra.nodes > 1
 
 
-def data_dir() -> Path:
-    return settings.stack.data_dir / "cassandra"
+def conf_dir(node: int = 0) -> Path:
+    return home() / (f"conf-{node + 1}" if _clustered() else "conf")
+
+
+def data_dir(node: int = 0) -> Path:
+    return settings.stack.data_dir / (f"cassandra-{node + 1}" if _clustered() else "cassandra")
+
+
+def name(node: int = 0) -> str:
+    """The node's service name (its PID and log file): `cassandra`, or `cassandra-1`... in a cluster."""
+    return f"cassandra-{node + 1}" if _clustered() else "cassandra"
+
+
+def nodes() -> range:
+    return range(settings.cassandra.nodes)
 
 
 def prepare() -> None:
     """Everything `service()` needs on disk: jars (first run only), data folders, config."""
     maven.fetch_jars("cassandra", POM, lib_dir())
-    for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
-        (data_dir() / sub).mkdir(parents=True, exist_ok=True)
+    for node in nodes():
+        for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
+            (data_dir(node) / sub).mkdir(parents=True, exist_ok=True)
+        write_config(node)
     (home() / "triggers").mkdir(parents=True, exist_ok=True)
     settings.stack.log_dir.mkdir(parents=True, exist_ok=True)
-    write_config()
 
 
 def version() -> str:
@@ -145,26 +167,39 @@ def version() -> str:
     return jar.stem.removeprefix("cassandra-all-")
 
 
-def write_config() -> None:
+def write_config(node: int = 0) -> None:
     """Render the versioned cassandra.yaml template into .stack/cassandra/conf (paths, ports)."""
-    conf_dir().mkdir(parents=True, exist_ok=True)
+    conf_dir(node).mkdir(parents=True, exist_ok=True)
+    c = settings.cassandra
     values = {
-        "host": settings.cassandra.host,
-        "native_port": str(settings.cassandra.port),
-        "storage_port": str(settings.cassandra.storage_port),
-        "data_dir": str(data_dir()),
+        "host": c.node_host(node),
+        "seed": c.node_host(0),
+        "native_port": str(c.port),
+        "storage_port": str(c.storage_port),
+        "data_dir": str(data_dir(node)),
+        "tokens": token_lines(),
+        "hints": str(_clustered()).lower(),
     }
     template = Template((CONF_TEMPLATES / "cassandra.yaml").read_text())
-    (conf_dir() / "cassandra.yaml").write_text(template.substitute(values))
+    (conf_dir(node) / "cassandra.yaml").write_text(template.substitute(values))
 
 
-def service() -> Service:
-    """The Cassandra node as a steno Service: healthy once CQL answers a query."""
+def token_lines() -> str:
+    """A single node owns the ring with one fixed token; a cluster's nodes take vnodes, placed
+    for the keyspace's replication factor."""
+    c = settings.cassandra
+    if c.num_tokens == 1:
+        return "num_tokens: 1\ninitial_token: 0"
+    return f"num_tokens: {c.num_tokens}\nallocate_tokens_for_local_replication_factor: {c.replication_factor}"
+
+
+def service(node: int = 0) -> Service:
+    """A Cassandra node as a steno Service: healthy once CQL answers a query."""
     return Service(
-        name="cassandra",
-        argv=java_argv(),
-        healthy=healthy,
-        listens=f"{settings.cassandra.host}:{settings.cassandra.port} (CQL)",
+        name=name(node),
+        argv=java_argv(node),
+        healthy=lambda: healthy(node),
+        listens=f"{settings.cassandra.node_host(node)}:{settings.cassandra.port} (CQL)",
         env={"MALLOC_ARENA_MAX": "4"},  # as cassandra-env.sh: fewer glibc arenas, less RSS
         cwd=home(),
         start_timeout_s=180.0,
@@ -172,7 +207,11 @@ def service() -> Service:
     )
 
 
-def java_argv() -> list[str]:
+def services() -> list[Service]:
+    return [service(node) for node in nodes()]
+
+
+def java_argv(node: int = 0) -> list[str]:
     """The `java` command line that `bin/cassandra -f` would build, spelled out."""
     return [
         *_without_memory_locking(),
@@ -184,13 +223,13 @@ def java_argv() -> list[str]:
         *JPMS_FLAGS,
         *_jamm_agent(),
         *FAST_START_FLAGS,
-        f"-Dcassandra.jmx.local.port={settings.cassandra.jmx_port}",
+        f"-Dcassandra.jmx.local.port={settings.cassandra.jmx_port + node}",
         "-Dcom.sun.management.jmxremote.authenticate=false",
         "-Dcassandra-foreground=yes",  # keep stdout/stderr open: they are our log
-        f"-Dcassandra.config={(conf_dir() / 'cassandra.yaml').as_uri()}",
+        f"-Dcassandra.config={(conf_dir(node) / 'cassandra.yaml').as_uri()}",
         f"-Dlogback.configurationFile={CONF_TEMPLATES / 'logback.xml'}",
         f"-Dcassandra.logdir={settings.stack.log_dir}",
-        f"-Dcassandra.storagedir={data_dir()}",
+        f"-Dcassandra.storagedir={data_dir(node)}",
         f"-Dcassandra.triggers_dir={home() / 'triggers'}",
         "-cp",
         f"{lib_dir()}/*",
@@ -226,18 +265,24 @@ def _jamm_agent() -> list[str]:
     return [f"-javaagent:{jars[-1]}"] if jars else []
 
 
-def connect(keyspace: str | None = None, timeout_s: float = 10.0) -> tuple[Cluster, Session]:
-    """A driver session on the local node; callers `cluster.shutdown()` when done.
+def connect(
+    keyspace: str | None = None, timeout_s: float = 10.0, hosts: list[str] | None = None
+) -> tuple[Cluster, Session]:
+    """A driver session on the local node(s); callers `cluster.shutdown()` when done.
 
-    Pinned to the one local node (white-list policy), which also keeps the driver from warning
-    about a missing load-balancing policy.
+    Pinned to the stack's nodes (white-list policy: a cluster's nodes in turn, skipping one that is
+    down), which also keeps the driver from warning about a missing load-balancing policy. Reads
+    and writes at `settings.cassandra.consistency`: LOCAL_QUORUM in a cluster, so a read after a
+    write sees it whichever nodes answer, and one node down changes nothing.
     """
+    hosts = hosts or settings.cassandra.hosts
     profile = ExecutionProfile(
-        load_balancing_policy=WhiteListRoundRobinPolicy([settings.cassandra.host]),
+        load_balancing_policy=WhiteListRoundRobinPolicy(hosts),
         request_timeout=timeout_s,
+        consistency_level=consistency(),
     )
     cluster = Cluster(
-        [settings.cassandra.host],
+        hosts,
         port=settings.cassandra.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=timeout_s,
@@ -250,12 +295,23 @@ def connect(keyspace: str | None = None, timeout_s: float = 10.0) -> tuple[Clust
         raise
 
 
-def healthy() -> bool:
+def consistency() -> int:
+    """The driver's consistency level named in settings; a misspelt name says which ones exist."""
+    try:
+        return ConsistencyLevel.name_to_value[settings.cassandra.consistency]
+    except KeyError:
+        known = ", ".join(ConsistencyLevel.name_to_value)
+        raise ValueError(
+            f"STENO_CASSANDRA__CONSISTENCY={settings.cassandra.consistency!r} is none of {known}"
+        ) from None
+
+
+def healthy(node: int = 0) -> bool:
     """True once the node serves CQL: the port accepts and `system.local` answers.
 
     A bare TCP check first keeps the (noisy, slower) driver out of the way while the JVM boots.
     """
-    address = (settings.cassandra.host, settings.cassandra.port)
+    address = (settings.cassandra.node_host(node), settings.cassandra.port)
     try:
         with socket.create_connection(address, timeout=1):
             pass
@@ -265,7 +321,7 @@ def healthy() -> bool:
     level = driver_log.level
     driver_log.setLevel(logging.CRITICAL)  # connection errors while booting are expected
     try:
-        cluster, session = connect(timeout_s=5.0)
+        cluster, session = connect(timeout_s=5.0, hosts=[address[0]])
         try:
             return session.execute("SELECT release_version FROM system.local").one() is not None
         finally:
@@ -274,8 +330,8 @@ def healthy() -> bool:
         driver_log.setLevel(level)
 
 
-def nodetool_argv(*args: str) -> list[str]:
-    """`nodetool ARGS` without a Cassandra tarball: NodeTool from lib/, over the local JMX port."""
+def nodetool_argv(*args: str, node: int = 0) -> list[str]:
+    """`nodetool ARGS` without a Cassandra tarball: NodeTool from lib/, over the node's local JMX port."""
     return [
         _java(),
         "-Xmx128m",
@@ -285,9 +341,9 @@ def nodetool_argv(*args: str) -> list[str]:
         f"{lib_dir()}/*",
         "org.apache.cassandra.tools.NodeTool",
         "-h",
-        settings.cassandra.host,
+        "127.0.0.1",  # local JMX listens on loopback, whatever the node's address
         "-p",
-        str(settings.cassandra.jmx_port),
+        str(settings.cassandra.jmx_port + node),
         *args,
     ]
 

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from infra import components
 
@@ -16,14 +18,20 @@ PROCESSES = ("api", "processors", "bridge", "projections")  # infra.app_services
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="steno", description="run the local stack and operate steno")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="install, start and health-check the whole stack")
-    commands.add_parser("down", help="stop everything steno started")
-    commands.add_parser("status", help="say what runs, where, and where its log is")
+    stack_options = argparse.ArgumentParser(add_help=False)
+    stack_options.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the cluster mode of the stack (STENO_PROFILE=cluster: infra/conf/profiles/cluster.env)",
+    )
+    commands.add_parser("up", parents=[stack_options], help="install, start and health-check the whole stack")
+    commands.add_parser("down", parents=[stack_options], help="stop everything steno started")
+    commands.add_parser("status", parents=[stack_options], help="say what runs, where, and where its log is")
     for verb, purpose in (
-        ("restart", "restart one of steno's processes (e.g. after a code change)"),
-        ("stop", "stop one of steno's processes until the next `steno up`"),
+        ("restart", "restart one of steno's processes, every instance of it (e.g. after a code change)"),
+        ("stop", "stop one of steno's processes, every instance of it, until the next `steno up`"),
     ):
-        commands.add_parser(verb, help=purpose).add_argument("process", choices=PROCESSES)
+        commands.add_parser(verb, parents=[stack_options], help=purpose).add_argument("process", choices=PROCESSES)
     registered = components.commands()
     for name, command in registered.items():
         command.arguments(commands.add_parser(name, help=command.help))
@@ -31,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command in registered:
         return registered[args.command].run(args)
+    if args.cluster and os.environ.get("STENO_PROFILE") != CLUSTER_PROFILE:
+        _again_with_profile(CLUSTER_PROFILE, sys.argv[1:] if argv is None else argv)
 
     from infra import stack
 
@@ -48,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     stack.up()
     _print_chat_address()
     return 0
+
+
+CLUSTER_PROFILE = "cluster"
+
+
+def _again_with_profile(profile: str, argv: list[str]) -> None:
+    """Run this same command again in a process whose settings are the profile's: settings are
+    read once, at import, and every server and process the stack starts inherits the environment."""
+    os.execve(sys.executable, [sys.executable, "-m", "infra", *argv], {**os.environ, "STENO_PROFILE": profile})
 
 
 def _print_chat_address() -> None:

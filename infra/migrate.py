@@ -10,6 +10,10 @@ Cassandra has no transactional DDL, so two safeguards work together:
 Files are named `NNN_description.cql` and run in NNN order. `${keyspace}` in a file is replaced
 by `settings.cassandra.keyspace`; statements after the keyspace exists run inside it, so table
 migrations need no keyspace prefix. Run with `python -m infra.migrate`.
+
+The keyspace itself is created first, with the replication settings ask for (`replication()`):
+SimpleStrategy with one replica on a single node, NetworkTopologyStrategy with RF 3 in a cluster.
+The first migration's own CREATE KEYSPACE IF NOT EXISTS then leaves it alone.
 """
 
 from __future__ import annotations
@@ -124,6 +128,22 @@ def _quoted_end(text: str, i: int) -> int:
     return i
 
 
+def replication() -> dict[str, str]:
+    """The keyspace's replication as settings give it: one replica on a single node (what the
+    first migration always created), NetworkTopologyStrategy over the datacenter otherwise."""
+    c = settings.cassandra
+    if c.replication_factor == 1:
+        return {"class": "SimpleStrategy", "replication_factor": "1"}
+    return {"class": "NetworkTopologyStrategy", c.datacenter: str(c.replication_factor)}
+
+
+def ensure_keyspace(session: Session, keyspace: str) -> None:
+    """Create the keyspace with the configured replication unless it exists (an existing one is
+    left as it is: changing replication needs a repair, which is an operator's decision)."""
+    options = ", ".join(f"'{key}': '{value}'" for key, value in replication().items())
+    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {{{options}}}")
+
+
 def applied(session: Session, keyspace: str) -> dict[int, str]:
     """version -> checksum of what this database already ran (nothing, before the keyspace).
 
@@ -157,6 +177,7 @@ def apply_all(keyspace: str | None = None, directory: Path = MIGRATIONS_DIR) -> 
     migrations = discover(directory)
     cluster, session = cassandra.connect(timeout_s=30.0)
     try:
+        ensure_keyspace(session, keyspace)
         done = applied(session, keyspace)
         _check_unchanged(migrations, done)
         pending = [m for m in migrations if m.version not in done]

@@ -6,27 +6,18 @@ belong to someone else. Only a Redis that steno started (it has our PID file) is
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import redis
 
-from infra.process import Service, say
+from infra import debian
+from infra.process import Service
 from infra.settings import settings
 
 PACKAGE = "redis-server"
 
 
 def prepare() -> None:
-    """Install Debian's redis-server if it is missing (apt needs root, as on CI machines)."""
-    if shutil.which("redis-server"):
-        return
-    say("redis: installing Debian's redis-server (first run only)...")
-    install = ["apt-get", "install", "-y", "--no-install-recommends", PACKAGE]
-    env = {"DEBIAN_FRONTEND": "noninteractive"}
-    if subprocess.run(install, env=env, check=False).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, check=True)
-        subprocess.run(install, env=env, check=True)
+    """Install Debian's redis-server if it is missing."""
+    debian.ensure_installed("redis-server", PACKAGE)
 
 
 def ping() -> bool:
@@ -36,6 +27,12 @@ def ping() -> bool:
         return bool(client.ping())
     finally:
         client.close()
+
+
+def services() -> list[Service]:
+    """One Redis, even in cluster mode: it holds only what the log rebuilds (the active-context
+    cache, reply claims, deletion markers), so losing it costs a rebuild, never data."""
+    return [service()]
 
 
 def service() -> Service:

@@ -8,12 +8,34 @@ that match the local stack `make up` starts on 127.0.0.1.
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
+import os
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILES_DIR = REPO_ROOT / "infra" / "conf" / "profiles"
+
+
+def profile_file() -> Path | None:
+    """The settings profile named by STENO_PROFILE (e.g. `cluster`: infra/conf/profiles/cluster.env),
+    read beneath the environment: a STENO_ variable set in the environment still wins over it."""
+    name = os.environ.get("STENO_PROFILE", "")
+    if not name:
+        return None
+    path = PROFILES_DIR / f"{name}.env"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.env"))
+        raise ValueError(f"STENO_PROFILE={name!r}: no {path}; known profiles: {known}")
+    return path
+
+
+def node_address(first: str, index: int) -> str:
+    """The address of node `index` (0-based) of a group of servers on consecutive loopback
+    addresses, the way Cassandra's ccm runs a cluster on one host: 127.0.0.2, .3, .4, ..."""
+    return str(ipaddress.ip_address(first) + index)
 
 
 def packaged_file(package: str, pattern: str) -> Path | None:
@@ -29,6 +51,14 @@ class StackSettings(BaseModel):
     """Where the local servers keep their downloads, data, logs and PID files."""
 
     root: Path = REPO_ROOT / ".stack"
+    # How many of each of steno's processes (api, processors, bridge, projections) supervisord runs.
+    instances: int = 1
+
+    @field_validator("root")
+    @classmethod
+    def _under_repo(cls, root: Path) -> Path:
+        """A relative root (a profile's `.stack/cluster`) is the repository's, wherever steno runs."""
+        return root if root.is_absolute() else REPO_ROOT / root
 
     @property
     def data_dir(self) -> Path:
@@ -48,31 +78,51 @@ class StackSettings(BaseModel):
 
 
 class KafkaSettings(BaseModel):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the first node's address; node i listens on host + i, same ports
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    nodes: int = 1  # combined broker+controller nodes
+    replication_factor: int = 1  # of every steno topic and of Kafka's internal ones
+    min_insync_replicas: int = 1
     # Group consumers (infra.kafka_clients.consumer): a member that died is noticed after the
     # session timeout, the broker's minimum (group.min.session.timeout.ms), so its partitions move
     # within the bridge's 10 s failover budget; heartbeats every second tell the others at once.
     consumer_session_timeout_ms: int = 6000
     consumer_heartbeat_ms: int = 1000
 
+    def node_host(self, index: int) -> str:
+        return node_address(self.host, index)
+
     @property
     def bootstrap(self) -> str:
-        return f"{self.host}:{self.port}"
+        return ",".join(f"{self.node_host(i)}:{self.port}" for i in range(self.nodes))
 
 
 class CassandraSettings(BaseModel):
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the first node's address (the seed); node i listens on host + i, same ports
     port: int = 9042
     storage_port: int = 7000  # inter-node gossip/streaming; a single node still binds it
-    jmx_port: int = 7199  # local-only JMX, so `nodetool` works for debugging
+    jmx_port: int = 7199  # local-only JMX on 127.0.0.1, so `nodetool` works; node i uses jmx_port + i
     keyspace: str = "steno"
     heap: str = "1G"
+    nodes: int = 1
+    num_tokens: int = 1  # 1: the single node owns the whole ring (initial_token 0); a cluster uses vnodes
+    datacenter: str = "datacenter1"  # SimpleSnitch's
+    replication_factor: int = 1  # > 1: the keyspace is created with NetworkTopologyStrategy
+    consistency: str = "LOCAL_ONE"  # the driver's, for reads and writes (LOCAL_QUORUM in a cluster)
+
+    def node_host(self, index: int) -> str:
+        return node_address(self.host, index)
+
+    @property
+    def hosts(self) -> list[str]:
+        return [self.node_host(i) for i in range(self.nodes)]
 
 
 class RedisSettings(BaseModel):
+    """One Redis even in cluster mode: it holds only what the log rebuilds (cache, claims, markers)."""
+
     host: str = "127.0.0.1"
     port: int = 6379
 
@@ -84,20 +134,27 @@ class RedisSettings(BaseModel):
 class TritonSettings(BaseModel):
     """The local tritonserver `make up` starts, and the endpoints the bridge routes between."""
 
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # the first server's address; server i listens on host + i, same ports
     grpc_port: int = 8001
     http_port: int = 8000
     metrics_port: int = 8002
+    servers: int = 1  # local tritonservers `make up` starts
     # Production points the bridge at a fleet: STENO_TRITON__ENDPOINTS='["gpu-1:8001","gpu-2:8001"]'
     endpoints: list[str] = []
 
+    def server_host(self, index: int) -> str:
+        return node_address(self.host, index)
+
+    def grpc_url_of(self, index: int) -> str:
+        return f"{self.server_host(index)}:{self.grpc_port}"
+
     @property
     def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+        return self.grpc_url_of(0)
 
     @property
     def bridge_endpoints(self) -> list[str]:
-        return self.endpoints or [self.grpc_url]
+        return self.endpoints or [self.grpc_url_of(i) for i in range(self.servers)]
 
 
 class ModelSettings(BaseModel):
@@ -112,6 +169,8 @@ class ModelSettings(BaseModel):
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
+    # Where clients connect: the API itself, or with more than one instance (stack.instances) the
+    # load balancer (infra/haproxy.py), in front of instances on port + 1, port + 2, ...
     port: int = 8080
     # HS256 signing secret. Empty: a secret generated for this install on first use, kept in
     # `.stack/jwt_secret` (mode 0600) and read by every process of the local stack. An API bound
@@ -140,6 +199,13 @@ class ApiSettings(BaseModel):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+class BalancerSettings(BaseModel):
+    """HAProxy in front of the API instances (only with more than one)."""
+
+    timeout_s: int = 3600  # an SSE stream may stay open this long (heartbeats every api.heartbeat_s)
+    check_interval_ms: int = 1000  # /readyz of every instance; down after 2 failures, up after 2 successes
 
 
 class ModerationSettings(BaseModel):
@@ -203,7 +269,7 @@ class ExportSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STENO_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="STENO_", env_nested_delimiter="__", env_file=profile_file())
 
     stack: StackSettings = StackSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -211,6 +277,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     triton: TritonSettings = TritonSettings()
     api: ApiSettings = ApiSettings()
+    balancer: BalancerSettings = BalancerSettings()
     moderation: ModerationSettings = ModerationSettings()
     context: ContextSettings = ContextSettings()
     bridge: BridgeSettings = BridgeSettings()

@@ -6,16 +6,28 @@ import time
 from collections.abc import Callable
 from types import ModuleType
 
-from infra import app_services, cassandra, components, kafka, migrate, process, redis_server, supervisor, triton
+from infra import (
+    app_services,
+    cassandra,
+    components,
+    haproxy,
+    kafka,
+    migrate,
+    process,
+    redis_server,
+    supervisor,
+    triton,
+)
 from infra.process import Service, StartError, say
 from infra.settings import settings
 from schemas import topics
 
-SERVERS: tuple[ModuleType, ...] = (redis_server, kafka, cassandra, triton)
+SERVERS: tuple[ModuleType, ...] = (redis_server, kafka, cassandra, triton, haproxy)
 
 
 def servers() -> list[Service]:
-    return [module.service() for module in SERVERS]
+    """Every server of the stack: one of each, or in cluster mode every node of each."""
+    return [service for module in SERVERS for service in module.services()]
 
 
 def supervisord() -> Service:
@@ -26,11 +38,20 @@ def up() -> None:
     """Fetch what is missing, start what is not running, and wait until all of it is usable."""
     began = time.monotonic()
     _timed("prepare", lambda: [module.prepare() for module in SERVERS])
-    _timed("start servers", lambda: process.start(*servers()))
+    _timed("start servers", start_servers)
     _timed("migrate Cassandra", migrate_views)
     _timed("create topics", create_topics)
     _timed("start steno", start_programs)
     say(f"stack is up in {time.monotonic() - began:.1f}s")
+
+
+def start_servers() -> None:
+    """All servers at once, except a cluster's Cassandra nodes after the first: each joins once
+    the one before it serves (Cassandra refuses two nodes joining at the same time)."""
+    joining = {service.name for service in cassandra.services()[1:]}
+    process.start(*(service for service in servers() if service.name not in joining))
+    for service in cassandra.services()[1:]:
+        process.start(service)
 
 
 def migrate_views() -> None:
@@ -70,18 +91,28 @@ def _wait_until_serving(program: supervisor.Program, timeout_s: float = 90.0) ->
     say(f"{program.name}: ready at {app_services.listens(program)} (log: {program.log_file})")
 
 
+def instances(name: str) -> list[supervisor.Program]:
+    """The programs `name` means: that one instance (`api-2`), or every instance of a kind (`api`)."""
+    found = [p for p in app_services.PROGRAMS if name in (p.name, p.kind)]
+    if not found:
+        raise ValueError(f"no steno process {name!r}; these run: {[p.name for p in app_services.PROGRAMS]}")
+    return found
+
+
 def restart(name: str) -> None:
-    """Restart one of steno's processes (to pick up changed code) and wait until it serves again."""
-    [program] = [p for p in app_services.PROGRAMS if p.name == name]
-    supervisor.restart(name)
-    _wait_until_serving(program)
+    """Restart one of steno's processes (every instance of it, one after another, to pick up
+    changed code) and wait until each serves again."""
+    for program in instances(name):
+        supervisor.restart(program.name)
+        _wait_until_serving(program)
 
 
 def stop(name: str) -> None:
-    """Stop one of steno's processes (gracefully), e.g. for `steno replay --reset`; `steno up`
-    starts it again."""
-    supervisor.stop(name)
-    say(f"{name}: stopped; `steno up` starts it again")
+    """Stop one of steno's processes (every instance of it, gracefully), e.g. for
+    `steno replay --reset`; `steno up` starts it again."""
+    for program in instances(name):
+        supervisor.stop(program.name)
+        say(f"{program.name}: stopped; `steno up` starts it again")
 
 
 def down() -> None:

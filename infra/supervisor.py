@@ -17,8 +17,8 @@ import configparser
 import shlex
 import sys
 import xmlrpc.client
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,19 @@ STOP_ORDER_GRACE_S = 10.0  # supervisord's own work on top of its programs' grac
 
 @dataclass(frozen=True)
 class Program:
-    """One of steno's processes, as supervisord runs it."""
+    """One of steno's processes, as supervisord runs it (one instance of it, with several: `api-2`)."""
 
     name: str
     module: str  # run as `python -m module`
     priority: int  # supervisord starts low numbers first and stops high numbers first
     stop_grace_s: int  # SIGTERM, then SIGKILL after this long
+    instance: int = 0  # 0: the only one; 1, 2, ...: one of several, named `<kind>-<instance>`
+    env: Mapping[str, str] = field(default_factory=dict)  # on top of supervisord's environment
+
+    @property
+    def kind(self) -> str:
+        """`api`, `bridge`, ...: what the process is, whichever instance."""
+        return self.name.rsplit("-", 1)[0] if self.instance else self.name
 
     @property
     def log_file(self) -> Path:
@@ -110,7 +117,7 @@ def _program_section(program: Program) -> dict[str, str]:
         "stdout_logfile": str(program.log_file),
         "stdout_logfile_maxbytes": "50MB",
         "stdout_logfile_backups": "2",
-        "environment": 'PYTHONUNBUFFERED="1"',
+        "environment": ",".join(f'{key}="{value}"' for key, value in {"PYTHONUNBUFFERED": "1", **program.env}.items()),
     }
 
 

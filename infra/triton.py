@@ -73,11 +73,22 @@ def prepare(install: bool = True) -> None:
     _ensure_smollm2(install)
 
 
-def service() -> Service:
-    """tritonserver on the model repository, healthy once both models are ready."""
+def name(server: int = 0) -> str:
+    """The server's service name (its PID and log file): `triton`, or `triton-1`... with several."""
+    return f"triton-{server + 1}" if settings.triton.servers > 1 else "triton"
+
+
+def services() -> list[Service]:
+    return [service(server) for server in range(settings.triton.servers)]
+
+
+def service(server: int = 0) -> Service:
+    """tritonserver on the model repository, healthy once both models are ready. Several local
+    servers (cluster mode) listen on consecutive addresses, the same ports."""
     cfg = settings.triton
+    host = cfg.server_host(server)
     return Service(
-        name="triton",
+        name=name(server),
         argv=[
             str(_server_dir() / "bin" / "tritonserver"),
             f"--model-repository={MODEL_REPOSITORY}",
@@ -85,11 +96,11 @@ def service() -> Service:
             "--model-control-mode=explicit",
             *(f"--load-model={model}" for model in MODELS),
             f"--backend-directory={BACKENDS_DIR}",
-            f"--http-address={cfg.host}",
+            f"--http-address={host}",
             f"--http-port={cfg.http_port}",
-            f"--grpc-address={cfg.host}",
+            f"--grpc-address={host}",
             f"--grpc-port={cfg.grpc_port}",
-            f"--metrics-address={cfg.host}",
+            f"--metrics-address={host}",
             f"--metrics-port={cfg.metrics_port}",
             "--allow-gpu-metrics=false",
             "--pinned-memory-pool-byte-size=0",  # no GPU: nothing to pin for
@@ -97,8 +108,8 @@ def service() -> Service:
             "--log-verbose=0",
         ],
         env=server_env(),
-        healthy=models_ready,
-        listens=f"grpc {cfg.grpc_url}, http {cfg.host}:{cfg.http_port}",
+        healthy=lambda: models_ready(server),
+        listens=f"grpc {cfg.grpc_url_of(server)}, http {host}:{cfg.http_port}",
     )
 
 
@@ -113,9 +124,9 @@ def server_env() -> dict[str, str]:
     }
 
 
-def models_ready() -> bool:
+def models_ready(server: int = 0) -> bool:
     """Whether the server answers on gRPC and reports every model ready."""
-    client = grpcclient.InferenceServerClient(settings.triton.grpc_url)
+    client = grpcclient.InferenceServerClient(settings.triton.grpc_url_of(server))
     try:
         return all(client.is_model_ready(model) for model in MODELS)
     finally:
