@@ -10,17 +10,20 @@ MODE   := $(if $(CLUSTER),--cluster)
 .PHONY: up down status test lint install bench chromium k8s-tools k8s-validate
 
 up: install
-	$(STENO) up
+	$(STENO) up $(MODE)
 
 down:
-	@if [ -x $(STENO) ]; then $(STENO) down; else echo "nothing to stop: no venv"; fi
+	@if [ -x $(STENO) ]; then $(STENO) down $(MODE); else echo "nothing to stop: no venv"; fi
 
 status: install
-	$(STENO) status
+	$(STENO) status $(MODE)
 
+# The cluster tests run in a second pytest, with the cluster's settings; their fixture starts the
+# cluster stack beside the single-node one if it is not up (README, "Cluster mode").
 test: lint chromium k8s-tools
 	$(STENO) up
-	$(PY) -m pytest -ra
+	$(PY) -m pytest -ra -m "not cluster"
+	STENO_PROFILE=cluster $(PY) -m pytest -ra -m cluster tests/cluster
 
 # Lint, format, types and DESIGN.md's layering (each configured in pyproject.toml), before any test.
 lint: install
