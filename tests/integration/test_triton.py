@@ -295,3 +295,52 @@ async def test_cancelling_a_smollm2_stream_stops_the_model(
 
     await wait_for_metric("steno_requests_total", cancelled_before, outcome="cancelled", **labels)
     assert metric("steno_tokens_total", **labels) - tokens_before < 100
+
+
+# --- stop texts and JSON constraints (vLLM's `stop` and `guided_decoding`) ------------------
+
+
+async def test_scripted_ends_its_reply_before_a_stop_text_even_across_tokens(
+    client: aioclient.InferenceServerClient,
+) -> None:
+    responses = await generate(client, "scripted", "hi", sampling={"script": SCRIPT, "stop": ["o th", "friend"]})
+
+    assert [r.text for r in responses] == ["Hell", ""]
+
+
+async def test_scripted_answers_guided_json_with_a_document_of_the_schema(
+    client: aioclient.InferenceServerClient,
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "rank": {"type": "integer"}}}
+    guided = await generate(client, "scripted", "Paris", sampling={"guided_decoding": {"json": schema}})
+    any_object = await generate(client, "scripted", "Paris", sampling={"guided_decoding": {"json_object": True}})
+
+    assert json.loads("".join(r.text for r in guided)) == {"city": "Paris", "rank": 0}
+    assert json.loads("".join(r.text for r in any_object)) == {"text": "Paris"}
+
+
+async def test_scripted_can_show_the_sampling_parameters_it_received(client: aioclient.InferenceServerClient) -> None:
+    sampling = {"temperature": 0.5, "seed": 7, "echo_sampling": True}
+    responses = await generate(client, "scripted", "hi", sampling=sampling)
+
+    assert json.loads("".join(r.text for r in responses)) == sampling
+
+
+async def test_smollm2_honours_a_json_schema_and_stop_texts(client: aioclient.InferenceServerClient) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+    }
+    question = "What is the capital of France? Answer in JSON."
+    guided = await generate(
+        client, "smollm2", question, sampling={"max_tokens": 48, "temperature": 0, "guided_decoding": {"json": schema}}
+    )
+    stopped = await generate(
+        client, "smollm2", question, sampling={"max_tokens": 32, "temperature": 0, "stop": "Paris"}
+    )
+
+    document = json.loads("".join(r.text for r in guided))
+    assert set(document) == {"city", "country"} and all(isinstance(v, str) for v in document.values())
+    answer = "".join(r.text for r in stopped)
+    assert "Paris" not in answer and answer.strip(), answer

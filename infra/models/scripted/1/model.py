@@ -8,6 +8,11 @@ a GPU fleet's latency without one. Sampling parameters (all optional):
     ttft_ms   delay before the first token (time to first token)
     itl_ms    delay before each later token (inter-token latency)
     max_tokens  stop after this many tokens
+    stop      a text or list of texts: the reply ends before the first one (vLLM's `stop`)
+    guided_decoding  {"json": schema} or {"json_object": true} (vLLM's): the reply is a JSON
+              document instead, valid against the schema, its strings the echoed message
+    echo_sampling  true: the reply is the request's sampling parameters as JSON (sorted keys),
+              so a test sees what reached the model
     fail_after  fail the request (error response) once this many tokens were sent
 
 The newest user message may set them for its own reply: a first line `scripted: {"itl_ms": 300}`
@@ -28,6 +33,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from infra.models._common.constraints import cut_at_stop, guided_json, instance, stops
 from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel, chat_from_prompt
 
 TOKEN = re.compile(r"\S+\s*|\s+")  # a word with its trailing space; leading space stands alone
@@ -64,11 +70,11 @@ class TritonPythonModel(StreamingModel):
     """Streams a script token by token, honouring delays, limits and cancellation."""
 
     def generate(self, request: GenerationRequest, out: ResponseStream) -> None:
+        received = request.sampling
         overrides, message = directed(newest_user_message(request.prompt))
-        request = replace(request, sampling={**request.sampling, **overrides})
-        script = request.sampling.get("script")
-        tokens = tokenize(f"You said: {message}" if script is None else str(script))
-        tokens = tokens[: request.get_int("max_tokens")]
+        request = replace(request, sampling={**received, **overrides})
+        tokens = tokenize(_text(request.sampling, received, message))[: request.get_int("max_tokens")]
+        tokens = cut_at_stop(tokens, stops(request.sampling))
         ttft_s = request.get_float("ttft_ms", 0.0) / 1000
         itl_s = request.get_float("itl_ms", 0.0) / 1000
         fail_after = request.get_int("fail_after")
@@ -78,6 +84,17 @@ class TritonPythonModel(StreamingModel):
             if index == fail_after:
                 raise RuntimeError(f"scripted failure after {index} tokens")
             out.send(token)
+
+
+def _text(sampling: dict[str, Any], received: dict[str, Any], message: str) -> str:
+    """What the reply says, before limits and stop texts cut it."""
+    if sampling.get("echo_sampling"):
+        return json.dumps(received, sort_keys=True)
+    schema = guided_json(sampling)
+    if schema is not None:
+        return json.dumps(instance(schema, message))
+    script = sampling.get("script")
+    return f"You said: {message}" if script is None else str(script)
 
 
 def _wait(seconds: float, out: ResponseStream) -> bool:

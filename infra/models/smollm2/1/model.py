@@ -9,7 +9,8 @@ turns the messages into the prompt. A chat without a system message gets the con
 `default_system_prompt`: the template's own default ("You are a helpful AI assistant named
 SmolLM, ...") leads this 4-bit 135M model astray (greedy: "L'Étoile, la Cité, ..." for "What is
 the capital of France?"), a plain one does not ("The capital of France is Paris.").
-Sampling parameters: max_tokens, temperature, top_p, seed.
+Sampling parameters: max_tokens, temperature, top_p, seed, presence_penalty, frequency_penalty,
+stop, guided_decoding (see `sampling_arguments`).
 
 The GGUF file's path comes from the STENO_SMOLLM2_GGUF environment variable, which
 `infra.triton.service()` sets (falling back to the `gguf_path` config parameter).
@@ -25,6 +26,7 @@ from typing import Any
 
 from llama_cpp import Llama
 
+from infra.models._common.constraints import guided_json, stops
 from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel, chat_from_prompt
 
 DEFAULT_MAX_TOKENS = 256
@@ -41,12 +43,22 @@ def chat_messages(prompt: str, default_system_prompt: str) -> list[dict[str, str
 
 
 def sampling_arguments(request: GenerationRequest) -> dict[str, Any]:
-    """vLLM sampling parameters as llama-cpp-python's create_chat_completion arguments."""
+    """vLLM sampling parameters as llama-cpp-python's create_chat_completion arguments.
+
+    `stop` ends the reply before the stop text, even across tokens (llama.cpp holds back text
+    that could begin one); `guided_decoding` becomes a `response_format`, which llama-cpp-python
+    enforces with a grammar built from the JSON Schema (every token must keep the output valid).
+    """
+    schema = guided_json(request.sampling)
     return {
         "max_tokens": request.get_int("max_tokens", DEFAULT_MAX_TOKENS),
         "temperature": request.get_float("temperature", DEFAULT_TEMPERATURE),
         "top_p": request.get_float("top_p", DEFAULT_TOP_P),
         "seed": request.get_int("seed"),
+        "presence_penalty": request.get_float("presence_penalty", 0.0),
+        "frequency_penalty": request.get_float("frequency_penalty", 0.0),
+        "stop": stops(request.sampling) or None,
+        "response_format": None if schema is None else {"type": "json_object", "schema": schema},
     }
 
 
