@@ -34,8 +34,11 @@ def profile_file() -> Path | None:
 
 def node_address(first: str, index: int) -> str:
     """The address of node `index` (0-based) of a group of servers on consecutive loopback
-    addresses, the way Cassandra's ccm runs a cluster on one host: 127.0.0.2, .3, .4, ..."""
-    return str(ipaddress.ip_address(first) + index)
+    addresses, the way Cassandra's ccm runs a cluster on one host: 127.0.0.2, .3, .4, ...
+
+    The first node is `first` itself, so a single server may be named by a host name (a
+    Kubernetes Service, `steno-kafka-bootstrap`); only local groups count up from an address."""
+    return first if index == 0 else str(ipaddress.ip_address(first) + index)
 
 
 def packaged_file(package: str, pattern: str) -> Path | None:

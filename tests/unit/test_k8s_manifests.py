@@ -146,12 +146,6 @@ def named_like(resources: list[Resource], kind: str, prefix: str) -> str:
     return name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="infra.settings.node_address (cluster mode) takes IP addresses only, so STENO_KAFKA__HOST and "
-    "STENO_CASSANDRA__HOST cannot name a Service: kafka.bootstrap and cassandra.hosts raise ValueError",
-)
 def test_steno_accepts_its_kubernetes_settings(overlay: list[Resource], monkeypatch: pytest.MonkeyPatch) -> None:
     """The settings steno-env gives every process load, and name the in-cluster Services."""
     for key, value in steno_env(overlay).items():
