@@ -54,10 +54,7 @@ class Exchange:
     finished: bool = False  # the client read the stream's ending
     cut: bool = False  # a stream that cannot be resumed (chat completions) broke before its end
     expected: frozenset[str] = frozenset({"completed"})  # outcomes this message may end with
-
-    @property
-    def connections(self) -> int:
-        return 1 + max((r.connection for r in self.received), default=0)
+    connections: int = 1  # streams opened for the reply, reconnections included
 
     def last_position(self) -> int | None:
         positions = [r.position for r in self.received if r.position is not None]

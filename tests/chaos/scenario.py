@@ -68,9 +68,11 @@ async def _until_mid_stream(clients: list[Client], tasks: list[asyncio.Task], de
     any fault, is a failure of the healthy stack.
     """
     began = time.monotonic()
+    refused: BaseException | None = None
     while not all(c.exchange is not None and len(c.exchange.received) >= MID_STREAM_EVENTS for c in clients):
         for i, task in enumerate(tasks):
             if task.done() and clients[i].exchange is None:
+                refused = task.exception()
                 await clients[i].close()
                 clients[i] = Client.new(clients[i].api)
                 tasks[i] = asyncio.create_task(clients[i].converse(message(f"c{i}"), deadline))
@@ -78,7 +80,9 @@ async def _until_mid_stream(clients: list[Client], tasks: list[asyncio.Task], de
                 raise AssertionError(f"before the fault, {clients[i].api} {i} ended: {task.exception()!r}")
         if time.monotonic() - began > START_TIMEOUT_S:
             slow = [c.api for c in clients if c.exchange is None or len(c.exchange.received) < MID_STREAM_EVENTS]
-            raise AssertionError(f"{len(slow)} replies not streaming after {START_TIMEOUT_S:.0f}s: {slow}")
+            raise AssertionError(
+                f"{len(slow)} replies not streaming after {START_TIMEOUT_S:.0f}s: {slow}; last refusal: {refused!r}"
+            )
         await asyncio.sleep(0.05)
 
 

@@ -92,19 +92,21 @@ class Client:
             self.exchange.expected = frozenset({"completed", "cancelled"})  # the API may cancel a left stream
 
     async def _follow(self, open_stream, deadline: float) -> None:
-        """Read the stream; on a drop, reconnect after the last event seen until the deadline."""
+        """Read the stream; on a drop, reconnect after the last event seen until the deadline
+        (a stream kept open by heartbeats alone is given up at the deadline too)."""
         connection = 0
         while time.monotonic() < deadline:
             try:
-                async with open_stream() as events:
+                async with asyncio.timeout(deadline - time.monotonic()), open_stream() as events:
                     async for sse in events:
                         if self._record(sse, connection):
                             return
-            except (httpx.HTTPError, StreamRefused):
+            except (httpx.HTTPError, StreamRefused, TimeoutError):
                 pass
             if self.exchange is None:
                 raise NotAcknowledged("the stream broke before the API named the response")
             connection += 1
+            self.exchange.connections = connection + 1
             await asyncio.sleep(RECONNECT_PAUSE_S)
             if self.api == "responses":
                 open_stream = self._responses_resumer()
