@@ -39,14 +39,24 @@ class StackNotHealthy(AssertionError):
 
 
 def steno_pids(name: str) -> list[int]:
-    """The live processes running steno's `name` (`python -m <module>`)."""
+    """The live processes running steno's `name` (`python -m <module>`) under this stack's
+    supervisord: another stack's (the cluster mode's, beside the single-node one) are not ours to kill."""
     wanted = ["-m", MODULES[name]]
+    supervisord = _supervisord_pid()
     found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
+    for proc in psutil.process_iter(["cmdline", "status", "ppid"]):
         cmdline = proc.info["cmdline"] or []
-        if proc.info["status"] != psutil.STATUS_ZOMBIE and _contains(cmdline, wanted):
+        ours = proc.info["ppid"] == supervisord
+        if ours and proc.info["status"] != psutil.STATUS_ZOMBIE and _contains(cmdline, wanted):
             found.append(proc.pid)
     return found
+
+
+def _supervisord_pid() -> int | None:
+    try:
+        return int((settings.stack.run_dir / "supervisor.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def _contains(cmdline: list[str], wanted: list[str]) -> bool:
