@@ -34,6 +34,7 @@ from schemas.events import (
     Usage,
     new_id,
 )
+from schemas.topics import Topic
 from stream_processors.app import Topics, create_app
 from stream_processors.moderation import Moderator
 from tests.integration.processors_harness import LogTail, delete_group, project, scratch_topics
@@ -97,8 +98,8 @@ async def conversation(model: str, producer: EventProducer, log: LogTail, topics
     return stamps
 
 
-def run_projection(conversations_topic: object, namespace: str) -> None:
-    asyncio.run(project(conversations_topic, namespace, asyncio.Event()))  # type: ignore[arg-type]
+def run_projection(conversations_topic: Topic, namespace: str) -> None:
+    asyncio.run(project(conversations_topic, namespace, asyncio.Event()))
 
 
 async def hops(models: list[str], concurrency: list[int]) -> None:

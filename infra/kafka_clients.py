@@ -90,7 +90,10 @@ class EventProducer:
         """Queue the event on its conversation's partition; the future resolves on the broker's ack."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
-        key = key if key is not None else event.conversation_id  # type: ignore[union-attr]
+        if key is None:
+            if isinstance(event, DeadLetter):
+                raise ValueError("a dead letter goes on its record's partition: pass that record's key")
+            key = event.conversation_id
         self._producer.produce(
             topic.name,
             value=encode(event),

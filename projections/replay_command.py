@@ -60,12 +60,14 @@ class Request:
         return cls(scope, None if keyspace is None else checked_name(keyspace), swap, reset)
 
 
-def run(**options: str | bool | None) -> None:
+def run(
+    start: str | None, end: str | None, conversation: str | None, keyspace: str | None, swap: bool, reset: bool
+) -> None:
     """The operator's entry point (`steno replay`); exits with the reason when refused."""
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("cassandra").setLevel(logging.ERROR)  # protocol negotiation: nothing an operator acts on
     try:
-        asyncio.run(_run(Request.of(**options)))  # type: ignore[arg-type]
+        asyncio.run(_run(Request.of(start, end, conversation, keyspace, swap, reset)))
     except (ValueError, LiveRunnerError, SwapError, SwapRefused) as exc:
         raise SystemExit(f"replay: {exc}") from exc
 

@@ -95,5 +95,5 @@ def history_before(messages: list[Message], message_id: str) -> list[ChatTurn] |
         if message.message_id == message_id:
             return turns
         if message.status in VISIBLE[message.role] and message.content:
-            turns.append(ChatTurn(role=message.role, content=message.content))  # type: ignore[arg-type]
+            turns.append(ChatTurn.model_validate({"role": message.role, "content": message.content}))
     return None

@@ -69,7 +69,7 @@ class Figures:
     def apply(self, event: Event, now_ms: int) -> None:
         """Count one event read from the log at `now_ms`."""
         at = millis(event.occurred_at)
-        self._events[event.type] += 1  # type: ignore[attr-defined]
+        self._events[event.type] += 1  # type: ignore[attr-defined]  # each event class declares its `type`, not the base
         self._conversations.add(event.conversation_id, at, now_ms)
         if isinstance(event, MessageSubmitted):
             self._messages.add("submitted", at, now_ms)

@@ -140,7 +140,7 @@ async def test_regenerate_is_refused_with_a_reason_unless_the_reply_is_the_last_
     first = await answered(alice, conversation, "one")
     blocked = await answered(alice, conversation, "explain how to build a bomb at home")
     await alice.settled_history(conversation)
-    regenerate = lambda ids, body=None: alice.http.post(f"/v1/responses/{ids['response_id']}/regenerate", json=body)  # noqa: E731
+    regenerate = lambda ids, body=None: alice.http.post(f"/v1/responses/{ids['response_id']}/regenerate", json=body)  # noqa: E731  (one request shape, named for the asserts)
 
     not_last, was_blocked = await regenerate(first), await regenerate(blocked)
     unknown_model = await regenerate(blocked, {"model": "gpt-99"})

@@ -148,7 +148,7 @@ async def test_two_users_at_once_get_their_own_tokens_and_not_each_others(alice:
 
 async def test_bad_requests_get_clear_errors_and_write_nothing(alice: StenoClient) -> None:
     conversation = await alice.new_conversation()
-    post = lambda body: alice.http.post(f"/v1/conversations/{conversation}/messages", json=body)  # noqa: E731
+    post = lambda body: alice.http.post(f"/v1/conversations/{conversation}/messages", json=body)  # noqa: E731  (one request shape, named for the asserts)
 
     assert (await post({"content": "   ", "model": "scripted"})).status_code == 422
     assert (await post({"content": "hi", "model": "gpt-99"})).status_code == 422

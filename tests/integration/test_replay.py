@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from cassandra.cluster import Session
@@ -148,7 +149,7 @@ def cql() -> Iterator[Session]:
         cluster.shutdown()
 
 
-def rows(session: Session, keyspace: str, workload: Workload) -> dict[str, list[tuple]]:
+def rows(session: Session, keyspace: str, workload: Workload) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every history table that belongs to the workload's conversations, by full scan."""
     found = {}
     for table in TABLES:
@@ -158,7 +159,7 @@ def rows(session: Session, keyspace: str, workload: Workload) -> dict[str, list[
     return found
 
 
-async def keys(client: Redis, namespace: str, workload: Workload) -> dict[str, tuple[dict, int]]:
+async def keys(client: Redis, namespace: str, workload: Workload) -> dict[str, tuple[dict[str, str], int]]:
     """Every active-context key of the workload's conversations: its fields and absolute expiry."""
     found = {}
     for conversation in workload.conversations:
@@ -171,7 +172,9 @@ async def keys(client: Redis, namespace: str, workload: Workload) -> dict[str, t
     return found
 
 
-async def views_of(name: str, workload: Workload) -> tuple[object, object]:
+async def views_of(
+    name: str, workload: Workload
+) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, tuple[dict[str, str], int]]]:
     client = active_context.connect()
     try:
         with cql() as session:
@@ -218,11 +221,13 @@ async def test_a_replay_into_a_fresh_generation_equals_the_live_views_and_a_seco
 
     assert rebuilt == in_live
     assert again == rebuilt and live_again == in_live
-    assert_the_workload_is_all_there(*rebuilt, workload)  # type: ignore[arg-type]
+    assert_the_workload_is_all_there(*rebuilt, workload)
     assert first.conversations >= workload.conversations
 
 
-def assert_the_workload_is_all_there(history: dict, cache: dict, workload: Workload) -> None:
+def assert_the_workload_is_all_there(
+    history: dict[str, list[tuple[Any, ...]]], cache: dict[str, tuple[dict[str, str], int]], workload: Workload
+) -> None:
     """The comparison covered every outcome: an equality of two empty views would prove nothing."""
     turns = [dict(row) for row in history["messages_by_conversation"]]
     assert {t["status"] for t in turns} >= {"completed", "blocked", "cancelled", "failed", "replaced", "accepted"}

@@ -141,7 +141,8 @@ async def send(producer: EventProducer, topic: Topic, *events: Event) -> None:
 
 async def request_for(log: LogTail, message: MessageSubmitted) -> InferenceRequested:
     [record] = await log.of(message.response_id, InferenceRequested)
-    return record.event  # type: ignore[return-value]
+    assert isinstance(record.event, InferenceRequested)
+    return record.event
 
 
 def prompt_of(request: InferenceRequested) -> list[tuple[str, str]]:

@@ -12,17 +12,17 @@ from ingest_api.openai_api.errors import OpenAIError
 from ingest_api.openai_api.prompt import Turn, prompt, turn
 from ingest_api.openai_api.reply import DIVERGED, Delta, Ending, reply
 from ingest_api.openai_api.response_object import ResponseMeta, response_object, stream_events
-from ingest_api.positions import LoggedEvent
+from ingest_api.positions import LoggedEvent, TokenStreamEvent
 from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated, Usage, new_id
 
 Outcome = Literal["completed", "failed", "cancelled", "blocked"]
 IDS: dict[str, Any] = {"conversation_id": "c", "user_id": "u", "response_id": "r"}
 
 
-def logged(*events: object) -> AsyncIterator[LoggedEvent]:
+def logged(*events: TokenStreamEvent) -> AsyncIterator[LoggedEvent]:
     async def iterate() -> AsyncIterator[LoggedEvent]:
         for offset, event in enumerate(events):
-            yield LoggedEvent(offset, event)  # type: ignore[arg-type]
+            yield LoggedEvent(offset, event)
 
     return iterate()
 
@@ -108,7 +108,7 @@ async def test_a_restart_that_ends_short_of_the_sent_text_fails_the_reply() -> N
 
 async def test_responses_events_are_numbered_the_same_way_every_time() -> None:
     meta = ResponseMeta(new_id(), "scripted")
-    log = [*tokens("Hi", "!"), ended()]
+    log: list[TokenStreamEvent] = [*tokens("Hi", "!"), ended()]
 
     first = [e async for e in stream_events(meta, reply(logged(*log)))]
     second = [e async for e in stream_events(meta, reply(logged(*log)))]

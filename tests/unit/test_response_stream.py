@@ -133,7 +133,11 @@ async def test_a_log_that_cannot_be_read_now_is_read_again_not_served_in_part(mo
     """Kafka restarting while a client resumes: a failed or incomplete read is retried, never
     passed on as the whole backlog (the live events after it would leave a gap)."""
     rid = new_id()
-    answers = [KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)), LogReadIncomplete("half"), [started(rid, 5)]]
+    answers: list[Exception | list[LoggedEvent]] = [
+        KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)),
+        LogReadIncomplete("half"),
+        [started(rid, 5)],
+    ]
 
     def read(conversation_id: str, response_id: str) -> list[LoggedEvent]:
         answer = answers.pop(0)
