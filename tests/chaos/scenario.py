@@ -25,6 +25,8 @@ PROBE_PAUSE_S = 0.5
 class Outcome:
     tally: Tally
     verdicts: list[Verdict]
+    exchanges: list[Exchange]  # what each client received, for figures beyond the tally's
+    fault_at: float  # time.monotonic() when the fault struck
 
 
 async def under_fault(fault: Fault) -> Outcome:
@@ -57,7 +59,8 @@ async def under_fault(fault: Fault) -> Outcome:
         await asyncio.gather(*(c.close() for c in clients + probes))
     verdicts = [judge(*found) for found in evidence]
     exchanges: list[Exchange] = [found[0] for found in evidence]
-    return Outcome(Tally.of(fault.name, verdicts, resume_delays(exchanges, fault_at), answered_again_s), verdicts)
+    tally = Tally.of(fault.name, verdicts, resume_delays(exchanges, fault_at), answered_again_s)
+    return Outcome(tally, verdicts, exchanges, fault_at)
 
 
 async def _until_mid_stream(clients: list[Client], tasks: list[asyncio.Task], deadline: float) -> None:
