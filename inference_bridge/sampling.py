@@ -8,6 +8,7 @@ names, so a request means the same on the local stack and on a production vLLM f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,5 +31,5 @@ def client_parameters(options: SamplingOptions) -> dict[str, Any]:
         parameters["stop"] = list(options.stop)
     if options.response_format is not None:
         schema = options.response_format.json_schema
-        parameters["guided_decoding"] = {"json": schema} if schema is not None else {"json_object": True}
+        parameters["guided_decoding"] = {"json": json.loads(schema)} if schema is not None else {"json_object": True}
     return parameters

@@ -88,6 +88,10 @@ class KafkaSettings(BaseModel):
     nodes: int = 1  # combined broker+controller nodes
     replication_factor: int = 1  # of every steno topic and of Kafka's internal ones
     min_insync_replicas: int = 1
+    # A broker that stops heartbeating to the controllers is fenced after this long and its
+    # partitions get new leaders: Kafka's defaults (9 s, 2 s); a cluster on one host uses less.
+    broker_session_timeout_ms: int = 9000
+    broker_heartbeat_ms: int = 2000
     # Group consumers (infra.kafka_clients.consumer): a member that died is noticed after the
     # session timeout, the broker's minimum (group.min.session.timeout.ms), so its partitions move
     # within the bridge's 10 s failover budget; heartbeats every second tell the others at once.
@@ -168,6 +172,20 @@ class ModelSettings(BaseModel):
     tokenizer: str  # "gguf" (the model's own vocabulary, from `gguf_file`) or "words" (the scripted model's)
     gguf_file: Path | None = None  # "gguf": the model's file, for its vocabulary and chat template
     sampling: dict[str, float | int | str] = {}  # extra sampling_parameters the bridge sends
+    # Constrained decoding of JSON (vLLM's guided_decoding; llama.cpp grammars for smollm2, a schema-valid
+    # document from scripted). False: OpenAI `response_format` / `text.format` JSON requests get a 400.
+    structured_output: bool = True
+
+
+class SamplingLimits(BaseModel):
+    """The range each client sampling option may take, inclusive (OpenAI's own by default); a value
+    outside it is refused with a 400 naming it. Narrow one to keep clients off settings a model
+    misbehaves at, e.g. STENO_API__SAMPLING_LIMITS__TEMPERATURE='[0, 1]'."""
+
+    temperature: tuple[float, float] = (0.0, 2.0)
+    top_p: tuple[float, float] = (0.0, 1.0)
+    presence_penalty: tuple[float, float] = (-2.0, 2.0)
+    frequency_penalty: tuple[float, float] = (-2.0, 2.0)
 
 
 class ApiSettings(BaseModel):
@@ -197,6 +215,7 @@ class ApiSettings(BaseModel):
     max_body_bytes: int = 1024 * 1024  # any request's body, refused before it is read further or parsed
     subscriber_queue: int = 1024  # events buffered per SSE client before it must catch up from the log
     heartbeat_s: float = 15.0
+    sampling_limits: SamplingLimits = SamplingLimits()  # the OpenAI API's temperature, top_p, penalties
     shutdown_grace_s: int = 3  # on SIGTERM: streams end at once; other requests get this long to finish
 
     @property

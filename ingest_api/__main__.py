@@ -13,6 +13,7 @@ from sse_starlette.sse import AppStatus
 
 from infra.settings import settings
 from ingest_api.app import create_app
+from ingest_api.request_ids import configure_logging
 
 
 class ApiServer(uvicorn.Server):
@@ -23,6 +24,7 @@ class ApiServer(uvicorn.Server):
             host=settings.api.host,
             port=settings.api.port,
             log_level="info",
+            log_config=None,  # uvicorn's lines go through configure_logging's handler, with the request id
             timeout_graceful_shutdown=settings.api.shutdown_grace_s,
         )
         super().__init__(config)
@@ -36,4 +38,5 @@ class ApiServer(uvicorn.Server):
 
 # Streams end through the token feed, with their last chunk, not by sse-starlette cancelling them.
 AppStatus.disable_automatic_graceful_drain()
+configure_logging()
 ApiServer(create_app()).run()

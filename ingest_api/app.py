@@ -16,7 +16,8 @@ from ingest_api import (
     responses,
     store_outage,
 )
-from ingest_api.openai_api import chat_completions, models, responses_api
+from ingest_api.openai_api import chat_completions, models, responses_api, unserved
+from ingest_api.request_ids import RequestIds
 from ingest_api.request_limits import RequestLimits
 from ingest_api.services import lifespan
 
@@ -33,9 +34,11 @@ def create_app() -> FastAPI:
         app.include_router(openai_router)
     app.include_router(responses.router)
     app.include_router(regeneration.router)
+    app.include_router(unserved.router)
     chat_page.install(app)
     store_outage.install(app)
     app.add_middleware(RequestLimits)
+    app.add_middleware(RequestIds)  # outermost: every response, errors included, carries the id
     return app
 
 

@@ -9,13 +9,14 @@ previous version as it is read (see `schemas.upcasting`, and the README's "The e
 
 from __future__ import annotations
 
+import json
 import typing
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import uuid_utils
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def new_id() -> str:
@@ -86,13 +87,18 @@ class ConversationDeleted(Event):
     schema_version: Literal[1] = 1
 
 
+def _as_json_text(value: typing.Any) -> typing.Any:
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+
+
 class ResponseFormat(BaseModel):
     """The shape the reply must take: any JSON object, or a document valid against `json_schema`."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     type: Literal["json_object", "json_schema"]
-    json_schema: dict[str, typing.Any] | None = None  # the JSON Schema itself, for `json_schema`
+    # The JSON Schema, as JSON text (a flat column for analytics); an object is accepted and kept as text.
+    json_schema: Annotated[str | None, BeforeValidator(_as_json_text)] = None
 
 
 class SamplingOptions(BaseModel):

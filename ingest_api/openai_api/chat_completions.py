@@ -13,41 +13,104 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import field_validator
+from pydantic_core import PydanticCustomError
 from sse_starlette import EventSourceResponse
 
 from infra.settings import settings
 from ingest_api.auth import User
 from ingest_api.openai_api import exchange as pipeline
+from ingest_api.openai_api import unstored
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, error_body, invalid
 from ingest_api.openai_api.exchange import Exchange
+from ingest_api.openai_api.fields import END_USER, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
 from ingest_api.openai_api.prompt import prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending
+from ingest_api.openai_api.sampling import ResponseFormatParam, chat_format
 from ingest_api.services import Deps
-from schemas.events import Usage
+from schemas.events import SamplingOptions, Usage
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 FINISH_REASONS = {"cancelled": "stop", "blocked": "content_filter"}
+MAX_STOPS = 4
 
 
-class StreamOptions(BaseModel):
-    include_usage: bool = False
+STOP = (
+    "the reply ends before the first of these texts (a string or up to 4): the same text in the stream, the "
+    "final object and history, `finish_reason: stop`; carried to the model (vLLM's `stop`)"
+)
 
 
-class ChatCompletionRequest(BaseModel):
-    """The fields steno honours; sampling knobs are the model's own settings and are ignored."""
+class StreamOptions(OpenAIRequest):
+    include_usage: bool | None = honoured("adds a `choices: []` chunk with the usage before `[DONE]`")
+    include_obfuscation: bool | None = refused("steno adds no obfuscation padding to stream events", False)
 
-    model_config = ConfigDict(extra="ignore")
 
-    model: str
-    messages: list[Any] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    n: int = 1
-    tools: list[Any] | None = None
+class ChatCompletionRequest(OpenAIRequest):
+    """Every field OpenAI documents for the request, honoured or refused (see `fields`)."""
+
+    model: str = honoured("the model; 404 `model_not_found` unless `GET /v1/models` can list it", ...)
+    messages: list[Any] = honoured(
+        "the whole context: system/developer messages replace steno's system prompt, earlier user/assistant turns "
+        "go before the last message, which must be the user's (text parts only; an assistant's `content` may be null)",
+        ...,
+        min_length=1,
+    )
+    stream: bool | None = honoured("`chat.completion.chunk`s, then `[DONE]`; a client that leaves cancels the reply")
+    stream_options: StreamOptions | None = honoured("with `stream`")
+    max_tokens: int | None = honoured("caps the reply (clamped to the model's own cap)", ge=1)
+    max_completion_tokens: int | None = honoured("as `max_tokens`, which it takes precedence over", ge=1)
+    n: int | None = honoured("1 (or null): one choice per request; any other number is a 400")
+    stop: str | list[str] | None = honoured(STOP)
+    temperature: float | None = honoured(TO_MODEL.format("temperature"))
+    top_p: float | None = honoured(TO_MODEL.format("top_p"))
+    presence_penalty: float | None = honoured(TO_MODEL.format("presence_penalty"))
+    frequency_penalty: float | None = honoured(TO_MODEL.format("frequency_penalty"))
+    seed: int | None = honoured("passed to the model (vLLM's `seed`); the scripted model is deterministic anyway")
+    response_format: ResponseFormatParam | None = honoured("constrains the reply (below)")
+    store: bool | None = honoured(
+        "true or null: the exchange is a conversation in the caller's history (steno's way); false: it is "
+        "deleted from history once answered (a ConversationDeleted event)"
+    )
+    user: str | None = honoured(END_USER)
+    safety_identifier: str | None = honoured(END_USER)
+    prompt_cache_key: str | None = honoured("accepted: steno caches no prompts, so no key changes the answer")
+    service_tier: str | None = refused("steno has one service tier", "auto", "default")
+    logprobs: bool | None = refused("steno's models do not return log probabilities", False)
+    top_logprobs: int | None = refused("steno's models do not return log probabilities", 0)
+    logit_bias: dict[str, Any] | None = refused("steno's models take no logit bias", {})
+    tools: list[Any] | None = refused(NO_TOOLS, [])
+    tool_choice: Any = refused(NO_TOOLS, "none", "auto")
+    parallel_tool_calls: bool | None = honoured("accepted: no tools are called, so none in parallel")
+    functions: list[Any] | None = refused(NO_TOOLS, [])
+    function_call: Any = refused(NO_TOOLS, "none", "auto")
+    metadata: dict[str, Any] | None = refused("steno keeps no metadata with an exchange", {})
+    modalities: list[str] | None = refused("steno's models write text only", ["text"])
+    audio: Any = refused("steno's models write text only")
+    prediction: Any = refused("steno's models take no predicted output")
+    reasoning_effort: str | None = refused("steno's models do not reason before answering")
+    verbosity: str | None = refused("steno's models take no verbosity setting")
+    web_search_options: Any = refused("steno does not search the web")
+
+    @field_validator("stop")
+    @classmethod
+    def _up_to_four(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > MAX_STOPS:
+            raise PydanticCustomError("too_many", "up to {most} stop texts", {"most": MAX_STOPS})
+        return stop
+
+    def sampling(self) -> SamplingOptions:
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        return SamplingOptions(
+            stop=stop,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            response_format=chat_format(self.response_format, self.model),
+        )
 
 
 @router.post("/chat/completions", response_model=None)
@@ -55,13 +118,15 @@ async def create_chat_completion(
     body: ChatCompletionRequest, user: User, deps: Deps
 ) -> dict[str, Any] | EventSourceResponse:
     pipeline.check_model(body.model)
-    if body.n != 1:
+    if body.n not in (None, 1):
         raise invalid("steno generates one choice per request: set n to 1", "n")
-    if body.tools:
-        raise invalid("tools are not supported by steno's models", "tools")
+    pipeline.log_end_user(body.user, body.safety_identifier)
     turns = [turn(message, f"messages.{index}") for index, message in enumerate(body.messages)]
-    request = prompt(turns, max_tokens=body.max_completion_tokens or body.max_tokens)
-    chat = await pipeline.begin(deps, user, request, body.model)
+    request = prompt(turns, max_tokens=body.max_completion_tokens or body.max_tokens, sampling=body.sampling())
+    if body.store is False:
+        chat = await unstored.begin(deps, user, request, body.model)
+    else:
+        chat = await pipeline.begin(deps, user, request, body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_streamed(deps, user, chat, include_usage), ping=settings.api.heartbeat_s)

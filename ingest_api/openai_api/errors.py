@@ -55,10 +55,10 @@ class OpenAIRoute(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(part) for part in first["loc"] if part != "body")
-                body = error_body(status.HTTP_400_BAD_REQUEST, f"{field}: {first['msg']}", param=field)
-                return JSONResponse(body, status.HTTP_400_BAD_REQUEST)
+                message, param = validation_error(exc.errors()[0])
+                return JSONResponse(
+                    error_body(status.HTTP_400_BAD_REQUEST, message, param), status.HTTP_400_BAD_REQUEST
+                )
             except HTTPException as exc:
                 return _in_openai_shape(exc)
             except STORE_UNAVAILABLE as exc:
@@ -71,3 +71,18 @@ def _in_openai_shape(exc: HTTPException) -> JSONResponse:
     param, code = getattr(exc, "param", None), getattr(exc, "code", None)
     body = error_body(exc.status_code, str(exc.detail), param=param, code=code)
     return JSONResponse(body, exc.status_code, headers=exc.headers)
+
+
+def validation_error(error: Any) -> tuple[str, str | None]:
+    """A request validation error as OpenAI's message and `param` (the field's path, e.g. `messages.0.role`)."""
+    if error["type"] == "json_invalid":  # its loc holds a character offset, not a field
+        return f"the body is not valid JSON: {error['ctx'].get('error', error['msg'])}", None
+    param = ".".join(str(part) for part in error["loc"][1:] if not _union_member(part))
+    if error["type"] == "extra_forbidden":
+        return f"{param}: unknown field: OpenAI documents no such field for this request; remove it", param
+    return f"{param}: {error['msg']}", param or None
+
+
+def _union_member(part: object) -> bool:
+    """pydantic names the member of a union a value failed in (`str`, `list[str]`, `function-after[...]`)."""
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "dict", "list"} or "[" in part)

@@ -6,6 +6,7 @@ recorded as a new conversation of the caller's, so it appears in their history l
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from ingest_api.openai_api.reply import Delta, Ending, reply
 from ingest_api.response_stream import response_events
 from ingest_api.services import Services
 from schemas.events import id_created_ms
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,12 @@ async def begin(deps: Services, user: str, prompt: Prompt, model: str, conversat
         conversation_id = await submission.start_conversation(deps, user, prompt.title)
     submitted = await submission.submit_message(deps, user, conversation_id, prompt.content, model, prompt.options)
     return Exchange(conversation_id, submitted.response_id, model)
+
+
+def log_end_user(user: str | None, safety_identifier: str | None) -> None:
+    """OpenAI's `user` / `safety_identifier`: the client's end user, logged with the request's id."""
+    if user or safety_identifier:
+        log.info("end user %r (safety_identifier %r)", user, safety_identifier)
 
 
 def check_sizes(prompt: Prompt) -> None:

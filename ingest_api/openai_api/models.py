@@ -33,6 +33,22 @@ async def list_models(user: User) -> dict[str, Any]:
     return {"object": "list", "data": [_model(name) for name in sorted(ready & settings.models.keys())]}
 
 
+@router.get("/models/{model}")
+async def retrieve_model(model: str, user: User) -> dict[str, Any]:
+    """One model, if `GET /v1/models` would list it (known to steno and ready on Triton)."""
+    ready = await _ready_models()
+    if ready is None:
+        raise OpenAIError(status.HTTP_503_SERVICE_UNAVAILABLE, "no Triton endpoint answered: try again shortly")
+    if model not in ready & settings.models.keys():
+        raise OpenAIError(
+            status.HTTP_404_NOT_FOUND,
+            f"the model {model!r} does not exist or is not ready: GET /v1/models lists those that are",
+            param="model",
+            code="model_not_found",
+        )
+    return _model(model)
+
+
 async def _ready_models() -> set[str] | None:
     """Ready models over every endpoint; None when none answered."""
     answers = await asyncio.gather(*(_ready_on(url) for url in settings.triton.bridge_endpoints))

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic_core import to_json
 
 from ingest_api.openai_api.errors import invalid
-from schemas.events import ChatTurn, PromptOptions
+from schemas.events import ChatTurn, PromptOptions, SamplingOptions
 
 INSTRUCTION_ROLES = {"system", "developer"}
 TURN_ROLES = {"user", "assistant"}
@@ -55,17 +55,30 @@ def turn(message: Any, param: str) -> Turn:
     role = message.get("role")
     if role not in INSTRUCTION_ROLES | TURN_ROLES:
         raise invalid(f"role {role!r} is not supported: use system, developer, user or assistant", f"{param}.role")
-    return Turn(role, _text(message.get("content"), f"{param}.content"))
+    content = message.get("content")
+    if content is None and role == "assistant":  # OpenAI's shape of an assistant turn that only called tools
+        return Turn(role, "")
+    return Turn(role, _text(content, f"{param}.content"))
 
 
-def prompt(turns: Sequence[Turn], instructions: str | None = None, max_tokens: int | None = None) -> Prompt:
+def prompt(
+    turns: Sequence[Turn],
+    instructions: str | None = None,
+    max_tokens: int | None = None,
+    sampling: SamplingOptions | None = None,
+) -> Prompt:
     if not turns or turns[-1].role != "user":
         raise invalid("the last message must be the user's: it is the one steno answers", "messages")
     *before, last = turns
     system = [instructions] if instructions else []
     system += [t.text for t in before if t.role in INSTRUCTION_ROLES]
     context = [ChatTurn.model_validate({"role": t.role, "content": t.text}) for t in before if t.role in TURN_ROLES]
-    options = PromptOptions(instructions="\n\n".join(system) or None, context=context, max_tokens=max_tokens)
+    options = PromptOptions(
+        instructions="\n\n".join(system) or None,
+        context=context,
+        max_tokens=max_tokens,
+        sampling=sampling or SamplingOptions(),
+    )
     if not last.text.strip():
         raise invalid("the user's message is empty: send the text to answer", "messages")
     return Prompt(content=last.text, options=options)

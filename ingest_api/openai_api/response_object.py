@@ -45,7 +45,7 @@ def response_object(meta: ResponseMeta, text: str, ending: Ending | None) -> dic
     return {
         "id": meta.openai_id,
         "object": "response",
-        "created_at": (id_created_ms(meta.response_id) or 0) / 1000,
+        "created_at": (id_created_ms(meta.response_id) or 0) // 1000,  # integer seconds, as OpenAI sends
         "status": status,
         "model": meta.model,
         "output": output,

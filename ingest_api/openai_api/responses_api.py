@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
-from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.convertors import Convertor, register_url_convertor
 
@@ -25,15 +24,18 @@ from ingest_api.openai_api import exchange as pipeline
 from ingest_api.openai_api import unstored
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, invalid
 from ingest_api.openai_api.exchange import Exchange
+from ingest_api.openai_api.fields import END_USER, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
 from ingest_api.openai_api.prompt import Turn, prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending, reply
 from ingest_api.openai_api.response_object import RESPONSE_PREFIX, ResponseMeta, response_object, stream_events
+from ingest_api.openai_api.sampling import TextFormatParam, text_format
 from ingest_api.ownership import ResponseOwner, eventually
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import backlog
 from ingest_api.services import Deps, Services
 from projections.history import Message
 from projections.status import Status
+from schemas.events import SamplingOptions
 
 
 class OpenAIResponseId(Convertor[str]):
@@ -53,37 +55,78 @@ FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.BLOCKED}
 router = APIRouter(prefix="/v1/responses", tags=["openai"], route_class=OpenAIRoute, lifespan=unstored.sweeping)
 
 
-class CreateResponse(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class TextParam(OpenAIRequest):
+    format: TextFormatParam | None = honoured("constrains the reply, as chat completions' `response_format`")
+    verbosity: str | None = refused("steno's models take no verbosity setting", "medium")
 
-    model: str
-    input: str | list[Any]
-    instructions: str | None = None
-    previous_response_id: str | None = None
-    stream: bool = False
-    store: bool = True
-    background: bool = False
-    max_output_tokens: int | None = Field(default=None, ge=1)
+
+class StreamOptionsParam(OpenAIRequest):
+    include_obfuscation: bool | None = refused("steno adds no obfuscation padding to stream events", False)
+
+
+class CreateResponse(OpenAIRequest):
+    """Every field OpenAI documents for the request, honoured or refused (see `fields`)."""
+
+    model: str = honoured("the model; 404 `model_not_found` unless `GET /v1/models` can list it", ...)
+    input: str | list[Any] = honoured("text, or messages (text parts only) of which the last is the user's", ...)
+    instructions: str | None = honoured("replace steno's system prompt")
+    previous_response_id: str | None = honoured("continues that response's conversation: steno adds its history")
+    stream: bool | None = honoured("Responses stream events with `sequence_number`")
+    stream_options: StreamOptionsParam | None = honoured("with `stream`")
+    store: bool | None = honoured(
+        "true or null: kept in history; false: the exchange is deleted from history once answered"
+    )
+    background: bool | None = honoured("returns at once, in progress; the reply is generated anyway")
+    max_output_tokens: int | None = honoured("caps the reply (clamped to the model's own cap)", ge=1)
+    temperature: float | None = honoured(TO_MODEL.format("temperature"))
+    top_p: float | None = honoured(TO_MODEL.format("top_p"))
+    text: TextParam | None = honoured("the reply's format (below)")
+    user: str | None = honoured(END_USER)
+    safety_identifier: str | None = honoured(END_USER)
+    prompt_cache_key: str | None = honoured("accepted: steno caches no prompts, so no key changes the answer")
+    truncation: str | None = honoured(
+        "`auto` or null: steno fits the context to the model's window by dropping its oldest turns; `disabled` "
+        "is a 400",
+    )
+    service_tier: str | None = refused("steno has one service tier", "auto", "default")
+    tools: list[Any] | None = refused(NO_TOOLS, [])
+    tool_choice: Any = refused(NO_TOOLS, "none", "auto")
+    parallel_tool_calls: bool | None = honoured("accepted: no tools are called, so none in parallel")
+    max_tool_calls: int | None = refused(NO_TOOLS)
+    include: list[str] | None = refused("steno's responses have no optional parts to include", [])
+    metadata: dict[str, Any] | None = refused("steno keeps no metadata with a response", {})
+    reasoning: Any = refused("steno's models do not reason before answering")
+    top_logprobs: int | None = refused("steno's models do not return log probabilities", 0)
+    prompt: Any = refused("steno keeps no prompt templates")
+    conversation: Any = refused("use previous_response_id: steno's conversations are not OpenAI conversation objects")
+
+    def sampling(self) -> SamplingOptions:
+        format_ = self.text.format if self.text else None
+        return SamplingOptions(
+            temperature=self.temperature, top_p=self.top_p, response_format=text_format(format_, self.model)
+        )
 
 
 @router.post("", response_model=None)
 async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[str, Any] | EventSourceResponse:
     pipeline.check_model(body.model)
-    if not body.store and body.previous_response_id:
+    if body.store is False and body.previous_response_id:
         raise invalid("store=false answers once and forgets: it cannot continue a stored conversation", "store")
-    request = prompt(_input_turns(body.input), body.instructions, body.max_output_tokens)
-    if body.store:
+    if body.truncation not in (None, "auto"):
+        raise invalid("steno always fits the context to the model's window (truncation: auto)", "truncation")
+    pipeline.log_end_user(body.user, body.safety_identifier)
+    request = prompt(_input_turns(body.input), body.instructions, body.max_output_tokens, body.sampling())
+    if body.store is False:  # answered once, then deleted, even if this process dies first (see `unstored`)
+        exchange = await unstored.begin(deps, user, request, body.model)
+    else:
         conversation_id = await _continued_conversation(deps, user, body.previous_response_id)
-    else:  # answered once, then deleted, even if this process dies first (see `unstored`)
-        pipeline.check_sizes(request)  # before the intent: a refused request leaves nothing anywhere
-        conversation_id = await unstored.start_conversation(deps, user, request.title)
-    exchange = await pipeline.begin(deps, user, request, body.model, conversation_id)
-    if not body.store:
-        unstored.forget_once_answered(deps, user, exchange)
-    meta = ResponseMeta(exchange.response_id, body.model, body.background, body.previous_response_id, body.instructions)
+        exchange = await pipeline.begin(deps, user, request, body.model, conversation_id)
+    meta = ResponseMeta(
+        exchange.response_id, body.model, bool(body.background), body.previous_response_id, body.instructions
+    )
     if body.stream:
         events = stream_events(meta, pipeline.follow(deps, exchange))
-        return _sse(_cancelling_when_abandoned(deps, user, exchange, events, body.background))
+        return _sse(_cancelling_when_abandoned(deps, user, exchange, events, bool(body.background)))
     if body.background:
         return response_object(meta, "", None)
     ending = await pipeline.until_end(deps, exchange)
@@ -118,6 +161,32 @@ async def cancel_response(response_id: str, user: User, deps: Deps) -> dict[str,
         await submission.request_cancel(deps, user, owner.conversation_id, response_id)
     ending = await pipeline.until_end(deps, exchange)
     return response_object(meta, ending.text, ending)
+
+
+@router.delete("/{response_id:openai_response}")
+async def delete_response(response_id: str, user: User, deps: Deps) -> dict[str, Any]:
+    """Delete the response with the conversation it belongs to (a ConversationDeleted event, honoured
+    by every view and replay): a response continued with `previous_response_id` shares its
+    conversation, so the whole chain goes; a reply in progress is stopped."""
+    owner = await deps.ownership.check_response(response_id, user)
+    await submission.delete_conversation(deps, user, owner.conversation_id)
+    return {"id": RESPONSE_PREFIX + response_id, "object": "response", "deleted": True}
+
+
+@router.get("/{response_id:openai_response}/input_items")
+async def list_input_items(response_id: str, user: User, deps: Deps) -> dict[str, Any]:
+    """The response's input as history keeps it: the user's message (instructions and the turns a
+    stateless request sent before it are part of its prompt, not of history)."""
+    owner = await deps.ownership.check_response(response_id, user)
+    turn_rows = await _turn(deps, owner.conversation_id, owner.message_id)
+    items = [_input_item(row) for row in turn_rows if row.message_id == owner.message_id]
+    first, last = (items[0]["id"], items[-1]["id"]) if items else (None, None)
+    return {"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": False}
+
+
+def _input_item(row: Message) -> dict[str, Any]:
+    content = [{"type": "input_text", "text": row.content}]
+    return {"id": f"msg_{row.message_id}", "type": "message", "role": "user", "status": "completed", "content": content}
 
 
 def _input_turns(items: str | list[Any]) -> list[Turn]:

@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from ingest_api import submission
 from ingest_api.openai_api import exchange as pipeline
 from ingest_api.openai_api.exchange import Exchange
+from ingest_api.openai_api.prompt import Prompt
 from ingest_api.services import Services
 from projections.status import Status
 from schemas.events import new_id
@@ -47,6 +48,15 @@ async def start_conversation(deps: Services, user: str, title: str) -> str:
     await deps.redis.hset(KEY, conversation_id, intent)  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
     await submission.start_conversation(deps, user, title, conversation_id)
     return conversation_id
+
+
+async def begin(deps: Services, user: str, request: Prompt, model: str) -> Exchange:
+    """Submit the request in a conversation that is deleted once it is answered."""
+    pipeline.check_sizes(request)  # before the intent: a refused request leaves nothing anywhere
+    conversation_id = await start_conversation(deps, user, request.title)
+    exchange = await pipeline.begin(deps, user, request, model, conversation_id)
+    forget_once_answered(deps, user, exchange)
+    return exchange
 
 
 def forget_once_answered(deps: Services, user: str, exchange: Exchange) -> None:

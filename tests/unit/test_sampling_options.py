@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import cast
 
 from inference_bridge.sampling import sampling_parameters
@@ -58,7 +59,7 @@ def test_the_clients_options_override_the_models_defaults_and_unset_ones_leave_t
 
 def test_a_response_format_is_vllms_guided_decoding() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
-    as_schema = SamplingOptions(response_format=ResponseFormat(type="json_schema", json_schema=schema))
+    as_schema = SamplingOptions(response_format=ResponseFormat(type="json_schema", json_schema=json.dumps(schema)))
     any_object = SamplingOptions(response_format=ResponseFormat(type="json_object"))
     assert sampling_parameters(request(as_schema), {})["guided_decoding"] == {"json": schema}
     assert sampling_parameters(request(any_object), {})["guided_decoding"] == {"json_object": True}

@@ -83,8 +83,7 @@ def _of_type(kind: str, schema: Schema, text: str, root: Schema) -> Any:
     if kind == "string":
         return text[: schema.get("maxLength", len(text))].ljust(schema.get("minLength", 0), ".")
     if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
-        low += 1 if "exclusiveMinimum" in schema and "minimum" not in schema else 0
+        low: float = schema["minimum"] if "minimum" in schema else schema.get("exclusiveMinimum", -1) + 1
         return int(low) if kind == "integer" else float(low)
     if kind == "boolean":
         return True
