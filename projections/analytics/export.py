@@ -71,7 +71,7 @@ class Exporter:
         consumer: Consumer,
         producer: EventProducer,
         out: Path,
-        config: ExportSettings = settings.export,
+        config: ExportSettings,
         topics: Sequence[Topic] = TOPICS,
         dead_letters: Topic = DEAD_LETTERS,
     ) -> None:
@@ -196,7 +196,7 @@ async def serve(stop: asyncio.Event, out: Path, once: bool) -> None:
     consumer = kafka_clients.consumer(GROUP)
     log.info("exporting %s as consumer group %s to %s", ", ".join(t.name for t in TOPICS), GROUP, out)
     try:
-        await Exporter(consumer, producer, out).run(stop, once=once)
+        await Exporter(consumer, producer, out, settings.export).run(stop, once=once)
     finally:
         consumer.close()
         producer.close()

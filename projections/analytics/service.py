@@ -58,7 +58,7 @@ class Analytics:
         self,
         consumer: Consumer,
         producer: EventProducer,
-        config: AnalyticsSettings = settings.analytics,
+        config: AnalyticsSettings,
         topics: Sequence[Topic] = TOPICS,
         dead_letters: Topic = DEAD_LETTERS,
     ) -> None:
@@ -96,7 +96,7 @@ async def serve(stop: asyncio.Event, port: int, console: Console | None) -> None
     """Count the live log, serve `/metrics` on `port`, and draw the figures on `console` if given."""
     producer = EventProducer()
     consumer = kafka_clients.consumer(GROUP)
-    analytics = Analytics(consumer, producer)
+    analytics = Analytics(consumer, producer, settings.analytics)
     try:
         server = _metrics_server(lambda: analytics.latest, port)
         try:
