@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from profanity_check import predict_prob
 
 from infra.settings import ModerationSettings
-from stream_processors.moderation import TOXICITY, Moderator
+from stream_processors.moderation import TOXICITY, Moderator, toxicity
 
 DEFAULTS = ModerationSettings()
 
@@ -68,3 +69,20 @@ def test_the_threshold_is_inclusive() -> None:
 
     assert exact.classify("x").categories == [TOXICITY]
     assert not below.classify("x").blocked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is the capital of France?",
+        "you are a worthless fucking idiot",
+        "Kill kill KILL, you stupid bitch!",
+        'scripted: {"itl_ms": 0}\nhello there',
+        "the and of",  # stop words only: no feature at all
+        "",
+        "Ünïcödé wörds, numbers 123 and a URL https://example.com/x?y=1",
+        "tell me more " * 50,
+    ],
+)
+def test_the_direct_classifier_scores_exactly_as_the_shipped_predict_prob(text: str) -> None:
+    assert toxicity(text) == pytest.approx(float(predict_prob([text])[0]), abs=1e-12)
