@@ -40,6 +40,3 @@ def create_app() -> FastAPI:
     app.add_middleware(RequestLimits)
     app.add_middleware(RequestIds)  # outermost: every response, errors included, carries the id
     return app
-
-
-app = create_app()

@@ -38,7 +38,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cluster, session = cassandra.connect()
     redis_client = active_context.connect()
     history = LiveHistory(Generations(cluster, redis_client, settings.context, settings.cassandra.keyspace))
-    feed = TokenFeed()
+    feed = TokenFeed(settings.api.subscriber_queue)
     feed.start()
     services = Services(
         redis=redis_client,

@@ -78,7 +78,7 @@ class _Remembered:
 
 
 class TokenFeed:
-    def __init__(self, subscriber_queue: int = settings.api.subscriber_queue) -> None:
+    def __init__(self, subscriber_queue: int) -> None:
         self._subscriber_queue = subscriber_queue
         self._subscribers: dict[str, set[Subscription]] = {}
         self._watchers: dict[str, set[Subscription]] = {}

@@ -39,7 +39,17 @@ def second_api() -> Iterator[ApiProcess]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = [sys.executable, "-m", "uvicorn", "ingest_api.app:app", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "ingest_api.app:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     api = ApiProcess(subprocess.Popen(argv, cwd=REPO_ROOT, stdin=subprocess.DEVNULL), f"http://127.0.0.1:{port}")
     try:
         _until_ready(api)

@@ -13,6 +13,7 @@ from ingest_api.token_feed import Subscription, TokenFeed
 from schemas.events import ResponseEnded, ResponseStarted, TokenGenerated, new_id
 
 CONVERSATION = new_id()
+QUEUE = 1024  # events buffered per subscriber
 
 
 def token(response_id: str, offset: int, seq: int) -> LoggedEvent:
@@ -39,7 +40,7 @@ async def collect(feed: TokenFeed, response_id: str, after: int | None) -> list[
 
 
 async def test_events_before_and_after_subscribing_arrive_once_in_order() -> None:
-    feed = TokenFeed()
+    feed = TokenFeed(QUEUE)
     rid = new_id()
     feed._dispatch(
         [
@@ -54,7 +55,7 @@ async def test_events_before_and_after_subscribing_arrive_once_in_order() -> Non
 
 
 async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
-    feed = TokenFeed()
+    feed = TokenFeed(QUEUE)
     rid = new_id()
     feed._dispatch([started(rid, 19), token(rid, 20, 0), token(rid, 21, 1), token(rid, 22, 2), ended(rid, 23)])
     assert await collect(feed, rid, 21) == [22, 23]
@@ -64,7 +65,7 @@ async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
 def test_a_feed_that_attached_mid_response_sends_readers_to_the_log() -> None:
     """A restarted API sees only the tail of a reply that was streaming: its memory of that reply
     must not pass for the whole of it, or a resumed client misses what was written meanwhile."""
-    feed = TokenFeed()
+    feed = TokenFeed(QUEUE)
     rid, retried = new_id(), new_id()
     feed._dispatch([token(rid, 30, 5), token(rid, 31, 6), ended(rid, 32)])
     feed._dispatch([started(retried, 40, attempt=2), token(retried, 41, 0)])
@@ -73,7 +74,7 @@ def test_a_feed_that_attached_mid_response_sends_readers_to_the_log() -> None:
 
 
 def test_a_feed_that_saw_the_first_event_remembers_the_whole_response() -> None:
-    feed = TokenFeed()
+    feed = TokenFeed(QUEUE)
     rid = new_id()
     feed._dispatch([started(rid, 50), token(rid, 51, 0)])
     assert [item.offset for item in feed.remembered(rid) or []] == [50, 51]
@@ -81,7 +82,7 @@ def test_a_feed_that_saw_the_first_event_remembers_the_whole_response() -> None:
 
 def test_before_the_feed_attached_no_response_counts_as_new() -> None:
     """Until its start offsets are fixed, the feed cannot vouch for any response: read the log."""
-    assert TokenFeed().remembered(new_id()) is None
+    assert TokenFeed(QUEUE).remembered(new_id()) is None
 
 
 def test_a_full_queue_overflows_instead_of_growing() -> None:
@@ -113,7 +114,7 @@ def test_sse_names_and_ids() -> None:
 
 
 async def test_a_conversation_watcher_hears_of_each_new_response_once() -> None:
-    feed = TokenFeed()
+    feed = TokenFeed(QUEUE)
     earlier, first, second = new_id(), new_id(), new_id()
     feed._dispatch([token(earlier, 1, 0)])
     watcher = feed.watch(CONVERSATION)
@@ -147,5 +148,5 @@ async def test_a_log_that_cannot_be_read_now_is_read_again_not_served_in_part(mo
 
     monkeypatch.setattr(response_stream, "read_response", read)
     monkeypatch.setattr(response_stream, "LOG_RETRY_FIRST_S", 0.01)
-    assert [item.offset for item in await response_stream.backlog(TokenFeed(), CONVERSATION, rid)] == [5]
+    assert [item.offset for item in await response_stream.backlog(TokenFeed(QUEUE), CONVERSATION, rid)] == [5]
     assert answers == []

@@ -81,11 +81,5 @@ $("sign-out").addEventListener("click", () => {
 window.addEventListener("steno:signed-out", (event) => showSignIn(`Signed out: ${event.detail}`));
 window.addEventListener("hashchange", openFromAddress);
 
-// `steno up` prints the page's address with a token for the local user (#token=...).
-const handedToken = new URLSearchParams(location.hash.slice(1)).get("token");
-if (handedToken) {
-  session.token = handedToken;
-  history.replaceState(null, "", "#/new");
-}
 if (session.token) showApp().catch(showError);
 else showSignIn();
