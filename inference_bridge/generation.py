@@ -46,7 +46,8 @@ from schemas.topics import Topic
 TextStream = Callable[[InferenceRequested], AsyncGenerator[str, None]]
 """The model's output for a request, piece by piece; raises InferenceError when it cannot finish."""
 Send = Callable[[Topic, Event], Awaitable[Any]]
-"""Queue an event on a topic; the awaitable resolves when Kafka acknowledged it."""
+"""Queue an event on a topic; the awaitable resolves when Kafka acknowledged it (awaited once,
+at the end, for token events: `infra.kafka_clients.EventProducer.produce`)."""
 Recover = Callable[[InferenceRequested, float], Awaitable[None]]
 """Wait until some endpoint serves the request's model again; raise InferenceError once the event
 loop's clock passes the deadline (the second argument) first."""
@@ -120,9 +121,9 @@ class Generation:
             try:
                 await self._generate()
             except Superseded:
-                await asyncio.gather(*self._acks)
+                await _acknowledged(self._acks)
                 return  # the newer attempt ends the response
-        await asyncio.gather(*self._acks)
+        await _acknowledged(self._acks)
         await self._attempts.finish(self.request.response_id)
 
     def unacknowledged(self) -> list[Awaitable[Any]]:
@@ -239,6 +240,14 @@ class Generation:
 
     def _reply_ids(self) -> dict[str, Any]:
         return {**self._ids(), "message_id": self.request.message_id}
+
+
+async def _acknowledged(acks: list[Awaitable[Any]]) -> None:
+    """Wait for every acknowledgement, in turn: `gather` would wrap each one that is not a
+    future (the producer's `Delivery`) in a task, a reply's worth of tasks to learn what is
+    nearly always known already."""
+    for ack in acks:
+        await ack
 
 
 def _current_task_cancelling() -> bool:

@@ -218,7 +218,7 @@ class Bridge:
         generation = Generation(
             request,
             stream=self._text_stream,
-            send=self._producer.send,
+            send=self._producer.produce,
             attempts=self._attempts,
             max_attempts=self._config.max_attempts,
             topics=self._topics,

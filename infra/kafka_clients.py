@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -82,6 +83,7 @@ class EventProducer:
                 **overrides,
             }
         )
+        self._settling = threading.Lock()  # between the delivery thread and the loop, for Delivery
         self._running = True
         self._poller = threading.Thread(target=self._poll_forever, name="kafka-delivery", daemon=True)
         self._poller.start()
@@ -102,6 +104,21 @@ class EventProducer:
             on_delivery=partial(_settle_soon, loop, future),
         )
         return future
+
+    def produce(self, topic: Topic, event: Event) -> Delivery:
+        """Like `send`, for events sent in bulk (a reply's tokens), on their conversation's
+        partition: the acknowledgement is a `Delivery`, which wakes the event loop only if
+        something is waiting on it when it comes."""
+        delivery = Delivery(self._settling)
+        key = event.conversation_id
+        self._producer.produce(
+            topic.name,
+            value=encode(event),
+            key=key.encode(),
+            partition=partition_for(key, topic),
+            on_delivery=delivery.settle,
+        )
+        return delivery
 
     def _poll_forever(self) -> None:
         while self._running:
@@ -128,6 +145,47 @@ def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Messag
         future.set_exception(KafkaException(err))
     else:
         future.set_result(msg)
+
+
+class Delivery:
+    """The broker's acknowledgement of one produced event, to await when it matters.
+
+    An asyncio future per event costs a future, and a wake-up of the event loop from the
+    delivery thread (`call_soon_threadsafe`: a write to the loop's self-pipe, a select, a
+    callback) per acknowledgement: for token events, most of the bridge's CPU per token. A
+    Delivery is settled on the delivery thread by setting two fields under a lock; the loop is
+    woken only for a Delivery something already awaits. The bridge awaits a reply's deliveries
+    once, at its end (rule 6), when nearly all of them have long been settled.
+    """
+
+    __slots__ = ("_error", "_lock", "_message", "_settled", "_waiter")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self._settled = False
+        self._error: KafkaError | None = None
+        self._message: Message | None = None
+        self._waiter: asyncio.Future[Message] | None = None
+
+    def settle(self, err: KafkaError | None, msg: Message) -> None:
+        """The delivery callback (on the producer's poll thread)."""
+        with self._lock:
+            self._settled, self._error, self._message = True, err, msg
+            waiter = self._waiter
+        if waiter is not None:
+            waiter.get_loop().call_soon_threadsafe(_settle, waiter, err, msg)
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        with self._lock:
+            if not self._settled and self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            waiter = None if self._settled else self._waiter
+        if waiter is not None:
+            return (yield from waiter.__await__())
+        if self._error is not None:
+            raise KafkaException(self._error)
+        assert self._message is not None  # settled without an error: the delivered message
+        return self._message
 
 
 @dataclass(frozen=True)
