@@ -23,7 +23,7 @@ from ingest_api.openai_api import exchange as pipeline
 from ingest_api.openai_api import unstored
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, error_body, invalid
 from ingest_api.openai_api.exchange import Exchange
-from ingest_api.openai_api.fields import END_USER, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
+from ingest_api.openai_api.fields import END_USER, NO_CACHE, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
 from ingest_api.openai_api.prompt import prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending
 from ingest_api.openai_api.sampling import ResponseFormatParam, chat_format
@@ -75,7 +75,10 @@ class ChatCompletionRequest(OpenAIRequest):
     )
     user: str | None = honoured(END_USER)
     safety_identifier: str | None = honoured(END_USER)
-    prompt_cache_key: str | None = honoured("accepted: steno caches no prompts, so no key changes the answer")
+    prompt_cache_key: str | None = honoured(NO_CACHE)
+    prompt_cache_retention: str | None = honoured(NO_CACHE)
+    prompt_cache_options: dict[str, Any] | None = honoured(NO_CACHE)
+    moderation: Any = refused("steno moderates every message by its own settings (`moderation`)")
     service_tier: str | None = refused("steno has one service tier", "auto", "default")
     logprobs: bool | None = refused("steno's models do not return log probabilities", False)
     top_logprobs: int | None = refused("steno's models do not return log probabilities", 0)

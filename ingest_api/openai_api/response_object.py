@@ -42,7 +42,8 @@ def response_object(meta: ResponseMeta, text: str, ending: Ending | None) -> dic
     """The Response: in progress while `ending` is None, else its final state."""
     status, error, incomplete = _final_state(ending) if ending else ("in_progress", None, None)
     output = [_message(meta, text, _item_status(ending))] if text or (ending and ending.outcome == "completed") else []
-    return {
+    usage = {"usage": _usage(ending.usage)} if ending and ending.usage else {}  # OpenAI's may be absent, not null
+    return usage | {
         "id": meta.openai_id,
         "object": "response",
         "created_at": (id_created_ms(meta.response_id) or 0) // 1000,  # integer seconds, as OpenAI sends
@@ -51,7 +52,6 @@ def response_object(meta: ResponseMeta, text: str, ending: Ending | None) -> dic
         "output": output,
         "error": error,
         "incomplete_details": incomplete,
-        "usage": _usage(ending.usage) if ending and ending.usage else None,
         "background": meta.background,
         "previous_response_id": meta.previous_response_id,
         "instructions": meta.instructions,
@@ -133,6 +133,6 @@ def _usage(usage: Usage) -> dict[str, Any]:
         "input_tokens": usage.prompt_tokens,
         "output_tokens": usage.completion_tokens,
         "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "output_tokens_details": {"reasoning_tokens": 0},
     }

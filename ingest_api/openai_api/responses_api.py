@@ -24,7 +24,7 @@ from ingest_api.openai_api import exchange as pipeline
 from ingest_api.openai_api import unstored
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, invalid
 from ingest_api.openai_api.exchange import Exchange
-from ingest_api.openai_api.fields import END_USER, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
+from ingest_api.openai_api.fields import END_USER, NO_CACHE, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
 from ingest_api.openai_api.prompt import Turn, prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending, reply
 from ingest_api.openai_api.response_object import RESPONSE_PREFIX, ResponseMeta, response_object, stream_events
@@ -83,7 +83,11 @@ class CreateResponse(OpenAIRequest):
     text: TextParam | None = honoured("the reply's format (below)")
     user: str | None = honoured(END_USER)
     safety_identifier: str | None = honoured(END_USER)
-    prompt_cache_key: str | None = honoured("accepted: steno caches no prompts, so no key changes the answer")
+    prompt_cache_key: str | None = honoured(NO_CACHE)
+    prompt_cache_retention: str | None = honoured(NO_CACHE)
+    prompt_cache_options: dict[str, Any] | None = honoured(NO_CACHE)
+    moderation: Any = refused("steno moderates every message by its own settings (`moderation`)")
+    context_management: Any = refused("steno fits the context to the model's window itself (see truncation)")
     truncation: str | None = honoured(
         "`auto` or null: steno fits the context to the model's window by dropping its oldest turns; `disabled` "
         "is a 400",

@@ -13,6 +13,7 @@ from ingest_api.openai_api.errors import OpenAIError, validation_error
 from ingest_api.openai_api.prompt import turn
 from ingest_api.openai_api.responses_api import CreateResponse
 from ingest_api.openai_api.sampling import response_format
+from tests.openai_conformance import documented_fields
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -111,3 +112,16 @@ def test_a_malformed_body_names_no_character_offset() -> None:
         "ctx": {"error": "Expecting value"},
     }
     assert validation_error(error) == ("the body is not valid JSON: Expecting value", None)
+
+
+@pytest.mark.parametrize(
+    ("model", "schema"),
+    [(ChatCompletionRequest, "CreateChatCompletionRequest"), (CreateResponse, "CreateResponse")],
+)
+def test_the_request_models_declare_exactly_the_fields_openai_documents(
+    model: type[fields.OpenAIRequest], schema: str
+) -> None:
+    declared = {field.alias or name for name, field in model.model_fields.items()}
+    documented = documented_fields(schema)
+    assert documented - declared == set(), "OpenAI documents fields steno neither honours nor refuses"
+    assert declared - documented == set(), "steno declares fields OpenAI does not document"
