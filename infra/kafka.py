@@ -120,6 +120,8 @@ def server_properties(node: int = 0) -> dict[str, str]:
         "transaction.state.log.min.isr": min_isr,
         "share.coordinator.state.topic.replication.factor": replicas,
         "share.coordinator.state.topic.min.isr": min_isr,
+        "broker.session.timeout.ms": str(k.broker_session_timeout_ms),
+        "broker.heartbeat.interval.ms": str(k.broker_heartbeat_ms),
         # Tests and `make up` start consumers one by one: don't make each group wait 3 s.
         "group.initial.rebalance.delay.ms": "0",
         # A group's committed offsets are its place in the log. steno's groups start at the
