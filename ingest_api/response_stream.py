@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 
 from confluent_kafka import KafkaException
 
 from ingest_api.log_reader import LogReadIncomplete, read_response
 from ingest_api.positions import LoggedEvent
-from ingest_api.token_feed import TokenFeed
+from ingest_api.token_feed import Subscription, TokenFeed
 from schemas.events import ResponseEnded
 
 LOG_RETRY_FIRST_S = 0.2
@@ -29,6 +29,16 @@ async def response_events(
 ) -> AsyncIterator[LoggedEvent]:
     """Yield the response's events after `after_offset`, live, until the response ends (or the
     process shuts down: `TokenFeed.close_streams`)."""
+    async for batch in response_batches(feed, conversation_id, response_id, after_offset):
+        for item in batch:
+            yield item
+
+
+async def response_batches(
+    feed: TokenFeed, conversation_id: str, response_id: str, after_offset: int | None
+) -> AsyncIterator[list[LoggedEvent]]:
+    """`response_events`, in the batches they arrive in (the backlog, then each burst of live
+    events), for a writer that sends a batch as one chunk."""
     last = -1 if after_offset is None else after_offset
     while True:  # one round per (re)subscription; a slow client overflows and comes back here
         subscription = feed.subscribe(response_id)
@@ -36,12 +46,15 @@ async def response_events(
             earlier = await backlog(feed, conversation_id, response_id)
             if any(isinstance(i.event, ResponseEnded) and i.offset <= last for i in earlier):
                 return  # the client already has the end
-            async for item in _merged(earlier, subscription):
-                if item.offset <= last:
-                    continue
-                last = item.offset
-                yield item
-                if isinstance(item.event, ResponseEnded):
+            async for arrived in _merged(earlier, subscription):
+                batch = [item for item in arrived if item.offset > last]
+                ended = next((n for n, i in enumerate(batch) if isinstance(i.event, ResponseEnded)), None)
+                if ended is not None:
+                    batch = batch[: ended + 1]
+                if batch:
+                    last = batch[-1].offset
+                    yield batch
+                if ended is not None:
                     return
         finally:
             feed.unsubscribe(subscription)
@@ -49,11 +62,10 @@ async def response_events(
             return  # the process is shutting down; the client resumes from `last` elsewhere
 
 
-async def _merged(earlier: list[LoggedEvent], live: AsyncIterable[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
-    for item in earlier:
-        yield item
-    async for item in live:
-        yield item
+async def _merged(earlier: list[LoggedEvent], live: Subscription) -> AsyncIterator[list[LoggedEvent]]:
+    yield earlier
+    async for batch in live.batches():
+        yield batch
 
 
 async def backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> list[LoggedEvent]:

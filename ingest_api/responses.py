@@ -13,7 +13,7 @@ from infra.settings import settings
 from ingest_api import submission
 from ingest_api.auth import User
 from ingest_api.positions import LoggedEvent
-from ingest_api.response_stream import response_events
+from ingest_api.response_stream import response_batches
 from ingest_api.services import Deps
 from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated
 
@@ -37,8 +37,8 @@ async def stream_events(
     """
     owner = await deps.ownership.check_response(response_id, user)
     after = _resume_position(last_event_id, starting_after)
-    events = response_events(deps.feed, owner.conversation_id, response_id, after)
-    return EventSourceResponse(_as_sse(events), ping=settings.api.heartbeat_s)
+    batches = response_batches(deps.feed, owner.conversation_id, response_id, after)
+    return EventSourceResponse(_as_sse(batches), ping=settings.api.heartbeat_s)
 
 
 @router.post("/{response_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
@@ -62,10 +62,12 @@ def _resume_position(last_event_id: str | None, starting_after: int | None) -> i
         ) from None
 
 
-async def _as_sse(events: AsyncIterator[LoggedEvent]) -> AsyncIterator[ServerSentEvent]:
-    async for item in events:
-        if (sse := to_sse(item)) is not None:
-            yield sse
+async def _as_sse(batches: AsyncIterator[list[LoggedEvent]]) -> AsyncIterator[bytes]:
+    """Each batch of events as one chunk: one socket write for a burst of tokens."""
+    async for batch in batches:
+        chunk = b"".join(sse.encode() for item in batch if (sse := to_sse(item)) is not None)
+        if chunk:
+            yield chunk
 
 
 def to_sse(item: LoggedEvent) -> ServerSentEvent | None:

@@ -1,13 +1,14 @@
 """Stitching remembered and live events for one SSE client: no gap, no duplicate (rule 5)."""
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from confluent_kafka import KafkaError, KafkaException
 
-from ingest_api import response_stream
+from ingest_api import response_stream, responses
 from ingest_api.log_reader import LogReadIncomplete
 from ingest_api.positions import LoggedEvent
-from ingest_api.response_stream import response_events
+from ingest_api.response_stream import response_batches, response_events
 from ingest_api.responses import to_sse
 from ingest_api.token_feed import Subscription, TokenFeed
 from schemas.events import ResponseEnded, ResponseStarted, TokenGenerated, new_id
@@ -150,3 +151,27 @@ async def test_a_log_that_cannot_be_read_now_is_read_again_not_served_in_part(mo
     monkeypatch.setattr(response_stream, "LOG_RETRY_FIRST_S", 0.01)
     assert [item.offset for item in await response_stream.backlog(TokenFeed(QUEUE), CONVERSATION, rid)] == [5]
     assert answers == []
+
+
+async def test_a_burst_of_live_events_comes_as_one_batch_that_stops_at_the_end() -> None:
+    feed = TokenFeed(QUEUE)
+    rid = new_id()
+    feed._dispatch([started(rid, 0)])
+    batches = response_batches(feed, CONVERSATION, rid, None)
+    assert [i.offset for i in await anext(batches)] == [0]  # the backlog; subscribed now
+
+    feed._dispatch([token(rid, offset, offset) for offset in range(1, 6)] + [ended(rid, 6), token(rid, 7, 7)])
+
+    assert [[i.offset for i in batch] async for batch in batches] == [[1, 2, 3, 4, 5, 6]]
+
+
+async def test_a_batch_is_written_as_one_chunk_of_sse_events() -> None:
+    rid = new_id()
+
+    async def one_batch() -> AsyncIterator[list[LoggedEvent]]:
+        yield [started(rid, 0), token(rid, 1, 0), token(rid, 2, 1), ended(rid, 3)]
+
+    chunks = [chunk async for chunk in responses._as_sse(one_batch())]
+
+    assert len(chunks) == 1
+    assert chunks[0].count(b"event: token") == 2 and b"id: 3" in chunks[0] and b"event: done" in chunks[0]
