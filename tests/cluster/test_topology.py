@@ -62,7 +62,7 @@ def test_every_server_and_instance_serves() -> None:
 
 
 def test_the_single_node_defaults_are_unchanged_without_the_profile() -> None:
-    single = Settings(_env_file=None)
+    single = Settings(_env_file=None)  # type: ignore[call-arg]  # pydantic-settings init option, unknown to mypy
     assert single.stack.instances == 1 and single.stack.root.name == ".stack"
     assert single.kafka.bootstrap == "127.0.0.1:9092" and single.kafka.replication_factor == 1
     assert single.cassandra.hosts == ["127.0.0.1"] and single.cassandra.consistency == "LOCAL_ONE"
