@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections import defaultdict
 
+import httpx
 from confluent_kafka import TopicPartition
 
 from infra import kafka_clients
@@ -58,10 +59,14 @@ async def settled_rows(client: Client, response_id: str) -> list[Stored]:
     rows: list[Stored] = []
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
-        history = await client.history()
-        rows = [Stored(r["status"], r["content"]) for r in history if r["id"] == response_id]
-        if rows and all(r.status in FINAL_STATUSES for r in rows):
-            break
+        try:
+            history = await client.history()
+        except httpx.HTTPStatusError as exc:  # judged as a history without the outcome, if it lasts
+            rows = [Stored(f"HTTP {exc.response.status_code} reading history", "")]
+        else:
+            rows = [Stored(r["status"], r["content"]) for r in history if r["id"] == response_id]
+            if rows and all(r.status in FINAL_STATUSES for r in rows):
+                break
         await asyncio.sleep(0.2)
     return rows
 
