@@ -7,6 +7,7 @@ import json
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 from tests.compat.conftest import BASE_URL, Recorder, reply_in_history
@@ -26,9 +27,9 @@ class City(BaseModel):
 async def test_stop_cuts_the_reply_alike_in_the_stream_the_object_and_history(
     sdk: openai.AsyncOpenAI, steno: StenoClient
 ) -> None:
-    messages = [{"role": "user", "content": scripted("q", script=SCRIPT)}]
-    final = await sdk.chat.completions.create(model="scripted", messages=messages, stop=["Observ", "never"])  # type: ignore[arg-type]
-    streamed = await sdk.chat.completions.create(model="scripted", messages=messages, stop="Observ", stream=True)  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": scripted("q", script=SCRIPT)}]
+    final = await sdk.chat.completions.create(model="scripted", messages=messages, stop=["Observ", "never"])
+    streamed = await sdk.chat.completions.create(model="scripted", messages=messages, stop="Observ", stream=True)
     chunks = [chunk async for chunk in streamed]
 
     assert final.choices[0].message.content == "Thought: look it up.\n"
@@ -38,8 +39,8 @@ async def test_stop_cuts_the_reply_alike_in_the_stream_the_object_and_history(
 
 
 async def test_stop_is_what_history_keeps(sdk: openai.AsyncOpenAI, steno: StenoClient) -> None:
-    messages = [{"role": "user", "content": scripted("q", script=SCRIPT)}]
-    await sdk.chat.completions.create(model="scripted", messages=messages, stop=["look it"])  # type: ignore[arg-type]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": scripted("q", script=SCRIPT)}]
+    await sdk.chat.completions.create(model="scripted", messages=messages, stop=["look it"])
 
     assert await reply_in_history(steno) == "Thought: "
 
@@ -99,13 +100,16 @@ async def test_smollm2_structured_output_is_valid(sdk: openai.AsyncOpenAI) -> No
 
 async def test_responses_retrieve_input_items_and_delete(sdk: openai.AsyncOpenAI, steno: StenoClient) -> None:
     created = await sdk.responses.create(model="scripted", input="keep me")
-    retrieved = await sdk.responses.retrieve(created.id)
+    raw = await sdk.responses.with_raw_response.retrieve(created.id)
+    retrieved = raw.parse()
     items = await sdk.responses.input_items.list(created.id)
     await sdk.responses.delete(created.id)
 
     assert retrieved.output_text == "You said: keep me"
-    assert isinstance(retrieved.created_at, float) and retrieved.created_at == int(retrieved.created_at)
-    assert [(item.type, item.content[0].text) for item in items.data] == [("message", "keep me")]  # type: ignore[union-attr]
+    assert isinstance(raw.http_response.json()["created_at"], int)  # OpenAI's integer seconds
+    assert [item.model_dump(exclude_none=True)["content"] for item in items.data] == [
+        [{"type": "input_text", "text": "keep me"}]
+    ]
     with pytest.raises(openai.NotFoundError):
         await sdk.responses.retrieve(created.id)
 
