@@ -121,6 +121,7 @@ async def main(args: argparse.Namespace) -> None:
     await asyncio.wait_for(asyncio.gather(*readers), timeout=60)
     await asyncio.gather(*(r.user.close() for r in replies))
     report = summary(args, baseline, held, all_open - began, live, streams)
+    report["api_restarted_during_run"] = supervisor.pid("api") != api.pid  # then the figures mean nothing
     print(json.dumps(report, indent=2))
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))

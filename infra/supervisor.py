@@ -31,6 +31,7 @@ RUNNING = "RUNNING"
 ACTIVE = {RUNNING, "STARTING", "BACKOFF"}  # running, or being (re)started by supervisord
 GAVE_UP = {"FATAL", "EXITED"}  # supervisord stopped trying: a human must look at the log
 STOP_ORDER_GRACE_S = 10.0  # supervisord's own work on top of its programs' grace periods
+SUPERVISED_FDS = 12_000  # open files for supervisord and its programs: 10,000 SSE streams on one API, and margin
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ def write_config(programs: Sequence[Program]) -> None:
         "logfile": str(logs / "supervisord.log"),
         "pidfile": str(run / "supervisord.pid"),
         "childlogdir": str(logs),
+        # An API process holds a file descriptor per SSE stream (benchmarks/idle_streams.py: 10,000);
+        # supervisord raises its own limit to this at start, and its programs inherit it.
+        "minfds": str(SUPERVISED_FDS),
     }
     config["unix_http_server"] = {"file": str(socket_file()), "chmod": "0700"}
     config["rpcinterface:supervisor"] = {
