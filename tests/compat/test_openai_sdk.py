@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -10,12 +11,19 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
+from infra.settings import settings
 from tests.compat.conftest import BASE_URL, Recorder, reply_in_history
 from tests.integration.steno_client import StenoClient, scripted, until
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = "Thought: look it up.\nObservation: 42\nAnswer: 42"
+LOG_TAIL_BYTES = 256 * 1024
+
+
+def api_logs() -> list[Path]:
+    """Where every API process writes (one file per instance)."""
+    return sorted(settings.stack.log_dir.glob("api*.log"))
 
 
 class City(BaseModel):
@@ -201,3 +209,31 @@ async def test_a_streamed_response_conforms_event_by_event(sdk: openai.AsyncOpen
     assert final.output_text == "You said: stream me"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
     assert recorder.check() > 10  # every event and chunk above was validated against OpenAI's schemas
+
+
+async def test_the_apis_log_lines_name_the_request_id_and_the_end_user(sdk: openai.AsyncOpenAI) -> None:
+    raw = await sdk.chat.completions.with_raw_response.create(
+        model="scripted", messages=[{"role": "user", "content": "hi"}], user="end-user-7"
+    )
+
+    async def logged() -> bool:
+        tails = (path.read_bytes()[-LOG_TAIL_BYTES:].decode(errors="replace") for path in api_logs())
+        return any(
+            f"[{raw.request_id}]" in line and "end-user-7" in line for tail in tails for line in tail.splitlines()
+        )
+
+    await until(logged)
+
+
+async def test_an_unstored_chat_completion_leaves_history_once_answered(
+    sdk: openai.AsyncOpenAI, steno: StenoClient
+) -> None:
+    reply = await sdk.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": "forget me"}], store=False
+    )
+
+    async def forgotten() -> bool:
+        return (await steno.http.get("/v1/conversations")).json() == []
+
+    assert reply.choices[0].message.content == "You said: forget me"
+    await until(forgotten)
