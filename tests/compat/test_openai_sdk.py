@@ -12,8 +12,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel
 
 from infra.settings import settings
-from tests.compat.conftest import BASE_URL, Recorder, reply_in_history
+from tests.compat.conftest import BASE_URL, reply_in_history
 from tests.integration.steno_client import StenoClient, scripted, until
+from tests.openai_conformance import Recorder
 
 pytestmark = pytest.mark.integration
 

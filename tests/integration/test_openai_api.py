@@ -17,6 +17,7 @@ from schemas.events import InferenceRequested
 from schemas.topics import INFERENCE_REQUESTS
 from tests.integration.kafka_log import events_of
 from tests.integration.steno_client import StenoClient, scripted_reply, until
+from tests.openai_conformance import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +32,15 @@ def steno(alice: StenoClient) -> StenoClient:
 
 @pytest.fixture
 async def client(steno: StenoClient) -> AsyncIterator[openai.AsyncOpenAI]:
-    sdk = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(steno.user), max_retries=0)
+    """The SDK over a recording transport: whatever it received is checked against OpenAI's schemas."""
+    recorder = Recorder()
+    http = httpx.AsyncClient(transport=recorder.async_transport(), timeout=60)
+    sdk = openai.AsyncOpenAI(
+        base_url=f"{settings.api.url}/v1", api_key=issue_token(steno.user), max_retries=0, http_client=http
+    )
     yield sdk
     await sdk.close()
+    recorder.check()
 
 
 async def only_conversation(steno: StenoClient) -> str:
