@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from infra.settings import settings
 from ingest_api.openai_api import fields
 from ingest_api.openai_api.chat_completions import ChatCompletionRequest
 from ingest_api.openai_api.errors import OpenAIError, validation_error
@@ -96,8 +97,6 @@ def test_sampling_fields_become_the_messages_sampling_options() -> None:
 
 
 def test_a_model_that_cannot_constrain_its_output_refuses_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    from infra.settings import settings
-
     monkeypatch.setattr(settings.models["scripted"], "structured_output", False)
     with pytest.raises(OpenAIError) as caught:
         response_format("json_object", None, "scripted", "text.format", "text.format.schema")
@@ -125,3 +124,15 @@ def test_the_request_models_declare_exactly_the_fields_openai_documents(
     documented = documented_fields(schema)
     assert documented - declared == set(), "OpenAI documents fields steno neither honours nor refuses"
     assert declared - documented == set(), "steno declares fields OpenAI does not document"
+
+
+def test_the_operator_narrows_a_sampling_option_and_outside_it_is_a_400(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(settings.api.sampling_limits, "temperature", (0.0, 1.0))
+    body = {"model": "scripted", "messages": MESSAGES}
+
+    assert ChatCompletionRequest.model_validate(body | {"temperature": 1.0}).temperature == 1.0
+    message, param = refusal(ChatCompletionRequest, body | {"temperature": 1.2})
+    assert (message, param) == (
+        "temperature: 1.2 is outside this server's range for temperature, [0.0, 1.0]",
+        "temperature",
+    )
