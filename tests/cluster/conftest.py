@@ -12,12 +12,19 @@ from collections.abc import AsyncIterator
 import pytest
 
 from infra import app_services
+from infra.process import say
 from infra.settings import REPO_ROOT, settings
 from tests.chaos.conftest import pytest_terminal_summary, tallies  # noqa: F401  (the chaos table, under the cluster's root)
 from tests.integration.steno_client import StenoClient
 
 STENO = str(REPO_ROOT / ".venv" / "bin" / "steno")
 UP_TIMEOUT_S = 600  # a cold start: jars, KRaft formats, three Cassandra nodes joining one by one
+
+
+def timeout(test_s: int) -> pytest.MarkDecorator:
+    """A test's time limit, plus the cluster's start-up: the session fixture starts the cluster
+    inside whichever test runs first, and pytest-timeout counts fixture set-up as the test's."""
+    return pytest.mark.timeout(UP_TIMEOUT_S + test_s)
 
 
 def api_urls() -> list[str]:
@@ -35,7 +42,7 @@ def cluster_stack() -> None:
     began = time.monotonic()
     up = subprocess.run([STENO, "up"], capture_output=True, text=True, timeout=UP_TIMEOUT_S, cwd=REPO_ROOT)
     assert up.returncode == 0, f"`steno up --cluster` failed:\n{up.stderr[-4000:]}"
-    print(f"cluster stack started in {time.monotonic() - began:.0f}s")
+    say(f"cluster stack started in {time.monotonic() - began:.0f}s")
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import pytest
 from httpx_sse import aconnect_sse
 
 from infra.settings import settings
-from tests.cluster.conftest import api_urls, on
+from tests.cluster.conftest import api_urls, on, timeout
 from tests.integration.steno_client import StenoClient, scripted, scripted_reply, text_of, until
 
-pytestmark = [pytest.mark.cluster, pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.cluster, pytest.mark.integration, timeout(120)]
 
 WORDS = " ".join(f"w{i}" for i in range(40))
 SLOW = scripted(WORDS, itl_ms=100)  # ~4 s of streaming; the reply echoes WORDS

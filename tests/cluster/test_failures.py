@@ -21,8 +21,9 @@ from infra.settings import settings
 from tests.chaos.checker import Exchange, Tally
 from tests.chaos.faults import Fault, heal, kill_server
 from tests.chaos.scenario import BURST, MIX, under_fault
+from tests.cluster.conftest import timeout
 
-pytestmark = [pytest.mark.cluster, pytest.mark.integration, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.cluster, pytest.mark.integration, timeout(600)]
 
 
 def kill_instance(name: str) -> Fault:

@@ -11,8 +11,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from infra import app_services, cassandra, haproxy, stack, triton
 from infra.settings import Settings, settings
 from schemas import topics
+from tests.cluster.conftest import timeout
 
-pytestmark = [pytest.mark.cluster, pytest.mark.integration]
+pytestmark = [pytest.mark.cluster, pytest.mark.integration, timeout(60)]
 
 
 def test_every_steno_topic_has_three_replicas_and_needs_two_in_sync() -> None:
