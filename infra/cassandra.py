@@ -106,7 +106,8 @@ GENERAL_FLAGS = [
     "-Dio.netty.allocator.maxOrder=11",
 ]
 
-# Single-node shortcuts: nothing to gossip with, nobody to wait for.
+# Dev-stack shortcuts: a single node has nothing to gossip with and nobody to wait for; the
+# nodes of a cluster on one host hear each other within a second.
 FAST_START_FLAGS = [
     "-Dcassandra.skip_wait_for_gossip_to_settle=0",
     "-Dcassandra.ring_delay_ms=1000",

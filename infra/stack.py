@@ -142,7 +142,7 @@ def status() -> bool:
 
 def _line(name: str, state: str, listens: str, pid: int | None, log: object) -> None:
     owner = f"pid {pid}" if pid else "not started by steno"
-    print(f"{name:<12} {state:<8} {listens:<34} {owner:<22} log: {log}")
+    print(f"{name:<14} {state:<8} {listens:<34} {owner:<22} log: {log}")
 
 
 def _timed(step: str, action: Callable[[], object]) -> None:
