@@ -16,7 +16,7 @@ from schemas.topics import CONVERSATIONS, TOKENS, Topic
 from tests.chaos.checker import FINAL_STATUSES, TERMINAL_EVENTS, Exchange, Logged, Stored
 from tests.chaos.workload import Client
 
-SETTLE_S = 60.0  # how long history may take to show every outcome once the stack is healthy again
+SETTLE_S = 30.0  # how long history may take to show every outcome once the stack is healthy again
 
 
 def log_since(topic: Topic, since_ms: int, timeout_s: float = 30.0) -> dict[str, list[Logged]]:

@@ -17,7 +17,7 @@ MIX: dict[Api, int] = {"native": 10, "responses": 6, "chat": 6}  # 22 concurrent
 BURST = 6  # more messages sent just before the fault: still in moderation, context assembly or the bridge's queue
 MID_STREAM_EVENTS = 3  # each reply has streamed this many events when the fault strikes
 START_TIMEOUT_S = 60.0
-CLIENT_DEADLINE_S = 200.0  # a client keeps reconnecting this long after it started
+CLIENT_DEADLINE_S = 120.0  # a client keeps reconnecting this long after it started (Kafka is back in ~20 s)
 PROBE_PAUSE_S = 0.5
 
 
