@@ -7,6 +7,7 @@ and request validation errors into that shape; the native API keeps FastAPI's.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -18,6 +19,7 @@ from fastapi.routing import APIRoute
 from infra.store_errors import STORE_UNAVAILABLE
 from ingest_api import store_outage
 
+log = logging.getLogger(__name__)
 ERROR_TYPES = {
     status.HTTP_400_BAD_REQUEST: "invalid_request_error",
     status.HTTP_401_UNAUTHORIZED: "authentication_error",
@@ -63,6 +65,10 @@ class OpenAIRoute(APIRoute):
                 return _in_openai_shape(exc)
             except STORE_UNAVAILABLE as exc:
                 return _in_openai_shape(store_outage.as_http_error(exc))
+            except Exception:  # a bug: still OpenAI's shape, and the request id (header, log) to find it by
+                log.exception("%s %s failed", request.method, request.url.path)
+                message = "steno failed to serve the request: give its x-request-id to the operator"
+                return JSONResponse(error_body(500, message), status.HTTP_500_INTERNAL_SERVER_ERROR)
 
         return openai_errors
 
