@@ -3,15 +3,19 @@ reads and writes, every node and instance serving; the single-node defaults stay
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import httpx
 import pytest
 from cassandra import ConsistencyLevel
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from infra import app_services, cassandra, haproxy, stack, triton
-from infra.settings import Settings, settings
+from infra import app_services, cassandra, haproxy, stack, supervisor, triton
+from infra.settings import REPO_ROOT, Settings, settings
 from schemas import topics
-from tests.cluster.conftest import timeout
+from tests.chaos.faults import MODULES, steno_pids
+from tests.cluster.conftest import STENO, timeout
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration, timeout(60)]
 
@@ -69,3 +73,20 @@ def test_the_single_node_defaults_are_unchanged_without_the_profile() -> None:
     assert single.cassandra.hosts == ["127.0.0.1"] and single.cassandra.consistency == "LOCAL_ONE"
     assert single.triton.bridge_endpoints == ["127.0.0.1:8001"]
     assert single.api.url == "http://127.0.0.1:8080"
+
+
+def test_steno_commands_take_the_cluster_profile_from_the_flag() -> None:
+    without_profile = {key: value for key, value in os.environ.items() if key != "STENO_PROFILE"}
+    status = subprocess.run(
+        [STENO, "status", "--cluster"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=without_profile
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "127.0.0.13:9092" in status.stdout and "api-2" in status.stdout
+
+
+def test_the_chaos_faults_find_only_this_stacks_processes() -> None:
+    """The single-node stack runs the same modules beside the cluster: a fault must not reach them."""
+    for kind in MODULES:
+        instances = [p.name for p in app_services.PROGRAMS if p.kind == kind]
+        pids = {supervisor.pid(name) for name in instances}
+        assert None not in pids and set(steno_pids(kind)) == pids, kind
