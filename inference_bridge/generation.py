@@ -99,6 +99,7 @@ class Generation:
         self._cancel_requested = False
         self._streaming: asyncio.Task[None] | None = None
         self._fence_checked_at = 0.0
+        self.ending = False  # its final event is being written: it must finish, not be abandoned
 
     def cancel(self) -> None:
         """The user stopped the reply: end it now, keeping what was generated so far."""
@@ -217,7 +218,13 @@ class Generation:
 
         A client that saw the end may send its next message at once; its MessageSubmitted then
         comes after this reply in the conversation log, so the next prompt includes the reply.
+
+        From here on the generation is not abandoned (`ending`): its final event is queued in the
+        producer and lands whatever happens to this task, so the task must see it acknowledged,
+        write the stream's end and mark the response finished; an abandoned one would leave the
+        event to land after the retry's, a second ending in the log.
         """
+        self.ending = True
         await self._send(self._conversations, final)
         self._emit(self._tokens, ending)
 

@@ -348,13 +348,16 @@ class Bridge:
 
     async def _abandon(self, tasks: set[asyncio.Task[None]]) -> None:
         """Stop the generations, then wait (bounded) until what they sent is in the log, so that
-        none of it lands after the next owner's attempt began."""
+        none of it lands after the next owner's attempt began. A generation already writing its
+        final event is let finish instead (bounded by the producer's delivery timeout): its end
+        is then in the log and the response marked finished, so the retry writes nothing."""
         if not tasks:
             return
         generations = [self._in_flight[task].generation for task in tasks]
-        for task in tasks:
+        abandoned = {task for task in tasks if not _ending(self._in_flight[task].generation)}
+        for task in abandoned:
             task.cancel()
-        log.info("abandoned %d generation(s); their requests will be retried", len(tasks))
+        log.info("abandoned %d generation(s); their requests will be retried", len(abandoned))
         await asyncio.wait(tasks)
         sent = [asyncio.ensure_future(ack) for g in generations if g is not None for ack in g.unacknowledged()]
         if sent:
@@ -381,6 +384,10 @@ class Bridge:
             generation.cancel()
         if not running:
             self._pending_cancels.add(response_id)
+
+
+def _ending(generation: Generation | None) -> bool:
+    return generation is not None and generation.ending
 
 
 async def _after(running: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:

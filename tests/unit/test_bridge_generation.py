@@ -368,3 +368,21 @@ async def test_a_generation_taken_over_mid_stream_stops_streaming() -> None:
 
     assert [e.text for _, e in log.sent if isinstance(e, TokenGenerated)] == ["one "]
     assert log.types(CONVERSATIONS) == []
+
+
+async def test_a_generation_is_ending_from_the_moment_its_final_event_is_sent() -> None:
+    """The bridge abandons a generation on a rebalance, but not one whose final event is queued:
+    that event lands anyway, so the generation must see it through (stream end, finished mark)."""
+    log = FakeLog(hold_acks=True)
+    reply = generation(Model("a ", "b"), log)
+    task = asyncio.create_task(reply.run())
+    await _until(lambda: len(log.types(TOKENS)) >= 3)
+    assert not reply.ending
+
+    await log.finished.wait()
+    assert reply.ending
+    for ack in log.unacked:
+        ack.set_result(None)
+    await _until(lambda: log.types(TOKENS)[-1] == "ResponseEnded")
+    log.unacked[-1].set_result(None)
+    await task
