@@ -112,7 +112,7 @@ class Generation:
         attempt = await self._attempts.begin(self.request.response_id)
         if attempt is None:
             return  # redelivered after its final events were acknowledged: answered already
-        self._attempt = attempt
+        self._numbered(attempt)
         if self._attempt > self._max_attempts:
             await self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
         elif self._cancel_requested:
@@ -177,9 +177,15 @@ class Generation:
         attempt = await self._attempts.begin(self.request.response_id)
         if attempt is None:
             raise Superseded  # ended by another attempt meanwhile
-        self._attempt = attempt
+        self._numbered(attempt)
         self._pieces = []
         self._announce()
+
+    def _numbered(self, attempt: int) -> None:
+        """This generation is now `attempt`, just numbered by the shared record and so the newest:
+        as good as a fence check, and the first token need not wait for another Redis round trip."""
+        self._attempt = attempt
+        self._fence_checked_at = asyncio.get_running_loop().time()
 
     async def _stream_tokens(self) -> None:
         async with aclosing(self._stream(self.request)) as pieces:

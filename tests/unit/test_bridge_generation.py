@@ -386,3 +386,24 @@ async def test_a_generation_is_ending_from_the_moment_its_final_event_is_sent() 
     await _until(lambda: log.types(TOKENS)[-1] == "ResponseEnded")
     log.unacked[-1].set_result(None)
     await task
+
+
+class CountedAttempts(Attempts):
+    """Attempts that count how often the fence asked for the newest attempt."""
+
+    def __init__(self, attempt: int | None) -> None:
+        super().__init__(attempt)
+        self.asked = 0
+
+    async def current(self, response_id: str) -> int | None:
+        self.asked += 1
+        return await super().current(response_id)
+
+
+async def test_the_first_token_does_not_wait_for_a_fence_check_right_after_the_attempt_was_numbered() -> None:
+    log, attempts = FakeLog(), CountedAttempts(1)
+
+    await generation(Model("Hello ", "there"), log, attempts=attempts).run()
+
+    assert log.types(CONVERSATIONS) == ["ResponseCompleted"]
+    assert attempts.asked == 1, "only the check before the final event"
