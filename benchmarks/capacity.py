@@ -46,6 +46,7 @@ STENO = ("api", "processors", "bridge", "projections", "kafka", "cassandra", "re
 """steno's side of the machine; triton (the model server) is reported apart."""
 INSTANT = {"ttft_ms": 0, "itl_ms": 0}
 LONG_REPLY = 128  # tokens per reply in the tokens phase (the scripted model's max_tokens)
+IDLE_LIMIT = 0.05  # CPU s/s of a steno process with no load above which something else is using it
 EXCHANGE_TIMEOUT_S = 30.0  # a reply not done by then: a process of the stack is down (`steno status`)
 
 
@@ -327,6 +328,15 @@ def tables(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def busy_when_idle(idle: CpuUse) -> list[str]:
+    """steno's processes that were busy in the idle window: other clients of the shared stack,
+    whose work the subtraction then takes out of (or leaves in) every later phase."""
+    rates = {
+        name: idle.seconds[name] / idle.wall_s for name in ("api", "processors", "bridge", "projections", "triton")
+    }
+    return sorted(name for name, rate in rates.items() if rate > IDLE_LIMIT)
+
+
 def progress(phase: dict[str, Any]) -> dict[str, Any]:
     """Print a phase's figures as it ends: a run cut short (a process killed under it) still tells."""
     print(
@@ -361,6 +371,9 @@ async def main(args: argparse.Namespace) -> None:
     print(tables(report))
     if restarted:
         print(f"WARNING: restarted during the run (figures unreliable): {', '.join(restarted)}")
+    report["busy_when_idle"] = busy_when_idle(idle)
+    if report["busy_when_idle"]:
+        print(f"WARNING: not idle before the load (someone else is using the stack): {report['busy_when_idle']}")
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS}")
