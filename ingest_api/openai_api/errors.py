@@ -15,6 +15,7 @@ from fastapi import HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infra.store_errors import STORE_UNAVAILABLE
 from ingest_api import store_outage
@@ -61,7 +62,7 @@ class OpenAIRoute(APIRoute):
                 return JSONResponse(
                     error_body(status.HTTP_400_BAD_REQUEST, message, param), status.HTTP_400_BAD_REQUEST
                 )
-            except HTTPException as exc:
+            except StarletteHTTPException as exc:  # FastAPI's own, and Starlette's (a body that is not UTF-8)
                 return _in_openai_shape(exc)
             except STORE_UNAVAILABLE as exc:
                 return _in_openai_shape(store_outage.as_http_error(exc))
@@ -73,7 +74,7 @@ class OpenAIRoute(APIRoute):
         return openai_errors
 
 
-def _in_openai_shape(exc: HTTPException) -> JSONResponse:
+def _in_openai_shape(exc: StarletteHTTPException) -> JSONResponse:
     param, code = getattr(exc, "param", None), getattr(exc, "code", None)
     body = error_body(exc.status_code, str(exc.detail), param=param, code=code)
     return JSONResponse(body, exc.status_code, headers=exc.headers)

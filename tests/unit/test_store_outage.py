@@ -42,3 +42,19 @@ async def test_a_cassandra_outage_on_an_openai_route_is_a_503_in_openais_shape()
     assert response.status_code == 503
     assert response.headers["retry-after"] == str(store_outage.RETRY_AFTER_S)
     assert response.json()["error"]["type"] == "server_error"
+
+
+async def test_a_body_that_is_not_utf8_is_a_400_in_openais_shape() -> None:
+    """FastAPI reports an undecodable body with Starlette's HTTPException, not its own subclass."""
+    app = FastAPI()
+    openai = APIRouter(route_class=OpenAIRoute)
+
+    async def create(body: dict[str, str]) -> dict[str, str]:
+        return body
+
+    openai.add_api_route("/openai", create, methods=["POST"])
+    app.include_router(openai)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client:
+        response = await client.post("/openai", content=b"\x9c$)\\", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
