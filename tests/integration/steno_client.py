@@ -65,15 +65,16 @@ class StenoClient:
         return response.json()
 
     async def settled_history(self, conversation_id: str, timeout_s: float = 10.0) -> list[dict]:
-        """The history once no message in it is still `pending`.
+        """The history once it holds the conversation's messages and none of them is `pending`.
 
         History is a projection of the log: a client sees a reply end on the live stream a
-        moment before the projection has applied its final event.
+        moment before the projection has applied its final event, and under load even before it
+        has applied the message (an empty history has no pending message either).
         """
         async with asyncio.timeout(timeout_s):
             while True:
                 messages = await self.history(conversation_id)
-                if all(m["status"] != "pending" for m in messages):
+                if messages and all(m["status"] != "pending" for m in messages):
                     return messages
                 await asyncio.sleep(0.02)
 
