@@ -4,7 +4,9 @@ bridge crashes and restarts.
 A request is committed only after its final event (rule 6), so a bridge that dies mid-stream
 leaves it to be redelivered, to this or another instance. The counter lives in Redis, shared by
 every instance, so the retry knows it is one (and says so with ResponseRestarted), and a request
-that keeps killing bridges is failed after `max_attempts` instead of looping forever.
+that keeps killing bridges is failed after `max_attempts` deliveries instead of looping forever
+(a retry after Triton went away is an attempt, not a delivery: the server's restarts are bounded by
+the retry budget instead).
 
 A bridge can also die after the final events are in the log but before the commit. The
 redelivered request must not be answered twice (a live client would see a `restart` after
@@ -20,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import redis.asyncio as redis
 
 from schemas.topics import INFERENCE_REQUESTS
 
 KEY = "steno:attempt:{response_id}"
+DELIVERIES_KEY = "steno:deliveries:{response_id}"
 FINISHED_KEY = "steno:finished:{response_id}"
 TTL_MS = INFERENCE_REQUESTS.retention_ms  # a request cannot be redelivered after it left the log
 CHECK_TIMEOUT_S = 0.5
@@ -33,20 +37,39 @@ CHECK_TIMEOUT_S = 0.5
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Begun:
+    attempt: int  # this attempt's number, counted over every bridge and every retry: the fence
+    deliveries: int  # how many times the request was taken up: 1, plus one per bridge that died on it
+
+
 class Attempts:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
 
-    async def begin(self, response_id: str) -> int | None:
-        """Count one more attempt at the response and return its number (1 for the first);
-        None when the response already ended and its request is only being redelivered."""
-        key = KEY.format(response_id=response_id)
+    async def begin(self, response_id: str) -> Begun | None:
+        """The request is taken up (first delivery, or a redelivery after a bridge died): count
+        one more attempt and one more delivery; None when the response already ended and its
+        request is only being redelivered."""
+        return await self._count(response_id, DELIVERIES_KEY)
+
+    async def retry(self, response_id: str) -> int | None:
+        """The same delivery starts over (its Triton went away): one more attempt, not one more
+        delivery, so the server's restarts do not use up the deliveries `max_attempts` bounds.
+        None when the response ended meanwhile."""
+        begun = await self._count(response_id)
+        return None if begun is None else begun.attempt
+
+    async def _count(self, response_id: str, *also: str) -> Begun | None:
+        keys = [KEY.format(response_id=response_id), *(key.format(response_id=response_id) for key in also)]
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.exists(FINISHED_KEY.format(response_id=response_id))
-            pipe.incr(key)
-            pipe.pexpire(key, TTL_MS)
-            finished, attempt, _ = await pipe.execute()
-        return None if finished else int(attempt)
+            for key in keys:
+                pipe.incr(key)
+                pipe.pexpire(key, TTL_MS)
+            finished, attempt, _, *rest = await pipe.execute()
+        deliveries = int(rest[0]) if rest else 0
+        return None if finished else Begun(int(attempt), deliveries)
 
     async def current(self, response_id: str) -> int | None:
         """The number of the newest attempt begun anywhere: an attempt that is no longer the newest

@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
 from typing import Any, Protocol
 
+from inference_bridge.attempts import Begun
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
 from schemas.events import (
@@ -58,7 +59,9 @@ FENCE_CHECK_S = 1.0  # while streaming, how often a generation checks it is stil
 class AttemptRecord(Protocol):
     """The shared record of a response's attempts (inference_bridge.attempts)."""
 
-    async def begin(self, response_id: str) -> int | None: ...
+    async def begin(self, response_id: str) -> Begun | None: ...
+
+    async def retry(self, response_id: str) -> int | None: ...
 
     async def current(self, response_id: str) -> int | None: ...
 
@@ -109,11 +112,11 @@ class Generation:
 
     async def run(self) -> None:
         """Generate and record the response; returns once all its events are acknowledged."""
-        attempt = await self._attempts.begin(self.request.response_id)
-        if attempt is None:
+        begun = await self._attempts.begin(self.request.response_id)
+        if begun is None:
             return  # redelivered after its final events were acknowledged: answered already
-        self._numbered(attempt)
-        if self._attempt > self._max_attempts:
+        self._numbered(begun.attempt)
+        if begun.deliveries > self._max_attempts:
             await self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
         elif self._cancel_requested:
             await self._cancelled()
@@ -174,7 +177,7 @@ class Generation:
                 await self._restart()
 
     async def _restart(self) -> None:
-        attempt = await self._attempts.begin(self.request.response_id)
+        attempt = await self._attempts.retry(self.request.response_id)
         if attempt is None:
             raise Superseded  # ended by another attempt meanwhile
         self._numbered(attempt)

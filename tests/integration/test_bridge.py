@@ -20,8 +20,8 @@ import pytest
 import redis.asyncio as redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from inference_bridge.attempts import DELIVERIES_KEY, Attempts
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
-from inference_bridge.attempts import Attempts
 from inference_bridge.topics import Topics
 from infra import cassandra
 from infra.kafka_clients import EventProducer, next_batch
@@ -339,7 +339,8 @@ async def test_a_stopping_bridge_finishes_its_generations_first(topics: Topics, 
 async def test_a_request_that_keeps_being_interrupted_is_given_up(topics: Topics, conversation: Conversation) -> None:
     request = conversation.request()
     store = redis.Redis.from_url(settings.redis.url)
-    await store.set(ATTEMPT_KEY.format(response_id=request.response_id), 3, ex=60)  # three bridges died on it
+    for key in (ATTEMPT_KEY, DELIVERIES_KEY):  # three bridges died on it
+        await store.set(key.format(response_id=request.response_id), 3, ex=60)
     await store.aclose()
     async with running_bridge(topics, SHORT, max_attempts=3):
         await conversation.send(request)

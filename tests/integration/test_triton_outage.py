@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from infra import process, triton
@@ -40,8 +41,12 @@ async def kill_and_restart_triton() -> float:
     Returns the wall-clock time of the kill."""
     pid = process.running_pid(triton.service())
     assert pid is not None, "Triton is not running: start the stack with `make up`"
+    dying = psutil.Process(pid)
     os.killpg(pid, signal.SIGKILL)
     killed_at = time.time()
+    # Gone for good before the new one starts: a restart racing the dying process finds its ports
+    # still bound and exits (a flaky StartError, seen in back-to-back runs).
+    await asyncio.to_thread(dying.wait, 30)
     await asyncio.to_thread(process.start, triton.service())
     return killed_at
 

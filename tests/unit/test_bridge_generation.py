@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
+from inference_bridge.attempts import Begun
 from inference_bridge.generation import FENCE_CHECK_S, Generation, TextStream
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
@@ -88,15 +89,22 @@ class Model:
 
 class Attempts:
     """The attempt record as Redis keeps it for the bridge (inference_bridge.attempts), in memory:
-    each `begin` counts one more attempt (the first returns `attempt`)."""
+    each `begin` counts one more attempt and delivery (the first returns `attempt`, as the
+    `attempt`-th delivery), each `retry` one more attempt."""
 
-    def __init__(self, attempt: int | None) -> None:
+    def __init__(self, attempt: int | None, delivery: int | None = None) -> None:
         self.attempt = attempt
         self.newest = 0 if attempt is None else attempt - 1
+        self.deliveries = self.newest if delivery is None else delivery - 1
         self.finished: list[str] = []
 
-    async def begin(self, response_id: str) -> int | None:
+    async def begin(self, response_id: str) -> Begun | None:
         assert response_id == REQUEST.response_id
+        self.deliveries += 1
+        attempt = await self.retry(response_id)
+        return None if attempt is None else Begun(attempt, self.deliveries)
+
+    async def retry(self, response_id: str) -> int | None:
         self.newest += 1
         return None if self.attempt is None else self.newest
 
@@ -407,3 +415,15 @@ async def test_the_first_token_does_not_wait_for_a_fence_check_right_after_the_a
 
     assert log.types(CONVERSATIONS) == ["ResponseCompleted"]
     assert attempts.asked == 1, "only the check before the final event"
+
+
+async def test_triton_restarts_do_not_use_up_the_deliveries_max_attempts_bounds() -> None:
+    """Delivery 1 went through attempts 1-3 (Triton went away twice), then its bridge died: the
+    redelivery is attempt 4 but only delivery 2 of at most 3, so it is answered, not failed."""
+    log = FakeLog()
+    attempts = Attempts(4, delivery=2)
+    await generation(Model("Hello ", "there"), log, attempts=attempts, max_attempts=3).run()
+
+    completed = log.last(CONVERSATIONS)
+    assert isinstance(completed, ResponseCompleted)
+    assert (completed.text, completed.attempt) == ("Hello there", 4)
