@@ -59,7 +59,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cluster.shutdown()
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
+    """Async, like every dependency of the API's: FastAPI runs a plain `def` one in its thread
+    pool, a thread hop on every request for an attribute read."""
     services: Services = request.app.state.services
     return services
 
