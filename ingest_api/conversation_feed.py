@@ -9,31 +9,31 @@ resume: a client that (re)connects reads the history first, which holds every ea
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from fastapi import APIRouter
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from infra.settings import settings
 from ingest_api.auth import User
 from ingest_api.services import Deps
+from ingest_api.sse import SseResponse, event_bytes
 from ingest_api.token_feed import TokenFeed
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 
 @router.get("/{conversation_id}/events")
-async def conversation_events(conversation_id: str, user: User, deps: Deps) -> EventSourceResponse:
+async def conversation_events(conversation_id: str, user: User, deps: Deps) -> SseResponse:
     """`response` `{"response_id"}` for each reply that begins while connected; heartbeats while idle."""
     await deps.ownership.check_conversation(conversation_id, user)
-    return EventSourceResponse(_new_responses(deps.feed, conversation_id), ping=settings.api.heartbeat_s)
+    return SseResponse(_new_responses(deps.feed, conversation_id), ping_s=settings.api.heartbeat_s)
 
 
-async def _new_responses(feed: TokenFeed, conversation_id: str) -> AsyncIterator[ServerSentEvent]:
+async def _new_responses(feed: TokenFeed, conversation_id: str) -> AsyncGenerator[bytes, None]:
     """Ends when the watcher overflows: the client reconnects and reads the history again."""
     watcher = feed.watch(conversation_id)
     try:
         async for item in watcher:
-            yield ServerSentEvent(event="response", data=json.dumps({"response_id": item.event.response_id}))
+            yield event_bytes("response", json.dumps({"response_id": item.event.response_id}))
     finally:
         feed.unwatch(watcher)

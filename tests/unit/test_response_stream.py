@@ -1,9 +1,11 @@
 """Stitching remembered and live events for one SSE client: no gap, no duplicate (rule 5)."""
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 from confluent_kafka import KafkaError, KafkaException
+from sse_starlette import ServerSentEvent
 
 from ingest_api import response_stream, responses
 from ingest_api.log_reader import LogReadIncomplete
@@ -11,7 +13,7 @@ from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import response_batches, response_events
 from ingest_api.responses import to_sse
 from ingest_api.token_feed import Subscription, TokenFeed
-from schemas.events import ResponseEnded, ResponseStarted, TokenGenerated, new_id
+from schemas.events import ResponseEnded, ResponseRestarted, ResponseStarted, TokenGenerated, new_id
 
 CONVERSATION = new_id()
 QUEUE = 1024  # events buffered per subscriber
@@ -109,9 +111,47 @@ async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
 def test_sse_names_and_ids() -> None:
     rid = new_id()
     sse, done = to_sse(token(rid, 7, 3)), to_sse(ended(rid, 8))
-    assert sse is not None and (sse.event, sse.id) == ("token", "7")
-    assert done is not None and done.event == "done"
+    assert sse is not None and sse.startswith(b"id: 7\r\nevent: token\r\n")
+    assert done is not None and done.startswith(b"id: 8\r\nevent: done\r\n")
     assert to_sse(LoggedEvent(1, ResponseStarted(conversation_id=CONVERSATION, user_id="u", response_id=rid))) is None
+
+
+def test_sse_bytes_are_those_sse_starlette_wrote() -> None:
+    """Clients parse the same bytes as before the events were formatted directly: `\\r\\n` line
+    ends, json.dumps's spacing and escapes (non-ASCII, quotes, line breaks inside a token)."""
+    rid = new_id()
+    texts = ["t0 ", "", 'say "hi"\n', "naïve ☕ 😀", "\\ \r\t\u2028", "\x00"]
+    events = [
+        *(LoggedEvent(100 + n, token(rid, 0, n).event.model_copy(update={"text": t})) for n, t in enumerate(texts)),
+        LoggedEvent(200, ResponseRestarted(conversation_id=CONVERSATION, user_id="u", response_id=rid, attempt=2)),
+        LoggedEvent(
+            201,
+            ResponseEnded(
+                conversation_id=CONVERSATION,
+                user_id="u",
+                response_id=rid,
+                outcome="failed",
+                finish_reason="error",
+                detail="Triton: «gone»\nretry",
+            ),
+        ),
+    ]
+    for item in events:
+        assert to_sse(item) == _sse_starlette(item)
+
+
+def _sse_starlette(item: LoggedEvent) -> bytes:
+    """The encoding the API used before, through sse-starlette's ServerSentEvent."""
+    event = item.event
+    if isinstance(event, TokenGenerated):
+        name, data = "token", {"seq": event.seq, "text": event.text}
+    elif isinstance(event, ResponseRestarted):
+        name, data = "restart", {"attempt": event.attempt}
+    else:
+        assert isinstance(event, ResponseEnded)
+        name = responses.ENDING_EVENTS[event.outcome]
+        data = {"outcome": event.outcome, "finish_reason": event.finish_reason, "detail": event.detail}
+    return ServerSentEvent(data=json.dumps(data), event=name, id=str(item.offset)).encode()
 
 
 async def test_a_conversation_watcher_hears_of_each_new_response_once() -> None:
