@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -39,44 +40,69 @@ REMEMBER_ENDED_S = 300.0  # how long a response's events stay in memory after it
 
 class Subscription:
     """One client's live view of one response (or, for a watcher, of one conversation's new
-    responses): a bounded queue that closes on overflow."""
+    responses): a bounded queue that closes on overflow.
+
+    A deque and one waiter rather than an asyncio.Queue: the feed offers every token to it, and
+    the reader takes whatever has arrived at once, so neither side pays the Queue's bookkeeping
+    and wake-up per item."""
 
     def __init__(self, key: str, capacity: int) -> None:
         self.key = key  # the response id; a watcher's conversation id
-        self._queue: asyncio.Queue[LoggedEvent | None] = asyncio.Queue(capacity + 1)
+        self._queued: deque[LoggedEvent] = deque()
         self._capacity = capacity
-        self.overflowed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.overflowed = False  # no more live events: overflowed, or the process is shutting down
 
     def offer(self, item: LoggedEvent) -> None:
         if self.overflowed:
             return
-        if self._queue.qsize() >= self._capacity:
+        if len(self._queued) >= self._capacity:
             self.end()  # wakes the reader, which then catches up from the log
             return
-        self._queue.put_nowait(item)
+        self._queued.append(item)
+        self._wake()
 
     def end(self) -> None:
         """No more live events: the reader finishes what is queued, then its iteration ends."""
         if not self.overflowed:
             self.overflowed = True
-            self._queue.put_nowait(None)
+            self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def __aiter__(self) -> AsyncIterator[LoggedEvent]:
-        while (item := await self._queue.get()) is not None:
-            yield item
+        """One event at a time; what is not taken stays queued for the next iteration."""
+        while True:
+            if self._queued:
+                yield self._queued.popleft()
+            elif self.overflowed:
+                return
+            else:
+                await self._arrival()
 
     async def batches(self) -> AsyncIterator[list[LoggedEvent]]:
         """What is queued, all of it at once (waiting only for the first): the feed hands over a
         poll's worth of events in one go, and a reader that writes them as one chunk pays one
         socket write for the lot instead of one per token."""
-        while (item := await self._queue.get()) is not None:
-            batch = [item]
-            while not self._queue.empty():
-                if (item := self._queue.get_nowait()) is None:
-                    yield batch
-                    return
-                batch.append(item)
-            yield batch
+        while True:
+            if self._queued:
+                batch = list(self._queued)
+                self._queued.clear()
+                yield batch
+            elif self.overflowed:
+                return
+            else:
+                await self._arrival()
+
+    async def _arrival(self) -> None:
+        """Wait until an event is offered or the subscription ends."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
 
 @dataclass
@@ -95,9 +121,8 @@ class TokenFeed:
         self._subscriber_queue = subscriber_queue
         self._subscribers: dict[str, set[Subscription]] = {}
         self._watchers: dict[str, set[Subscription]] = {}
-        self._remembered: dict[str, _Remembered] = {}
+        self._remembered: OrderedDict[str, _Remembered] = OrderedDict()  # the quietest first
         self._started_ms = math.inf  # until the feed's start offsets are fixed, nothing counts as new
-        self._last_sweep = 0.0
         self._running = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,6 +227,7 @@ class TokenFeed:
         self._started_ms = time.time() * 1000  # after the ends were read: later events lie past them
 
     def _dispatch(self, events: list[LoggedEvent]) -> None:
+        now = time.monotonic()
         for item in events:
             response_id = item.event.response_id
             entry = self._remembered.get(response_id)
@@ -210,22 +236,24 @@ class TokenFeed:
                 entry = self._remembered[response_id] = _Remembered(whole)
                 for watcher in self._watchers.get(item.event.conversation_id, ()):
                     watcher.offer(item)
+            else:
+                self._remembered.move_to_end(response_id)  # kept in order of last activity
             entry.events.append(item)
-            entry.last_at = time.monotonic()
+            entry.last_at = now
             entry.ended = entry.ended or isinstance(item.event, ResponseEnded)
             for subscription in self._subscribers.get(response_id, ()):
                 subscription.offer(item)
-        self._forget_old()
+        self._forget_old(now)
 
-    def _forget_old(self) -> None:
+    def _forget_old(self, now: float) -> None:
         """Drop responses quiet for REMEMBER_ENDED_S, ended or abandoned (their bridge gone);
-        later readers find them in the log. Scans at most once a second, off the per-token path."""
-        if time.monotonic() - self._last_sweep < 1.0:
-            return
-        self._last_sweep = time.monotonic()
-        cutoff = time.monotonic() - REMEMBER_ENDED_S
-        stale = [rid for rid, e in self._remembered.items() if e.last_at < cutoff]
-        for response_id in stale:
+        later readers find them in the log. The memory is in order of last activity, so only
+        the stale ones at its front are looked at."""
+        cutoff = now - REMEMBER_ENDED_S
+        while self._remembered:
+            response_id, oldest = next(iter(self._remembered.items()))
+            if oldest.last_at >= cutoff:
+                return
             del self._remembered[response_id]
 
 

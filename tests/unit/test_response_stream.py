@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from confluent_kafka import KafkaError, KafkaException
 from sse_starlette import ServerSentEvent
 
-from ingest_api import response_stream, responses
+from ingest_api import response_stream, responses, token_feed
 from ingest_api.log_reader import LogReadIncomplete
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import response_batches, response_events
@@ -96,6 +96,38 @@ def test_a_full_queue_overflows_instead_of_growing() -> None:
     assert subscription.overflowed
 
 
+async def test_what_arrived_while_the_reader_was_busy_comes_as_one_batch_and_the_end_after_it() -> None:
+    rid = new_id()
+    subscription = Subscription(rid, capacity=QUEUE)
+    batches = subscription.batches()
+    for offset in range(3):
+        subscription.offer(token(rid, offset, offset))
+    assert [item.offset for item in await anext(batches)] == [0, 1, 2]
+    reader = asyncio.create_task(anext(batches))
+    await asyncio.sleep(0)  # the reader waits for the next event
+    subscription.offer(token(rid, 3, 3))
+    subscription.end()
+    subscription.offer(token(rid, 4, 4))  # after the end: not passed on
+    assert [item.offset for item in await asyncio.wait_for(reader, 5)] == [3]
+    assert [batch async for batch in batches] == []
+
+
+def test_responses_are_forgotten_after_being_quiet_for_a_while_not_after_they_began(monkeypatch) -> None:
+    """Memory is freed by how long a response has been quiet: a long reply still streaming stays
+    remembered whatever its age, one quiet for REMEMBER_ENDED_S goes (its readers use the log)."""
+    clock = [1000.0]
+    monkeypatch.setattr(token_feed.time, "monotonic", lambda: clock[0])
+    feed = TokenFeed(QUEUE)
+    long_reply, short_reply = new_id(), new_id()
+    feed._dispatch([started(long_reply, 1), started(short_reply, 2), ended(short_reply, 3)])
+    clock[0] += token_feed.REMEMBER_ENDED_S - 1
+    feed._dispatch([token(long_reply, 4, 0)])
+    assert feed.remembered(long_reply) is not None and feed.remembered(short_reply) is not None
+    clock[0] += 2  # the short reply has been quiet for longer than REMEMBER_ENDED_S now
+    feed._dispatch([token(long_reply, 5, 1)])
+    assert set(feed._remembered) == {long_reply}
+
+
 async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
     feed = TokenFeed(subscriber_queue=2)
     rid = new_id()
@@ -165,7 +197,7 @@ async def test_a_conversation_watcher_hears_of_each_new_response_once() -> None:
 
     heard = [await asyncio.wait_for(anext(aiter(watcher)), 5) for _ in range(2)]
     assert [(item.event.response_id, item.offset) for item in heard] == [(first, 3), (second, 6)]
-    assert other._queue.empty()  # another conversation's watcher
+    assert not other._queued  # another conversation's watcher
     feed.unwatch(watcher)
     feed.unwatch(other)
     assert feed._watchers == {}
