@@ -18,17 +18,15 @@ The tables are created by `infra/migrations/002_history.cql`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from cassandra.cluster import Session
-from cassandra.concurrent import execute_concurrent
 from cassandra.query import BatchStatement, BatchType, Statement
 
-from infra import cassandra
+from infra import cassandra, cql
 from infra.settings import settings
 from infra.store_errors import CASSANDRA_UNAVAILABLE
 from projections import write_plan
@@ -305,15 +303,9 @@ class History:
                 written.failures[i] = exc
         return planned
 
-    async def _execute_concurrently(self, statements: list[Statement]) -> list[tuple[bool, Any]]:
-        """Run the statements with the driver's bounded concurrency: (success, result or exception) each."""
-        return await asyncio.to_thread(
-            execute_concurrent,
-            self._session,
-            [(statement, None) for statement in statements],
-            concurrency=settings.projections.write_concurrency,
-            raise_on_first_error=False,
-        )
+    async def _execute_concurrently(self, statements: list[Statement]) -> list[cql.Outcome]:
+        """Run the statements with bounded concurrency: (success, result or exception) each."""
+        return await cql.each(self._session, statements, settings.projections.write_concurrency)
 
     async def writes(self, event: Event) -> Writes:
         """The statements that apply the event (a deletion reads which response ids to delete)."""
@@ -405,8 +397,8 @@ class History:
         return Response(*rows[0]) if rows else None
 
     async def _execute(self, statement: Statement | str) -> list[Any]:
-        """Run a statement off the event loop; all pages are fetched before returning."""
-        return await asyncio.to_thread(lambda: list(self._session.execute(statement)))
+        """Run a statement without blocking the event loop; all pages are fetched before returning."""
+        return await cql.rows(self._session, statement)
 
 
 def rows_of(statement: Statement) -> int:

@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cassandra import InvalidRequest
 from cassandra.cluster import Session
+from cassandra.query import SimpleStatement
 
-from infra import cassandra, migrate
+from infra import cassandra, cql, migrate
 from infra.settings import settings
 
 pytestmark = pytest.mark.integration
@@ -89,3 +91,24 @@ def test_migrations_run_once_and_refuse_edits(session: Session, tmp_path: Path) 
             migrate.apply_all(keyspace, tmp_path)
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+
+
+async def test_cql_rows_fetches_every_page(session: Session, scratch_table: str) -> None:
+    conversation = uuid.uuid4()
+    insert = session.prepare(f"INSERT INTO {scratch_table} (conversation_id, seq, text) VALUES (?, ?, ?)")
+    outcomes = await cql.each(session, [insert.bind((conversation, seq, f"t{seq}")) for seq in range(25)], 4)
+    assert outcomes == [(True, [])] * 25
+    select = SimpleStatement(f"SELECT seq FROM {scratch_table}", fetch_size=10)
+    assert session.execute(select).has_more_pages  # so the read below takes three pages
+    rows = await cql.rows(session, select)
+    assert [row.seq for row in rows] == list(range(25))
+
+
+async def test_cql_each_reports_a_failure_and_runs_the_others(session: Session, scratch_table: str) -> None:
+    good = SimpleStatement(f"INSERT INTO {scratch_table} (conversation_id, seq) VALUES ({uuid.uuid4()}, 1)")
+    bad = SimpleStatement(f"INSERT INTO {scratch_table} (conversation_id, nonexistent) VALUES ({uuid.uuid4()}, 1)")
+    outcomes = await cql.each(session, [bad, good], 2)
+    assert outcomes[0][0] is False and isinstance(outcomes[0][1], InvalidRequest)
+    assert outcomes[1] == (True, [])
+    with pytest.raises(InvalidRequest):
+        await cql.rows(session, bad)
