@@ -34,7 +34,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Literal, NamedTuple
 
 import redis.asyncio as redis
@@ -274,9 +275,21 @@ class ActiveContext:
     ) -> list[ChatTurn] | None:
         """The turns before `before` once the cache covers the log up to `offset`; None if it does
         not within the timeout, or does not hold the conversation."""
-        if await self.wait_until_applied(partition, offset, timeout_s):
-            return await self.turns(conversation_id, before)
-        return None
+        return await polled(partial(self.turns_if_applied, conversation_id, before, partition, offset), timeout_s)
+
+    async def turns_if_applied(
+        self, conversation_id: str, before: str, partition: int, offset: int
+    ) -> tuple[bool, list[ChatTurn] | None]:
+        """Whether the cache covers the log up to `offset` and, if it does, the turns before
+        `before` (None when the conversation is not cached): one round trip, the watermark read
+        first, so the turns read after it hold at least what it covers."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self._watermark_key(partition))
+        pipe.hgetall(self._context_key(conversation_id))
+        applied, fields = await pipe.execute()
+        if applied is None or int(applied) < offset:
+            return False, None
+        return True, visible_turns(fields, before) if fields else None
 
     async def wait_until_applied(self, partition: int, offset: int, timeout_s: float) -> bool:
         """Wait until the cache covers the log up to `offset`; False if it did not within the timeout."""
@@ -286,3 +299,18 @@ class ActiveContext:
                 return False
             await asyncio.sleep(WATERMARK_POLL_S)
         return True
+
+
+async def polled(
+    read: Callable[[], Awaitable[tuple[bool, list[ChatTurn] | None]]], timeout_s: float
+) -> list[ChatTurn] | None:
+    """`read()`'s turns once it says the cache covers the log far enough; None if it does not
+    within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        covered, turns = await read()
+        if covered:
+            return turns
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(WATERMARK_POLL_S)

@@ -9,10 +9,7 @@ watermark of one generation says nothing about another's turns.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
-from projections.active_context import WATERMARK_POLL_S
+from projections.active_context import polled
 from projections.generations import Generations
 from projections.history import Conversation, History, Message, Response
 from schemas.events import ChatTurn
@@ -50,14 +47,12 @@ class LiveContext:
         self, conversation_id: str, before: str, partition: int, offset: int, timeout_s: float
     ) -> list[ChatTurn] | None:
         """As `ActiveContext.turns_once_applied`, on whichever generation is live at each poll."""
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        async def read() -> tuple[bool, list[ChatTurn] | None]:
             context = (await self._generations.live_views()).context
-            if await context.applied_offset(partition) >= offset:
-                return await context.turns(conversation_id, before)
-            if time.monotonic() >= deadline:
-                return None
-            await asyncio.sleep(WATERMARK_POLL_S)
+            return await context.turns_if_applied(conversation_id, before, partition, offset)
+
+        return await polled(read, timeout_s)
 
     async def applied_offset(self, partition: int) -> int:
         """As `ActiveContext.applied_offset`, on the live generation."""

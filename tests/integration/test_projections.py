@@ -466,6 +466,32 @@ async def test_watermark_says_how_far_each_partition_is_applied(context: ActiveC
     assert await waiting
 
 
+async def test_turns_once_applied_waits_for_the_watermark_then_reads_the_turns_before_the_message(
+    context: ActiveContext,
+) -> None:
+    chat = Chat()
+    first = chat.submit("q1")
+    earlier = [chat.start(), first, chat.accept(first), chat.complete(first, "a1")]
+    for offset, event in enumerate(earlier):
+        await context.apply(event, chat.partition, offset)
+    new = chat.submit("q2")
+    new_offset = len(earlier)
+
+    assert await context.turns_if_applied(chat.conversation_id, new.message_id, chat.partition, new_offset) == (
+        False,
+        None,
+    )
+    waiting = asyncio.create_task(
+        context.turns_once_applied(chat.conversation_id, new.message_id, chat.partition, new_offset, WAIT_S)
+    )
+    await context.apply(new, chat.partition, new_offset)
+    assert [t.content for t in await waiting or []] == ["q1", "a1"]
+    assert await context.turns_if_applied(Chat().conversation_id, new.message_id, chat.partition, new_offset) == (
+        True,
+        None,
+    )
+
+
 async def test_one_response_in_flight_per_conversation(claimed: tuple[ReplyClaims, ActiveContext]) -> None:
     claims, context = claimed
     chat = Chat()
