@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from infra.kafka_clients import Record
 from infra.settings import ModelSettings
-from schemas.events import AnyEvent, ChatTurn, InferenceRequested, MessageAccepted
+from schemas.events import AnyEvent, ChatTurn, Event, InferenceRequested, MessageAccepted
 from schemas.topics import Topic
 from stream_processors import context_window, tokenizers
 from stream_processors.conversation import ConversationReader, MessageGone
@@ -19,6 +19,7 @@ from stream_processors.processor import Emit
 
 class ContextStep:
     name = "context-assembly"
+    acts_on: tuple[type[Event], ...] = (MessageAccepted,)
 
     def __init__(
         self,

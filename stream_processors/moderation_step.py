@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from infra.kafka_clients import Record
-from schemas.events import AnyEvent, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
+from schemas.events import AnyEvent, Event, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
 from schemas.topics import Topic
 from stream_processors.moderation import Moderator
 from stream_processors.processor import Emit
@@ -17,6 +17,7 @@ from stream_processors.processor import Emit
 
 class ModerationStep:
     name = "moderation"
+    acts_on: tuple[type[Event], ...] = (MessageSubmitted,)
 
     def __init__(self, moderator: Moderator, conversations: Topic, tokens: Topic) -> None:
         self._moderator = moderator

@@ -31,8 +31,9 @@ from schemas.events import (
     MessageSubmitted,
     ResponseEnded,
     ResponseFailed,
+    event_classes,
 )
-from schemas.serde import decode
+from schemas.serde import decode, event_type
 from schemas.topics import Topic
 
 RETRY_FIRST_S = 0.1
@@ -52,6 +53,7 @@ class Emit:
 
 class Step(Protocol):
     name: str  # the processor named in dead letters
+    acts_on: tuple[type[Event], ...]  # the event types `handle` emits anything for
 
     async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
         """The events to emit for one input; events the step does not act on give none."""
@@ -78,12 +80,17 @@ class Processor:
         self._step = step
         self._producer = producer
         self._outputs = outputs
+        self._ignored = {cls.model_fields["type"].default for cls in event_classes()} - {
+            cls.model_fields["type"].default for cls in step.acts_on
+        }
 
     @property
     def name(self) -> str:
         return self._step.name
 
     async def process(self, record: Record) -> None:
+        if event_type(record.value) in self._ignored:
+            return  # a valid event of a type the step does nothing with: not worth validating
         emits = await self._outcome(record)
         await asyncio.gather(*(self._producer.send(emit.topic, emit.event, emit.key) for emit in emits))
 

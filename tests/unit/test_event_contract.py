@@ -10,7 +10,7 @@ import pytest
 from schemas import contract_doc, export, topics
 from schemas.events import DeadLetter, Event, ResponseStarted, TokenGenerated, event_classes
 from schemas.freeze import sample_path
-from schemas.serde import encode
+from schemas.serde import encode, event_type
 from schemas.upcasting import current_version
 
 
@@ -46,3 +46,14 @@ def test_an_analysts_validator_tells_event_types_apart() -> None:
     token = TokenGenerated(conversation_id="c", user_id="u", response_id="r", seq=0, text="hi")
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(json.loads(encode(token)), _exported(ResponseStarted))
+
+
+@pytest.mark.parametrize("cls", event_classes(), ids=lambda cls: cls.__name__)
+def test_event_type_reads_the_type_of_every_event(cls: type[Event | DeadLetter]) -> None:
+    sample = cls.model_validate_json(sample_path(cls, current_version(cls)).read_text())
+    assert event_type(encode(sample)) == cls.model_fields["type"].default
+
+
+@pytest.mark.parametrize("raw", [None, b"", b"not json", b"[1]", b'{"type": "NoSuchEvent"}', b'{"type": 3}'])
+def test_event_type_is_none_for_what_is_no_known_event(raw: bytes | None) -> None:
+    assert event_type(raw) is None

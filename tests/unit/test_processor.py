@@ -10,7 +10,15 @@ from typing import Any
 from cassandra.cluster import NoHostAvailable
 
 from infra.kafka_clients import Record
-from schemas.events import AnyEvent, DeadLetter, Event, MessageSubmitted, ResponseEnded, ResponseFailed
+from schemas.events import (
+    AnyEvent,
+    ConversationStarted,
+    DeadLetter,
+    Event,
+    MessageSubmitted,
+    ResponseEnded,
+    ResponseFailed,
+)
 from schemas.serde import encode
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
 from stream_processors.processor import Emit, Outputs, Processor
@@ -49,6 +57,7 @@ class EndsResponses:
     """A step that answers every MessageSubmitted with a ResponseEnded, after `failures` errors."""
 
     name = "test-step"
+    acts_on: tuple[type[Event], ...] = (MessageSubmitted,)
 
     def __init__(self, *failures: Exception) -> None:
         self._failures = list(failures)
@@ -121,3 +130,20 @@ async def test_events_the_step_ignores_produce_nothing() -> None:
     producer = await process(EndsResponses(), record(encode(ended)))
 
     assert producer.sent == []
+
+
+async def test_a_valid_event_of_a_type_the_step_does_not_act_on_is_not_even_decoded() -> None:
+    started = ConversationStarted(conversation_id="c1", user_id="u1")
+    step = EndsResponses(ValueError("handle was called"))  # it would be dead-lettered if handled
+
+    producer = await process(step, record(encode(started)))
+
+    assert producer.sent == []
+
+
+async def test_a_record_of_an_unknown_type_is_still_dead_lettered() -> None:
+    unknown = encode(SUBMITTED).replace(b'"MessageSubmitted"', b'"NoSuchEvent"')
+
+    producer = await process(EndsResponses(), record(unknown))
+
+    assert [type(event) for _, event, _ in producer.sent] == [DeadLetter]
