@@ -10,6 +10,7 @@ import pytest
 from fastapi import HTTPException
 
 from infra.settings import settings
+from ingest_api import auth
 from ingest_api.app import create_app
 from ingest_api.auth import (
     ALGORITHM,
@@ -64,6 +65,30 @@ def test_expired_token_is_401_and_says_so() -> None:
         user_from_token(issue_token("alice", ttl_s=-10))
     assert raised.value.status_code == 401
     assert "expired" in raised.value.detail
+
+
+def test_a_token_is_checked_once_then_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request carries the client's token: PyJWT checks it once, later requests only its expiry."""
+    token = issue_token("alice", ttl_s=60)
+    decoded = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(jwt, "decode", lambda *args, **kwargs: decoded.append(1) or real_decode(*args, **kwargs))
+    assert [user_from_token(token) for _ in range(3)] == ["alice"] * 3
+    assert len(decoded) == 1
+    expiry = real_decode(token, options={"verify_signature": False})["exp"]
+    monkeypatch.setattr(auth.time, "time", lambda: expiry)  # the remembered token's expiry has come
+    with pytest.raises(HTTPException) as raised:
+        user_from_token(token)
+    assert raised.value.status_code == 401 and "expired" in raised.value.detail
+
+
+def test_a_remembered_token_is_checked_again_under_another_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = issue_token("alice")
+    assert user_from_token(token) == "alice"
+    monkeypatch.setattr(settings.api, "jwt_secret", "another-secret-that-is-long-enough-for-hs256")
+    with pytest.raises(HTTPException) as raised:
+        user_from_token(token)
+    assert raised.value.status_code == 401
 
 
 def test_each_install_generates_its_own_private_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
