@@ -34,6 +34,6 @@ async def _new_responses(feed: TokenFeed, conversation_id: str) -> AsyncGenerato
     watcher = feed.watch(conversation_id)
     try:
         async for item in watcher:
-            yield event_bytes("response", json.dumps({"response_id": item.event.response_id}))
+            yield event_bytes("response", json.dumps({"response_id": item.response_id}))
     finally:
         feed.unwatch(watcher)

@@ -15,10 +15,10 @@ from confluent_kafka import Consumer, TopicPartition
 from infra import kafka_clients
 from infra.kafka_clients import next_batch
 from infra.settings import settings
-from ingest_api.positions import LoggedEvent, TokenStreamEvent
+from ingest_api.positions import LoggedEvent, logged
 from ingest_api.token_feed import CLOCK_SKEW_MS
-from schemas.events import ResponseEnded, id_created_ms
-from schemas.serde import UndecodableEvent, decode
+from schemas.events import id_created_ms
+from schemas.serde import UndecodableEvent
 from schemas.topics import TOKENS, partition_for
 
 READ_TIMEOUT_S = 10.0
@@ -66,12 +66,12 @@ def _read(consumer: Consumer, start: TopicPartition, end: int, response_id: str)
             _, offset = kafka_clients.position(msg)
             position = offset + 1
             try:
-                event = decode(msg.value())
+                item = logged(offset, msg.value(), response_id)  # other responses' tokens: not decoded
             except UndecodableEvent:
                 continue
-            if isinstance(event, TokenStreamEvent) and event.response_id == response_id:
-                found.append(LoggedEvent(offset, event))
-                if isinstance(event, ResponseEnded):
+            if item is not None:
+                found.append(item)
+                if item.ends:
                     return found
     if position < end:
         raise LogReadIncomplete(f"read up to offset {position} of {end} in {READ_TIMEOUT_S:.0f}s")

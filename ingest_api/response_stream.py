@@ -16,7 +16,6 @@ from confluent_kafka import KafkaException
 from ingest_api.log_reader import LogReadIncomplete, read_response
 from ingest_api.positions import LoggedEvent
 from ingest_api.token_feed import Subscription, TokenFeed
-from schemas.events import ResponseEnded
 
 LOG_RETRY_FIRST_S = 0.2
 LOG_RETRY_MAX_S = 2.0
@@ -44,11 +43,11 @@ async def response_batches(
         subscription = feed.subscribe(response_id)
         try:
             earlier = await backlog(feed, conversation_id, response_id)
-            if any(isinstance(i.event, ResponseEnded) and i.offset <= last for i in earlier):
+            if any(i.ends and i.offset <= last for i in earlier):
                 return  # the client already has the end
             async for arrived in _merged(earlier, subscription):
                 batch = [item for item in arrived if item.offset > last]
-                ended = next((n for n, i in enumerate(batch) if isinstance(i.event, ResponseEnded)), None)
+                ended = next((n for n, i in enumerate(batch) if i.ends), None)
                 if ended is not None:
                     batch = batch[: ended + 1]
                 if batch:

@@ -16,7 +16,7 @@ from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import response_batches
 from ingest_api.services import Deps
 from ingest_api.sse import SseResponse, event_bytes
-from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated
+from schemas.events import ResponseEnded, ResponseRestarted
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 
@@ -76,13 +76,14 @@ def to_sse(item: LoggedEvent) -> bytes | None:
 
     A token, the one event sent per generated token, is formatted directly: the same bytes as
     `json.dumps({"seq": ..., "text": ...})` in a third of the time."""
-    event = item.event
-    if isinstance(event, TokenGenerated):
+    if item.token is not None:
+        seq, text = item.token
         return b'id: %d\r\nevent: token\r\ndata: {"seq": %d, "text": %s}\r\n\r\n' % (
             item.offset,
-            event.seq,
-            encode_basestring_ascii(event.text).encode(),
+            seq,
+            encode_basestring_ascii(text).encode(),
         )
+    event = item.event
     if isinstance(event, ResponseRestarted):
         return event_bytes("restart", json.dumps({"attempt": event.attempt}), item.offset)
     if isinstance(event, ResponseEnded):

@@ -27,9 +27,9 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from infra import kafka_clients
 from infra.kafka_clients import next_batch
 from infra.settings import settings
-from ingest_api.positions import LoggedEvent, TokenStreamEvent
-from schemas.events import ResponseEnded, ResponseStarted, id_created_ms
-from schemas.serde import UndecodableEvent, decode
+from ingest_api.positions import LoggedEvent, logged
+from schemas.events import id_created_ms
+from schemas.serde import UndecodableEvent
 from schemas.topics import TOKENS
 
 log = logging.getLogger(__name__)
@@ -229,18 +229,18 @@ class TokenFeed:
     def _dispatch(self, events: list[LoggedEvent]) -> None:
         now = time.monotonic()
         for item in events:
-            response_id = item.event.response_id
+            response_id = item.response_id
             entry = self._remembered.get(response_id)
             if entry is None:
-                whole = self._is_new(response_id) or _begins(item)
+                whole = self._is_new(response_id) or item.begins
                 entry = self._remembered[response_id] = _Remembered(whole)
-                for watcher in self._watchers.get(item.event.conversation_id, ()):
+                for watcher in self._watchers.get(item.conversation_id, ()):
                     watcher.offer(item)
             else:
                 self._remembered.move_to_end(response_id)  # kept in order of last activity
             entry.events.append(item)
             entry.last_at = now
-            entry.ended = entry.ended or isinstance(item.event, ResponseEnded)
+            entry.ended = entry.ended or item.ends
             for subscription in self._subscribers.get(response_id, ()):
                 subscription.offer(item)
         self._forget_old(now)
@@ -261,11 +261,6 @@ def _partitions() -> range:
     return range(TOKENS.partitions)
 
 
-def _begins(item: LoggedEvent) -> bool:
-    """The response's first event: nothing of it was written before this one."""
-    return isinstance(item.event, ResponseStarted) and item.event.attempt == 1
-
-
 def _discard(subscriptions: dict[str, set[Subscription]], subscription: Subscription) -> None:
     followers = subscriptions.get(subscription.key)
     if followers is not None:
@@ -277,11 +272,7 @@ def _discard(subscriptions: dict[str, set[Subscription]], subscription: Subscrip
 def _decoded(msg: Message) -> LoggedEvent | None:
     _, offset = kafka_clients.position(msg)
     try:
-        event = decode(msg.value())
+        return logged(offset, msg.value())
     except UndecodableEvent as exc:
         log.warning("skipping undecodable token-stream record at %s: %s", offset, exc)
         return None
-    if not isinstance(event, TokenStreamEvent):
-        log.warning("skipping a %s on the token stream at %s", event.type, offset)
-        return None
-    return LoggedEvent(offset, event)
