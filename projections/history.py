@@ -79,15 +79,14 @@ class Written:
 
 @dataclass
 class Writes:
-    """One event's statements: rows of its conversation's partition of `messages_by_conversation`,
-    rows of other tables, and statements that must run one after another (a deletion's)."""
+    """One event's statements: rows, which go in its segment's one unlogged batch (see
+    `projections.write_plan`), and statements that must run one after another (a deletion's)."""
 
-    turns: list[Statement] = field(default_factory=list)
-    others: list[Statement] = field(default_factory=list)
+    rows: list[Statement] = field(default_factory=list)
     in_order: list[Statement] = field(default_factory=list)
 
     def all(self) -> list[Statement]:
-        return [*self.turns, *self.others, *self.in_order]
+        return [*self.rows, *self.in_order]
 
 
 @dataclass(frozen=True)
@@ -271,13 +270,12 @@ class History:
         in_order: list[tuple[int, list[Statement]]] = []
         for segment in step:
             planned = await self._planned(events, segment, written)
-            turns = BatchStatement(batch_type=BatchType.UNLOGGED)
+            rows = BatchStatement(batch_type=BatchType.UNLOGGED)
             for _, writes in planned:
-                for statement in writes.turns:
-                    turns.add(statement)
-            if len(turns):
-                concurrent.append(([i for i, writes in planned if writes.turns], turns))
-            concurrent += [([i], statement) for i, writes in planned for statement in writes.others]
+                for statement in writes.rows:
+                    rows.add(statement)
+            if len(rows):
+                concurrent.append(([i for i, writes in planned if writes.rows], rows))
             in_order += [(i, writes.in_order) for i, writes in planned if writes.in_order]
         results = await self._execute_concurrently([statement for _, statement in concurrent])
         for (positions, statement), (success, result) in zip(concurrent, results, strict=True):
@@ -310,17 +308,15 @@ class History:
     async def writes(self, event: Event) -> Writes:
         """The statements that apply the event (a deletion reads which response ids to delete)."""
         if isinstance(event, ConversationStarted):
-            return Writes(others=self._conversation_rows(event))
+            return Writes(rows=self._conversation_rows(event))
         if isinstance(event, ConversationRenamed):
-            return Writes(others=self._title_rows(event))
+            return Writes(rows=self._title_rows(event))
         if isinstance(event, ConversationDeleted):
             return Writes(in_order=await self._deletion(event))
         if isinstance(event, MessageSubmitted):
-            return Writes(
-                turns=[*self._turn_rows(event), *self._replaced_row(event)], others=[self._response_row(event)]
-            )
+            return Writes(rows=[*self._turn_rows(event), *self._replaced_row(event), self._response_row(event)])
         if isinstance(event, MessageEvent):
-            return Writes(turns=self._turn_rows(event))
+            return Writes(rows=self._turn_rows(event))
         return Writes()
 
     def _conversation_rows(self, event: ConversationStarted) -> list[Statement]:

@@ -1,9 +1,11 @@
 """In what order, and grouped how, a batch of events is written to the history view.
 
-Each conversation's events are cut into segments. A run of events is one segment: its turn rows
-share the conversation's partition, so they go in one unlogged batch, which Cassandra applies
-atomically and in isolation (a reader sees all of it or none of it), beside the rows it writes to
-other tables. A deletion is a segment of its own, as it reads what it deletes.
+Each conversation's events are cut into segments. A run of events is one segment, written as one
+unlogged batch: one request to Cassandra, whose requests cost it more CPU than the rows in them.
+The segment's turn rows share the conversation's partition, so Cassandra applies them atomically
+and in isolation (a reader sees all of them or none); its rows of other tables (the conversation,
+its listing, a response's row) are other partitions, each applied on its own as before. A
+deletion is a segment of its own, as it reads what it deletes.
 
 Step k holds the k-th segment of every conversation. Steps run one after another, so each
 conversation's writes land in log order, and the segments of a step, all of different
