@@ -12,6 +12,14 @@ import redis.asyncio as redis
 
 from schemas.claims import NAMESPACE, RELEASE_LUA, claim_key
 
+# KEYS: the claim. ARGV: the response id, the TTL in seconds. Returns the holder if there is one.
+CLAIM_OR_HOLDER_LUA = """
+local held = redis.call('GET', KEYS[1])
+if held then return held end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+
 # KEYS: the claim. ARGV: the response id that must hold it, the new one, the TTL in seconds.
 TAKE_OVER_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
@@ -28,10 +36,17 @@ class ReplyClaims:
         self._namespace = namespace
         self._release = client.register_script(RELEASE_LUA)
         self._take_over = client.register_script(TAKE_OVER_LUA)
+        self._claim_or_holder = client.register_script(CLAIM_OR_HOLDER_LUA)
 
     async def claim(self, conversation_id: str, response_id: str, ttl_s: int) -> bool:
         """Claim the conversation for this response; False while another response holds it."""
-        return bool(await self._redis.set(self._key(conversation_id), response_id, nx=True, ex=ttl_s))
+        return await self.claim_or_holder(conversation_id, response_id, ttl_s) is None
+
+    async def claim_or_holder(self, conversation_id: str, response_id: str, ttl_s: int) -> str | None:
+        """Claim the conversation for this response (None), or say which response holds it: one
+        round trip where a claim, then a read of the holder to judge it, took two."""
+        held: str | None = await self._claim_or_holder(keys=[self._key(conversation_id)], args=[response_id, ttl_s])
+        return held
 
     async def release(self, conversation_id: str, response_id: str) -> None:
         """Release the claim if (and only if) this response still holds it (its message was not

@@ -147,12 +147,9 @@ async def _claim(deps: Services, conversation_id: str, response_id: str) -> bool
     this process saw end is taken over at once; otherwise the claim is retried briefly.
     """
     deadline = time.monotonic() + CLAIM_GRACE_S
-    while not await deps.claims.claim(conversation_id, response_id, INFLIGHT_TTL_S):
-        holder = await deps.claims.holder(conversation_id)
-        if (
-            holder
-            and deps.feed.has_ended(holder)
-            and await deps.claims.take_over(conversation_id, holder, response_id, INFLIGHT_TTL_S)
+    while (holder := await deps.claims.claim_or_holder(conversation_id, response_id, INFLIGHT_TTL_S)) is not None:
+        if deps.feed.has_ended(holder) and await deps.claims.take_over(
+            conversation_id, holder, response_id, INFLIGHT_TTL_S
         ):
             return True
         if time.monotonic() > deadline:

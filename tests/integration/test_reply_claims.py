@@ -1,0 +1,27 @@
+"""The API's reply claims against the real Redis: claiming and learning the holder in one round trip."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ingest_api.claims import ReplyClaims
+from schemas.events import new_id
+from tests.integration.test_projections import scratch_namespace
+
+
+@pytest.fixture
+async def claims() -> AsyncIterator[ReplyClaims]:
+    async with scratch_namespace() as (client, namespace):
+        yield ReplyClaims(client, namespace)
+
+
+async def test_a_claim_either_succeeds_or_names_the_response_holding_it(claims: ReplyClaims) -> None:
+    conversation, first, second = new_id(), new_id(), new_id()
+    assert await claims.claim_or_holder(conversation, first, ttl_s=60) is None
+    assert await claims.claim_or_holder(conversation, second, ttl_s=60) == first
+    assert await claims.holder(conversation) == first
+    await claims.release(conversation, first)
+    assert await claims.claim_or_holder(conversation, second, ttl_s=60) is None
+    assert await claims.holder(conversation) == second
