@@ -29,11 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tritonclient.grpc.aio as triton
 from confluent_kafka import Consumer, TopicPartition
 
 from inference_bridge.topics import Topics
-from inference_bridge.triton_stream import Timeouts, stream_text
+from inference_bridge.triton_stream import Endpoint, Timeouts, stream_text
 from infra.kafka_clients import EventProducer, next_batch
 from infra.settings import settings
 from schemas.events import ChatTurn, InferenceRequested, ResponseEnded, TokenGenerated, new_id
@@ -88,7 +87,7 @@ def percentile(values: list[float], p: int) -> float:
 
 
 async def run_direct(concurrency: int, pace: Mapping[str, Any]) -> Run:
-    client = triton.InferenceServerClient(settings.triton.grpc_url)
+    client = Endpoint(settings.triton.grpc_url)
     sampling = {**pace, "script": SCRIPT, "max_tokens": TOKENS}
     began = time.perf_counter()
     streams = await asyncio.gather(*(_direct_stream(client, sampling) for _ in range(concurrency)))
@@ -97,7 +96,7 @@ async def run_direct(concurrency: int, pace: Mapping[str, Any]) -> Run:
     return Run(list(streams), wall)
 
 
-async def _direct_stream(client: triton.InferenceServerClient, sampling: dict[str, Any]) -> Stream:
+async def _direct_stream(client: Endpoint, sampling: dict[str, Any]) -> Stream:
     stream = Stream(time.perf_counter())
     async for _ in stream_text(client, MODEL, PROMPT, sampling, Timeouts(30, 30)):
         stream.arrivals.append(time.perf_counter())

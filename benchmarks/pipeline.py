@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
-import tritonclient.grpc.aio as triton
 from httpx_sse import aconnect_sse
 
-from inference_bridge.triton_stream import Timeouts, stream_text
+from inference_bridge.triton_stream import Endpoint, Timeouts, stream_text
 from infra.settings import settings
 from ingest_api.auth import issue_token
 from schemas.events import ChatTurn
@@ -79,7 +78,7 @@ async def timed(chunks, started: float) -> Stream:
     return Stream(ttft_s=arrivals[0] - started, gaps_s=gaps, tokens=len(arrivals))
 
 
-async def direct_stream(client: triton.InferenceServerClient, index: int) -> Stream:
+async def direct_stream(client: Endpoint, index: int) -> Stream:
     prompt = [
         ChatTurn(role="system", content=settings.context.system_prompt),
         ChatTurn(role="user", content=message(index)),
@@ -126,7 +125,7 @@ async def run_openai(concurrency: int) -> Run:
 
 
 async def run_direct(concurrency: int) -> Run:
-    client = triton.InferenceServerClient(settings.triton.grpc_url)
+    client = Endpoint(settings.triton.grpc_url)
     run = Run(concurrency)
     began = time.perf_counter()
     run.streams = list(await asyncio.gather(*(direct_stream(client, i) for i in range(concurrency))))

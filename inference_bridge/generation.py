@@ -39,21 +39,30 @@ from schemas.events import (
     ResponseFailed,
     ResponseRestarted,
     ResponseStarted,
-    TokenGenerated,
     Usage,
 )
+from schemas.serde import TokenEncoder
 from schemas.topics import Topic
 
 TextStream = Callable[[InferenceRequested], AsyncGenerator[str, None]]
 """The model's output for a request, piece by piece; raises InferenceError when it cannot finish."""
-Send = Callable[[Topic, Event], Awaitable[Any]]
-"""Queue an event on a topic; the awaitable resolves when Kafka acknowledged it (awaited once,
-at the end, for token events: `infra.kafka_clients.EventProducer.produce`)."""
 Recover = Callable[[InferenceRequested, float], Awaitable[None]]
 """Wait until some endpoint serves the request's model again; raise InferenceError once the event
 loop's clock passes the deadline (the second argument) first."""
 
 FENCE_CHECK_S = 1.0  # while streaming, how often a generation checks it is still the newest attempt
+
+
+class EventLog(Protocol):
+    """Where a generation's events go (`infra.kafka_clients.EventProducer`). Each returns an
+    awaitable that resolves when Kafka acknowledged the event; a generation awaits them all once,
+    at its end."""
+
+    def produce(self, topic: Topic, event: Event) -> Awaitable[Any]:
+        """Queue an event on its conversation's partition of `topic`."""
+
+    def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], Awaitable[Any]]:
+        """Queue events already encoded (the tokens, by `TokenEncoder`) on the conversation's partition."""
 
 
 class AttemptRecord(Protocol):
@@ -80,7 +89,7 @@ class Generation:
         request: InferenceRequested,
         *,
         stream: TextStream,
-        send: Send,
+        log: EventLog,
         attempts: AttemptRecord,
         max_attempts: int,
         topics: Topics,
@@ -91,7 +100,8 @@ class Generation:
         self._stream = stream
         self._recover = recover
         self._retry_budget_s = retry_budget_s
-        self._send = send
+        self._log = log
+        self._send_token = log.sender(topics.tokens, request.conversation_id)
         self._tokens = topics.tokens
         self._conversations = topics.conversations
         self._attempts = attempts
@@ -191,18 +201,22 @@ class Generation:
         self._fence_checked_at = asyncio.get_running_loop().time()
 
     async def _stream_tokens(self) -> None:
-        async with aclosing(self._stream(self.request)) as pieces:
-            async for piece in pieces:
-                await self._check_fence(every_s=FENCE_CHECK_S)
-                self._emit(self._tokens, TokenGenerated(**self._ids(), seq=len(self._pieces), text=piece))
-                self._pieces.append(piece)
+        """Each piece as a TokenGenerated event. The hottest loop of the bridge, so the events are
+        encoded by `TokenEncoder` and the fence's clock is checked here, awaiting a coroutine
+        only when a check is due."""
+        tokens = TokenEncoder(**self._ids())
+        pieces, acks, send = self._pieces, self._acks, self._send_token
+        clock = asyncio.get_running_loop().time
+        async with aclosing(self._stream(self.request)) as stream:
+            async for piece in stream:
+                if clock() - self._fence_checked_at >= FENCE_CHECK_S:
+                    await self._check_fence()
+                acks.append(send(tokens.encode(len(pieces), piece)))
+                pieces.append(piece)
 
-    async def _check_fence(self, every_s: float = 0.0) -> None:
-        """Raise Superseded if a newer attempt began; at most once per `every_s`."""
-        now = asyncio.get_running_loop().time()
-        if now - self._fence_checked_at < every_s:
-            return
-        self._fence_checked_at = now
+    async def _check_fence(self) -> None:
+        """Raise Superseded if a newer attempt began."""
+        self._fence_checked_at = asyncio.get_running_loop().time()
         newest = await self._attempts.current(self.request.response_id)
         if newest is not None and newest > self._attempt:
             raise Superseded
@@ -234,7 +248,7 @@ class Generation:
         event to land after the retry's, a second ending in the log.
         """
         self.ending = True
-        await self._send(self._conversations, final)
+        await self._log.produce(self._conversations, final)
         self._emit(self._tokens, ending)
 
     @property
@@ -242,7 +256,7 @@ class Generation:
         return "".join(self._pieces)
 
     def _emit(self, topic: Topic, event: Event) -> None:
-        self._acks.append(self._send(topic, event))
+        self._acks.append(self._log.produce(topic, event))
 
     def _ids(self) -> dict[str, Any]:
         """The fields every token-stream event of this attempt shares."""

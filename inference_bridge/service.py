@@ -30,10 +30,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as redis
-import tritonclient.grpc.aio as triton
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
-from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
-from tritonclient.utils import InferenceServerException
 
 from inference_bridge.attempts import Attempts
 from inference_bridge.cancels import PendingCancels
@@ -43,7 +40,7 @@ from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter
 from inference_bridge.sampling import sampling_parameters
 from inference_bridge.topics import Topics
-from inference_bridge.triton_stream import InferenceError, Timeouts, stream_text
+from inference_bridge.triton_stream import Endpoint, InferenceError, Timeouts, stream_text
 from infra.kafka_clients import COOPERATIVE, EventProducer, Record, consumer, dead_letter, next_batch
 from infra.settings import BridgeSettings
 from schemas.events import InferenceRequested
@@ -62,16 +59,6 @@ PROBE_EVERY_S = 0.5
 
 T = TypeVar("T")
 
-# tritonclient's channel options, plus reconnects: gRPC backs off up to 2 minutes between
-# reconnects to a lost server, failing requests at once meanwhile; a Triton that restarts in
-# seconds should get traffic again within a second.
-RECONNECT = [
-    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
-    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
-
 
 @dataclass(frozen=True)
 class _InFlight:
@@ -85,7 +72,7 @@ class Bridge:
 
     # connections, made by `run`
     _loop: asyncio.AbstractEventLoop
-    _router: LeastBusyRouter[triton.InferenceServerClient]
+    _router: LeastBusyRouter[Endpoint]
     _attempts: Attempts
     _producer: EventProducer
     _requests: Consumer
@@ -138,10 +125,10 @@ class Bridge:
 
     async def _open(self, resources: AsyncExitStack) -> None:
         """Connect to everything; the exit stack closes it all in reverse order."""
-        clients = {url: triton.InferenceServerClient(url, channel_args=RECONNECT) for url in self._endpoints}
-        for client in clients.values():
-            resources.push_async_callback(client.close)
-        self._router = LeastBusyRouter(clients)
+        endpoints = {url: Endpoint(url) for url in self._endpoints}
+        for endpoint in endpoints.values():
+            resources.push_async_callback(endpoint.close)
+        self._router = LeastBusyRouter(endpoints)
         redis_client = redis.Redis.from_url(self._redis_url)
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
@@ -218,7 +205,7 @@ class Bridge:
         generation = Generation(
             request,
             stream=self._text_stream,
-            send=self._producer.produce,
+            log=self._producer,
             attempts=self._attempts,
             max_attempts=self._config.max_attempts,
             topics=self._topics,
@@ -298,7 +285,7 @@ class Bridge:
         that the retry goes to another server when the fleet has one, else to this one once back."""
         while True:
             for client in self._router.clients():
-                ready = await _serves(client, request.model)
+                ready = await client.serves(request.model, PROBE_S)
                 self._router.mark(client, down=not ready)
                 if ready:
                     return
@@ -398,14 +385,6 @@ async def _after(running: asyncio.Task[None], work: Coroutine[Any, Any, None]) -
         work.close()
         raise
     await work
-
-
-async def _serves(client: triton.InferenceServerClient, model: str) -> bool:
-    """Whether the endpoint answers and has the model loaded."""
-    try:
-        return bool(await client.is_model_ready(model, client_timeout=PROBE_S))
-    except InferenceServerException:
-        return False
 
 
 def _inference_request(raw: bytes | None) -> InferenceRequested:

@@ -11,26 +11,42 @@ Whatever goes wrong — an error from the model, an unreachable server, a stall 
 timeouts — surfaces as one exception type, `InferenceError`, whose message is fit to show a user.
 Leaving the iterator early (a cancel, a timeout, the task being cancelled) cancels the gRPC call,
 which Triton turns into a request cancellation, so the model stops generating.
+
+Every response is one token, so this is the bridge's hottest path: it speaks Triton's gRPC
+protocol through the generated stub (`tritonclient.grpc.service_pb2_grpc`) rather than
+tritonclient's client, whose per-response wrapping (an `InferResult`, a numpy array per output)
+cost more than the rest of the read, and watches for a stalled model with one timer per stream
+(`_Responses`) instead of a timeout per response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+import struct
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import numpy as np
-import numpy.typing as npt
-import tritonclient.grpc.aio as triton
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, service_pb2, service_pb2_grpc
 
 from schemas.events import ChatTurn
 
 OUTPUT = "text_output"
 UNREACHABLE = {grpc.StatusCode.UNAVAILABLE}  # no connection, or the server went away mid-stream
 FINAL_FLAG = "triton_final_response"
+_LENGTH = struct.Struct("<I")  # a BYTES tensor element's length prefix
+
+# tritonclient's channel options, plus reconnects: gRPC backs off up to 2 minutes between
+# reconnects to a lost server, failing requests at once meanwhile; a Triton that restarts in
+# seconds should get traffic again within a second.
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 
 class InferenceError(Exception):
@@ -52,80 +68,168 @@ class Timeouts:
     token_s: float
 
 
+class Endpoint:
+    """One Triton server's gRPC endpoint: a channel for its streams and readiness probes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._channel = grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS)
+        self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def stream(self, request: service_pb2.ModelInferRequest) -> Any:
+        """A ModelStreamInfer call sending just `request` (then half-closed)."""
+        return self._stub.ModelStreamInfer((request,))
+
+    async def serves(self, model: str, timeout_s: float) -> bool:
+        """Whether the server answers within `timeout_s` and has the model loaded."""
+        try:
+            response = await self._stub.ModelReady(service_pb2.ModelReadyRequest(name=model), timeout=timeout_s)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(response.ready)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    def __repr__(self) -> str:
+        return f"Endpoint({self.url!r})"
+
+
 def prompt_text(prompt: Sequence[ChatTurn]) -> str:
     """The text_input for a chat: the JSON message list that chat-model backends template."""
     return json.dumps([turn.model_dump() for turn in prompt], ensure_ascii=False)
 
 
 async def stream_text(
-    client: triton.InferenceServerClient,
+    endpoint: Endpoint,
     model: str,
     prompt: Sequence[ChatTurn],
     sampling: Mapping[str, Any],
     timeouts: Timeouts,
 ) -> AsyncGenerator[str, None]:
     """The generated text, piece by piece as Triton streams it (empty pieces are skipped)."""
-    call = client.stream_infer(_single_request(model, prompt_text(prompt), sampling))
-    timeout_s = timeouts.first_token_s
+    responses = _Responses(endpoint.stream(_request(model, prompt_text(prompt), sampling)), timeouts)
     try:
         while True:
-            result = await _next_result(call, timeout_s)
-            if result is None:  # Triton ends the stream once the request's final response is out
+            response = await responses.next()
+            if response is None:  # Triton ends the stream once the request's final response is out
                 return
-            text = _text(result)
+            text = _text(response)
             if text:
                 yield text
-            if _is_final(result):
+            parameters = response.parameters
+            if FINAL_FLAG in parameters and parameters[FINAL_FLAG].bool_param:
                 return
-            timeout_s = timeouts.token_s
     finally:
-        call.cancel()  # no-op once the stream has ended; otherwise tells Triton to stop the model
+        responses.close()
 
 
-async def _single_request(model: str, text: str, sampling: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """The request side of the gRPC stream: one request, then half-close."""
-    yield {"model_name": model, "inputs": _inputs(text, sampling)}
+def _request(model: str, text: str, sampling: Mapping[str, Any]) -> service_pb2.ModelInferRequest:
+    """The request in the vLLM backend's tensors, each of shape [1], in Triton's raw encoding."""
+    tensor = service_pb2.ModelInferRequest.InferInputTensor
+    return service_pb2.ModelInferRequest(
+        model_name=model,
+        inputs=[
+            tensor(name="text_input", datatype="BYTES", shape=[1]),
+            tensor(name="stream", datatype="BOOL", shape=[1]),
+            tensor(name="sampling_parameters", datatype="BYTES", shape=[1]),
+        ],
+        raw_input_contents=[_bytes_element(text.encode()), b"\x01", _bytes_element(json.dumps(sampling).encode())],
+    )
 
 
-def _inputs(text: str, sampling: Mapping[str, Any]) -> list[triton.InferInput]:
-    return [
-        _tensor("text_input", np.array([text.encode()], dtype=np.object_), "BYTES"),
-        _tensor("stream", np.array([True]), "BOOL"),
-        _tensor("sampling_parameters", np.array([json.dumps(sampling).encode()], dtype=np.object_), "BYTES"),
-    ]
+def _bytes_element(value: bytes) -> bytes:
+    """One element of a BYTES tensor: its length (4 bytes, little-endian), then the bytes."""
+    return _LENGTH.pack(len(value)) + value
 
 
-def _tensor(name: str, value: npt.NDArray[Any], datatype: str) -> triton.InferInput:
-    tensor = triton.InferInput(name, list(value.shape), datatype)
-    tensor.set_data_from_numpy(value)
-    return tensor
+class _Responses:
+    """A stream call's responses, one at a time; the call is cancelled once the model has sent
+    nothing for its timeout (the first token's, then the next token's) while one was awaited.
+
+    One timer per stream, where a timeout around every read cost a timer (scheduled, then
+    cancelled) per token. When it fires before the deadline it is re-armed for the deadline, or
+    for the shorter timeout from now if that is sooner, so a deadline that moves closer (the
+    first response came, its timeout is shorter) is never overshot. Only time spent waiting for a
+    response counts: the reader's own time between responses (writing the token) is not the model's.
+    """
+
+    def __init__(self, call: Any, timeouts: Timeouts) -> None:
+        self._call = call
+        self._timeouts = timeouts
+        self._shortest_s = min(timeouts.first_token_s, timeouts.token_s)
+        self._heard = False  # a response came: later ones have the token timeout
+        self._stalled = False
+        self._waiting_since: float | None = None  # None while no response is awaited
+        self._loop = asyncio.get_running_loop()
+        self._timer = self._loop.call_later(self._shortest_s, self._check)
+
+    async def next(self) -> service_pb2.ModelInferResponse | None:
+        """The next response, or None at the end of the stream; every failure as InferenceError."""
+        self._waiting_since = self._loop.time()
+        try:
+            response = await self._call.read()
+        except asyncio.CancelledError:
+            if self._stalled and not _current_task_cancelling():
+                raise self._stall() from None
+            raise
+        except grpc.aio.AioRpcError as exc:
+            message = f"inference server unavailable ({exc.code().name}): {exc.details()}"
+            raise InferenceError(message, retryable=exc.code() in UNREACHABLE) from exc
+        finally:
+            self._waiting_since = None
+        if response is grpc.aio.EOF:
+            if self._stalled:
+                raise self._stall()
+            return None
+        if response.error_message:
+            raise InferenceError(f"the model failed: {response.error_message}")
+        self._heard = True
+        return response.infer_response
+
+    def close(self) -> None:
+        """Stop watching, and cancel the call: a no-op once the stream has ended; otherwise
+        Triton cancels the request, so the model stops generating."""
+        self._timer.cancel()
+        self._call.cancel()
+
+    @property
+    def _timeout_s(self) -> float:
+        return self._timeouts.token_s if self._heard else self._timeouts.first_token_s
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._waiting_since is not None and now >= self._waiting_since + self._timeout_s:
+            self._stalled = True
+            self._call.cancel()  # ends the pending read
+            return
+        due = now + self._shortest_s
+        if self._waiting_since is not None:
+            due = min(due, self._waiting_since + self._timeout_s)
+        self._timer = self._loop.call_at(due, self._check)
+
+    def _stall(self) -> InferenceError:
+        return InferenceError(f"the model sent nothing for {self._timeout_s:g}s")
 
 
-async def _next_result(call: Any, timeout_s: float) -> triton.InferResult | None:
-    """The next response, or None at the end of the stream; every failure as InferenceError."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            result, error = await anext(call)
-    except StopAsyncIteration:
-        return None
-    except TimeoutError:
-        raise InferenceError(f"the model sent nothing for {timeout_s:g}s") from None
-    except grpc.aio.AioRpcError as exc:
-        message = f"inference server unavailable ({exc.code().name}): {exc.details()}"
-        raise InferenceError(message, retryable=exc.code() in UNREACHABLE) from exc
-    if error is not None:
-        raise InferenceError(f"the model failed: {error.message()}")
-    return result
+def _text(response: service_pb2.ModelInferResponse) -> str:
+    """The text_output tensor's elements (BYTES: each length-prefixed), joined and decoded."""
+    for output, raw in zip(response.outputs, response.raw_output_contents, strict=False):
+        if output.name == OUTPUT:
+            return b"".join(_elements(raw)).decode(errors="replace")
+    return ""
 
 
-def _text(result: triton.InferResult) -> str:
-    output = result.as_numpy(OUTPUT)
-    if output is None:
-        return ""
-    pieces = output.reshape(-1)
-    return "".join(p.decode(errors="replace") if isinstance(p, bytes) else str(p) for p in pieces)
+def _elements(raw: bytes) -> list[bytes]:
+    elements, offset = [], 0
+    while offset < len(raw):
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        elements.append(raw[offset : offset + length])
+        offset += length
+    return elements
 
 
-def _is_final(result: triton.InferResult) -> bool:
-    parameters = result.get_response().parameters
-    return FINAL_FLAG in parameters and parameters[FINAL_FLAG].bool_param
+def _current_task_cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -109,15 +109,19 @@ class EventProducer:
         """Like `send`, for events sent in bulk (a reply's tokens), on their conversation's
         partition: the acknowledgement is a `Delivery`, which wakes the event loop only if
         something is waiting on it when it comes."""
-        delivery = Delivery(self._settling)
         key = event.conversation_id
-        self._producer.produce(
-            topic.name,
-            value=encode(event),
-            key=key.encode(),
-            partition=partition_for(key, topic),
-            on_delivery=delivery.settle,
+        return self._produce_encoded(topic.name, key.encode(), partition_for(key, topic), encode(event))
+
+    def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], Delivery]:
+        """`produce` for events already encoded (`schemas.serde.TokenEncoder`), all of one
+        conversation: its key and partition are worked out once, not for every token."""
+        return partial(
+            self._produce_encoded, topic.name, conversation_id.encode(), partition_for(conversation_id, topic)
         )
+
+    def _produce_encoded(self, topic: str, key: bytes, partition: int, value: bytes) -> Delivery:
+        delivery = Delivery(self._settling)
+        self._producer.produce(topic, value, key, partition, delivery.settle)
         return delivery
 
     def _poll_forever(self) -> None:

@@ -267,6 +267,12 @@ async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arri
         ),
         pytest.param({**SHORT, "fail_after": 2}, {}, "scripted failure after 2 tokens", id="model-error"),
         pytest.param({**SHORT, "ttft_ms": 5000}, {"first_token_timeout_s": 0.5}, "sent nothing for 0.5s", id="timeout"),
+        pytest.param(
+            {**SHORT, "itl_ms": 60_000},
+            {"first_token_timeout_s": 60.0, "token_timeout_s": 0.5},
+            "sent nothing for 0.5s",
+            id="timeout-after-the-first-token",
+        ),
     ],
 )
 async def test_a_failed_generation_is_reported_to_the_client(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 import pytest
 
@@ -23,6 +23,7 @@ from schemas.events import (
     ResponseStarted,
     TokenGenerated,
 )
+from schemas.serde import decode
 from schemas.topics import CONVERSATIONS, TOKENS, Topic
 
 REQUEST = InferenceRequested(
@@ -38,7 +39,8 @@ REQUEST = InferenceRequested(
 
 
 class FakeLog:
-    """Records sends; acknowledges them at once unless told to hold the acks."""
+    """Records sends (the encoded ones decoded, as a reader of the log would); acknowledges them at
+    once unless told to hold the acks."""
 
     def __init__(self, hold_acks: bool = False) -> None:
         self.sent: list[tuple[str, Event]] = []
@@ -46,7 +48,15 @@ class FakeLog:
         self.finished = asyncio.Event()  # the conversation log's final event was sent
         self._hold_acks = hold_acks
 
-    def send(self, topic: Topic, event: Event) -> asyncio.Future[None]:
+    def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], asyncio.Future[None]]:
+        def send(raw: bytes) -> asyncio.Future[None]:
+            event = decode(raw)
+            assert event.conversation_id == conversation_id
+            return self.produce(topic, event)
+
+        return send
+
+    def produce(self, topic: Topic, event: Event) -> asyncio.Future[None]:
         self.sent.append((topic.name, event))
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._hold_acks:
@@ -159,7 +169,7 @@ def generation(
     return Generation(
         REQUEST,
         stream=stream,
-        send=log.send,
+        log=log,
         attempts=attempts or Attempts(attempt),
         max_attempts=max_attempts,
         topics=Topics(),
