@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -42,6 +43,13 @@ from projections.projector import Projector
 from schemas.claims import NAMESPACE as CLAIMS_NAMESPACE
 
 POINTER = "steno:views"
+RETIRE_AFTER_S = 30.0
+"""How long a process keeps a generation's Cassandra session once the pointer stopped naming it:
+requests that picked the generation before a swap finish on it; then the session is closed. The
+driver opens a connection pool for every open session on every host that comes back, and a
+session whose keyspace is gone (an old generation dropped after a swap) fails that, which keeps
+the host down for every session: after a Cassandra restart the process could neither read nor
+write anything until it was restarted itself."""
 NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")  # a Cassandra keyspace name (lower case)
 
 # KEYS: the pointer. ARGV: the generation live without it; the expected live and next; the new
@@ -106,6 +114,8 @@ class Generations:
         self._views: dict[str, Projector] = {}
         self._opening = asyncio.Lock()
         self._last_seen = first
+        self._last_named: dict[str, float] = {}  # generation -> when the pointer last named it
+        self.retire_after_s = RETIRE_AFTER_S
 
     async def live(self) -> str:
         """The live generation's name.
@@ -117,6 +127,8 @@ class Generations:
             self._last_seen = await self._redis.hget(self._pointer, "live") or self._first  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("cannot read the live generation (%r): using %s", exc, self._last_seen)
+            return self._last_seen
+        await self._named([self._last_seen])
         return self._last_seen
 
     async def views(self, name: str) -> Projector:
@@ -138,7 +150,21 @@ class Generations:
         (during a swap), then the live one."""
         live, next_ = await self._redis.hmget(self._pointer, ["live", "next"])  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
         names = [name for name in (next_, live or self._first) if name]
+        await self._named(names)
         return [await self.views(name) for name in dict.fromkeys(names)]
+
+    async def _named(self, names: list[str]) -> None:
+        """The pointer names these generations now; close the sessions of those it stopped naming
+        `retire_after_s` ago (see RETIRE_AFTER_S). Views opened for a generation the pointer never
+        named (a replay's target before it is swapped in) stay open: their user closes them."""
+        now = time.monotonic()
+        self._last_named.update(dict.fromkeys(names, now))
+        retired = [name for name, named in self._last_named.items() if now - named > self.retire_after_s]
+        for name in retired:
+            del self._last_named[name]
+            if (views := self._views.pop(name, None)) is not None:
+                log.info("closing the session of generation %s: the pointer no longer names it", name)
+                await asyncio.to_thread(views.history.close)
 
     async def begin(self, live: str, new: str) -> None:
         """Have the live projection write `new` too (first), while `live` stays live; a swap to

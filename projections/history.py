@@ -238,6 +238,10 @@ class History:
             "SELECT response_id, conversation_id, user_id, message_id FROM responses WHERE response_id = ?"
         )
 
+    def close(self) -> None:
+        """Close the session (blocking: run it off the event loop)."""
+        self._session.shutdown()
+
     # --- write side ---------------------------------------------------------------------
 
     async def apply(self, event: Event) -> None:
