@@ -12,10 +12,11 @@ import redis.asyncio as redis
 
 from schemas.claims import NAMESPACE, RELEASE_LUA, claim_key
 
-# KEYS: the claim. ARGV: the response id, the TTL in seconds. Returns the holder if there is one.
+# KEYS: the claim. ARGV: the response id, the TTL in seconds, a finished response it may replace
+# (or ""). Returns the holder if it keeps the claim.
 CLAIM_OR_HOLDER_LUA = """
 local held = redis.call('GET', KEYS[1])
-if held then return held end
+if held and held ~= ARGV[3] then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """
@@ -42,10 +43,17 @@ class ReplyClaims:
         """Claim the conversation for this response; False while another response holds it."""
         return await self.claim_or_holder(conversation_id, response_id, ttl_s) is None
 
-    async def claim_or_holder(self, conversation_id: str, response_id: str, ttl_s: int) -> str | None:
-        """Claim the conversation for this response (None), or say which response holds it: one
-        round trip where a claim, then a read of the holder to judge it, took two."""
-        held: str | None = await self._claim_or_holder(keys=[self._key(conversation_id)], args=[response_id, ttl_s])
+    async def claim_or_holder(
+        self, conversation_id: str, response_id: str, ttl_s: int, finished: str | None = None
+    ) -> str | None:
+        """Claim the conversation for this response (None), or say which response holds it.
+
+        `finished`, a response known to have ended, is replaced as the holder at once (its release
+        by the projection may still be on its way): one round trip where a claim, a read of the
+        holder to judge it, and a take-over took three."""
+        held: str | None = await self._claim_or_holder(
+            keys=[self._key(conversation_id)], args=[response_id, ttl_s, finished or ""]
+        )
         return held
 
     async def release(self, conversation_id: str, response_id: str) -> None:

@@ -144,10 +144,15 @@ async def _claim(deps: Services, conversation_id: str, response_id: str) -> bool
 
     The projection releases a finished response's claim a moment after its client saw `done`;
     a client that sends its next message at once must not get a 409 for that gap. A holder
-    this process saw end is taken over at once; otherwise the claim is retried briefly.
+    this process saw end is taken over at once (in the claim's own round trip when it is the
+    conversation's last response to end); otherwise the claim is retried briefly.
     """
     deadline = time.monotonic() + CLAIM_GRACE_S
-    while (holder := await deps.claims.claim_or_holder(conversation_id, response_id, INFLIGHT_TTL_S)) is not None:
+    while (
+        holder := await deps.claims.claim_or_holder(
+            conversation_id, response_id, INFLIGHT_TTL_S, finished=deps.feed.last_ended(conversation_id)
+        )
+    ) is not None:
         if deps.feed.has_ended(holder) and await deps.claims.take_over(
             conversation_id, holder, response_id, INFLIGHT_TTL_S
         ):

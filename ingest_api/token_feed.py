@@ -111,6 +111,7 @@ class _Remembered:
     response began (a restarted API): those events are a tail, and readers go to the log."""
 
     whole: bool
+    conversation_id: str
     events: list[LoggedEvent] = field(default_factory=list)
     ended: bool = False
     last_at: float = 0.0  # monotonic time of the newest event
@@ -122,6 +123,7 @@ class TokenFeed:
         self._subscribers: dict[str, set[Subscription]] = {}
         self._watchers: dict[str, set[Subscription]] = {}
         self._remembered: OrderedDict[str, _Remembered] = OrderedDict()  # the quietest first
+        self._last_ended: dict[str, str] = {}  # conversation id -> its remembered response that ended last
         self._started_ms = math.inf  # until the feed's start offsets are fixed, nothing counts as new
         self._running = False
         self._thread: threading.Thread | None = None
@@ -181,6 +183,10 @@ class TokenFeed:
         entry = self._remembered.get(response_id)
         return entry is not None and entry.ended
 
+    def last_ended(self, conversation_id: str) -> str | None:
+        """The conversation's response this process saw end last (while it remembers it)."""
+        return self._last_ended.get(conversation_id)
+
     def remembered(self, response_id: str) -> list[LoggedEvent] | None:
         """The response's events if memory holds all of them, else None (read the log)."""
         if (entry := self._remembered.get(response_id)) is not None:
@@ -233,14 +239,16 @@ class TokenFeed:
             entry = self._remembered.get(response_id)
             if entry is None:
                 whole = self._is_new(response_id) or item.begins
-                entry = self._remembered[response_id] = _Remembered(whole)
+                entry = self._remembered[response_id] = _Remembered(whole, item.conversation_id)
                 for watcher in self._watchers.get(item.conversation_id, ()):
                     watcher.offer(item)
             else:
                 self._remembered.move_to_end(response_id)  # kept in order of last activity
             entry.events.append(item)
             entry.last_at = now
-            entry.ended = entry.ended or item.ends
+            if item.ends:
+                entry.ended = True
+                self._last_ended[item.conversation_id] = response_id
             for subscription in self._subscribers.get(response_id, ()):
                 subscription.offer(item)
         self._forget_old(now)
@@ -255,6 +263,8 @@ class TokenFeed:
             if oldest.last_at >= cutoff:
                 return
             del self._remembered[response_id]
+            if self._last_ended.get(oldest.conversation_id) == response_id:
+                del self._last_ended[oldest.conversation_id]
 
 
 def _partitions() -> range:

@@ -25,3 +25,13 @@ async def test_a_claim_either_succeeds_or_names_the_response_holding_it(claims: 
     await claims.release(conversation, first)
     assert await claims.claim_or_holder(conversation, second, ttl_s=60) is None
     assert await claims.holder(conversation) == second
+
+
+async def test_a_finished_holder_is_replaced_in_the_same_round_trip(claims: ReplyClaims) -> None:
+    """The projection releases a reply's claim a moment after its end; the API, which saw the end,
+    claims over it at once. Any other holder keeps the claim."""
+    conversation, first, second, third = new_id(), new_id(), new_id(), new_id()
+    assert await claims.claim_or_holder(conversation, first, ttl_s=60) is None
+    assert await claims.claim_or_holder(conversation, second, ttl_s=60, finished=third) == first
+    assert await claims.claim_or_holder(conversation, second, ttl_s=60, finished=first) is None
+    assert await claims.holder(conversation) == second

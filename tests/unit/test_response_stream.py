@@ -128,6 +128,20 @@ def test_responses_are_forgotten_after_being_quiet_for_a_while_not_after_they_be
     assert set(feed._remembered) == {long_reply}
 
 
+def test_the_feed_knows_which_response_of_a_conversation_ended_last(monkeypatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(token_feed.time, "monotonic", lambda: clock[0])
+    feed = TokenFeed(QUEUE)
+    first, second = new_id(), new_id()
+    feed._dispatch([started(first, 1), ended(first, 2), started(second, 3)])
+    assert feed.last_ended(CONVERSATION) == first
+    feed._dispatch([ended(second, 4)])
+    assert feed.last_ended(CONVERSATION) == second
+    clock[0] += token_feed.REMEMBER_ENDED_S + 1
+    feed._dispatch([started(new_id(), 5)])  # forgotten with the response: the memory stays bounded
+    assert feed.last_ended(CONVERSATION) is None
+
+
 async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
     feed = TokenFeed(subscriber_queue=2)
     rid = new_id()
