@@ -8,18 +8,30 @@ conversation. The claim carries a TTL, so a reply whose end never comes frees it
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import cast
+
 import redis.asyncio as redis
 
 from schemas.claims import NAMESPACE, RELEASE_LUA, claim_key
 
-# KEYS: the claim. ARGV: the response id, the TTL in seconds, a finished response it may replace
-# (or ""). Returns the holder if it keeps the claim.
+# KEYS: the claim, a key whose existence refuses it (the conversation's deletion marker). ARGV: the
+# response id, the TTL in seconds, a finished response it may replace (or ""). Returns the holder
+# if it keeps the claim, 0 if the refusing key exists.
 CLAIM_OR_HOLDER_LUA = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local held = redis.call('GET', KEYS[1])
 if held and held ~= ARGV[3] then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """
+
+
+class Refused(Enum):
+    """What `claim_or_holder` answers when the key that refuses claims exists."""
+
+    REFUSED = 0
+
 
 # KEYS: the claim. ARGV: the response id that must hold it, the new one, the TTL in seconds.
 TAKE_OVER_LUA = """
@@ -44,17 +56,23 @@ class ReplyClaims:
         return await self.claim_or_holder(conversation_id, response_id, ttl_s) is None
 
     async def claim_or_holder(
-        self, conversation_id: str, response_id: str, ttl_s: int, finished: str | None = None
-    ) -> str | None:
+        self,
+        conversation_id: str,
+        response_id: str,
+        ttl_s: int,
+        finished: str | None = None,
+        unless_exists: str = "",
+    ) -> str | Refused | None:
         """Claim the conversation for this response (None), or say which response holds it.
 
         `finished`, a response known to have ended, is replaced as the holder at once (its release
         by the projection may still be on its way): one round trip where a claim, a read of the
-        holder to judge it, and a take-over took three."""
-        held: str | None = await self._claim_or_holder(
-            keys=[self._key(conversation_id)], args=[response_id, ttl_s, finished or ""]
+        holder to judge it, and a take-over took three. While the key `unless_exists` exists (a
+        deletion marker) nothing is claimed: Refused, checked in the same round trip."""
+        held = await self._claim_or_holder(
+            keys=[self._key(conversation_id), unless_exists], args=[response_id, ttl_s, finished or ""]
         )
-        return held
+        return Refused.REFUSED if held == 0 else cast(str | None, held)
 
     async def release(self, conversation_id: str, response_id: str) -> None:
         """Release the claim if (and only if) this response still holds it (its message was not

@@ -135,7 +135,7 @@ async def delete_conversation(conversation_id: str, user: User, deps: Deps) -> R
 async def send_message(conversation_id: str, body: NewMessage, user: User, deps: Deps) -> Accepted:
     """Accept a message once Kafka has it; the reply streams from /v1/responses/{response_id}/events."""
     submission.check_size(body.content)
-    await deps.ownership.check_conversation(conversation_id, user)
+    await deps.ownership.check_conversation(conversation_id, user, marker_checked_later=True)  # by the claim
     submitted = await submission.submit_message(deps, user, conversation_id, body.content, body.model)
     return Accepted(message_id=submitted.message_id, response_id=submitted.response_id)
 

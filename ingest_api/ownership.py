@@ -76,10 +76,20 @@ class Ownership:
         self._conversations.remember(conversation_id, (DELETED, time.monotonic()))
         await self._redis.set(deleted_key(conversation_id), "1", ex=DELETED_MARKER_S)
 
-    async def check_conversation(self, conversation_id: str, user_id: str) -> None:
-        """Raise 404 unless the caller owns the conversation (404, not 403: ids are not disclosed)."""
-        if await self._conversation_owner(conversation_id) != user_id:
+    async def check_conversation(
+        self, conversation_id: str, user_id: str, *, marker_checked_later: bool = False
+    ) -> None:
+        """Raise 404 unless the caller owns the conversation (404, not 403: ids are not disclosed).
+
+        `marker_checked_later`: the caller asks for the deletion marker itself, in the same Redis
+        round trip as its write's claim (`submission`), so a remembered owner is trusted here."""
+        if await self._conversation_owner(conversation_id, ask_marker=not marker_checked_later) != user_id:
             raise _not_found("conversation", conversation_id)
+
+    def refuse_deleted(self, conversation_id: str) -> HTTPException:
+        """The conversation's deletion marker was found by another check: remembered, and a 404."""
+        self._conversations.remember(conversation_id, (DELETED, time.monotonic()))
+        return _not_found("conversation", conversation_id)
 
     async def check_response(self, response_id: str, user_id: str) -> ResponseOwner:
         owner = self._responses.get(response_id)
@@ -96,15 +106,16 @@ class Ownership:
             raise _not_found("response", response_id)
         return owner
 
-    async def _conversation_owner(self, conversation_id: str) -> str | None:
+    async def _conversation_owner(self, conversation_id: str, ask_marker: bool = True) -> str | None:
         owner: str | None
         owner, checked = self._conversations.get(conversation_id, (None, 0.0))
         if owner == DELETED:
             return None
-        if await self._redis.exists(deleted_key(conversation_id)):
+        fresh = owner is not None and time.monotonic() - checked <= OWNER_RECHECK_S
+        if (ask_marker or not fresh) and await self._redis.exists(deleted_key(conversation_id)):
             self._conversations.remember(conversation_id, (DELETED, time.monotonic()))
             return None
-        if owner is None or time.monotonic() - checked > OWNER_RECHECK_S:
+        if not fresh:
             owner = await eventually(self._history.conversation_owner, conversation_id)
             if owner is not None:
                 self._conversations.remember(conversation_id, (owner, time.monotonic()))

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from fastapi import HTTPException, status
 
 from infra.settings import settings
-from ingest_api.ownership import ResponseOwner
+from ingest_api.claims import Refused
+from ingest_api.ownership import ResponseOwner, deleted_key
 from ingest_api.services import Services
 from schemas.events import (
     ConversationDeleted,
@@ -140,7 +141,8 @@ def check_size(content: str) -> None:
 
 
 async def _claim(deps: Services, conversation_id: str, response_id: str) -> bool:
-    """Make this response the conversation's one in progress.
+    """Make this response the conversation's one in progress, unless the conversation has been
+    deleted (its marker is asked for in the claim's own round trip: 404).
 
     The projection releases a finished response's claim a moment after its client saw `done`;
     a client that sends its next message at once must not get a 409 for that gap. A holder
@@ -150,9 +152,15 @@ async def _claim(deps: Services, conversation_id: str, response_id: str) -> bool
     deadline = time.monotonic() + CLAIM_GRACE_S
     while (
         holder := await deps.claims.claim_or_holder(
-            conversation_id, response_id, INFLIGHT_TTL_S, finished=deps.feed.last_ended(conversation_id)
+            conversation_id,
+            response_id,
+            INFLIGHT_TTL_S,
+            finished=deps.feed.last_ended(conversation_id),
+            unless_exists=deleted_key(conversation_id),
         )
     ) is not None:
+        if holder is Refused.REFUSED:
+            raise deps.ownership.refuse_deleted(conversation_id)
         if deps.feed.has_ended(holder) and await deps.claims.take_over(
             conversation_id, holder, response_id, INFLIGHT_TTL_S
         ):

@@ -85,6 +85,21 @@ async def test_a_conversation_deleted_through_one_api_process_is_refused_by_anot
     assert sent.status_code == 404
 
 
+async def test_a_message_sent_through_another_api_process_right_after_the_deletion_is_refused(
+    alice: StenoClient, alice_on_b: httpx.AsyncClient
+) -> None:
+    """B remembers the owner and leaves the deletion marker to the reply's claim (one Redis round
+    trip for both): the claim finds it, and nothing is written or claimed."""
+    conversation_id = await alice.new_conversation()
+    assert (await alice_on_b.get(f"/v1/conversations/{conversation_id}/messages")).status_code == 200  # B knows it
+
+    assert (await alice.http.delete(f"/v1/conversations/{conversation_id}")).status_code == 204  # through A
+    sent = await alice_on_b.post(f"/v1/conversations/{conversation_id}/messages", json={"content": "still there?"})
+
+    assert sent.status_code == 404, sent.text
+    assert (await alice_on_b.get(f"/v1/conversations/{conversation_id}/messages")).status_code == 404
+
+
 async def test_store_false_is_deleted_once_answered_though_the_process_that_accepted_it_was_killed(
     alice: StenoClient, alice_on_b: httpx.AsyncClient, second_api: ApiProcess
 ) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from ingest_api.claims import ReplyClaims
+from ingest_api.claims import Refused, ReplyClaims
 from schemas.events import new_id
 from tests.integration.test_projections import scratch_namespace
 
@@ -35,3 +35,11 @@ async def test_a_finished_holder_is_replaced_in_the_same_round_trip(claims: Repl
     assert await claims.claim_or_holder(conversation, second, ttl_s=60, finished=third) == first
     assert await claims.claim_or_holder(conversation, second, ttl_s=60, finished=first) is None
     assert await claims.holder(conversation) == second
+
+
+async def test_nothing_is_claimed_while_the_refusing_key_exists(claims: ReplyClaims) -> None:
+    conversation, response = new_id(), new_id()
+    marker = f"{claims._namespace}:deleted:{conversation}"  # in the scratch namespace, deleted afterwards
+    await claims._redis.set(marker, "1")
+    assert await claims.claim_or_holder(conversation, response, ttl_s=60, unless_exists=marker) is Refused.REFUSED
+    assert await claims.holder(conversation) is None
