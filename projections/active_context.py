@@ -32,6 +32,7 @@ the conversation: readers get None and fall back to the history view.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +43,7 @@ import redis.asyncio as redis
 
 from infra.settings import ContextSettings, settings
 from projections.status import Status
+from projections.watermark_signals import WatermarkSignals
 from schemas.claims import NAMESPACE as CLAIMS_NAMESPACE
 from schemas.claims import RELEASE_LUA, claim_key
 from schemas.events import (
@@ -69,7 +71,8 @@ VISIBLE = {"user": {Status.ACCEPTED}, "assistant": {Status.COMPLETED, Status.CAN
 # One partition's events, in log order. KEYS: the partition's watermark, then each event's
 # conversation hash (the watermark again for a record with nothing to apply). ARGV: the `started`
 # field name, the cap, then five values per event: offset, op, turn id, value, expiry (unix seconds).
-# Returns, per event, 1 if applied, 0 if the watermark says it was already.
+# Returns, per event, 1 if applied, 0 if the watermark says it was already. The new watermark is
+# also published on the watermark's key, for waiting readers (`projections.watermark_signals`).
 APPLY_LUA = """
 local function apply(key, op, turn_id, value, started, cap, expires)
     if op == 'start' then
@@ -120,6 +123,7 @@ for n = 2, #KEYS do
     end
 end
 redis.call('SET', KEYS[1], applied)
+redis.call('PUBLISH', KEYS[1], applied)
 return results
 """
 
@@ -271,11 +275,19 @@ class ActiveContext:
         return -1 if applied is None else int(applied)
 
     async def turns_once_applied(
-        self, conversation_id: str, before: str, partition: int, offset: int, timeout_s: float
+        self,
+        conversation_id: str,
+        before: str,
+        partition: int,
+        offset: int,
+        timeout_s: float,
+        signals: WatermarkSignals | None = None,
     ) -> list[ChatTurn] | None:
         """The turns before `before` once the cache covers the log up to `offset`; None if it does
-        not within the timeout, or does not hold the conversation."""
-        return await polled(partial(self.turns_if_applied, conversation_id, before, partition, offset), timeout_s)
+        not within the timeout, or does not hold the conversation. `signals` wake the wait as soon
+        as the watermark moves."""
+        read = partial(self.turns_if_applied, conversation_id, before, partition, offset)
+        return await polled(read, timeout_s, partial(signals.next, partition) if signals else None)
 
     async def turns_if_applied(
         self, conversation_id: str, before: str, partition: int, offset: int
@@ -302,15 +314,20 @@ class ActiveContext:
 
 
 async def polled(
-    read: Callable[[], Awaitable[tuple[bool, list[ChatTurn] | None]]], timeout_s: float
+    read: Callable[[], Awaitable[tuple[bool, list[ChatTurn] | None]]],
+    timeout_s: float,
+    signal: Callable[[], asyncio.Event] | None = None,
 ) -> list[ChatTurn] | None:
     """`read()`'s turns once it says the cache covers the log far enough; None if it does not
-    within the timeout."""
+    within the timeout. Between reads it waits for `signal()` (taken before each read, so that a
+    move in between is not missed), or `WATERMARK_POLL_S` at most."""
     deadline = time.monotonic() + timeout_s
     while True:
+        moved = signal() if signal is not None else asyncio.Event()
         covered, turns = await read()
         if covered:
             return turns
         if time.monotonic() >= deadline:
             return None
-        await asyncio.sleep(WATERMARK_POLL_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(moved.wait(), WATERMARK_POLL_S)

@@ -32,6 +32,7 @@ from projections.active_context import ActiveContext
 from projections.generations import Generations
 from projections.history import History
 from projections.live import LiveContext, LiveHistory
+from projections.watermark_signals import WatermarkSignals
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKENS, Topic
 from stream_processors import tokenizers
 from stream_processors.context_step import ContextStep
@@ -91,7 +92,10 @@ def create_app(
     producer = EventProducer()
     redis = active_context.connect()
     cluster, _ = cassandra.connect()
-    reader = ConversationReader(*_context_readers(cluster, redis, cache_namespace), settings.context.watermark_wait_s)
+    signals = WatermarkSignals(redis)
+    reader = ConversationReader(
+        *_context_readers(cluster, redis, cache_namespace), settings.context.watermark_wait_s, signals
+    )
     steps: list[Step] = [
         ModerationStep(Moderator(settings.moderation), topics.conversations, topics.tokens),
         ContextStep(reader, settings.context.system_prompt, settings.models, topics.inference_requests),
@@ -112,6 +116,7 @@ def create_app(
     async def close_clients(sender: faust.App, **_: Any) -> None:
         """After the consumer stopped: deliver what is queued, then let the stores go."""
         await asyncio.to_thread(producer.close)
+        await signals.aclose()
         await redis.aclose()
         cluster.shutdown()
 

@@ -25,6 +25,7 @@ from infra.store_errors import STORE_UNAVAILABLE
 from projections.active_context import VISIBLE, ActiveContext
 from projections.history import History, Message
 from projections.live import LiveContext, LiveHistory
+from projections.watermark_signals import WatermarkSignals
 from schemas.events import ChatTurn, MessageAccepted
 
 HISTORY_POLL_S = 0.05
@@ -38,10 +39,17 @@ class MessageGone(RuntimeError):
 
 
 class ConversationReader:
-    def __init__(self, cache: ActiveContext | LiveContext, history: History | LiveHistory, wait_s: float) -> None:
+    def __init__(
+        self,
+        cache: ActiveContext | LiveContext,
+        history: History | LiveHistory,
+        wait_s: float,
+        signals: WatermarkSignals | None = None,
+    ) -> None:
         self._cache = cache
         self._history = history
         self._wait_s = wait_s
+        self._signals = signals
 
     async def turns_through(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn]:
         """The conversation's turns, ending with the accepted message."""
@@ -80,7 +88,12 @@ class ConversationReader:
         does not in time, does not hold the conversation, or cannot be reached."""
         try:
             return await self._cache.turns_once_applied(
-                accepted.conversation_id, accepted.message_id, partition, accepted.submitted_offset, self._wait_s
+                accepted.conversation_id,
+                accepted.message_id,
+                partition,
+                accepted.submitted_offset,
+                self._wait_s,
+                self._signals,
             )
         except STORE_UNAVAILABLE as exc:
             log.warning("active context unavailable (%r): reading the history", exc)

@@ -41,6 +41,7 @@ from projections.replay import LiveRunnerError, empty_views, replay
 from projections.runner import PROCESSOR, Runner, WriteTargets
 from projections.status import Status
 from projections.swap import build, rebuild_and_swap
+from projections.watermark_signals import WatermarkSignals
 from schemas.events import (
     ChatTurn,
     ConversationDeleted,
@@ -490,6 +491,20 @@ async def test_turns_once_applied_waits_for_the_watermark_then_reads_the_turns_b
         True,
         None,
     )
+
+
+async def test_a_waiting_reader_is_woken_when_the_projection_moves_the_watermark(context: ActiveContext) -> None:
+    chat = Chat()
+    signals = WatermarkSignals(active_context.connect())
+    try:
+        first = signals.next(chat.partition)
+        await eventually(lambda: signals.listening, "the signals' subscription")
+        await context.apply(chat.start(), chat.partition, 3)
+        await asyncio.wait_for(first.wait(), WAIT_S)  # woken by the apply's publish, not a poll
+        second = signals.next(chat.partition)
+        assert second is not first and not second.is_set()  # the next move sets a new one
+    finally:
+        await signals.aclose()
 
 
 async def test_one_response_in_flight_per_conversation(claimed: tuple[ReplyClaims, ActiveContext]) -> None:
