@@ -35,8 +35,8 @@ class WatermarkSignals:
 
     def next(self, partition: int) -> asyncio.Event:
         """The event set when the partition's watermark next moves (take it before reading the
-        watermark). Starts listening on first use."""
-        if self._listener is None:
+        watermark). Starts listening on first use, and again should the listener have died."""
+        if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen_forever(), name="watermark-signals")
         return self._signals.setdefault(partition, asyncio.Event())
 
