@@ -60,6 +60,12 @@ class LoggedEvent:
             self._event = event
         return self._event
 
+    def kept(self) -> Kept:
+        """The event as a memory of many events keeps it: a plain tuple, which the garbage
+        collector stops tracking once it holds only bytes and an int (an undecoded token), so its
+        full passes do not walk every remembered token. `from_kept` gives the event back."""
+        return (self.offset, self._raw if self._event is None else self._event)
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LoggedEvent) and (self.offset, self.event) == (other.offset, other.event)
 
@@ -68,6 +74,17 @@ class LoggedEvent:
 
     def __repr__(self) -> str:
         return f"LoggedEvent({self.offset}, {self.event!r})"
+
+
+Kept = tuple[int, bytes | TokenStreamEvent]
+
+
+def from_kept(kept: Kept) -> LoggedEvent:
+    """The LoggedEvent that `LoggedEvent.kept` made `kept` of."""
+    offset, body = kept
+    if isinstance(body, bytes):
+        return LoggedEvent._undecoded_token(offset, body, orjson.loads(body))  # read this way once already
+    return LoggedEvent(offset, body)
 
 
 def logged(offset: int, raw: bytes | None, response_id: str | None = None) -> LoggedEvent | None:

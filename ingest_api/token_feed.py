@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from infra import kafka_clients
 from infra.kafka_clients import next_batch
 from infra.settings import settings
-from ingest_api.positions import LoggedEvent, logged
+from ingest_api.positions import Kept, LoggedEvent, from_kept, logged
 from schemas.events import id_created_ms
 from schemas.serde import UndecodableEvent
 from schemas.topics import TOKENS
@@ -112,7 +112,7 @@ class _Remembered:
 
     whole: bool
     conversation_id: str
-    events: list[LoggedEvent] = field(default_factory=list)
+    events: list[Kept] = field(default_factory=list)  # untracked by the GC: see LoggedEvent.kept
     ended: bool = False
     last_at: float = 0.0  # monotonic time of the newest event
 
@@ -190,7 +190,7 @@ class TokenFeed:
     def remembered(self, response_id: str) -> list[LoggedEvent] | None:
         """The response's events if memory holds all of them, else None (read the log)."""
         if (entry := self._remembered.get(response_id)) is not None:
-            return list(entry.events) if entry.whole else None
+            return [from_kept(kept) for kept in entry.events] if entry.whole else None
         created = id_created_ms(response_id) or 0
         is_recent = created > (time.time() - REMEMBER_ENDED_S) * 1000
         return [] if self._is_new(response_id) and is_recent else None
@@ -244,7 +244,7 @@ class TokenFeed:
                     watcher.offer(item)
             else:
                 self._remembered.move_to_end(response_id)  # kept in order of last activity
-            entry.events.append(item)
+            entry.events.append(item.kept())
             entry.last_at = now
             if item.ends:
                 entry.ended = True
