@@ -29,7 +29,7 @@ from infra.kafka_clients import EventProducer
 from infra.store_errors import STORE_UNAVAILABLE
 from projections import generations
 from projections.consuming import (
-    commit_handled,
+    SparseCommits,
     log_partitions,
     send_to_dead_letters,
     stopped_within,
@@ -42,6 +42,7 @@ GROUP = "steno-projections"
 PROCESSOR = "projections"
 BATCH_SIZE = 500
 POLL_S = 0.5  # also how long a stop request may wait for the consumer
+COMMIT_EVERY_S = 1.0  # at most this much is redelivered after a crash (see `SparseCommits`)
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 
@@ -74,23 +75,28 @@ class Runner:
         self._dead_letters = dead_letters
         self._projectors: list[Projector] = []
         self._unchecked: set[int] = set()  # partitions whose next record must be checked against the watermark
+        self._commits = SparseCommits(consumer, COMMIT_EVERY_S)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set, committing each batch after its effects."""
+        """Consume until `stop` is set, committing batches after their effects."""
         self._consumer.subscribe([self._conversations.name], on_assign=self._assigned, on_revoke=self._revoked)
-        while not stop.is_set():
-            records = valid_records(
-                await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
-            )
-            aligned = await _while_stores_are_down(partial(self._aligned, records), stop)
-            if aligned is None:
-                return
-            projectors, batch = aligned
-            applied = await _while_stores_are_down(partial(_apply, projectors, batch), stop)
-            if applied is None:
-                return
-            await self._dead_letter(applied)
-            await commit_handled(self._consumer, batch)
+        try:
+            while not stop.is_set():
+                records = valid_records(
+                    await asyncio.to_thread(kafka_clients.next_batch, self._consumer, POLL_S, BATCH_SIZE)
+                )
+                aligned = await _while_stores_are_down(partial(self._aligned, records), stop)
+                if aligned is None:
+                    return
+                projectors, batch = aligned
+                applied = await _while_stores_are_down(partial(_apply, projectors, batch), stop)
+                if applied is None:
+                    return
+                await self._dead_letter(applied)
+                self._commits.handled(batch)
+                await self._commits.commit(unless_recent=bool(records))
+        finally:
+            await self._commits.commit(unless_recent=False)
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log_partitions("assigned")(consumer, partitions)
@@ -99,6 +105,7 @@ class Runner:
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log_partitions("revoked")(consumer, partitions)
         self._unchecked.difference_update(p.partition for p in partitions)
+        self._commits.forget(partitions)
 
     async def _aligned(self, records: list[Message]) -> tuple[list[Projector], list[Message]]:
         """The views to write and the records to apply to them. A partition whose next record lies
