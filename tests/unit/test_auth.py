@@ -4,13 +4,13 @@ for steno's issuer and audience; a server reachable from elsewhere refuses a sec
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import jwt
 import pytest
 from fastapi import HTTPException
 
 from infra.settings import settings
-from ingest_api import auth
 from ingest_api.app import create_app
 from ingest_api.auth import (
     ALGORITHM,
@@ -70,13 +70,18 @@ def test_expired_token_is_401_and_says_so() -> None:
 def test_a_token_is_checked_once_then_remembered_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every request carries the client's token: PyJWT checks it once, later requests only its expiry."""
     token = issue_token("alice", ttl_s=60)
-    decoded = []
+    decoded: list[str] = []
     real_decode = jwt.decode
-    monkeypatch.setattr(jwt, "decode", lambda *args, **kwargs: decoded.append(1) or real_decode(*args, **kwargs))
+
+    def counted(jwt: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(jwt)
+        return real_decode(jwt, *args, **kwargs)
+
+    monkeypatch.setattr("ingest_api.auth.jwt.decode", counted)
     assert [user_from_token(token) for _ in range(3)] == ["alice"] * 3
     assert len(decoded) == 1
     expiry = real_decode(token, options={"verify_signature": False})["exp"]
-    monkeypatch.setattr(auth.time, "time", lambda: expiry)  # the remembered token's expiry has come
+    monkeypatch.setattr("ingest_api.auth.time.time", lambda: expiry)  # the remembered token's expiry has come
     with pytest.raises(HTTPException) as raised:
         user_from_token(token)
     assert raised.value.status_code == 401 and "expired" in raised.value.detail

@@ -105,7 +105,11 @@ async def test_what_arrived_while_the_reader_was_busy_comes_as_one_batch_and_the
     for offset in range(3):
         subscription.offer(token(rid, offset, offset))
     assert [item.offset for item in await anext(batches)] == [0, 1, 2]
-    reader = asyncio.create_task(anext(batches))
+
+    async def next_batch() -> list[LoggedEvent]:
+        return await anext(batches)
+
+    reader = asyncio.create_task(next_batch())
     await asyncio.sleep(0)  # the reader waits for the next event
     subscription.offer(token(rid, 3, 3))
     subscription.end()
@@ -118,7 +122,7 @@ def test_responses_are_forgotten_after_being_quiet_for_a_while_not_after_they_be
     """Memory is freed by how long a response has been quiet: a long reply still streaming stays
     remembered whatever its age, one quiet for REMEMBER_ENDED_S goes (its readers use the log)."""
     clock = [1000.0]
-    monkeypatch.setattr(token_feed.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("ingest_api.token_feed.time.monotonic", lambda: clock[0])
     feed = TokenFeed(QUEUE)
     long_reply, short_reply = new_id(), new_id()
     feed._dispatch([started(long_reply, 1), started(short_reply, 2), ended(short_reply, 3)])
@@ -132,7 +136,7 @@ def test_responses_are_forgotten_after_being_quiet_for_a_while_not_after_they_be
 
 def test_the_feed_knows_which_response_of_a_conversation_ended_last(monkeypatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(token_feed.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("ingest_api.token_feed.time.monotonic", lambda: clock[0])
     feed = TokenFeed(QUEUE)
     first, second = new_id(), new_id()
     feed._dispatch([started(first, 1), ended(first, 2), started(second, 3)])
