@@ -21,7 +21,7 @@ from string import Template
 
 from cassandra import ConsistencyLevel
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import WhiteListRoundRobinPolicy
+from cassandra.policies import ExponentialReconnectionPolicy, WhiteListRoundRobinPolicy
 
 from infra import maven
 from infra.process import Service
@@ -30,6 +30,7 @@ from infra.settings import REPO_ROOT, settings
 POM = REPO_ROOT / "infra" / "maven" / "cassandra" / "pom.xml"
 CONF_TEMPLATES = REPO_ROOT / "infra" / "conf" / "cassandra"
 MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
+RECONNECT_MAX_S = 4.0  # the longest a client waits before trying a node that went away again
 
 
 # From Cassandra 5.0 conf/jvm17-server.options ("JPMS"): Cassandra reaches into JDK internals
@@ -275,6 +276,10 @@ def connect(
     down), which also keeps the driver from warning about a missing load-balancing policy. Reads
     and writes at `settings.cassandra.consistency`: LOCAL_QUORUM in a cluster, so a read after a
     write sees it whichever nodes answer, and one node down changes nothing.
+
+    A node that went away is tried again every `RECONNECT_MAX_S` at most: the driver's default
+    doubles the wait up to 10 minutes, so a node down for 30 s (a restart under load) was found
+    again only after ~60 s, and a single node's stack was out for that long.
     """
     hosts = hosts or settings.cassandra.hosts
     profile = ExecutionProfile(
@@ -288,6 +293,7 @@ def connect(
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=timeout_s,
         control_connection_timeout=timeout_s,
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=RECONNECT_MAX_S),
     )
     try:
         return cluster, cluster.connect(keyspace)
