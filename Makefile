@@ -52,6 +52,7 @@ bench: install
 	$(STENO) up
 	$(PY) -m benchmarks.pipeline
 	$(PY) -m benchmarks.capacity
+	$(PY) -m benchmarks.idle_streams
 
 install: $(VENV)/.installed
 
