@@ -35,7 +35,9 @@ WELL_KNOWN_SECRETS = frozenset(
 VERIFIED_TOKENS = 100_000  # tokens remembered as checked (one per active client), the oldest forgotten first
 
 _bearer = HTTPBearer(auto_error=False)
-_verified: dict[tuple[str, str, str, str], tuple[str, float]] = {}  # (token, secret, aud, iss) -> (user, exp)
+_verified: dict[
+    tuple[str, str, str, str], tuple[str, float]
+] = {}  # (token, secret or install, aud, iss) -> (user, exp)
 
 
 def signing_secret() -> str:
@@ -102,15 +104,20 @@ def user_from_token(token: str) -> str:
 
     A client sends the same token with every request, and checking it costs ~50 µs (PyJWT's
     parsing and HMAC), two checks per message: a token that passed is remembered with its expiry,
-    under the secret, audience and issuer it was checked against, and only its expiry is checked
-    again until then."""
-    key = (token, signing_secret(), settings.api.jwt_audience, settings.api.jwt_issuer)
+    under the secret (or the install whose secret it is), audience and issuer it was checked
+    against, and only its expiry is checked again until then."""
+    key = (
+        token,
+        settings.api.jwt_secret or str(settings.stack.root),
+        settings.api.jwt_audience,
+        settings.api.jwt_issuer,
+    )
     if (known := _verified.get(key)) is not None:
         subject, expires = known
         if time.time() >= expires:
             raise _expired()
         return subject
-    subject, expires = _checked(*key)
+    subject, expires = _checked(token, signing_secret(), settings.api.jwt_audience, settings.api.jwt_issuer)
     _verified[key] = (subject, expires)
     if len(_verified) > VERIFIED_TOKENS:
         del _verified[next(iter(_verified))]  # the oldest
