@@ -9,9 +9,12 @@ N replies of TOKENS tokens two ways:
 
 Paces: "unpaced" (the model sends as fast as Triton's Python backend can: what limits throughput
 is then the path itself) and "paced" (settings.models["scripted"].sampling, like a GPU model).
-It reports tokens per second delivered, time to first token and the gaps between tokens, and the
-bridge's cost per token: (bridge wall time - direct wall time) / tokens per stream. The bridge runs
-on scratch topics, so the stack's own bridge does not see these requests.
+It reports tokens per second delivered, time to first token and the gaps between tokens, the
+bridge's cost per token in time: (bridge wall time - direct wall time) / tokens per stream, and in
+CPU: the bridge process's CPU time (all its threads: gRPC, librdkafka, the event loop) during the
+run, less its idle rate (polling with nothing to do, measured for IDLE_S first) times the run's
+wall time, / tokens delivered (each reply's own cost, a fraction of a millisecond, spread over its
+tokens). The bridge runs on scratch topics, so the stack's own bridge does not see these requests.
 Run with `.venv/bin/python -m benchmarks.bridge` (stack up).
 """
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 from confluent_kafka import Consumer, TopicPartition
 
 from inference_bridge.topics import Topics
@@ -46,6 +50,7 @@ TOKENS = 100
 SCRIPT = " ".join(f"w{i}" for i in range(TOKENS))
 PROMPT = [ChatTurn(role="user", content="benchmark")]
 PACES: dict[str, Mapping[str, Any]] = {"unpaced": {}, "paced": settings.models[MODEL].sampling}
+IDLE_S = 3.0
 
 
 @dataclass
@@ -66,9 +71,14 @@ class Stream:
 class Run:
     streams: list[Stream]
     wall_s: float
+    cpu_s: float = 0.0  # through the bridge: the bridge process's CPU time during the run
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s.arrivals) for s in self.streams)
 
     def summary(self) -> dict[str, float]:
-        tokens = sum(len(s.arrivals) for s in self.streams)
+        tokens = self.tokens
         gaps = [g for s in self.streams for g in s.gaps_ms]
         return {
             "tokens_per_s": tokens / self.wall_s,
@@ -124,11 +134,20 @@ class Client:
     topics: Topics
     producer: EventProducer
     tail: Consumer
+    bridge: psutil.Process
+    idle_cpu_per_s: float = 0.0
+
+    async def measure_idle(self) -> None:
+        """The bridge's CPU rate with no requests, subtracted from every run's."""
+        before = _cpu_s(self.bridge)
+        await asyncio.sleep(IDLE_S)
+        self.idle_cpu_per_s = (_cpu_s(self.bridge) - before) / IDLE_S
 
     async def run(self, concurrency: int) -> Run:
         requests = [_request() for _ in range(concurrency)]
         streams = {r.response_id: Stream(0.0) for r in requests}
         pending = set(streams)
+        cpu_before = _cpu_s(self.bridge)
         began = time.perf_counter()
         for request in requests:
             streams[request.response_id].started = time.perf_counter()
@@ -140,7 +159,13 @@ class Client:
                     break
             elif response_id in streams:
                 streams[response_id].arrivals.append(arrived)
-        return Run(list(streams.values()), time.perf_counter() - began)
+        wall_s = time.perf_counter() - began
+        return Run(list(streams.values()), wall_s, _cpu_s(self.bridge) - cpu_before - self.idle_cpu_per_s * wall_s)
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def _request() -> InferenceRequested:
@@ -189,6 +214,7 @@ def compare(pace: str, concurrency: int, direct: Run, bridge: Run) -> dict[str, 
         **{f"bridge_{k}": v for k, v in b.items()},
         "added_ttft_ms": b["ttft_p50_ms"] - d["ttft_p50_ms"],
         "cost_per_token_ms": (b["wall_ms"] - d["wall_ms"]) / TOKENS,
+        "bridge_cpu_us_per_token": bridge.cpu_s / bridge.tokens * 1e6,
         "throughput_ratio": b["tokens_per_s"] / d["tokens_per_s"],
     }
 
@@ -196,8 +222,8 @@ def compare(pace: str, concurrency: int, direct: Run, bridge: Run) -> dict[str, 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| pace | N | tok/s direct → bridge (ratio) | TTFT p50 direct → bridge (ms) "
-        "| gap p50/p99 direct → bridge (ms) | bridge cost per token (ms) |",
-        "|" + "---|" * 6,
+        "| gap p50/p99 direct → bridge (ms) | bridge cost per token (ms) | bridge CPU per token (µs) |",
+        "|" + "---|" * 7,
     ]
     for r in rows:
         lines.append(
@@ -206,7 +232,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['direct_ttft_p50_ms']:.1f} → {r['bridge_ttft_p50_ms']:.1f} "
             f"| {r['direct_gap_p50_ms']:.2f}/{r['direct_gap_p99_ms']:.2f} → "
             f"{r['bridge_gap_p50_ms']:.2f}/{r['bridge_gap_p99_ms']:.2f} "
-            f"| {r['cost_per_token_ms']:.3f} |"
+            f"| {r['cost_per_token_ms']:.3f} | {r['bridge_cpu_us_per_token']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -218,10 +244,11 @@ async def bench_pace(pace: str, levels: list[int]) -> list[dict[str, Any]]:
     with scratch_topics(f"bench-bridge-{uuid.uuid4().hex[:8]}") as topics:
         bridge = context.Process(target=serve, args=(topics, PACES[pace], ready, stop))
         bridge.start()
-        client = Client(topics, EventProducer(), _consumer_at_end(topics.tokens))
+        client = Client(topics, EventProducer(), _consumer_at_end(topics.tokens), psutil.Process(bridge.pid))
         try:
             await asyncio.to_thread(ready.wait, 60)
             await client.run(1)  # warm-up: connections, first fetches
+            await client.measure_idle()
             rows = []
             for n in levels:
                 print(f"{pace}, concurrency {n}...", flush=True)
