@@ -51,7 +51,7 @@ class FakeLog:
     def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], asyncio.Future[None]]:
         def send(raw: bytes) -> asyncio.Future[None]:
             event = decode(raw)
-            assert event.conversation_id == conversation_id
+            assert isinstance(event, TokenGenerated) and event.conversation_id == conversation_id
             return self.produce(topic, event)
 
         return send
