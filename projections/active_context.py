@@ -11,8 +11,8 @@ A cached conversation expires `cache_ttl_s` after its latest event's own time, n
 moment it was applied: a replay then builds exactly the cache the live projection built, even of
 a log that is days old (conversations idle for longer are not cached, as they would not be live).
 
-Read side: `turns()` and `turns_once_applied()` for the context assembler, `applied_offset()` /
-`wait_until_applied()` for rule 3.
+Read side: `turns()` and `turns_once_applied()` (over `turns_if_applied()`) for the context
+assembler, `applied_offset()` / `wait_until_applied()` for rule 3.
 
 Applying a reply's terminal event also releases the claim with which the API admitted that reply
 (`schemas.claims`; the API's side is `ingest_api.claims`): the projection is where a reply is
@@ -35,9 +35,8 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
-from typing import Literal, NamedTuple
+from collections.abc import Mapping
+from typing import Literal, NamedTuple, Protocol
 
 import redis.asyncio as redis
 
@@ -274,21 +273,6 @@ class ActiveContext:
         applied = await self._redis.get(self._watermark_key(partition))
         return -1 if applied is None else int(applied)
 
-    async def turns_once_applied(
-        self,
-        conversation_id: str,
-        before: str,
-        partition: int,
-        offset: int,
-        timeout_s: float,
-        signals: WatermarkSignals | None = None,
-    ) -> list[ChatTurn] | None:
-        """The turns before `before` once the cache covers the log up to `offset`; None if it does
-        not within the timeout, or does not hold the conversation. `signals` wake the wait as soon
-        as the watermark moves."""
-        read = partial(self.turns_if_applied, conversation_id, before, partition, offset)
-        return await polled(read, timeout_s, partial(signals.next, partition) if signals else None)
-
     async def turns_if_applied(
         self, conversation_id: str, before: str, partition: int, offset: int
     ) -> tuple[bool, list[ChatTurn] | None]:
@@ -313,18 +297,31 @@ class ActiveContext:
         return True
 
 
-async def polled(
-    read: Callable[[], Awaitable[tuple[bool, list[ChatTurn] | None]]],
+class TurnsIfApplied(Protocol):
+    """A cache whose watermark and turns can be read together (`ActiveContext`, `LiveContext`)."""
+
+    async def turns_if_applied(
+        self, conversation_id: str, before: str, partition: int, offset: int
+    ) -> tuple[bool, list[ChatTurn] | None]: ...
+
+
+async def turns_once_applied(
+    cache: TurnsIfApplied,
+    conversation_id: str,
+    before: str,
+    partition: int,
+    offset: int,
     timeout_s: float,
-    signal: Callable[[], asyncio.Event] | None = None,
+    signals: WatermarkSignals | None = None,
 ) -> list[ChatTurn] | None:
-    """`read()`'s turns once it says the cache covers the log far enough; None if it does not
-    within the timeout. Between reads it waits for `signal()` (taken before each read, so that a
-    move in between is not missed), or `WATERMARK_POLL_S` at most."""
+    """The cached turns before `before` once the cache covers the log up to `offset`; None if it
+    does not within the timeout, or does not hold the conversation. Between reads it waits for the
+    partition's signal (taken before each read, so that a move in between is not missed), or
+    `WATERMARK_POLL_S` at most."""
     deadline = time.monotonic() + timeout_s
     while True:
-        moved = signal() if signal is not None else asyncio.Event()
-        covered, turns = await read()
+        moved = signals.next(partition) if signals is not None else asyncio.Event()
+        covered, turns = await cache.turns_if_applied(conversation_id, before, partition, offset)
         if covered:
             return turns
         if time.monotonic() >= deadline:

@@ -9,12 +9,8 @@ watermark of one generation says nothing about another's turns.
 
 from __future__ import annotations
 
-from functools import partial
-
-from projections.active_context import polled
 from projections.generations import Generations
 from projections.history import Conversation, History, Message, Response
-from projections.watermark_signals import WatermarkSignals
 from schemas.events import ChatTurn
 
 
@@ -46,22 +42,13 @@ class LiveContext:
     def __init__(self, generations: Generations) -> None:
         self._generations = generations
 
-    async def turns_once_applied(
-        self,
-        conversation_id: str,
-        before: str,
-        partition: int,
-        offset: int,
-        timeout_s: float,
-        signals: WatermarkSignals | None = None,
-    ) -> list[ChatTurn] | None:
-        """As `ActiveContext.turns_once_applied`, on whichever generation is live at each poll."""
-
-        async def read() -> tuple[bool, list[ChatTurn] | None]:
-            context = (await self._generations.live_views()).context
-            return await context.turns_if_applied(conversation_id, before, partition, offset)
-
-        return await polled(read, timeout_s, partial(signals.next, partition) if signals else None)
+    async def turns_if_applied(
+        self, conversation_id: str, before: str, partition: int, offset: int
+    ) -> tuple[bool, list[ChatTurn] | None]:
+        """As `ActiveContext.turns_if_applied`, on the generation live now: the watermark of one
+        generation says nothing about another's turns."""
+        context = (await self._generations.live_views()).context
+        return await context.turns_if_applied(conversation_id, before, partition, offset)
 
     async def applied_offset(self, partition: int) -> int:
         """As `ActiveContext.applied_offset`, on the live generation."""

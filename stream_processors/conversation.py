@@ -22,7 +22,7 @@ import logging
 import time
 
 from infra.store_errors import STORE_UNAVAILABLE
-from projections.active_context import VISIBLE, ActiveContext
+from projections.active_context import VISIBLE, ActiveContext, turns_once_applied
 from projections.history import History, Message
 from projections.live import LiveContext, LiveHistory
 from projections.watermark_signals import WatermarkSignals
@@ -87,7 +87,8 @@ class ConversationReader:
         """The cached turns before the message once the cache covers its submission; None if it
         does not in time, does not hold the conversation, or cannot be reached."""
         try:
-            return await self._cache.turns_once_applied(
+            return await turns_once_applied(
+                self._cache,
                 accepted.conversation_id,
                 accepted.message_id,
                 partition,

@@ -32,7 +32,7 @@ from infra.kafka_clients import EventProducer
 from infra.settings import ContextSettings, settings
 from ingest_api.claims import ReplyClaims
 from projections import active_context
-from projections.active_context import ActiveContext
+from projections.active_context import ActiveContext, turns_once_applied
 from projections.generations import Generations
 from projections.history import Conversation, History, Message, Response, Written
 from projections.log_range import Scope
@@ -483,7 +483,7 @@ async def test_turns_once_applied_waits_for_the_watermark_then_reads_the_turns_b
         None,
     )
     waiting = asyncio.create_task(
-        context.turns_once_applied(chat.conversation_id, new.message_id, chat.partition, new_offset, WAIT_S)
+        turns_once_applied(context, chat.conversation_id, new.message_id, chat.partition, new_offset, WAIT_S)
     )
     await context.apply(new, chat.partition, new_offset)
     assert [t.content for t in await waiting or []] == ["q1", "a1"]
