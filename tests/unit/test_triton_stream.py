@@ -97,7 +97,7 @@ async def test_the_request_carries_the_prompt_and_sampling_in_the_vllm_tensors()
         ("sampling_parameters", "BYTES", [1]),
     ]
     text, stream, sampling = request.raw_input_contents
-    assert text[4:] == b'[{"role": "user", "content": "hi"}]' and int.from_bytes(text[:4], "little") == len(text) - 4
+    assert text[4:] == b'[{"role":"user","content":"hi"}]' and int.from_bytes(text[:4], "little") == len(text) - 4
     assert (stream, sampling[4:]) == (b"\x01", b'{"max_tokens": 3}')
 
 
