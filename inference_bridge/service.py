@@ -132,7 +132,7 @@ class Bridge:
         redis_client = redis.Redis.from_url(self._redis_url)
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
-        self._producer = EventProducer()
+        self._producer = EventProducer(**{"linger.ms": self._config.producer_linger_ms})
         resources.push_async_callback(asyncio.to_thread, self._producer.close)
         self._requests_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-requests"))
         self._control_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-control"))
