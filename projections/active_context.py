@@ -12,7 +12,7 @@ moment it was applied: a replay then builds exactly the cache the live projectio
 a log that is days old (conversations idle for longer are not cached, as they would not be live).
 
 Read side: `turns()` and `turns_once_applied()` (over `turns_if_applied()`) for the context
-assembler, `applied_offset()` / `wait_until_applied()` for rule 3.
+assembler, `applied_offset()` for rule 3.
 
 Applying a reply's terminal event also releases the claim with which the API admitted that reply
 (`schemas.claims`; the API's side is `ingest_api.claims`): the projection is where a reply is
@@ -286,15 +286,6 @@ class ActiveContext:
         if applied is None or int(applied) < offset:
             return False, None
         return True, visible_turns(fields, before) if fields else None
-
-    async def wait_until_applied(self, partition: int, offset: int, timeout_s: float) -> bool:
-        """Wait until the cache covers the log up to `offset`; False if it did not within the timeout."""
-        deadline = time.monotonic() + timeout_s
-        while await self.applied_offset(partition) < offset:
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(WATERMARK_POLL_S)
-        return True
 
 
 class TurnsIfApplied(Protocol):
