@@ -8,6 +8,8 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
+import uvloop
+
 from inference_bridge.service import GROUP_ID, Bridge
 from inference_bridge.topics import Topics
 from infra.settings import settings
@@ -37,4 +39,4 @@ async def main(
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(main())
+    uvloop.run(main())

@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 
+import uvloop
+
 from projections.runner import serve
 
 
@@ -19,4 +21,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(main())
+    uvloop.run(main())

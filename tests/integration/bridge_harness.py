@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
+import uvloop
 from confluent_kafka.admin import AdminClient
 
 from inference_bridge import __main__ as bridge_main
@@ -128,4 +129,4 @@ async def _serve(prefix: str, group: str, scripted: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s bridge-process %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
+    uvloop.run(_serve(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))  # the loop the real bridge runs on
