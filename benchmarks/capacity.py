@@ -4,6 +4,7 @@ With the whole stack up, K users talk to the native API in a closed loop: each s
 reads its SSE stream to `done`, then sends the next. The `scripted` model answers at once
 (`ttft_ms`/`itl_ms` 0, set by the message itself), so the stack's own cost is all there is.
 
+0. warm-up: the same load, unmeasured, so that the JVMs' compilers are done (`--warmup-seconds`);
 1. idle: every process's CPU rate with no load (subtracted from every later phase);
 2. messages: 1-token replies at rising numbers of users: messages/s, TTFT, and each process's
    CPU ms per message (its CPU during the phase, minus its idle rate times the phase's wall time,
@@ -345,11 +346,25 @@ def progress(phase: dict[str, Any]) -> dict[str, Any]:
     return phase
 
 
+async def warm_up(count: int, seconds: float) -> None:
+    """Unmeasured load first: the JVMs (Kafka, Cassandra) compile their hot paths for minutes
+    after a start, and that compiler time would otherwise be charged to the first phases."""
+    print(f"warming up: {count} users, short then long replies, {seconds:g} s each (not measured)...", flush=True)
+    people = await users(count)
+    try:
+        for content in (short_message(), long_message()):
+            await closed_loop(people, content, seconds)
+    finally:
+        await close(people)
+
+
 async def main(args: argparse.Namespace) -> None:
     pids = root_pids()
     report: dict[str, Any] = {"command": " ".join(["python -m benchmarks.capacity", *sys.argv[1:]])}
     report["machine"] = machine()
     print(f"{report['command']}\n{report['machine']}", flush=True)
+    if args.warmup_seconds:
+        await warm_up(args.token_users, args.warmup_seconds)
     print(f"idle for {args.idle_seconds:g} s...", flush=True)
     _, idle = await measured(pids, asyncio.sleep(args.idle_seconds))
     report |= {"idle_wall_s": idle.wall_s, "idle_cpu_s": idle.seconds}
@@ -384,6 +399,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16], help="closed-loop users, per level")
     parser.add_argument("--token-users", type=int, default=16, help="users in the long-reply phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each loaded phase")
+    parser.add_argument("--warmup-seconds", type=float, default=10.0, help="unmeasured load per reply length; 0: none")
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="length of the idle window")
     return parser.parse_args()
 

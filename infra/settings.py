@@ -217,6 +217,9 @@ class ApiSettings(BaseModel):
     heartbeat_s: float = 15.0
     sampling_limits: SamplingLimits = SamplingLimits()  # the OpenAI API's temperature, top_p, penalties
     shutdown_grace_s: int = 3  # on SIGTERM: streams end at once; other requests get this long to finish
+    # FastAPI's own OpenTelemetry spans and metrics. Off unless asked for: even with no OpenTelemetry
+    # provider configured, it looks for one on every request (~2 % of the API's CPU under load).
+    fastapi_telemetry: bool = False
 
     @property
     def url(self) -> str:

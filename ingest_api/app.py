@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from infra.settings import settings
 from ingest_api import (
@@ -21,10 +22,13 @@ from ingest_api.request_ids import RequestIds
 from ingest_api.request_limits import RequestLimits
 from ingest_api.services import lifespan
 
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
 
 def create_app() -> FastAPI:
     auth.require_safe_secret(settings.api.host)
-    app = FastAPI(title="steno", version="0.1.0", lifespan=lifespan)
+    telemetry = None if settings.api.fastapi_telemetry else TELEMETRY_OFF
+    app = FastAPI(title="steno", version="0.1.0", lifespan=lifespan, telemetry=telemetry)
     app.include_router(health.router)
     app.include_router(login.router)
     app.include_router(conversations.router)
