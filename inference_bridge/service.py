@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 GROUP_ID = "steno-bridge"
 PROCESSOR = "inference_bridge"
 POLL_S = 0.1  # how long a consumer thread blocks per call: bounds shutdown and commit latency
+COMMIT_EVERY_S = 1.0  # under load, commit at most this often (see `_commit`)
 CANCEL_MEMORY_S = 600.0  # how long an early cancel waits for its request; also the control lookback
 CANCEL_MEMORY_SIZE = 100_000
 FLUSH_S = 5.0  # how long an abandoned generation's sent events get to be acknowledged before it lets go
@@ -99,6 +100,7 @@ class Bridge:
         self._sampling = {model: dict(params) for model, params in (sampling or {}).items()}
         self._timeouts = Timeouts(config.first_token_timeout_s, config.token_timeout_s)
         self._offsets = OffsetTracker()
+        self._committed_at = 0.0  # loop time of the last commit
         self._pending_cancels = PendingCancels(CANCEL_MEMORY_S, CANCEL_MEMORY_SIZE)
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
         self._by_response: dict[str, asyncio.Task[None]] = {}  # the newest task per response id
@@ -174,9 +176,10 @@ class Bridge:
         while not stop.is_set() and self._error is None:
             free = self._config.max_concurrent - len(self._in_flight)
             self._throttle(free)
-            for message in await self._poll(max(free, 1)):
+            messages = await self._poll(max(free, 1))
+            for message in messages:
                 self._accept(message)
-            self._commit()
+            self._commit(unless_recent=bool(messages))
 
     async def _poll(self, most: int) -> list[Message]:
         return await self._in_thread(self._requests_thread, next_batch, self._requests, POLL_S, most)
@@ -249,11 +252,22 @@ class Bridge:
         log.error("unexpected error; stopping the bridge", exc_info=task.exception())
         self._error = self._error or task.exception()
 
-    def _commit(self) -> None:
-        """Commit, asynchronously, the positions that moved (consumer close waits for the commit)."""
+    def _commit(self, *, unless_recent: bool = False) -> None:
+        """Commit, asynchronously, the positions that moved (consumer close waits for the commit);
+        `unless_recent`: not if the last commit was under COMMIT_EVERY_S ago.
+
+        Each commit is a Kafka request, and under load a generation ends every few milliseconds.
+        Committing later only means more redelivery after a crash, and a redelivered request whose
+        response ended is a no-op (`Attempts.begin` finds it finished), so the commits are sparse
+        while requests keep coming, and prompt once they stop, on drain and on revocation.
+        """
+        now = self._loop.time()
+        if unless_recent and now - self._committed_at < COMMIT_EVERY_S:
+            return
         positions = self._offsets.committable()
         if positions:
             self._requests.commit(offsets=self._topic_partitions(positions), asynchronous=True)
+            self._committed_at = now
 
     def _topic_partitions(self, positions: dict[int, int]) -> list[TopicPartition]:
         topic = self._topics.inference_requests.name
