@@ -220,6 +220,9 @@ class ApiSettings(BaseModel):
     # FastAPI's own OpenTelemetry spans and metrics. Off unless asked for: even with no OpenTelemetry
     # provider configured, it looks for one on every request (~2 % of the API's CPU under load).
     fastapi_telemetry: bool = False
+    # uvicorn's line per request (with its request id). ~5 % of the API's CPU under load (two requests
+    # a message): off where a load balancer's access log already has every request.
+    access_log: bool = True
 
     @property
     def url(self) -> str:

@@ -24,6 +24,7 @@ class ApiServer(uvicorn.Server):
             host=settings.api.host,
             port=settings.api.port,
             log_level="info",
+            access_log=settings.api.access_log,
             log_config=None,  # uvicorn's lines go through configure_logging's handler, with the request id
             timeout_graceful_shutdown=settings.api.shutdown_grace_s,
         )
