@@ -206,6 +206,7 @@ def service(node: int = 0) -> Service:
         cwd=home(),
         start_timeout_s=180.0,
         stop_timeout_s=60.0,  # SIGTERM drains (flushes memtables) before exiting
+        timer_slack_ns=settings.cassandra.timer_slack_ns,
     )
 
 

@@ -34,6 +34,7 @@ class Service:
     cwd: Path | None = None
     start_timeout_s: float = 120.0
     stop_timeout_s: float = 30.0
+    timer_slack_ns: int | None = None  # None: the kernel's default (see `infra.timer_slack`)
 
     @property
     def pid_file(self) -> Path:
@@ -80,7 +81,7 @@ def _spawn(service: Service) -> None:
     service.pid_file.parent.mkdir(parents=True, exist_ok=True)
     with service.log_file.open("ab") as log:
         proc = subprocess.Popen(
-            list(service.argv),
+            _with_timer_slack(service),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -90,6 +91,13 @@ def _spawn(service: Service) -> None:
         )
     service.pid_file.write_text(str(proc.pid))
     say(f"{service.name}: started (pid {proc.pid})")
+
+
+def _with_timer_slack(service: Service) -> list[str]:
+    """The service's command, started through `infra.timer_slack` when it asks for a timer slack."""
+    if service.timer_slack_ns is None:
+        return list(service.argv)
+    return [sys.executable, "-m", "infra.timer_slack", str(service.timer_slack_ns), *service.argv]
 
 
 def wait_until_healthy(service: Service) -> None:

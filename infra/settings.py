@@ -118,6 +118,7 @@ class CassandraSettings(BaseModel):
     datacenter: str = "datacenter1"  # SimpleSnitch's
     replication_factor: int = 1  # > 1: the keyspace is created with NetworkTopologyStrategy
     consistency: str = "LOCAL_ONE"  # the driver's, for reads and writes (LOCAL_QUORUM in a cluster)
+    timer_slack_ns: int | None = 500_000  # how late a node's idle workers may wake (infra/timer_slack.py)
 
     def node_host(self, index: int) -> str:
         return node_address(self.host, index)

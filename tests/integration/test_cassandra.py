@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psutil
 import pytest
 from cassandra import InvalidRequest
 from cassandra.cluster import Session
 from cassandra.query import SimpleStatement
 
-from infra import cassandra, cql, migrate
+from infra import cassandra, cql, migrate, process
 from infra.settings import settings
 
 pytestmark = pytest.mark.integration
@@ -48,6 +49,16 @@ def scratch_table(session: Session) -> Iterator[str]:
 def test_release_version_is_cassandra_5_0(session: Session) -> None:
     row = session.execute("SELECT release_version FROM system.local").one()
     assert row.release_version.startswith("5.0")
+
+
+def test_the_node_runs_with_the_configured_timer_slack(session: Session) -> None:
+    """Every thread of the node, its executor pools' workers included (infra/timer_slack.py)."""
+    pid = process.running_pid(cassandra.service())
+    assert pid is not None, "the node was not started by steno: `make up`"
+
+    slacks = {int(Path(f"/proc/{thread.id}/timerslack_ns").read_text()) for thread in psutil.Process(pid).threads()}
+
+    assert slacks == {settings.cassandra.timer_slack_ns}
 
 
 def test_migrations_created_the_keyspace(session: Session) -> None:
