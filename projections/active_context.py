@@ -36,9 +36,11 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import redis.asyncio as redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from infra.settings import ContextSettings, settings
 from projections.status import Status
@@ -218,20 +220,39 @@ class ActiveContext:
         by_partition: dict[int, list[int]] = {}
         for i, (_, partition, _) in enumerate(positioned):
             by_partition.setdefault(partition, []).append(i)
-        pipe = self._redis.pipeline(transaction=False)
-        for partition, positions in by_partition.items():
-            keys, args = self._apply_call(partition, [positioned[i] for i in positions])
-            await self._apply(keys=keys, args=args, client=pipe)
-        for event, _, _ in positioned:
-            if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
-                key = claim_key(event.conversation_id, self._claims_namespace)
-                await self._release_claim(keys=[key], args=[event.response_id], client=pipe)
-        results = await pipe.execute()
+        results = await self._run_scripts(by_partition, positioned)
         applied = [False] * len(positioned)
         for positions, outcomes in zip(by_partition.values(), results, strict=False):
             for i, outcome in zip(positions, outcomes, strict=True):
                 applied[i] = bool(outcome)
         return applied
+
+    async def _run_scripts(self, by_partition: dict[int, list[int]], positioned: list[Positioned]) -> list[Any]:
+        """The pipeline of scripts, by their SHA1 alone.
+
+        redis-py's pipelines ask SCRIPT EXISTS for every script before they run (a round trip more
+        per batch, on the path context assembly waits on); a Redis that lost its scripts (a restart
+        or SCRIPT FLUSH) answers NOSCRIPT instead, and the pipeline is then run again once the
+        scripts are loaded. Whatever of it ran the first time runs again harmlessly: an apply below
+        the watermark changes nothing, and a released claim stays released.
+        """
+        try:
+            return await self._scripts(by_partition, positioned).execute()
+        except NoScriptError:
+            await self._redis.script_load(APPLY_LUA)
+            await self._redis.script_load(RELEASE_LUA)
+            return await self._scripts(by_partition, positioned).execute()
+
+    def _scripts(self, by_partition: dict[int, list[int]], positioned: list[Positioned]) -> Pipeline:
+        pipe = self._redis.pipeline(transaction=False)
+        for partition, positions in by_partition.items():
+            keys, args = self._apply_call(partition, [positioned[i] for i in positions])
+            pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
+        for event, _, _ in positioned:
+            if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
+                key = claim_key(event.conversation_id, self._claims_namespace)
+                pipe.evalsha(self._release_claim.sha, 1, key, event.response_id)
+        return pipe
 
     def _apply_call(self, partition: int, positioned: list[Positioned]) -> tuple[list[str], list[str | int]]:
         """APPLY_LUA's keys and arguments for one partition's records, in log order.

@@ -406,6 +406,30 @@ async def test_context_ignores_redelivered_events(context: ActiveContext) -> Non
     assert await context.applied_offset(chat.partition) == len(events) - 1
 
 
+async def test_context_applies_after_redis_forgot_its_scripts(context: ActiveContext) -> None:
+    """Redis restarted (or SCRIPT FLUSH): the apply pipeline, which runs its scripts by SHA1 alone
+    (no SCRIPT EXISTS round trip), gets NOSCRIPT, loads them and runs again."""
+    chat = Chat()
+    first, *rest = every_outcome(chat)
+    assert await context.apply(first, chat.partition, 0)
+    client = active_context.connect()
+    try:
+        await client.script_flush()
+    finally:
+        await client.aclose()
+
+    applied = await context.apply_all([(event, chat.partition, offset) for offset, event in enumerate(rest, 1)])
+
+    assert all(applied)
+    assert [turn.content for turn in await context.turns(chat.conversation_id) or []] == [
+        "q1",
+        "a1",
+        "q3",
+        "a3 partial",
+        "q4",
+    ]
+
+
 async def test_context_drops_a_regenerated_reply(context: ActiveContext) -> None:
     chat = Chat()
     events, _ = regenerated(chat)
