@@ -247,7 +247,7 @@ class ActiveContext:
         pipe = self._redis.pipeline(transaction=False)
         for partition, positions in by_partition.items():
             keys, args = self._apply_call(partition, [positioned[i] for i in positions])
-            pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
+            pipe.evalsha(self._apply.sha, len(keys), *keys, *map(str, args))
         for event, _, _ in positioned:
             if isinstance(event, TERMINAL_CONVERSATION_EVENTS):
                 key = claim_key(event.conversation_id, self._claims_namespace)
