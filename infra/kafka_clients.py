@@ -65,8 +65,8 @@ class EventProducer:
     """An idempotent producer whose sends resolve asyncio futures when Kafka acknowledges them.
 
     A background thread serves delivery callbacks, so callers on the event loop never block on
-    librdkafka. `linger.ms` is small: token events are batched by librdkafka while it waits for
-    the previous batch's ack, without holding any single token back noticeably.
+    librdkafka. `linger.ms` is small (`settings.kafka.producer_linger_ms`): events are batched by
+    librdkafka while it waits for the previous batch's ack, without holding any back noticeably.
     """
 
     def __init__(self, **overrides: Any) -> None:
@@ -75,7 +75,7 @@ class EventProducer:
                 "bootstrap.servers": settings.kafka.bootstrap,
                 "enable.idempotence": True,
                 "acks": "all",
-                "linger.ms": 1,
+                "linger.ms": settings.kafka.producer_linger_ms,
                 "compression.type": "lz4",
                 # librdkafka retries for 5 minutes by default; a user waiting on a POST must hear
                 # much sooner that the log is unreachable (the API then answers 503).
