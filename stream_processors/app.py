@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from cassandra.cluster import Cluster
@@ -37,11 +37,13 @@ from schemas.topics import CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKE
 from stream_processors import tokenizers
 from stream_processors.context_step import ContextStep
 from stream_processors.conversation import ConversationReader
+from stream_processors.delivery_window import DeliveryWindow
 from stream_processors.moderation import Moderator
 from stream_processors.moderation_step import ModerationStep
 from stream_processors.processor import Outputs, Processor, Step
 
 APP_ID = "steno-processors"  # also the consumer group id, which `make up` health-checks
+UNSETTLED_RECORDS = 1000  # per agent and partition: records handled whose events Kafka has not acked yet
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ def create_app(
     )
     for step in steps:
         outputs = Outputs(topics.dead_letters, topics.conversations, topics.tokens)
-        agent = consume_with(Processor(step, producer, outputs))
+        agent = consume_with(Processor(step, producer, outputs), app)
         app.agent(conversation_log, name=step.name, isolated_partitions=True)(agent)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function
@@ -133,15 +135,19 @@ def _context_readers(
     return context, History(cluster.connect(settings.cassandra.keyspace))
 
 
-def consume_with(processor: Processor) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
-    """An agent that hands each record to the processor and waits for its effects."""
+def consume_with(processor: Processor, app: faust.App) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+    """An agent that hands each record to the processor and acks it once its effects are in Kafka
+    (`stream_processors.delivery_window`); a failed delivery crashes the app, to be restarted."""
 
     async def agent(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
+        window = DeliveryWindow(UNSETTLED_RECORDS, app.crash)
+        manual_acks = cast(faust.Stream[bytes], stream).noack()  # what Faust passes; StreamT lacks noack()
+        async for event in manual_acks.events():
             message = event.message
-            await processor.process(
+            delivered = await processor.process(
                 Record(message.topic, message.partition, message.offset, message.key, message.value)
             )
+            await window.ack_after(delivered, event.ack)
 
     agent.__qualname__ = processor.name  # Faust labels an agent's log lines with its function's name
     return agent

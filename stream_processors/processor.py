@@ -1,16 +1,17 @@
 """One step of the pipeline applied to one log record, with steno's delivery rules.
 
-Rule 2: `process` returns only once Kafka has acknowledged every event the step emitted, and
-the Faust agent asks for the next record only after that, so Faust's offset commit (of records
-the agent has moved past) never precedes their effects. A crash in between redelivers the
-record: consumers downstream are idempotent by message and response id.
+Rule 2: `process` sends the events the step emitted, in order, and returns a future that
+resolves once Kafka has acknowledged every one of them; the agent acks the record (which lets
+Faust commit its offset) only then (`stream_processors.delivery_window`). A crash in between
+redelivers the record: consumers downstream are idempotent by message and response id.
 
 Rule 7: a record that does not decode, or that the step fails on, becomes a DeadLetter and the
 step moves on, so one poison pill never stalls its partition. When the record was a user's
 message, its response also fails visibly (ResponseFailed in history, an `error` on the token
 stream): nobody is left waiting for a reply that will never come. A store that cannot be reached
 says nothing about the record, so the step is retried until the store is back instead (as the
-projections runner does), and a failure to write to Kafka propagates: the record is redelivered.
+projections runner does), and a failure to write to Kafka fails the returned future: the record is
+never acked, and is redelivered.
 """
 
 from __future__ import annotations
@@ -88,11 +89,12 @@ class Processor:
     def name(self) -> str:
         return self._step.name
 
-    async def process(self, record: Record) -> None:
+    async def process(self, record: Record) -> asyncio.Future[list[Any]]:
+        """Handle the record and send its events; the result resolves on Kafka's acks of them all."""
         if event_type(record.value) in self._ignored:
-            return  # a valid event of a type the step does nothing with: not worth validating
+            return asyncio.gather()  # a valid event of a type the step does nothing with: not worth validating
         emits = await self._outcome(record)
-        await asyncio.gather(*(self._producer.send(emit.topic, emit.event, emit.key) for emit in emits))
+        return asyncio.gather(*(self._producer.send(emit.topic, emit.event, emit.key) for emit in emits))
 
     async def _outcome(self, record: Record) -> Sequence[Emit]:
         """The step's events for the record, or its dead letter."""
