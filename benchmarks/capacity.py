@@ -30,17 +30,20 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from benchmarks.pipeline import Stream, percentile, sse_tokens, timed
+from benchmarks import load_client
+from benchmarks.load_client import LoadClient
+from benchmarks.pipeline import Stream, percentile, timed
 from infra import process, stack, supervisor
 from infra.app_services import PROGRAMS
-from tests.integration.steno_client import StenoClient, scripted
+from tests.integration.steno_client import scripted
 
 RESULTS = Path(__file__).parent / "results" / "capacity.json"
 STENO = ("api", "processors", "bridge", "projections", "kafka", "cassandra", "redis")
@@ -148,28 +151,30 @@ def with_totals(per_process: dict[str, float]) -> dict[str, float]:
 
 @dataclass
 class User:
-    client: StenoClient
+    http: load_client.User
     conversation_id: str
 
     @classmethod
-    async def new(cls) -> User:
-        client = StenoClient()
-        return cls(client, await client.new_conversation())
+    async def new(cls, client: LoadClient) -> User:
+        http = client.user()
+        return cls(http, await http.new_conversation())
 
     async def exchange(self, content: str, started: float | None = None) -> Stream:
         """Send a message and read its reply to the end; TTFT from `started` (default: now)."""
         started = time.perf_counter() if started is None else started
         async with asyncio.timeout(EXCHANGE_TIMEOUT_S):
-            ids = await self.client.send(self.conversation_id, content)
-            return await timed(sse_tokens(self.client, ids["response_id"]), started)
+            ids = await self.http.send(self.conversation_id, content)
+            return await timed(self.http.tokens(ids["response_id"]), started)
 
 
-async def users(count: int) -> list[User]:
-    return list(await asyncio.gather(*(User.new() for _ in range(count))))
-
-
-async def close(people: list[User]) -> None:
-    await asyncio.gather(*(u.client.close() for u in people))
+@asynccontextmanager
+async def users(count: int) -> AsyncIterator[list[User]]:
+    """`count` users, each with a conversation of its own, over one HTTP session."""
+    client = LoadClient()
+    try:
+        yield list(await asyncio.gather(*(User.new(client) for _ in range(count))))
+    finally:
+        await client.close()
 
 
 @dataclass
@@ -232,10 +237,9 @@ async def open_loop(people: list[User], rate: float, seconds: float) -> Load:
 
 
 async def message_level(pids: dict[str, int], idle: CpuUse, count: int, seconds: float) -> dict[str, Any]:
-    people = await users(count)
-    await asyncio.gather(*(u.exchange(short_message()) for u in people))  # warm: connections, caches
-    load, cpu = await measured(pids, closed_loop(people, short_message(), seconds))
-    await close(people)
+    async with users(count) as people:
+        await asyncio.gather(*(u.exchange(short_message()) for u in people))  # warm: connections, caches
+        load, cpu = await measured(pids, closed_loop(people, short_message(), seconds))
     messages = len(load.streams)
     per_message = {name: s / messages * 1000 for name, s in cpu.beyond_idle(idle).items()}
     return {
@@ -249,9 +253,8 @@ async def message_level(pids: dict[str, int], idle: CpuUse, count: int, seconds:
 
 
 async def token_phase(pids: dict[str, int], idle: CpuUse, level: dict[str, Any], seconds: float) -> dict[str, Any]:
-    people = await users(level["users"])
-    load, cpu = await measured(pids, closed_loop(people, long_message(), seconds))
-    await close(people)
+    async with users(level["users"]) as people:
+        load, cpu = await measured(pids, closed_loop(people, long_message(), seconds))
     messages, tokens = len(load.streams), load.tokens
     per_message_s = {name: ms / 1000 for name, ms in level["cpu_ms_per_message"].items()}
     per_token = {name: (s - per_message_s[name] * messages) / tokens * 1e6 for name, s in cpu.beyond_idle(idle).items()}
@@ -267,9 +270,8 @@ async def token_phase(pids: dict[str, int], idle: CpuUse, level: dict[str, Any],
 
 async def open_phase(saturation: float, fraction: float, seconds: float) -> dict[str, Any]:
     rate = saturation * fraction
-    people = await users(int(rate * 2) + 8)  # ~2 s of arrivals in flight before one waits
-    load = await open_loop(people, rate, seconds)
-    await close(people)
+    async with users(int(rate * 2) + 8) as people:  # ~2 s of arrivals in flight before one waits
+        load = await open_loop(people, rate, seconds)
     return {"fraction": fraction, "rate": rate, "messages": len(load.streams), **load.ttft_ms()}
 
 
@@ -350,12 +352,9 @@ async def warm_up(count: int, seconds: float) -> None:
     """Unmeasured load first: the JVMs (Kafka, Cassandra) compile their hot paths for minutes
     after a start, and that compiler time would otherwise be charged to the first phases."""
     print(f"warming up: {count} users, short then long replies, {seconds:g} s each (not measured)...", flush=True)
-    people = await users(count)
-    try:
+    async with users(count) as people:
         for content in (short_message(), long_message()):
             await closed_loop(people, content, seconds)
-    finally:
-        await close(people)
 
 
 async def main(args: argparse.Namespace) -> None:

@@ -21,18 +21,17 @@ import itertools
 import json
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
-from httpx_sse import aconnect_sse
 
+from benchmarks.load_client import LoadClient, User
 from inference_bridge.triton_stream import Endpoint, Timeouts, stream_text
 from infra.settings import settings
 from ingest_api.auth import issue_token
 from schemas.events import ChatTurn
-from tests.integration.steno_client import StenoClient
 
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 MODEL = "scripted"
@@ -88,19 +87,10 @@ async def direct_stream(client: Endpoint, index: int) -> Stream:
     return await timed(stream_text(client, MODEL, prompt, sampling, Timeouts(30, 30)), started)
 
 
-async def steno_stream(client: StenoClient, conversation_id: str, index: int) -> Stream:
+async def steno_stream(user: User, conversation_id: str, index: int) -> Stream:
     started = time.perf_counter()
-    ids = await client.send(conversation_id, message(index), model=MODEL)
-    return await timed(sse_tokens(client, ids["response_id"]), started)
-
-
-async def sse_tokens(client: StenoClient, response_id: str) -> AsyncIterator[str]:
-    async with aconnect_sse(client.http, "GET", f"/v1/responses/{response_id}/events") as source:
-        async for sse in source.aiter_sse():
-            if sse.event == "token":
-                yield sse.data
-            elif sse.event in ("done", "error", "blocked"):
-                return
+    ids = await user.send(conversation_id, message(index), model=MODEL)
+    return await timed(user.tokens(ids["response_id"]), started)
 
 
 async def openai_stream(client: openai.AsyncOpenAI, index: int) -> Stream:
@@ -135,17 +125,18 @@ async def run_direct(concurrency: int) -> Run:
 
 
 async def run_steno(concurrency: int) -> Run:
-    clients = [StenoClient() for _ in range(concurrency)]
-    conversations = await asyncio.gather(*(c.new_conversation() for c in clients))
+    client = LoadClient()
+    users = [client.user() for _ in range(concurrency)]
+    conversations = await asyncio.gather(*(u.new_conversation() for u in users))
     run = Run(concurrency)
     began = time.perf_counter()
     run.streams = list(
         await asyncio.gather(
-            *(steno_stream(c, conv, i) for i, (c, conv) in enumerate(zip(clients, conversations, strict=True)))
+            *(steno_stream(u, conv, i) for i, (u, conv) in enumerate(zip(users, conversations, strict=True)))
         )
     )
     run.wall_s = time.perf_counter() - began
-    await asyncio.gather(*(c.close() for c in clients))
+    await client.close()
     return run
 
 
