@@ -94,7 +94,12 @@ class Processor:
         if event_type(record.value) in self._ignored:
             return asyncio.gather()  # a valid event of a type the step does nothing with: not worth validating
         emits = await self._outcome(record)
-        return asyncio.gather(*(self._producer.send(emit.topic, emit.event, emit.key) for emit in emits))
+        try:
+            return asyncio.gather(*(self._producer.send(emit.topic, emit.event, emit.key) for emit in emits))
+        except Exception as exc:  # refused before it was queued (an unknown partition, a full queue)
+            refused: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            refused.set_exception(exc)
+            return refused  # failed like a delivery: the record is never acked
 
     async def _outcome(self, record: Record) -> Sequence[Emit]:
         """The step's events for the record, or its dead letter."""

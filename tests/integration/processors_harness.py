@@ -75,6 +75,7 @@ class Logged:
     topic: str
     timestamp_ms: int  # the record's CreateTime: when its producer produced it
     event: object  # the decoded event, or the raw bytes of an undecodable record
+    offset: int
 
 
 Predicate = Callable[[list[Logged]], bool]
@@ -99,7 +100,7 @@ class LogTail:
                 except UndecodableEvent:
                     event = record.value()
                 with self._changed:
-                    self._seen.append(Logged(record.topic() or "", record.timestamp()[1], event))
+                    self._seen.append(Logged(record.topic() or "", record.timestamp()[1], event, record.offset() or 0))
                     self._changed.notify_all()
 
     async def wait_for(self, predicate: Predicate, timeout_s: float = 60.0) -> list[Logged]:

@@ -8,7 +8,9 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from cassandra.cluster import NoHostAvailable
+from confluent_kafka import KafkaError, KafkaException
 
 from infra.kafka_clients import Record
 from schemas.events import (
@@ -144,3 +146,17 @@ async def test_a_record_of_an_unknown_type_is_still_dead_lettered() -> None:
     producer = await process(EndsResponses(), record(unknown))
 
     assert [type(event) for _, event, _ in producer.sent] == [DeadLetter]
+
+
+class RefusingProducer(Producer):
+    """Refuses to queue what it is given, as librdkafka does a record for a partition it lacks."""
+
+    def send(self, topic: Topic, event: Event | DeadLetter, key: str | None = None) -> asyncio.Future[None]:
+        raise KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+
+
+async def test_a_send_refused_outright_fails_what_process_returns_like_a_failed_delivery() -> None:
+    delivered = await Processor(EndsResponses(), RefusingProducer(), OUTPUTS).process(record(encode(SUBMITTED)))
+
+    with pytest.raises(KafkaException):
+        await asyncio.wait_for(delivered, timeout=10)
