@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import httpx
-from confluent_kafka import ConsumerGroupState
-from confluent_kafka.admin import AdminClient
 
 from infra import supervisor
-from infra.kafka_clients import client_id
+from infra.kafka_clients import stable_member
 from infra.settings import settings
 from infra.supervisor import Program
 
@@ -75,21 +74,11 @@ def is_healthy(program: Program) -> bool:
 
 
 def _serving(program: Program) -> Callable[[int], bool]:
-    return _api_ready(api_url(program)) if program.kind == "api" else _member_of(GROUPS[program.kind])
+    return _api_ready(api_url(program)) if program.kind == "api" else partial(stable_member, GROUPS[program.kind])
 
 
 def _api_ready(url: str) -> Callable[[int], bool]:
     def check(_pid: int) -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-
-    return check
-
-
-def _member_of(group_id: str) -> Callable[[int], bool]:
-    def check(pid: int) -> bool:
-        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
-        [description] = [f.result(timeout=5) for f in admin.describe_consumer_groups([group_id]).values()]
-        members = {member.client_id for member in description.members}
-        return description.state == ConsumerGroupState.STABLE and client_id(group_id, pid) in members
 
     return check

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 
 from infra.settings import settings
 from schemas.events import DeadLetter, Event
@@ -53,6 +54,15 @@ def consumer(group_id: str, **overrides: Any) -> Consumer:
             **overrides,
         }
     )
+
+
+def stable_member(group_id: str, pid: int) -> bool:
+    """Whether process `pid` is a member of the consumer group and the group is stable, as the
+    group's coordinator sees it (raises when Kafka does not answer within 5 s)."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+    [description] = [f.result(timeout=5) for f in admin.describe_consumer_groups([group_id]).values()]
+    members = {member.client_id for member in description.members}
+    return description.state == ConsumerGroupState.STABLE and client_id(group_id, pid) in members
 
 
 def client_id(group_id: str, pid: int | None = None) -> str:

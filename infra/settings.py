@@ -97,6 +97,9 @@ class KafkaSettings(BaseModel):
     # within the bridge's 10 s failover budget; heartbeats every second tell the others at once.
     consumer_session_timeout_ms: int = 6000
     consumer_heartbeat_ms: int = 1000
+    # A processors worker that has not been a member of its consumer group for this long, while
+    # Kafka answered, stops to be restarted (stream_processors/membership_watchdog.py).
+    membership_grace_s: float = 30.0
     # How long a steno producer holds an event for others to share its request. Every hop before a
     # reply's first token (the API's MessageSubmitted, moderation, context assembly) waits for its
     # event's ack, and librdkafka's linger costs ~1.1 ms of that even at 1 ms (0.7 ms at 0 here);

@@ -38,6 +38,7 @@ from stream_processors import tokenizers
 from stream_processors.context_step import ContextStep
 from stream_processors.conversation import ConversationReader
 from stream_processors.delivery_window import DeliveryWindow
+from stream_processors.membership_watchdog import CHECK_EVERY_S, MembershipWatchdog, membership
 from stream_processors.moderation import Moderator
 from stream_processors.moderation_step import ModerationStep
 from stream_processors.processor import Outputs, Processor, Step
@@ -113,6 +114,15 @@ def create_app(
         outputs = Outputs(topics.dead_letters, topics.conversations, topics.tokens)
         agent = consume_with(Processor(step, producer, outputs), app)
         app.agent(conversation_log, name=step.name, isolated_partitions=True)(agent)
+
+    watchdog = MembershipWatchdog(settings.kafka.membership_grace_s)
+
+    @app.timer(CHECK_EVERY_S)
+    async def check_membership() -> None:
+        """Crash a worker wedged out of its group (see `stream_processors.membership_watchdog`)."""
+        if watchdog.lost(await asyncio.to_thread(membership, app_id)):
+            grace = settings.kafka.membership_grace_s
+            await app.crash(RuntimeError(f"not a member of consumer group {app_id} for {grace:g} s: restarting"))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function
     async def close_clients(sender: faust.App, **_: Any) -> None:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from infra.app_services import GROUPS, _member_of
+from infra.app_services import GROUPS
+from infra.kafka_clients import stable_member
 
 CONTAINER_PID = 1
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid", type=int, default=CONTAINER_PID, help="the consumer's PID (default: the container's)")
     args = parser.parse_args(argv)
     try:
-        member = _member_of(args.group)(args.pid)
+        member = stable_member(args.group, args.pid)
     except Exception as exc:  # Kafka unreachable, timeout: unhealthy, and say why
         print(f"{args.group}: could not describe the group: {exc}", file=sys.stderr)
         return 1
