@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 
+import faust
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -133,3 +135,13 @@ class LogTail:
         self._running = False
         self._thread.join()
         self._consumer.close()
+
+
+async def crash_reason(app: faust.App, timeout_s: float = 60.0) -> BaseException:
+    """Why the app crashed, once it has; AssertionError if it has not within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not app.crashed:
+        assert time.monotonic() < deadline, f"the app did not stop within {timeout_s}s"
+        await asyncio.sleep(0.05)
+    assert app.crash_reason is not None
+    return app.crash_reason

@@ -9,7 +9,6 @@ that maps past them cannot be produced, exactly as a write Kafka refuses.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,13 +25,12 @@ from projections.active_context import ActiveContext
 from schemas.events import ConversationStarted, InferenceRequested, MessageAccepted, MessageSubmitted, new_id
 from schemas.topics import Topic, partition_for
 from stream_processors.app import Topics, create_app
-from tests.integration.processors_harness import LogTail, delete_group, project, scratch_topics
+from tests.integration.processors_harness import LogTail, crash_reason, delete_group, project, scratch_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 
 RUN = f"delivery-{uuid.uuid4().hex[:10]}"
 GROUP = f"test-{RUN}"
-CRASH_WAIT_S = 60.0
 
 
 @asynccontextmanager
@@ -76,15 +74,6 @@ def committed_offset(topic: str, partition: int) -> int:
         consumer.close()
 
 
-async def crashed(app: faust.App) -> BaseException:
-    deadline = time.monotonic() + CRASH_WAIT_S
-    while not app.crashed:
-        assert time.monotonic() < deadline, f"the app did not stop within {CRASH_WAIT_S}s"
-        await asyncio.sleep(0.05)
-    assert app.crash_reason is not None
-    return app.crash_reason
-
-
 async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_answers_it() -> None:
     with scratch_topics(RUN) as topics:
         requests = topics.inference_requests
@@ -107,7 +96,7 @@ async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_an
 
                 async with running(replace(topics, inference_requests=unroutable)) as app:
                     [accepted] = await log.of(message.response_id, MessageAccepted)
-                    reason = await crashed(app)
+                    reason = await crash_reason(app)
                 assert "partition" in str(reason).lower(), reason
                 partition = partition_for(conversation, topics.conversations)
                 assert committed_offset(topics.conversations.name, partition) <= accepted.offset

@@ -18,7 +18,7 @@ import pytest
 
 from infra.settings import settings
 from stream_processors.app import create_app
-from tests.integration.processors_harness import delete_group, scratch_topics
+from tests.integration.processors_harness import crash_reason, delete_group, scratch_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -41,15 +41,6 @@ async def member_of_a_stable_group(app: faust.App) -> None:
     while not app.consumer.assignment():
         assert time.monotonic() < deadline, "the app never got its partitions"
         await asyncio.sleep(0.1)
-
-
-async def crash_reason(app: faust.App) -> BaseException:
-    deadline = time.monotonic() + STOP_WAIT_S
-    while not app.crashed:
-        assert time.monotonic() < deadline, f"the wedged app did not stop within {STOP_WAIT_S}s"
-        await asyncio.sleep(0.1)
-    assert app.crash_reason is not None
-    return app.crash_reason
 
 
 async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,14 +1,7 @@
 """Cancels read before their request are remembered, briefly and in bounded number."""
 
 from inference_bridge.cancels import PendingCancels
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.manual_clock import Clock
 
 
 def test_a_remembered_cancel_is_applied_once() -> None:

@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
+import pytest
+
 from stream_processors.membership_watchdog import MembershipWatchdog
+from tests.unit.manual_clock import Clock
+
+GRACE_S = 30.0
+
+# Each case: checks in order, as (seconds since start, what the check found, whether lost).
+CASES = {
+    "out of the group for the grace period": [(29.0, False, False), (30.0, False, True)],
+    "being a member again starts the wait over": [(20.0, True, False), (45.0, False, False), (50.0, False, True)],
+    # a broker down for 100 s: the worker waits for it, and the wait starts when it answers
+    "a Kafka that does not answer is not counted": [(100.0, None, False), (120.0, False, False), (130.0, False, True)],
+}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_out_of_the_group_for_the_grace_period_is_lost() -> None:
+@pytest.mark.parametrize("checks", CASES.values(), ids=CASES.keys())
+def test_lost_only_after_the_grace_period_out_of_the_group_with_kafka_answering(
+    checks: list[tuple[float, bool | None, bool]],
+) -> None:
     clock = Clock()
-    watchdog = MembershipWatchdog(30.0, clock)
+    watchdog = MembershipWatchdog(GRACE_S, clock)
 
-    clock.now = 29.0
-    assert not watchdog.lost(False)
-    clock.now = 30.0
-    assert watchdog.lost(False)
-
-
-def test_being_a_member_again_starts_the_wait_over() -> None:
-    clock = Clock()
-    watchdog = MembershipWatchdog(30.0, clock)
-
-    clock.now = 20.0
-    assert not watchdog.lost(True)
-    clock.now = 45.0
-    assert not watchdog.lost(False)
-    clock.now = 50.0
-    assert watchdog.lost(False)
-
-
-def test_a_kafka_that_does_not_answer_is_not_counted_against_the_worker() -> None:
-    clock = Clock()
-    watchdog = MembershipWatchdog(30.0, clock)
-
-    clock.now = 100.0
-    assert not watchdog.lost(None)  # a broker down for 100 s: the worker waits for it
-    clock.now = 120.0
-    assert not watchdog.lost(False)
-    clock.now = 130.0
-    assert watchdog.lost(False)
+    for at, member, lost in checks:
+        clock.now = at
+        assert watchdog.lost(member) is lost, f"at {at} s, after a check that found {member}"
