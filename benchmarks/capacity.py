@@ -1,10 +1,12 @@
 """What a message and a token cost steno, in CPU per process, and how many it sustains.
 
 With the whole stack up, K users talk to the native API in a closed loop: each sends a message,
-reads its SSE stream to `done`, then sends the next. The `scripted` model answers at once
+reads its SSE stream to `done`, then sends the next (the stream read with a GET after the POST's
+202, or with `--streamed` in the POST's own response). The `scripted` model answers at once
 (`ttft_ms`/`itl_ms` 0, set by the message itself), so the stack's own cost is all there is.
 
-0. warm-up: the same load, unmeasured, so that the JVMs' compilers are done (`--warmup-seconds`);
+0. warm-up: the same load, unmeasured, until CPU per message is steady (the JVMs' compilers are
+   done; bounded by `--warmup-seconds`);
 1. idle: every process's CPU rate with no load (subtracted from every later phase);
 2. messages: 1-token replies at rising numbers of users: messages/s, TTFT, and each process's
    CPU ms per message (its CPU during the phase, minus its idle rate times the phase's wall time,
@@ -51,6 +53,8 @@ STENO = ("api", "processors", "bridge", "projections", "kafka", "cassandra", "re
 INSTANT = {"ttft_ms": 0, "itl_ms": 0}
 LONG_REPLY = 128  # tokens per reply in the tokens phase (the scripted model's max_tokens)
 IDLE_LIMIT = 0.05  # CPU s/s of a steno process with no load above which something else is using it
+WARMUP_WINDOW_S = 5.0
+STEADY_WINDOWS = 3  # warm-up windows in a row within 5 % of the best: the JVMs' compilers are done
 EXCHANGE_TIMEOUT_S = 30.0  # a reply not done by then: a process of the stack is down (`steno status`)
 
 
@@ -163,14 +167,14 @@ class User:
         """Send a message and read its reply to the end; TTFT from `started` (default: now)."""
         started = time.perf_counter() if started is None else started
         async with asyncio.timeout(EXCHANGE_TIMEOUT_S):
-            ids = await self.http.send(self.conversation_id, content)
-            return await timed(self.http.tokens(ids["response_id"]), started)
+            return await timed(self.http.reply(self.conversation_id, content), started)
 
 
 @asynccontextmanager
-async def users(count: int) -> AsyncIterator[list[User]]:
-    """`count` users, each with a conversation of its own, over one HTTP session."""
-    client = LoadClient()
+async def users(count: int, streamed: bool = False) -> AsyncIterator[list[User]]:
+    """`count` users, each with a conversation of its own, over one HTTP session; `streamed`:
+    each reply read in its POST's response (see load_client)."""
+    client = LoadClient(streamed)
     try:
         yield list(await asyncio.gather(*(User.new(client) for _ in range(count))))
     finally:
@@ -236,8 +240,10 @@ async def open_loop(people: list[User], rate: float, seconds: float) -> Load:
 # --- phases ----------------------------------------------------------------------------------------
 
 
-async def message_level(pids: dict[str, int], idle: CpuUse, count: int, seconds: float) -> dict[str, Any]:
-    async with users(count) as people:
+async def message_level(
+    pids: dict[str, int], idle: CpuUse, count: int, seconds: float, streamed: bool
+) -> dict[str, Any]:
+    async with users(count, streamed) as people:
         await asyncio.gather(*(u.exchange(short_message()) for u in people))  # warm: connections, caches
         load, cpu = await measured(pids, closed_loop(people, short_message(), seconds))
     messages = len(load.streams)
@@ -252,8 +258,10 @@ async def message_level(pids: dict[str, int], idle: CpuUse, count: int, seconds:
     }
 
 
-async def token_phase(pids: dict[str, int], idle: CpuUse, level: dict[str, Any], seconds: float) -> dict[str, Any]:
-    async with users(level["users"]) as people:
+async def token_phase(
+    pids: dict[str, int], idle: CpuUse, level: dict[str, Any], seconds: float, streamed: bool
+) -> dict[str, Any]:
+    async with users(level["users"], streamed) as people:
         load, cpu = await measured(pids, closed_loop(people, long_message(), seconds))
     messages, tokens = len(load.streams), load.tokens
     per_message_s = {name: ms / 1000 for name, ms in level["cpu_ms_per_message"].items()}
@@ -268,9 +276,9 @@ async def token_phase(pids: dict[str, int], idle: CpuUse, level: dict[str, Any],
     }
 
 
-async def open_phase(saturation: float, fraction: float, seconds: float) -> dict[str, Any]:
+async def open_phase(saturation: float, fraction: float, seconds: float, streamed: bool) -> dict[str, Any]:
     rate = saturation * fraction
-    async with users(int(rate * 2) + 8) as people:  # ~2 s of arrivals in flight before one waits
+    async with users(int(rate * 2) + 8, streamed) as people:  # ~2 s of arrivals in flight before one waits
         load = await open_loop(people, rate, seconds)
     return {"fraction": fraction, "rate": rate, "messages": len(load.streams), **load.ttft_ms()}
 
@@ -348,13 +356,26 @@ def progress(phase: dict[str, Any]) -> dict[str, Any]:
     return phase
 
 
-async def warm_up(count: int, seconds: float) -> None:
-    """Unmeasured load first: the JVMs (Kafka, Cassandra) compile their hot paths for minutes
-    after a start, and that compiler time would otherwise be charged to the first phases."""
-    print(f"warming up: {count} users, short then long replies, {seconds:g} s each (not measured)...", flush=True)
-    async with users(count) as people:
-        for content in (short_message(), long_message()):
-            await closed_loop(people, content, seconds)
+async def warm_up(pids: dict[str, int], count: int, max_seconds: float, streamed: bool) -> list[float]:
+    """Unmeasured load until the stack's CPU per message stops falling: the JVMs (Kafka,
+    Cassandra) compile their hot paths for minutes after a start (Kafka's CPU per message fell
+    from 23 to 4.7 ms over its first 90 s of load here), and that compiler time would otherwise
+    be charged to the first phases. Short replies in windows of WARMUP_WINDOW_S until
+    STEADY_WINDOWS in a row come within 5 % of the best so far (or `max_seconds` pass), then one
+    window of long replies for the token path. Returns each window's steno-side ms/message."""
+    print(f"warming up: {count} users until CPU per message is steady (at most {max_seconds:g} s)...", flush=True)
+    windows: list[float] = []
+    steady = 0
+    began = time.perf_counter()
+    async with users(count, streamed) as people:
+        while steady < STEADY_WINDOWS and time.perf_counter() - began < max_seconds:
+            load, cpu = await measured(pids, closed_loop(people, short_message(), WARMUP_WINDOW_S))
+            per_message = sum(cpu.seconds[name] for name in STENO) / max(1, len(load.streams)) * 1000
+            steady = steady + 1 if windows and per_message > min(windows) * 0.95 else 0
+            windows.append(per_message)
+            print(f"  warm-up window {len(windows)}: {per_message:.1f} ms/message (idle included)", flush=True)
+        await closed_loop(people, long_message(), WARMUP_WINDOW_S)
+    return windows
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -363,23 +384,23 @@ async def main(args: argparse.Namespace) -> None:
     report["machine"] = machine()
     print(f"{report['command']}\n{report['machine']}", flush=True)
     if args.warmup_seconds:
-        await warm_up(args.token_users, args.warmup_seconds)
+        report["warmup_ms_per_message"] = await warm_up(pids, args.token_users, args.warmup_seconds, args.streamed)
     print(f"idle for {args.idle_seconds:g} s...", flush=True)
     _, idle = await measured(pids, asyncio.sleep(args.idle_seconds))
     report |= {"idle_wall_s": idle.wall_s, "idle_cpu_s": idle.seconds}
     report["levels"] = []
     for count in args.users:
         print(f"{count} users, 1-token replies, {args.seconds:g} s...", flush=True)
-        report["levels"].append(progress(await message_level(pids, idle, count, args.seconds)))
+        report["levels"].append(progress(await message_level(pids, idle, count, args.seconds, args.streamed)))
     saturation = max(r["messages_per_s"] for r in report["levels"])
     report["saturation_messages_per_s"] = saturation
     level = next((r for r in report["levels"] if r["users"] == args.token_users), report["levels"][-1])
     print(f"{level['users']} users, {LONG_REPLY}-token replies, {args.seconds:g} s...", flush=True)
-    report["tokens"] = progress(await token_phase(pids, idle, level, args.seconds))
+    report["tokens"] = progress(await token_phase(pids, idle, level, args.seconds, args.streamed))
     report["open_loop"] = []
     for fraction in (0.5, 0.9):
         print(f"open loop at {fraction:.0%} of {saturation:.1f} messages/s, {args.seconds:g} s...", flush=True)
-        report["open_loop"].append(progress(await open_phase(saturation, fraction, args.seconds)))
+        report["open_loop"].append(progress(await open_phase(saturation, fraction, args.seconds, args.streamed)))
     restarted = sorted(name for name, pid in root_pids().items() if pids[name] != pid)
     report["restarted_during_run"] = restarted
     print(tables(report))
@@ -398,7 +419,14 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16], help="closed-loop users, per level")
     parser.add_argument("--token-users", type=int, default=16, help="users in the long-reply phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each loaded phase")
-    parser.add_argument("--warmup-seconds", type=float, default=10.0, help="unmeasured load per reply length; 0: none")
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=240.0, help="most unmeasured load before measuring; 0: none"
+    )
+    parser.add_argument(
+        "--streamed",
+        action="store_true",
+        help="each reply read in its POST's response (Accept: text/event-stream) instead of a second request",
+    )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="length of the idle window")
     return parser.parse_args()
 

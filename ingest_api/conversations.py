@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from infra.settings import settings
-from ingest_api import submission
+from ingest_api import responses, submission
 from ingest_api.auth import User
 from ingest_api.ownership import POLL_S, PROJECTION_WAIT_S
 from ingest_api.services import Deps
+from ingest_api.sse import SseResponse, accepts_event_stream
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
@@ -131,12 +132,31 @@ async def delete_conversation(conversation_id: str, user: User, deps: Deps) -> R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{conversation_id}/messages", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
-async def send_message(conversation_id: str, body: NewMessage, user: User, deps: Deps) -> Accepted:
-    """Accept a message once Kafka has it; the reply streams from /v1/responses/{response_id}/events."""
+STREAMED_REPLY: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "With `Accept: text/event-stream`: the reply itself, as an event stream: `accepted` "
+        '`{"message_id", "response_id"}`, then the events of GET /v1/responses/{response_id}/events',
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+@router.post(
+    "/{conversation_id}/messages",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=Accepted,
+    responses=STREAMED_REPLY,
+)
+async def send_message(
+    conversation_id: str, body: NewMessage, user: User, deps: Deps, request: Request
+) -> Accepted | SseResponse:
+    """Accept a message once Kafka has it; the reply streams from /v1/responses/{response_id}/events,
+    or in this response when the client asks for `text/event-stream`."""
     submission.check_size(body.content)
     await deps.ownership.check_conversation(conversation_id, user, marker_checked_later=True)  # by the claim
     submitted = await submission.submit_message(deps, user, conversation_id, body.content, body.model)
+    if accepts_event_stream(request.headers.get("accept", "")):
+        return responses.live_reply(deps, conversation_id, submitted)
     return Accepted(message_id=submitted.message_id, response_id=submitted.response_id)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from json.encoder import encode_basestring_ascii  # json.dumps of a str, in C
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from ingest_api import submission
 from ingest_api.auth import User
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import response_batches
-from ingest_api.services import Deps
+from ingest_api.services import Deps, Services
 from ingest_api.sse import SseResponse, event_bytes
 from schemas.events import ResponseEnded, ResponseRestarted
 
@@ -42,6 +43,17 @@ async def stream_events(
     return SseResponse(_as_sse(batches), ping_s=settings.api.heartbeat_s)
 
 
+def live_reply(deps: Services, conversation_id: str, submitted: submission.Submitted) -> SseResponse:
+    """A message's reply streamed in the response to the POST that sent it: an `accepted` event
+    (its ids; no `id:`, it is not in the token log), then exactly what GET
+    /v1/responses/{response_id}/events sends, so a client cut off midway reconnects there with
+    the last `id:` it saw. One request a message instead of two, as OpenAI's `stream: true`."""
+    ids = {"message_id": submitted.message_id, "response_id": submitted.response_id}
+    batches = response_batches(deps.feed, conversation_id, submitted.response_id, None)
+    accepted = event_bytes("accepted", json.dumps(ids))
+    return SseResponse(_after(accepted, _as_sse(batches)), ping_s=settings.api.heartbeat_s)
+
+
 @router.post("/{response_id}/cancel", status_code=status.HTTP_202_ACCEPTED)
 async def cancel(response_id: str, user: User, deps: Deps) -> dict[str, str]:
     """Ask the bridge to stop; the partial text stays in history as a cancelled response."""
@@ -61,6 +73,13 @@ def _resume_position(last_event_id: str | None, starting_after: int | None) -> i
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"Last-Event-ID {last_event_id!r} is not an id this stream sent"
         ) from None
+
+
+async def _after(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    yield first
+    async with aclosing(rest):
+        async for chunk in rest:
+            yield chunk
 
 
 async def _as_sse(batches: AsyncIterator[list[LoggedEvent]]) -> AsyncGenerator[bytes, None]:

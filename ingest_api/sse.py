@@ -30,6 +30,15 @@ def event_bytes(name: str, data: str, event_id: int | None = None) -> bytes:
     return b"id: %d\r\nevent: %s\r\ndata: %s\r\n\r\n" % (event_id, name.encode(), data.encode())
 
 
+def accepts_event_stream(accept: str) -> bool:
+    """Whether an Accept header asks for an event stream (listed, and not with q=0)."""
+    for item in accept.split(","):
+        media_type, *parameters = (part.strip() for part in item.split(";"))
+        if media_type.lower() == "text/event-stream":
+            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in parameters)
+    return False
+
+
 def ping_bytes() -> bytes:
     """The heartbeat comment, as sse-starlette words it: proxies see traffic, clients ignore it."""
     return f": ping - {datetime.now(UTC)}\r\n\r\n".encode()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from httpx_sse import aconnect_sse
@@ -50,8 +51,18 @@ class StenoClient:
     async def events(self, response_id: str, last_event_id: str | None = None, limit: int | None = None) -> list[Sse]:
         """Read the response's SSE stream until it closes, or until `limit` events (then disconnect)."""
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        return await self._read_sse("GET", f"/v1/responses/{response_id}/events", limit, headers=headers)
+
+    async def send_streamed(self, conversation_id: str, content: str, limit: int | None = None) -> list[Sse]:
+        """Send a message asking for its reply in the same response (`Accept: text/event-stream`):
+        its `accepted` event, then the reply's events, read like `events`."""
+        url = f"/v1/conversations/{conversation_id}/messages"
+        body = {"content": content, "model": "scripted"}
+        return await self._read_sse("POST", url, limit, json=body)
+
+    async def _read_sse(self, method: str, url: str, limit: int | None, **request: Any) -> list[Sse]:
         received: list[Sse] = []
-        async with aconnect_sse(self.http, "GET", f"/v1/responses/{response_id}/events", headers=headers) as source:
+        async with aconnect_sse(self.http, method, url, **request) as source:
             source.response.raise_for_status()
             async for sse in source.aiter_sse():
                 received.append(Sse(sse.event, sse.id, json.loads(sse.data)))

@@ -128,6 +128,37 @@ async def test_resume_with_last_event_id_loses_and_repeats_nothing(alice: StenoC
     assert await alice.events(ids["response_id"], last_event_id=rest[-1].id) == []
 
 
+async def test_a_message_sent_for_an_event_stream_gets_its_reply_in_the_same_response(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    content = " ".join(f"s{i}" for i in range(30))
+
+    accepted, *reply = await alice.send_streamed(conversation, content)
+
+    assert accepted.event == "accepted" and accepted.id == ""  # not a log position: resuming starts at the reply
+    assert text_of(reply) == scripted_reply(content) and reply[-1].event == "done"
+    history = await alice.settled_history(conversation)
+    assert [m["status"] for m in history] == ["accepted", "completed"]
+    assert history[0]["id"] == history[1]["reply_to"] == accepted.data["message_id"]
+    assert reply == await alice.events(accepted.data["response_id"])  # the same events as the GET stream
+
+
+async def test_a_streamed_send_cut_off_midway_resumes_on_the_response_stream(alice: StenoClient) -> None:
+    conversation = await alice.new_conversation()
+    content = " ".join(f"r{i}" for i in range(40))
+
+    accepted, *first_part = await alice.send_streamed(conversation, content, limit=6)  # disconnects mid-stream
+    rest = await alice.events(accepted.data["response_id"], last_event_id=first_part[-1].id)
+
+    assert text_of(first_part + rest) == scripted_reply(content)
+    assert rest[-1].event == "done"
+    refused = await alice.http.post(
+        f"/v1/conversations/{conversation}/messages",
+        json={"content": "hi", "model": "gpt-99"},
+        headers={"Accept": "text/event-stream"},
+    )
+    assert refused.status_code == 422 and "unknown model" in refused.text  # errors stay JSON, before any stream
+
+
 async def test_two_users_at_once_get_their_own_tokens_and_not_each_others(alice: StenoClient, bob: StenoClient) -> None:
     a_conv, b_conv = await asyncio.gather(alice.new_conversation(), bob.new_conversation())
     a_ids, b_ids = await asyncio.gather(alice.send(a_conv, "alpha " * 20), bob.send(b_conv, "bravo " * 20))

@@ -9,7 +9,7 @@ import pytest
 from sse_starlette import EventSourceResponse
 from starlette.types import Message
 
-from ingest_api.sse import SseResponse, event_bytes
+from ingest_api.sse import SseResponse, accepts_event_stream, event_bytes
 
 
 class Client:
@@ -115,3 +115,19 @@ def test_event_bytes() -> None:
         b'id: 12\r\nevent: done\r\ndata: {"outcome": "completed"}\r\n\r\n'
     )
     assert event_bytes("response", "{}") == b"event: response\r\ndata: {}\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("accept", "streamed"),
+    [
+        ("text/event-stream", True),
+        ("application/json, Text/Event-Stream;q=0.5", True),
+        ("text/event-stream; q=0", False),
+        ("text/event-stream;q=0.0, application/json", False),
+        ("application/json", False),
+        ("*/*", False),  # a client that takes anything gets the 202 it always got
+        ("", False),
+    ],
+)
+def test_a_post_streams_its_reply_only_when_the_client_asks_for_an_event_stream(accept: str, streamed: bool) -> None:
+    assert accepts_event_stream(accept) is streamed
