@@ -5,8 +5,9 @@ GPU: settings.models["scripted"].sampling), it streams N replies two ways:
 
 - direct: tritonclient's asyncio gRPC stream, as the bridge calls it (the baseline);
 - steno: POST the message, then read the SSE stream: API → Kafka → moderation → context →
-  bridge → Triton → token events → API fan-out → SSE. With `--api openai` the steno side is
-  the official openai SDK streaming `chat.completions` instead of the native API.
+  bridge → Triton → token events → API fan-out → SSE. With `--api native-streamed` the reply is
+  read in the POST's own response (`Accept: text/event-stream`) instead of a second request;
+  with `--api openai` the steno side is the official openai SDK streaming `chat.completions`.
 
 It reports time to first token (from the request; for steno from the POST) and the gaps between
 tokens, p50/p95/p99 for both and the difference, plus tokens per second delivered, as a table on
@@ -23,6 +24,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import openai
@@ -89,8 +91,7 @@ async def direct_stream(client: Endpoint, index: int) -> Stream:
 
 async def steno_stream(user: User, conversation_id: str, index: int) -> Stream:
     started = time.perf_counter()
-    ids = await user.send(conversation_id, message(index), model=MODEL)
-    return await timed(user.tokens(ids["response_id"]), started)
+    return await timed(user.reply(conversation_id, message(index), model=MODEL), started)
 
 
 async def openai_stream(client: openai.AsyncOpenAI, index: int) -> Stream:
@@ -124,8 +125,8 @@ async def run_direct(concurrency: int) -> Run:
     return run
 
 
-async def run_steno(concurrency: int) -> Run:
-    client = LoadClient()
+async def run_steno(concurrency: int, streamed: bool = False) -> Run:
+    client = LoadClient(streamed)
     users = [client.user() for _ in range(concurrency)]
     conversations = await asyncio.gather(*(u.new_conversation() for u in users))
     run = Run(concurrency)
@@ -181,7 +182,11 @@ async def rounds(run: Callable[[int], Awaitable[Run]], concurrency: int, count: 
     return pooled
 
 
-STENO_APIS = {"native": run_steno, "openai": run_openai}
+STENO_APIS: dict[str, Callable[[int], Awaitable[Run]]] = {
+    "native": run_steno,
+    "native-streamed": partial(run_steno, streamed=True),
+    "openai": run_openai,
+}
 
 
 async def main(levels: list[int], count: int, api: str) -> None:
