@@ -64,6 +64,7 @@ REPLACED_STAGE = 999  # a regeneration retires the old reply after every stage a
 FOREVER = 2**63 - 1  # Cassandra's highest write timestamp: a deletion nothing can outlive
 
 Cells = dict[str, Any]
+ROW_BYTES = 256  # what a row weighs in a batch beyond its text cells: keys, ids, timestamps, the other cells
 OUTCOME: Cells = {"content": "", "finish_reason": None, "detail": None}
 """The outcome cells a reply's final event does not set itself: it clears them, so that the final
 event of a later attempt replaces an earlier attempt's outcome whole (see `write_time`)."""
@@ -186,6 +187,17 @@ def turn_cells(event: MessageEvent) -> dict[str, Cells]:
             return {event.response_id: OUTCOME | {"status": Status.CANCELLED, "content": event.text}}
 
 
+def batch_bytes(event: Event) -> int:
+    """Roughly what the event's rows add to a batch, which Cassandra sizes by its data: the text
+    each row sets (a message, a reply), and ROW_BYTES a row for the rest."""
+    if not isinstance(event, MessageEvent):
+        return 2 * ROW_BYTES  # a conversation's rows, a title: small
+    return sum(
+        ROW_BYTES + sum(len(value.encode()) for value in cells.values() if isinstance(value, str))
+        for cells in turn_cells(event).values()
+    )
+
+
 class History:
     """The history view over one Cassandra session (whose keyspace holds the tables)."""
 
@@ -260,7 +272,7 @@ class History:
         batch can be applied again.
         """
         written = Written()
-        for step in write_plan.steps(events):
+        for step in write_plan.steps(events, batch_bytes):
             await self._apply_step(events, step, written)
             for failure in written.failures.values():
                 if isinstance(failure, CASSANDRA_UNAVAILABLE):

@@ -334,6 +334,27 @@ def deleted(chat: Chat) -> list[Event]:
     return [*events, *every_outcome(chat)[1:], chat.rename("renamed"), chat.delete(), chat.rename("late"), late]
 
 
+async def test_a_batch_of_long_messages_is_written_whole_however_large(history: History) -> None:
+    """A batch (replay, a projection catching up) may hold many long turns of one conversation:
+    more than Cassandra takes in one multi-partition batch (batch_size_fail_threshold, 50 KiB)."""
+    chat = Chat()
+    long = settings.api.max_message_bytes // 2  # ~16 KiB, as much again in each reply
+    events: list[Event] = [chat.start()]
+    for n in range(4):
+        m = chat.submit(f"q{n} " + "x" * long)
+        events += [m, chat.accept(m), chat.complete(m, f"a{n} " + "y" * long)]
+
+    written = await history.apply_all(events)
+
+    assert written.failures == {}
+    messages = await history.messages(chat.conversation_id)
+    assert [(m.content[:2], len(m.content), m.status) for m in messages] == [
+        (f"{role}{n}", long + 3, status)
+        for n in range(4)
+        for role, status in (("q", Status.ACCEPTED), ("a", Status.COMPLETED))
+    ]
+
+
 async def test_a_rename_changes_the_title_everywhere_it_is_listed(history: History) -> None:
     chat = Chat()
     started = chat.start("first")

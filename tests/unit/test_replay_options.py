@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from projections.generations import checked_name
+from projections.history import batch_bytes
 from projections.log_range import Scope, clamp, parse_bound
 from projections.replay_command import Request
-from projections.write_plan import MAX_SEGMENT, steps
+from projections.write_plan import MAX_SEGMENT, MAX_SEGMENT_BYTES, steps
 from schemas.events import ConversationDeleted, ConversationStarted, Event
 
 
@@ -72,17 +73,31 @@ def deleted(conversation_id: str) -> Event:
 def test_a_conversations_run_of_events_is_one_segment_and_conversations_share_a_step() -> None:
     batch = [started(c) for c in "aabacb"]  # positions: a0 a1 b2 a3 c4 b5
 
-    assert steps(batch) == [[[0, 1, 3], [2, 5], [4]]]
-    assert steps([]) == []
+    assert steps(batch, batch_bytes) == [[[0, 1, 3], [2, 5], [4]]]
+    assert steps([], batch_bytes) == []
 
 
 def test_a_deletion_is_a_segment_of_its_own_and_what_follows_it_waits_for_it() -> None:
     batch = [started("a"), started("b"), deleted("a"), started("a"), started("b")]
 
-    assert steps(batch) == [[[0], [1, 4]], [[2]], [[3]]]
+    assert steps(batch, batch_bytes) == [[[0], [1, 4]], [[2]], [[3]]]
 
 
 def test_a_long_run_is_cut_so_that_no_batch_grows_without_bound() -> None:
     batch = [started("a")] * (MAX_SEGMENT + 1)
 
-    assert [[len(segment) for segment in step] for step in steps(batch)] == [[MAX_SEGMENT], [1]]
+    assert [[len(segment) for segment in step] for step in steps(batch, lambda event: 1)] == [[MAX_SEGMENT], [1]]
+
+
+def test_a_run_is_cut_before_it_outweighs_what_cassandra_takes_in_one_batch() -> None:
+    batch = [started(c) for c in "aaaab"]
+    third = MAX_SEGMENT_BYTES // 3
+
+    assert steps(batch, lambda event: third) == [[[0, 1, 2], [4]], [[3]]]
+    assert steps(batch, lambda event: third + 1) == [[[0, 1], [4]], [[2, 3]]]
+    assert steps(batch, lambda event: MAX_SEGMENT_BYTES + 1) == [
+        [[0], [4]],
+        [[1]],
+        [[2]],
+        [[3]],
+    ]  # alone, whatever it weighs
