@@ -68,11 +68,18 @@ def test_signing_in_with_a_username_and_the_reason_a_bad_one_is_refused(page: Pa
 
 def test_a_reply_streams_token_by_token_with_its_markdown_rendered(page: Page) -> None:
     sign_in(page)
+    calls: list[str] = []
+    page.on(
+        "request", lambda request: calls.append(f"{request.method} {re.sub(r'/[0-9a-f-]{36}', '/ID', request.url)}")
+    )
 
     send(page, scripted(f"**bold** and `code` {LONG}", itl_ms=SLOW_MS))
     partial = streaming_with_text(page)
     final = reply_ended(page)
 
+    # one request for the message and its reply: the reply streams in the answer to the POST
+    assert calls.count(f"POST {settings.api.url}/v1/conversations/ID/messages") == 1
+    assert [c for c in calls if "/v1/responses/" in c] == []
     assert final.startswith(partial.rstrip())
     assert final == f"You said: bold and code {LONG}"
     expect(page.locator(f"{LAST_REPLY} strong")).to_have_text("bold")

@@ -49,10 +49,16 @@ export async function call(path, { method = "GET", body, signal, anonymous = fal
 
 /**
  * The events of an SSE stream as {name, id, data}, until the server closes it. steno ends its
- * lines with CRLF, and a comment line (a heartbeat) carries nothing.
+ * lines with CRLF, and a comment line (a heartbeat) carries nothing. With a body, the stream is
+ * the answer to a POST of it (a message and its reply, in one request).
  */
-export async function* events(path, signal) {
-  const response = await fetch(path, { headers: headers(false), signal });
+export async function* events(path, signal, { method = "GET", body } = {}) {
+  const response = await fetch(path, {
+    method,
+    signal,
+    headers: { ...headers(body !== undefined), Accept: "text/event-stream" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   await check(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = "";

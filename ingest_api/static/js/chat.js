@@ -112,15 +112,18 @@ export class Chat {
         this.watch(this.abort.signal);
       }
       const mine = this.log.appendChild(userTurn(content, "", "sent"));
-      const accepted = await call(`/v1/conversations/${this.id}/messages`, {
+      // The reply streams in the answer to the POST itself: its first event says the message is in.
+      const reply = events(`/v1/conversations/${this.id}/messages`, this.abort.signal, {
         method: "POST", body: { content, model: this.model.value },
-      }).catch((error) => {
+      });
+      const { value: accepted } = await reply.next().catch((error) => {
         mine.remove();
         throw error;
       });
-      mine.dataset.id = accepted.message_id;
+      if (accepted?.name !== "accepted") throw new Error("steno did not say whether it took the message: reload to see");
+      mine.dataset.id = accepted.data.message_id;
       this.content.value = "";
-      this.startReply(accepted.response_id);
+      this.startReply(accepted.data.response_id, reply);
     } catch (error) {
       this.showNotice(error.message);
     } finally {
@@ -141,18 +144,19 @@ export class Chat {
     if (this.generating) await call(`/v1/responses/${this.generating}/cancel`, { method: "POST" });
   }
 
-  startReply(responseId) {
+  /** Show a new reply and follow it; `stream`: its events already coming in, if any. */
+  startReply(responseId, stream = null) {
     const view = new ReplyView(responseId);
     this.log.append(view.element);
-    this.follow(view);
+    this.follow(view, stream);
   }
 
   /** Follow a reply to its end; while it streams it is the conversation's one in progress. */
-  follow(view) {
+  follow(view, stream = null) {
     this.replies.set(view.responseId, view);
     this.setGenerating(view.responseId);
     const signal = this.abort.signal;
-    follow(view, signal)
+    follow(view, signal, stream)
       .catch((error) => signal.aborted || view.end("failed", error.message))
       .finally(() => {
         if (!signal.aborted && this.generating === view.responseId) this.setGenerating(null);

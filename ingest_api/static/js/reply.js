@@ -80,15 +80,21 @@ function outcomeOf(event) {
   return event.name === "error" ? "failed" : "blocked";
 }
 
-/** Stream the reply into the view until it ends, resuming where this tab was; resolves with the outcome. */
-export async function follow(view, signal) {
+/**
+ * Stream the reply into the view until it ends, resuming where this tab was; resolves with the
+ * outcome. `stream`: the reply's events already coming in (the answer to the message's POST);
+ * if it breaks off, the reply's own stream takes over from the last event it gave.
+ */
+export async function follow(view, signal, stream = null) {
   const saved = progress.load(view.responseId);
   if (saved) view.setText(saved.text);
   let after = saved?.lastId;
   for (let attempt = 0; ; attempt += 1) {
     try {
       const query = after === undefined ? "" : `?starting_after=${after}`;
-      for await (const event of events(`/v1/responses/${view.responseId}/events${query}`, signal)) {
+      const source = stream ?? events(`/v1/responses/${view.responseId}/events${query}`, signal);
+      stream = null;
+      for await (const event of source) {
         after = event.id;
         if (event.name === "token") view.append(event.data.text);
         else if (event.name === "restart") view.setText(""); // a retried generation: its text starts over
