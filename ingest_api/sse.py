@@ -35,8 +35,20 @@ def accepts_event_stream(accept: str) -> bool:
     for item in accept.split(","):
         media_type, *parameters = (part.strip() for part in item.split(";"))
         if media_type.lower() == "text/event-stream":
-            return not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in parameters)
+            return _quality(parameters) > 0
     return False
+
+
+def _quality(parameters: list[str]) -> float:
+    """A media range's q value (RFC 9110: 1 when absent; an unreadable one counts as absent)."""
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                return float(value)
+            except ValueError:
+                return 1.0
+    return 1.0
 
 
 def ping_bytes() -> bytes:

@@ -38,21 +38,22 @@ def steps(events: Sequence[Event], weigh: Callable[[Event], int]) -> list[list[S
     for i, event in enumerate(events):
         segments = by_conversation.setdefault(event.conversation_id, [])
         weight = weigh(event)
-        if segments and _open_to(segments[-1], open_bytes[event.conversation_id] + weight, event, events):
+        joined = open_bytes.get(event.conversation_id, 0) + weight
+        if segments and _open_to(segments[-1], joined, event, events):
             segments[-1].append(i)
-            weight += open_bytes[event.conversation_id]
+            open_bytes[event.conversation_id] = joined
         else:
             segments.append([i])
-        open_bytes[event.conversation_id] = weight
+            open_bytes[event.conversation_id] = weight
     depth = max((len(segments) for segments in by_conversation.values()), default=0)
     return [[segments[k] for segments in by_conversation.values() if k < len(segments)] for k in range(depth)]
 
 
-def _open_to(segment: Segment, weight_with: float, event: Event, events: Sequence[Event]) -> bool:
-    """Whether `event` may join the segment (which would then weigh `weight_with`)."""
+def _open_to(segment: Segment, joined_bytes: int, event: Event, events: Sequence[Event]) -> bool:
+    """Whether `event` may join the segment (which would then weigh `joined_bytes`)."""
     return not (
         len(segment) == MAX_SEGMENT
-        or weight_with > MAX_SEGMENT_BYTES
+        or joined_bytes > MAX_SEGMENT_BYTES
         or isinstance(events[segment[0]], ConversationDeleted)
         or isinstance(event, ConversationDeleted)
     )

@@ -124,6 +124,7 @@ def test_event_bytes() -> None:
         ("application/json, Text/Event-Stream;q=0.5", True),
         ("text/event-stream; q=0", False),
         ("text/event-stream;q=0.0, application/json", False),
+        ("text/event-stream; Q=0.001", True),
         ("application/json", False),
         ("*/*", False),  # a client that takes anything gets the 202 it always got
         ("", False),
