@@ -152,7 +152,10 @@ class MessageSubmitted(Event):
 
 class MessageAccepted(Event):
     """Moderation passed the message. It carries the message and where its submission is in the
-    log, so context assembly needs the views to cover only what came before (usually long done)."""
+    log, so context assembly needs the views to cover only what came before (usually long done).
+    `inference_requested`: the processor that accepted it also wrote its InferenceRequested (steno
+    assembles the prompt in the same step since this field exists); false in older events, whose
+    prompt a processor builds when it reads them."""
 
     type: Literal["MessageAccepted"] = "MessageAccepted"
     schema_version: Literal[2] = 2
@@ -163,6 +166,7 @@ class MessageAccepted(Event):
     submitted_offset: int  # -1: unknown (a version 1 event written before the field existed)
     scores: dict[str, float] = {}
     options: PromptOptions = PromptOptions()
+    inference_requested: bool = False
 
     @staticmethod
     def upcast_v1_v2(data: dict[str, typing.Any]) -> dict[str, typing.Any]:

@@ -1,9 +1,10 @@
-"""The Faust app: two agents over the conversation log, moderation and context assembly.
+"""The Faust app: one agent over the conversation log, admission (moderation, then context assembly).
 
-Each agent runs one actor per partition (`isolated_partitions`): a conversation's events stay in
+The agent runs one actor per partition (`isolated_partitions`): a conversation's events stay in
 order, and an assembly waiting for the active context to catch up (rule 3) holds back only its
-own partition. The agents share the input topic and the app's consumer group, and each reads
-every record, acting on its own event type only.
+own partition. Moderation and context assembly were two agents, the second reading each
+MessageAccepted back from the log; one step doing both (`stream_processors.admission_step`)
+spares every message that round trip and a second dispatch of every record.
 
 Faust's own producer is not used. It makes its aiokafka producer idempotent only in
 exactly-once mode (`Producer._settings_extra`), which would also make every send transactional;
@@ -35,13 +36,13 @@ from projections.live import LiveContext, LiveHistory
 from projections.watermark_signals import WatermarkSignals
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKENS, Topic
 from stream_processors import tokenizers
-from stream_processors.context_step import ContextStep
+from stream_processors.admission_step import AdmissionStep
+from stream_processors.context_assembly import ContextAssembler
 from stream_processors.conversation import ConversationReader
 from stream_processors.delivery_window import DeliveryWindow
 from stream_processors.membership_watchdog import CHECK_EVERY_S, MembershipWatchdog, membership
 from stream_processors.moderation import Moderator
-from stream_processors.moderation_step import ModerationStep
-from stream_processors.processor import Outputs, Processor, Step
+from stream_processors.processor import Outputs, Processor
 
 APP_ID = "steno-processors"  # also the consumer group id, which `make up` health-checks
 UNSETTLED_RECORDS = 1000  # per agent and partition: records handled whose events Kafka has not acked yet
@@ -99,10 +100,13 @@ def create_app(
     reader = ConversationReader(
         *_context_readers(cluster, redis, cache_namespace), settings.context.watermark_wait_s, signals
     )
-    steps: list[Step] = [
-        ModerationStep(Moderator(settings.moderation), topics.conversations, topics.tokens),
-        ContextStep(reader, settings.context.system_prompt, settings.models, topics.inference_requests),
-    ]
+    admission = AdmissionStep(
+        Moderator(settings.moderation),
+        ContextAssembler(reader, settings.context.system_prompt, settings.models),
+        topics.conversations,
+        topics.tokens,
+        topics.inference_requests,
+    )
     conversation_log = app.topic(
         topics.conversations.name,
         partitions=topics.conversations.partitions,
@@ -110,10 +114,9 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
     )
-    for step in steps:
-        outputs = Outputs(topics.dead_letters, topics.conversations, topics.tokens)
-        agent = consume_with(Processor(step, producer, outputs), app)
-        app.agent(conversation_log, name=step.name, isolated_partitions=True)(agent)
+    outputs = Outputs(topics.dead_letters, topics.conversations, topics.tokens)
+    agent = consume_with(Processor(admission, producer, outputs), app)
+    app.agent(conversation_log, name=admission.name, isolated_partitions=True)(agent)
 
     watchdog = MembershipWatchdog(settings.kafka.membership_grace_s)
 

@@ -1,13 +1,16 @@
 """The conversation a prompt is built from, never missing a turn the log holds (design rule 3).
 
 The Redis active context is fast but written by another process, so it may lag the log. It
-records how far it has applied each partition: once that watermark reaches the offset of the
-user's MessageSubmitted (carried by MessageAccepted), it has applied every earlier turn of the
-conversation. The projection applies that submission while moderation runs, so this wait is
-usually already over. Until then (bounded by `settings.context.watermark_wait_s`), or when
-the conversation is not cached, the Cassandra history is read instead. History carries no
-watermark, but it is written in log order: a history that holds the new message holds every
-earlier turn. The new message itself comes from the event.
+records how far it has applied each partition: once that watermark reaches the record just
+before the user's MessageSubmitted (whose offset MessageAccepted carries), it has applied every
+earlier turn of the conversation, and the turns older than the message (turn ids are
+time-ordered) are the prompt's. The submission itself need not be applied: the new message comes
+from the event, and moderation and context assembly run in one step now, so waiting for the
+projection to apply the submission would put its Cassandra and Redis writes on every message's
+way to its first token. Until the watermark is there (bounded by
+`settings.context.watermark_wait_s`), or when the conversation is not cached, the Cassandra
+history is read instead. History carries no watermark, but it is written in log order: a history
+that holds the new message holds every earlier turn.
 
 A projection that lags (restarting, catching up after an outage) is waited for, as long as it
 takes: a prompt is never built from a stale view, and a message is never failed for lag. Only
@@ -84,15 +87,15 @@ class ConversationReader:
             return False
 
     async def _cached_before(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn] | None:
-        """The cached turns before the message once the cache covers its submission; None if it
-        does not in time, does not hold the conversation, or cannot be reached."""
+        """The cached turns before the message once the cache covers every record before its
+        submission; None if it does not in time, does not hold the conversation, or cannot be reached."""
         try:
             return await turns_once_applied(
                 self._cache,
                 accepted.conversation_id,
                 accepted.message_id,
                 partition,
-                accepted.submitted_offset,
+                accepted.submitted_offset - 1,  # every record before the submission
                 self._wait_s,
                 self._signals,
             )

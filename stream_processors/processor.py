@@ -3,7 +3,9 @@
 Rule 2: `process` sends the events the step emitted, in order, and returns a future that
 resolves once Kafka has acknowledged every one of them; the agent acks the record (which lets
 Faust commit its offset) only then (`stream_processors.delivery_window`). A crash in between
-redelivers the record: consumers downstream are idempotent by message and response id.
+redelivers the record: consumers downstream are idempotent by message and response id. An event
+that must not land before the ones emitted ahead of it (on other partitions, Kafka orders nothing)
+is marked `after_acks`: it is sent once they are acknowledged.
 
 Rule 7: a record that does not decode, or that the step fails on, becomes a DeadLetter and the
 step moves on, so one poison pill never stalls its partition. When the record was a user's
@@ -50,6 +52,7 @@ class Emit:
     topic: Topic
     event: Event | DeadLetter
     key: str | None = None  # None: the event's conversation_id
+    after_acks: bool = False  # sent only once Kafka has acknowledged every event emitted before it
 
 
 class Step(Protocol):
@@ -94,12 +97,17 @@ class Processor:
         if event_type(record.value) in self._ignored:
             return asyncio.gather()  # a valid event of a type the step does nothing with: not worth validating
         emits = await self._outcome(record)
+        sent: list[Awaitable[Any]] = []
         try:
-            return asyncio.gather(*(self._producer.send(emit.topic, emit.event, emit.key) for emit in emits))
-        except Exception as exc:  # refused before it was queued (an unknown partition, a full queue)
-            refused: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            refused.set_exception(exc)
-            return refused  # failed like a delivery: the record is never acked
+            for emit in emits:
+                if emit.after_acks:
+                    await asyncio.gather(*sent)
+                sent.append(self._producer.send(emit.topic, emit.event, emit.key))
+        except Exception as exc:  # refused before it was queued (an unknown partition, a full queue), or not delivered
+            failed: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed  # failed like a delivery: the record is never acked
+        return asyncio.gather(*sent)
 
     async def _outcome(self, record: Record) -> Sequence[Emit]:
         """The step's events for the record, or its dead letter."""

@@ -1,5 +1,6 @@
-"""The Faust processors on the real Kafka, Redis and Cassandra: moderation, context assembly
-with the active context's watermark (rule 3) and its history fallback, and dead letters (rule 7).
+"""The Faust processors on the real Kafka, Redis and Cassandra: admission (moderation, then context
+assembly with the active context's watermark (rule 3) and its history fallback), and dead letters
+(rule 7).
 
 The app runs in-process on scratch topics and a scratch Redis namespace (processors_harness).
 The views are written by the projections' own `Projector`, fed from the scratch log, in the
@@ -9,8 +10,10 @@ tests that need a live projection; the others have none, as when the projection 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
@@ -18,7 +21,7 @@ import pytest
 import pytest_asyncio
 from confluent_kafka import Producer
 
-from infra.kafka_clients import EventProducer
+from infra.kafka_clients import EventProducer, position
 from infra.settings import settings
 from projections import active_context, history
 from projections.active_context import ActiveContext
@@ -39,6 +42,7 @@ from schemas.events import (
     new_id,
 )
 from schemas.topics import Topic, partition_for
+from stream_processors import conversation
 from stream_processors.app import Topics, create_app
 from tests.integration.processors_harness import LogTail, delete_group, project, scratch_topics
 
@@ -134,6 +138,24 @@ class Chat:
         )
 
 
+@contextmanager
+def logged(logger: logging.Logger, text: str) -> Iterator[asyncio.Event]:
+    """An event set once `logger` (run on this event loop) logs a message containing `text`."""
+    said = asyncio.Event()
+
+    class Listener(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                said.set()
+
+    listener = Listener()
+    logger.addHandler(listener)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(listener)
+
+
 async def send(producer: EventProducer, topic: Topic, *events: Event) -> None:
     for event in events:
         await producer.send(topic, event)
@@ -181,6 +203,37 @@ async def test_accepted_messages_get_prompts_from_the_active_context(
         ("user", "what is my name?"),
     ]
     assert request.prompt_tokens + request.max_tokens <= settings.models[MODEL].context_window
+    # The first MessageAccepted, read back before the second message, asked for nothing more: its
+    # request came with it, and a second one would be ahead of the second message's on its partition.
+    assert accepted.event.inference_requested
+    assert (
+        len(
+            [
+                r
+                for r in log.seen()
+                if isinstance(r.event, InferenceRequested) and r.event.response_id == first.response_id
+            ]
+        )
+        == 1
+    )
+
+
+async def test_a_message_accepted_by_an_older_steno_gets_its_prompt_when_read(
+    app: faust.App, projection: None, producer: EventProducer, log: LogTail, topics: Topics
+) -> None:
+    """Before moderation and context assembly became one step, a MessageAccepted was answered by
+    a second agent reading it: one accepted just before an upgrade (`inference_requested` false,
+    as every older event reads) is answered by the new processors."""
+    chat = Chat()
+    message = chat.submitted("accepted before the upgrade")
+    _, started_at = position(await producer.send(topics.conversations, chat.started()))
+    legacy = chat.accepted(message, submitted_offset=started_at + 1)  # as if submitted right after
+    assert not legacy.inference_requested
+    await send(producer, topics.conversations, legacy)
+
+    request = await request_for(log, message)
+
+    assert prompt_of(request) == [SYSTEM, ("user", "accepted before the upgrade")]
 
 
 async def test_a_lagging_active_context_falls_back_to_history(
@@ -219,10 +272,10 @@ async def test_a_message_waits_for_a_lagging_projection_instead_of_failing(
     builds the whole prompt once history has the conversation."""
     chat = Chat()
     earlier, new = chat.submitted("the password is swordfish"), chat.submitted("what is the password?")
-    await send(producer, topics.conversations, new)
-    await log.of(new.response_id, MessageAccepted)
-    # Deliberately let time pass: the wait that used to end in ResponseFailed is this long.
-    await asyncio.sleep(settings.context.watermark_wait_s + 1)
+    # Past its wait for the cache (the wait that used to end in ResponseFailed), it says it waits on.
+    with logged(conversation.log, f"to apply message {new.message_id}") as said:
+        await send(producer, topics.conversations, new)
+        await asyncio.wait_for(said.wait(), timeout=60)
     session = history.connect()
     for event in (chat.started(), earlier, chat.accepted(earlier, 0), chat.completed(earlier, "Noted."), new):
         await History(session).apply(event)
@@ -290,24 +343,29 @@ async def test_garbage_is_dead_lettered_and_its_partition_moves_on(
     after = chat.submitted("hello after the garbage")
     await send(producer, topics.conversations, after)
 
-    letters = await dead_letters(log, lambda letter: letter.payload == garbage.decode(), count=2)
+    [letter] = await dead_letters(log, lambda letter: letter.payload == garbage.decode())
     await request_for(log, after)
 
-    assert sorted(letter.processor for letter in letters) == ["context-assembly", "moderation"]
-    assert {(letter.source_partition, letter.reason.split(":")[0]) for letter in letters} == {
-        (partition, "UndecodableEvent")
-    }
+    assert (letter.processor, letter.source_partition, letter.reason.split(":")[0]) == (
+        "admission",
+        partition,
+        "UndecodableEvent",
+    )
 
 
 async def test_a_step_that_fails_dead_letters_the_event(
     app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:
+    """A message whose prompt cannot be built is not accepted: it is dead-lettered, and its
+    response fails visibly instead of being left waiting."""
     message = Chat().submitted("which model am I talking to?", model="no-such-model")
     await send(producer, topics.conversations, message)
-    [accepted] = await log.of(message.response_id, MessageAccepted)
-    assert isinstance(accepted.event, MessageAccepted)
-    accepted_id = accepted.event.event_id
 
-    [letter] = await dead_letters(log, lambda letter: accepted_id in letter.payload)
+    [letter] = await dead_letters(log, lambda letter: message.event_id in letter.payload)
+    [failed] = await log.of(message.response_id, ResponseFailed)
 
-    assert (letter.processor, letter.reason) == ("context-assembly", "KeyError: 'no-such-model'")
+    assert (letter.processor, letter.reason) == ("admission", "KeyError: 'no-such-model'")
+    assert isinstance(failed.event, ResponseFailed) and "no-such-model" in failed.event.error
+    assert not [
+        r for r in log.seen() if isinstance(r.event, MessageAccepted) and r.event.response_id == message.response_id
+    ]

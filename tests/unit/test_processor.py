@@ -43,15 +43,18 @@ class Producer:
     def __init__(self) -> None:
         self.sent: list[tuple[Topic, Event | DeadLetter, str | None]] = []
         self.pending: list[asyncio.Future[None]] = []
+        self.sending = asyncio.Event()  # set on each send
 
     def send(self, topic: Topic, event: Event | DeadLetter, key: str | None = None) -> asyncio.Future[None]:
         self.sent.append((topic, event, key))
         self.pending.append(asyncio.get_running_loop().create_future())
+        self.sending.set()
         return self.pending[-1]
 
     def ack(self) -> None:
         for future in self.pending:
-            future.set_result(None)
+            if not future.done():
+                future.set_result(None)
 
 
 class EndsResponses:
@@ -160,3 +163,38 @@ async def test_a_send_refused_outright_fails_what_process_returns_like_a_failed_
 
     with pytest.raises(KafkaException):
         await asyncio.wait_for(delivered, timeout=10)
+
+
+class EndsTwice(EndsResponses):
+    """Ends the response on two topics, the second only after the first is acknowledged."""
+
+    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
+        [first] = await super().handle(event, record)
+        return [Emit(CONVERSATIONS, first.event), Emit(TOKENS, first.event, after_acks=True)]
+
+
+async def test_an_event_after_acks_waits_for_the_acknowledgement_of_those_before_it() -> None:
+    producer = Producer()
+    processing = asyncio.create_task(Processor(EndsTwice(), producer, OUTPUTS).process(record(encode(SUBMITTED))))
+    await asyncio.wait_for(producer.sending.wait(), timeout=10)
+    for _ in range(10):  # it would have sent the second by now, had it not waited
+        await asyncio.sleep(0)
+
+    assert [topic for topic, _, _ in producer.sent] == [CONVERSATIONS] and not processing.done()
+    producer.ack()
+    delivered = await asyncio.wait_for(processing, timeout=10)
+    assert [topic for topic, _, _ in producer.sent] == [CONVERSATIONS, TOKENS] and not delivered.done()
+    producer.ack()
+    await asyncio.wait_for(delivered, timeout=10)
+
+
+async def test_an_undelivered_event_before_the_barrier_fails_what_process_returns() -> None:
+    producer = Producer()
+    processing = asyncio.create_task(Processor(EndsTwice(), producer, OUTPUTS).process(record(encode(SUBMITTED))))
+    await asyncio.wait_for(producer.sending.wait(), timeout=10)
+    producer.pending[0].set_exception(KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT)))
+
+    delivered = await asyncio.wait_for(processing, timeout=10)
+    with pytest.raises(KafkaException):
+        await asyncio.wait_for(delivered, timeout=10)
+    assert [topic for topic, _, _ in producer.sent] == [CONVERSATIONS]

@@ -6,7 +6,6 @@ import json
 from typing import cast
 
 from inference_bridge.sampling import sampling_parameters
-from infra.kafka_clients import Record
 from infra.settings import ModelSettings
 from schemas.events import (
     ChatTurn,
@@ -16,8 +15,7 @@ from schemas.events import (
     ResponseFormat,
     SamplingOptions,
 )
-from schemas.topics import Topic
-from stream_processors.context_step import ContextStep
+from stream_processors.context_assembly import ContextAssembler
 from stream_processors.conversation import ConversationReader
 
 SAMPLING = SamplingOptions(stop=["\n\n", "END"], temperature=0.7, seed=3, presence_penalty=-0.5)
@@ -67,7 +65,7 @@ def test_a_response_format_is_vllms_guided_decoding() -> None:
 
 async def test_context_assembly_carries_the_messages_sampling_options_to_the_inference_request() -> None:
     models = {"scripted": ModelSettings(context_window=512, max_tokens=128, tokenizer="words")}
-    step = ContextStep(cast(ConversationReader, OneMessage()), "be brief", models, Topic("t", 1, -1))
+    assembler = ContextAssembler(cast(ConversationReader, OneMessage()), "be brief", models)
     accepted = MessageAccepted(
         conversation_id="c",
         user_id="u",
@@ -78,6 +76,6 @@ async def test_context_assembly_carries_the_messages_sampling_options_to_the_inf
         submitted_offset=0,
         options=PromptOptions(sampling=SAMPLING),
     )
-    [emitted] = await step.handle(accepted, Record("t", 0, 0, None, None))
-    assert isinstance(emitted.event, InferenceRequested)
-    assert emitted.event.sampling == SAMPLING
+    request = await assembler.request(accepted, partition=0)
+    assert isinstance(request, InferenceRequested)
+    assert request.sampling == SAMPLING

@@ -1,0 +1,74 @@
+"""The admission step: every submitted message is moderated and, once accepted, gets its prompt.
+
+Accepted, it becomes MessageAccepted in the conversation log and InferenceRequested for the
+bridge, both from the one MessageSubmitted. Assembling the prompt in the same step, instead of in
+a second agent that reads MessageAccepted back from the log, takes a Kafka round trip and a
+Faust dispatch off every message's way to its first token. The InferenceRequested is sent only
+once MessageAccepted is acknowledged (`Emit.after_acks`), so the log never holds a reply to a
+message before the message's acceptance: the history, the active context and the next prompt
+read the two in that order.
+
+A MessageAccepted without `inference_requested` was written by an older steno whose context
+assembly was a separate agent: its prompt is built when it is read, so a message accepted before
+an upgrade is still answered.
+
+A block also ends the response on the token stream (ResponseEnded, outcome "blocked"), because
+that is the one topic the API tails for a client waiting on its reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from infra.kafka_clients import Record
+from schemas.events import AnyEvent, Event, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
+from schemas.topics import Topic
+from stream_processors.context_assembly import ContextAssembler
+from stream_processors.moderation import Moderator
+from stream_processors.processor import Emit
+
+
+class AdmissionStep:
+    name = "admission"
+    acts_on: tuple[type[Event], ...] = (MessageSubmitted, MessageAccepted)
+
+    def __init__(
+        self, moderator: Moderator, assembler: ContextAssembler, conversations: Topic, tokens: Topic, requests: Topic
+    ) -> None:
+        self._moderator = moderator
+        self._assembler = assembler
+        self._conversations = conversations
+        self._tokens = tokens
+        self._requests = requests
+
+    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
+        if isinstance(event, MessageAccepted):
+            return [] if event.inference_requested else await self._requested(event, record, after_acks=False)
+        if not isinstance(event, MessageSubmitted):
+            return []
+        verdict = self._moderator.classify(event.content)
+        ids = event.model_dump(include={"conversation_id", "user_id", "message_id", "response_id"})
+        if not verdict.blocked:
+            accepted = MessageAccepted(
+                **ids,
+                model=event.model,
+                content=event.content,
+                submitted_offset=record.offset,
+                scores=verdict.scores,
+                options=event.options,
+                inference_requested=True,
+            )
+            return [Emit(self._conversations, accepted), *await self._requested(accepted, record, after_acks=True)]
+        blocked = MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason)
+        ended = ResponseEnded(
+            conversation_id=event.conversation_id,
+            user_id=event.user_id,
+            response_id=event.response_id,
+            outcome="blocked",
+            detail=verdict.reason,
+        )
+        return [Emit(self._conversations, blocked), Emit(self._tokens, ended)]
+
+    async def _requested(self, accepted: MessageAccepted, record: Record, *, after_acks: bool) -> list[Emit]:
+        request = await self._assembler.request(accepted, record.partition)
+        return [] if request is None else [Emit(self._requests, request, after_acks=after_acks)]
