@@ -3,10 +3,12 @@
 Accepted, it becomes MessageAccepted in the conversation log and InferenceRequested for the
 bridge, both from the one MessageSubmitted. Assembling the prompt in the same step, instead of in
 a second agent that reads MessageAccepted back from the log, takes a Kafka round trip and a
-Faust dispatch off every message's way to its first token. The InferenceRequested is sent only
-once MessageAccepted is acknowledged (`Emit.after_acks`), so the log never holds a reply to a
-message before the message's acceptance: the history, the active context and the next prompt
-read the two in that order.
+Faust dispatch off every message's way to its first token. MessageAccepted is sent as soon as
+moderation passes it, and the InferenceRequested only once Kafka has acknowledged it
+(`Emit.after_acks`; the ack is usually in while the prompt is assembled), so the log never holds a
+reply to a message before the message's acceptance: the history, the active context and the next
+prompt read the two in that order. A prompt that cannot be built (a model no longer configured)
+fails the accepted message's response visibly, with a dead letter.
 
 A MessageAccepted without `inference_requested` was written by an older steno whose context
 assembly was a separate agent: its prompt is built when it is read, so a message accepted before
@@ -18,7 +20,7 @@ that is the one topic the API tails for a client waiting on its reply.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator
 
 from infra.kafka_clients import Record
 from schemas.events import AnyEvent, Event, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
@@ -41,34 +43,46 @@ class AdmissionStep:
         self._tokens = tokens
         self._requests = requests
 
-    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
+    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
         if isinstance(event, MessageAccepted):
-            return [] if event.inference_requested else await self._requested(event, record, after_acks=False)
+            if not event.inference_requested:
+                async for emit in self._requested(event, record, after_acks=False):
+                    yield emit
+            return
         if not isinstance(event, MessageSubmitted):
-            return []
+            return
         verdict = self._moderator.classify(event.content)
         ids = event.model_dump(include={"conversation_id", "user_id", "message_id", "response_id"})
-        if not verdict.blocked:
-            accepted = MessageAccepted(
-                **ids,
-                model=event.model,
-                content=event.content,
-                submitted_offset=record.offset,
-                scores=verdict.scores,
-                options=event.options,
-                inference_requested=True,
+        if verdict.blocked:
+            yield Emit(
+                self._conversations,
+                MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason),
             )
-            return [Emit(self._conversations, accepted), *await self._requested(accepted, record, after_acks=True)]
-        blocked = MessageBlocked(**ids, categories=verdict.categories, scores=verdict.scores, reason=verdict.reason)
-        ended = ResponseEnded(
-            conversation_id=event.conversation_id,
-            user_id=event.user_id,
-            response_id=event.response_id,
-            outcome="blocked",
-            detail=verdict.reason,
+            ended = ResponseEnded(
+                conversation_id=event.conversation_id,
+                user_id=event.user_id,
+                response_id=event.response_id,
+                outcome="blocked",
+                detail=verdict.reason,
+            )
+            yield Emit(self._tokens, ended)
+            return
+        accepted = MessageAccepted(
+            **ids,
+            model=event.model,
+            content=event.content,
+            submitted_offset=record.offset,
+            scores=verdict.scores,
+            options=event.options,
+            inference_requested=True,
         )
-        return [Emit(self._conversations, blocked), Emit(self._tokens, ended)]
+        yield Emit(self._conversations, accepted)  # on its way while the prompt is assembled
+        async for emit in self._requested(accepted, record, after_acks=True):
+            yield emit
 
-    async def _requested(self, accepted: MessageAccepted, record: Record, *, after_acks: bool) -> list[Emit]:
+    async def _requested(
+        self, accepted: MessageAccepted, record: Record, *, after_acks: bool
+    ) -> AsyncGenerator[Emit, None]:
         request = await self._assembler.request(accepted, record.partition)
-        return [] if request is None else [Emit(self._requests, request, after_acks=after_acks)]
+        if request is not None:
+            yield Emit(self._requests, request, after_acks=after_acks)

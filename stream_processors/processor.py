@@ -3,9 +3,10 @@
 Rule 2: `process` sends the events the step emitted, in order, and returns a future that
 resolves once Kafka has acknowledged every one of them; the agent acks the record (which lets
 Faust commit its offset) only then (`stream_processors.delivery_window`). A crash in between
-redelivers the record: consumers downstream are idempotent by message and response id. An event
-that must not land before the ones emitted ahead of it (on other partitions, Kafka orders nothing)
-is marked `after_acks`: it is sent once they are acknowledged.
+redelivers the record: consumers downstream are idempotent by message and response id. A step
+yields its events as it decides them, so the first is on its way to Kafka while the step works out
+the next; one that must not land before those ahead of it (on other partitions, Kafka orders
+nothing) is marked `after_acks` and sent once they are acknowledged.
 
 Rule 7: a record that does not decode, or that the step fails on, becomes a DeadLetter and the
 step moves on, so one poison pill never stalls its partition. When the record was a user's
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncGenerator, Awaitable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -59,8 +61,9 @@ class Step(Protocol):
     name: str  # the processor named in dead letters
     acts_on: tuple[type[Event], ...]  # the event types `handle` emits anything for
 
-    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
-        """The events to emit for one input; events the step does not act on give none."""
+    def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+        """The events to emit for one input, in order; events the step does not act on give none.
+        Retried from the start while a store is unreachable: what it yielded before is sent again."""
         ...
 
 
@@ -96,27 +99,30 @@ class Processor:
         """Handle the record and send its events; the result resolves on Kafka's acks of them all."""
         if event_type(record.value) in self._ignored:
             return asyncio.gather()  # a valid event of a type the step does nothing with: not worth validating
-        emits = await self._outcome(record)
         sent: list[Awaitable[Any]] = []
         try:
-            for emit in emits:
-                if emit.after_acks:
-                    await asyncio.gather(*sent)
-                sent.append(self._producer.send(emit.topic, emit.event, emit.key))
+            async with aclosing(self._outcome(record)) as emits:
+                async for emit in emits:
+                    if emit.after_acks:
+                        await asyncio.gather(*sent)
+                    sent.append(self._producer.send(emit.topic, emit.event, emit.key))
         except Exception as exc:  # refused before it was queued (an unknown partition, a full queue), or not delivered
             failed: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
             failed.set_exception(exc)
             return failed  # failed like a delivery: the record is never acked
         return asyncio.gather(*sent)
 
-    async def _outcome(self, record: Record) -> Sequence[Emit]:
-        """The step's events for the record, or its dead letter."""
+    async def _outcome(self, record: Record) -> AsyncGenerator[Emit, None]:
+        """The step's events for the record, then its dead letter if the step failed."""
         delay = RETRY_FIRST_S
         event: AnyEvent | None = None
         while True:
             try:
                 event = decode(record.value)
-                return await self._step.handle(event, record)
+                async with aclosing(self._step.handle(event, record)) as emits:
+                    async for emit in emits:
+                        yield emit
+                return
             except STORE_UNAVAILABLE as exc:
                 log.warning("%s: store unavailable at %s (%r); retrying in %.1fs", self.name, _at(record), exc, delay)
                 await asyncio.sleep(delay)
@@ -124,7 +130,9 @@ class Processor:
             except Exception as exc:  # rule 7: whatever else failed, the partition moves on
                 log.exception("%s: dead-lettering %s", self.name, _at(record))
                 reason = f"{type(exc).__name__}: {exc}"
-                return [self._dead_letter(record, reason), *self._response_failed(event, reason)]
+                for emit in [self._dead_letter(record, reason), *self._response_failed(event, reason)]:
+                    yield emit
+                return
 
     def _response_failed(self, event: AnyEvent | None, reason: str) -> list[Emit]:
         if not isinstance(event, MessageSubmitted | MessageAccepted):

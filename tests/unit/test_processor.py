@@ -5,7 +5,7 @@ is unreachable."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -66,13 +66,15 @@ class EndsResponses:
     def __init__(self, *failures: Exception) -> None:
         self._failures = list(failures)
 
-    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
+    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
         if self._failures:
             raise self._failures.pop(0)
-        if not isinstance(event, MessageSubmitted):
-            return []
-        ended = ResponseEnded(conversation_id="c1", user_id="u1", response_id=event.response_id, outcome="completed")
-        return [Emit(TOKENS, ended)]
+        if isinstance(event, MessageSubmitted):
+            yield Emit(TOKENS, ended(event))
+
+
+def ended(event: MessageSubmitted) -> ResponseEnded:
+    return ResponseEnded(conversation_id="c1", user_id="u1", response_id=event.response_id, outcome="completed")
 
 
 async def process(step: EndsResponses, rec: Record) -> Producer:
@@ -168,9 +170,19 @@ async def test_a_send_refused_outright_fails_what_process_returns_like_a_failed_
 class EndsTwice(EndsResponses):
     """Ends the response on two topics, the second only after the first is acknowledged."""
 
-    async def handle(self, event: AnyEvent, record: Record) -> Sequence[Emit]:
-        [first] = await super().handle(event, record)
-        return [Emit(CONVERSATIONS, first.event), Emit(TOKENS, first.event, after_acks=True)]
+    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+        assert isinstance(event, MessageSubmitted)
+        yield Emit(CONVERSATIONS, ended(event))
+        yield Emit(TOKENS, ended(event), after_acks=True)
+
+
+class FailsAfterAnEvent(EndsResponses):
+    """Emits an event, then fails."""
+
+    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+        assert isinstance(event, MessageSubmitted)
+        yield Emit(CONVERSATIONS, ended(event))
+        raise ValueError("failed midway")
 
 
 async def test_an_event_after_acks_waits_for_the_acknowledgement_of_those_before_it() -> None:
@@ -198,3 +210,14 @@ async def test_an_undelivered_event_before_the_barrier_fails_what_process_return
     with pytest.raises(KafkaException):
         await asyncio.wait_for(delivered, timeout=10)
     assert [topic for topic, _, _ in producer.sent] == [CONVERSATIONS]
+
+
+async def test_a_step_failing_after_an_event_keeps_it_and_dead_letters_the_record() -> None:
+    producer = await process(FailsAfterAnEvent(), record(encode(SUBMITTED)))
+
+    assert [(topic, type(event)) for topic, event, _ in producer.sent] == [
+        (CONVERSATIONS, ResponseEnded),
+        (DEAD_LETTERS, DeadLetter),
+        (CONVERSATIONS, ResponseFailed),
+        (TOKENS, ResponseEnded),
+    ]
