@@ -54,7 +54,7 @@ INSTANT = {"ttft_ms": 0, "itl_ms": 0}
 LONG_REPLY = 128  # tokens per reply in the tokens phase (the scripted model's max_tokens)
 IDLE_LIMIT = 0.05  # CPU s/s of a steno process with no load above which something else is using it
 WARMUP_WINDOW_S = 5.0
-STEADY_WINDOWS = 3  # warm-up windows in a row within 5 % of the best: the JVMs' compilers are done
+STEADY_WINDOWS = 3  # warm-up windows in a row none 5 % below the best before it: the JVMs' compilers are done
 EXCHANGE_TIMEOUT_S = 30.0  # a reply not done by then: a process of the stack is down (`steno status`)
 
 
@@ -361,7 +361,8 @@ async def warm_up(pids: dict[str, int], count: int, max_seconds: float, streamed
     Cassandra) compile their hot paths for minutes after a start (Kafka's CPU per message fell
     from 23 to 4.7 ms over its first 90 s of load here), and that compiler time would otherwise
     be charged to the first phases. Short replies in windows of WARMUP_WINDOW_S until
-    STEADY_WINDOWS in a row come within 5 % of the best so far (or `max_seconds` pass), then one
+    STEADY_WINDOWS in a row come no more than 5 % below the best before them, i.e. the cost
+    stopped falling (a window above it is noise, not compilation; or `max_seconds` pass), then one
     window of long replies for the token path. Returns each window's steno-side ms/message."""
     print(f"warming up: {count} users until CPU per message is steady (at most {max_seconds:g} s)...", flush=True)
     windows: list[float] = []
