@@ -1,10 +1,11 @@
 """How much latency the stream processors add before a model sees a message.
 
 - moderation: `Moderator.classify` alone, per message (classifier + rules), in this process;
-- the two hops on the real Kafka, Redis and Cassandra: MessageSubmitted → MessageAccepted
-  (Faust fetch + moderation + acknowledged produce) and MessageAccepted → InferenceRequested
-  (fetch + waiting for the active context's watermark + reading it + fitting the prompt), and
-  both together, from the records' CreateTime stamps.
+- admission on the real Kafka, Redis and Cassandra, from the records' CreateTime stamps:
+  MessageSubmitted → MessageAccepted (Faust fetch + moderation: MessageAccepted is produced as
+  soon as it passes), MessageAccepted → InferenceRequested (waiting for the active context's
+  watermark + reading it + fitting the prompt, and MessageAccepted's ack, which the request
+  waits for), and both together.
 
 The app runs in this process on scratch topics (processors_harness); the projection that feeds
 the active context runs in another process, as in production. Each conversation sends
