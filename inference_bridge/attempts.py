@@ -11,7 +11,11 @@ the retry budget instead).
 A bridge can also die after the final events are in the log but before the commit. The
 redelivered request must not be answered twice (a live client would see a `restart` after
 `done`), so a response whose final events were acknowledged is marked finished, and `begin`
-says so. The window left is one Redis write after the acknowledgements, not a commit interval.
+says so. A bridge that dies while writing them (its ResponseCompleted in the log, its
+ResponseEnded or the mark not yet) leaves a narrower window: before writing them an attempt marks
+the response `ending` (with its clock), in the same round trip as its last fence check, and
+`begin` hands the mark to the next attempt, which looks in the log for what landed
+(`inference_bridge.final_events`) instead of answering again.
 
 The counter is also the fence between attempts: every attempt gets its own number, so tokens of
 two attempts never share one, and a generation whose number is no longer the newest stops
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import redis.asyncio as redis
@@ -31,21 +36,36 @@ from schemas.topics import INFERENCE_REQUESTS
 KEY = "steno:attempt:{response_id}"
 DELIVERIES_KEY = "steno:deliveries:{response_id}"
 FINISHED_KEY = "steno:finished:{response_id}"
+ENDING_KEY = "steno:ending:{response_id}"
 TTL_MS = INFERENCE_REQUESTS.retention_ms  # a request cannot be redelivered after it left the log
 CHECK_TIMEOUT_S = 0.5
 
 log = logging.getLogger(__name__)
+
+# The fence check before an attempt's final events, and the mark that they are being written.
+# KEYS: the attempt counter, the ending mark. ARGV: this attempt, its wall clock (ms), the TTL (ms).
+ENDING_LUA = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > tonumber(ARGV[1]) then
+    return 0
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 
 
 @dataclass(frozen=True)
 class Begun:
     attempt: int  # this attempt's number, counted over every bridge and every retry: the fence
     deliveries: int  # how many times the request was taken up: 1, plus one per bridge that died on it
+    # When an earlier attempt began writing its final events (its bridge's clock, ms): they may
+    # be in the log. None when none did.
+    ending_since_ms: int | None = None
 
 
 class Attempts:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
+        self._ending = client.register_script(ENDING_LUA)
 
     async def begin(self, response_id: str) -> Begun | None:
         """The request is taken up (first delivery, or a redelivery after a bridge died): count
@@ -67,9 +87,10 @@ class Attempts:
             for key in keys:
                 pipe.incr(key)
                 pipe.pexpire(key, TTL_MS)
-            finished, attempt, _, *rest = await pipe.execute()
+            pipe.get(ENDING_KEY.format(response_id=response_id))
+            finished, attempt, _, *rest, ending = await pipe.execute()
         deliveries = int(rest[0]) if rest else 0
-        return None if finished else Begun(int(attempt), deliveries)
+        return None if finished else Begun(int(attempt), deliveries, None if ending is None else int(ending))
 
     async def current(self, response_id: str) -> int | None:
         """The number of the newest attempt begun anywhere: an attempt that is no longer the newest
@@ -82,6 +103,19 @@ class Attempts:
         try:
             async with asyncio.timeout(CHECK_TIMEOUT_S):
                 return int(await self._client.get(KEY.format(response_id=response_id)) or 0)
+        except (TimeoutError, redis.RedisError) as exc:
+            log.warning("attempt check of %s skipped: %s", response_id, exc)
+            return None
+
+    async def ending(self, response_id: str, attempt: int) -> bool | None:
+        """The fence check before `attempt` writes its final events (False: a newer attempt began,
+        write nothing), and, when it passes, the mark that they are being written (`begin` hands
+        it to a later attempt, should this one die before `finish`). None when Redis does not
+        answer at once: the check is skipped, as in `current`, and no mark is left."""
+        keys = [KEY.format(response_id=response_id), ENDING_KEY.format(response_id=response_id)]
+        try:
+            async with asyncio.timeout(CHECK_TIMEOUT_S):
+                return bool(await self._ending(keys=keys, args=[attempt, int(time.time() * 1000), TTL_MS]))
         except (TimeoutError, redis.RedisError) as exc:
             log.warning("attempt check of %s skipped: %s", response_id, exc)
             return None

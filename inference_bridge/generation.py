@@ -18,6 +18,10 @@ from the first interruption), then starts over as a new attempt, announced by Re
 Attempts are numbered by the shared record, one number per attempt wherever it runs, and a
 generation that finds its number is no longer the newest (another bridge took its request over
 while this one was frozen or cut off) stops without writing anything more.
+
+An attempt whose predecessor died while writing its final events (the record says one began)
+first looks for them in the log: if the reply's final event landed, it writes only what is
+missing (the ResponseEnded) instead of answering a second time.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from contextlib import aclosing
 from typing import Any, Protocol
 
 from inference_bridge.attempts import Begun
+from inference_bridge.final_events import Final, Landed
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
 from schemas.events import (
@@ -74,7 +79,15 @@ class AttemptRecord(Protocol):
 
     async def current(self, response_id: str) -> int | None: ...
 
+    async def ending(self, response_id: str, attempt: int) -> bool | None: ...
+
     async def finish(self, response_id: str) -> None: ...
+
+
+class LandedFinals(Protocol):
+    """What an attempt that died while ending left in the log (`inference_bridge.final_events`)."""
+
+    async def landed(self, request: InferenceRequested, since_ms: int) -> Landed | None: ...
 
 
 class Superseded(Exception):
@@ -95,8 +108,10 @@ class Generation:
         topics: Topics,
         recover: Recover,
         retry_budget_s: float,
+        finals: LandedFinals,
     ) -> None:
         self.request = request
+        self._finals = finals
         self._stream = stream
         self._recover = recover
         self._retry_budget_s = retry_budget_s
@@ -126,7 +141,9 @@ class Generation:
         if begun is None:
             return  # redelivered after its final events were acknowledged: answered already
         self._numbered(begun.attempt)
-        if begun.deliveries > self._max_attempts:
+        if begun.ending_since_ms is not None and await self._ended_before(begun.ending_since_ms):
+            pass  # the attempt before this one answered; what it left missing is written
+        elif begun.deliveries > self._max_attempts:
             await self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
         elif self._cancel_requested:
             await self._cancelled()
@@ -164,13 +181,22 @@ class Generation:
             await self._fenced(self._completed())
 
     async def _fenced(self, ending: Coroutine[Any, Any, None]) -> None:
-        """Write the ending only while this is the newest attempt."""
-        try:
-            await self._check_fence()
-        except Superseded:
+        """Write the ending only while this is the newest attempt, marked as being written."""
+        if await self._attempts.ending(self.request.response_id, self._attempt) is False:
             ending.close()
-            raise
+            raise Superseded
         await ending
+
+    async def _ended_before(self, since_ms: int) -> bool:
+        """Whether an earlier attempt's final event is in the log; if it is, its ResponseEnded is
+        written unless it is there too (the earlier bridge died between the two)."""
+        landed = await self._finals.landed(self.request, since_ms)
+        if landed is None:
+            return False
+        self.ending = True
+        if not landed.ended:
+            self._acks.append(self._log.produce(self._tokens, _ended_by(landed.final)))
+        return True
 
     async def _stream_with_retries(self) -> None:
         """Stream the reply, starting over as a new attempt after the server went away."""
@@ -270,6 +296,17 @@ class Generation:
 
     def _reply_ids(self) -> dict[str, Any]:
         return {**self._ids(), "message_id": self.request.message_id}
+
+
+def _ended_by(final: Final) -> ResponseEnded:
+    """The token stream's end for a final event already in the conversation log."""
+    ids = final.model_dump(include={"conversation_id", "user_id", "response_id", "attempt"})
+    match final:
+        case ResponseCompleted():
+            return ResponseEnded(**ids, outcome="completed", finish_reason=final.finish_reason, usage=final.usage)
+        case ResponseFailed():
+            return ResponseEnded(**ids, outcome="failed", detail=final.error)
+    return ResponseEnded(**ids, outcome="cancelled")
 
 
 async def _acknowledged(acks: list[Awaitable[Any]]) -> None:

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from inference_bridge.attempts import Attempts
 from inference_bridge.cancels import PendingCancels
 from inference_bridge.control import cancelled_response, control_consumer
+from inference_bridge.final_events import FinalEvents
 from inference_bridge.generation import Generation
 from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter
@@ -75,6 +76,7 @@ class Bridge:
     _loop: asyncio.AbstractEventLoop
     _router: LeastBusyRouter[Endpoint]
     _attempts: Attempts
+    _finals: FinalEvents
     _producer: EventProducer
     _requests: Consumer
     _control: Consumer
@@ -134,6 +136,7 @@ class Bridge:
         redis_client = redis.Redis.from_url(self._redis_url)
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
+        self._finals = FinalEvents(self._topics)
         self._producer = EventProducer(**{"linger.ms": self._config.producer_linger_ms})
         resources.push_async_callback(asyncio.to_thread, self._producer.close)
         self._requests_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-requests"))
@@ -214,6 +217,7 @@ class Bridge:
             topics=self._topics,
             recover=self._recover,
             retry_budget_s=self._config.retry_budget_s,
+            finals=self._finals,
         )
         if self._pending_cancels.take(request.response_id):
             generation.cancel()

@@ -39,6 +39,7 @@ from schemas.events import (
     ResponseRestarted,
     ResponseStarted,
     TokenGenerated,
+    Usage,
     new_id,
 )
 from schemas.serde import decode
@@ -149,6 +150,10 @@ class Conversation:
     async def send(self, request: InferenceRequested) -> int:
         """Send the request and return its offset."""
         return _offset(await self._producer.send(self.topics.inference_requests, request))
+
+    async def write(self, topic: Topic, event: Any) -> None:
+        """Write an event as another process would (a bridge that died since)."""
+        await self._producer.send(topic, event)
 
     async def cancel(self, response_id: str) -> None:
         cancel = GenerationCancelRequested(conversation_id=self.id, user_id="test-user", response_id=response_id)
@@ -328,6 +333,45 @@ async def test_a_request_redelivered_after_its_reply_ended_is_not_answered_again
     assert again == first, "the redelivered request must write no event"
     outcomes = [e for e in conversation.history.events if e.response_id == request.response_id]
     assert len(outcomes) == 1
+
+
+async def test_a_request_whose_bridge_died_between_its_final_events_gets_only_the_missing_end(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """The bridge died after its ResponseCompleted landed and before its ResponseEnded: the next
+    one must not answer again (a second final event in history, a `restart` after the reply) but
+    end the stream the first one left open."""
+    request = conversation.request()
+    client = redis.Redis.from_url(settings.redis.url)
+    attempts = Attempts(client)
+    try:
+        begun = await attempts.begin(request.response_id)  # the dead bridge's attempt
+        assert begun is not None and await attempts.ending(request.response_id, begun.attempt)
+    finally:
+        await client.aclose()
+    landed = ResponseCompleted(
+        conversation_id=conversation.id,
+        user_id="test-user",
+        message_id=request.message_id,
+        response_id=request.response_id,
+        text="Hello",
+        finish_reason="stop",
+        usage=Usage(prompt_tokens=5, completion_tokens=1),
+        attempt=begun.attempt,
+    )
+    await conversation.write(topics.conversations, landed)
+    async with running_bridge(topics, SHORT):
+        await conversation.send(request)
+        stream = await conversation.stream_of(request.response_id)
+        marker = conversation.request()  # after it in the same partition: answered once it was handled
+        await conversation.send(marker)
+        await conversation.outcome_of(marker.response_id)
+
+    [ended] = stream
+    assert isinstance(ended, ResponseEnded)
+    assert (ended.outcome, ended.finish_reason, ended.attempt, ended.usage) == ("completed", "stop", 1, landed.usage)
+    outcomes = [e for e in conversation.history.events if e.response_id == request.response_id]
+    assert outcomes == [landed]
 
 
 async def test_a_stopping_bridge_finishes_its_generations_first(topics: Topics, conversation: Conversation) -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Callable
 import pytest
 
 from inference_bridge.attempts import Begun
+from inference_bridge.final_events import Landed
 from inference_bridge.generation import FENCE_CHECK_S, Generation, TextStream
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
@@ -22,6 +23,7 @@ from schemas.events import (
     ResponseRestarted,
     ResponseStarted,
     TokenGenerated,
+    Usage,
 )
 from schemas.serde import decode
 from schemas.topics import CONVERSATIONS, TOKENS, Topic
@@ -102,17 +104,19 @@ class Attempts:
     each `begin` counts one more attempt and delivery (the first returns `attempt`, as the
     `attempt`-th delivery), each `retry` one more attempt."""
 
-    def __init__(self, attempt: int | None, delivery: int | None = None) -> None:
+    def __init__(self, attempt: int | None, delivery: int | None = None, ending_since_ms: int | None = None) -> None:
         self.attempt = attempt
+        self.ending_since_ms = ending_since_ms
         self.newest = 0 if attempt is None else attempt - 1
         self.deliveries = self.newest if delivery is None else delivery - 1
         self.finished: list[str] = []
+        self.endings: list[int] = []  # the attempts that began writing their final events
 
     async def begin(self, response_id: str) -> Begun | None:
         assert response_id == REQUEST.response_id
         self.deliveries += 1
         attempt = await self.retry(response_id)
-        return None if attempt is None else Begun(attempt, self.deliveries)
+        return None if attempt is None else Begun(attempt, self.deliveries, self.ending_since_ms)
 
     async def retry(self, response_id: str) -> int | None:
         self.newest += 1
@@ -121,8 +125,24 @@ class Attempts:
     async def current(self, response_id: str) -> int | None:
         return self.newest
 
+    async def ending(self, response_id: str, attempt: int) -> bool | None:
+        self.endings.append(attempt)
+        return self.newest <= attempt
+
     async def finish(self, response_id: str) -> None:
         self.finished.append(response_id)
+
+
+class Finals:
+    """The log as an attempt that died while ending left it: `landed`, or nothing."""
+
+    def __init__(self, landed: Landed | None) -> None:
+        self._landed = landed
+        self.asked: list[int] = []
+
+    async def landed(self, request: InferenceRequested, since_ms: int) -> Landed | None:
+        self.asked.append(since_ms)
+        return self._landed
 
 
 class Fleet:
@@ -165,6 +185,7 @@ def generation(
     attempts: Attempts | None = None,
     fleet: Fleet | None = None,
     retry_budget_s: float = 30.0,
+    finals: Finals | None = None,
 ) -> Generation:
     return Generation(
         REQUEST,
@@ -175,6 +196,7 @@ def generation(
         topics=Topics(),
         recover=(fleet or Fleet()).recover,
         retry_budget_s=retry_budget_s,
+        finals=finals or Finals(None),
     )
 
 
@@ -424,7 +446,7 @@ async def test_the_first_token_does_not_wait_for_a_fence_check_right_after_the_a
     await generation(Model("Hello ", "there"), log, attempts=attempts).run()
 
     assert log.types(CONVERSATIONS) == ["ResponseCompleted"]
-    assert attempts.asked == 1, "only the check before the final event"
+    assert (attempts.asked, attempts.endings) == (0, [1]), "only the check before the final event, with its mark"
 
 
 async def test_triton_restarts_do_not_use_up_the_deliveries_max_attempts_bounds() -> None:
@@ -437,3 +459,53 @@ async def test_triton_restarts_do_not_use_up_the_deliveries_max_attempts_bounds(
     completed = log.last(CONVERSATIONS)
     assert isinstance(completed, ResponseCompleted)
     assert (completed.text, completed.attempt) == ("Hello there", 4)
+
+
+LANDED = ResponseCompleted(
+    conversation_id="c1",
+    user_id="u1",
+    message_id="m1",
+    response_id="r1",
+    text="Hello",
+    finish_reason="stop",
+    usage=Usage(prompt_tokens=7, completion_tokens=1),
+    attempt=1,
+)
+
+
+async def test_an_attempt_after_one_that_died_between_its_final_events_writes_only_the_missing_end() -> None:
+    log, attempts, finals = FakeLog(), Attempts(2, ending_since_ms=1_000), Finals(Landed(LANDED, ended=False))
+
+    await generation(Model("never", "read"), log, attempts=attempts, finals=finals).run()
+
+    assert finals.asked == [1_000]
+    assert log.types(CONVERSATIONS) == [] and log.types(TOKENS) == ["ResponseEnded"]
+    ended = log.last(TOKENS)
+    assert isinstance(ended, ResponseEnded)
+    assert (ended.outcome, ended.finish_reason, ended.usage, ended.attempt) == ("completed", "stop", LANDED.usage, 1)
+    assert attempts.finished == ["r1"]
+
+
+async def test_an_attempt_after_one_whose_final_events_all_landed_writes_nothing() -> None:
+    log, attempts = FakeLog(), Attempts(2, ending_since_ms=1_000)
+
+    await generation(Model("never"), log, attempts=attempts, finals=Finals(Landed(LANDED, ended=True))).run()
+
+    assert log.sent == [] and attempts.finished == ["r1"]
+
+
+async def test_an_attempt_after_one_that_died_before_its_final_event_landed_answers() -> None:
+    log, attempts = FakeLog(), Attempts(2, ending_since_ms=1_000)
+
+    await generation(Model("Hi"), log, attempts=attempts, finals=Finals(None)).run()
+
+    assert log.types(CONVERSATIONS) == ["ResponseCompleted"] and log.types(TOKENS)[-1] == "ResponseEnded"
+    assert attempts.endings == [2]
+
+
+async def test_an_attempt_marks_its_final_events_as_being_written_before_writing_them() -> None:
+    log, attempts = FakeLog(), Attempts(1)
+
+    await generation(Model("Hi"), log, attempts=attempts).run()
+
+    assert attempts.endings == [1] and log.types(CONVERSATIONS) == ["ResponseCompleted"]
