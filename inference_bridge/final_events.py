@@ -17,11 +17,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
-
 from inference_bridge.topics import Topics
-from infra.kafka_clients import next_batch
-from infra.settings import settings
+from infra.partition_reads import records_since
 from schemas.events import (
     InferenceRequested,
     ResponseCancelled,
@@ -33,7 +30,6 @@ from schemas.serde import UndecodableEvent, decode
 from schemas.topics import Topic, partition_for
 
 CLOCK_SKEW_MS = 5_000
-READ_TIMEOUT_S = 10.0
 
 Final = ResponseCompleted | ResponseFailed | ResponseCancelled
 
@@ -55,44 +51,24 @@ class FinalEvents:
         return await asyncio.to_thread(self._landed, request, since_ms - CLOCK_SKEW_MS)
 
     def _landed(self, request: InferenceRequested, since_ms: int) -> Landed | None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "group.id": "steno-bridge-finals",
-                "enable.auto.commit": False,
-            }
-        )
-        try:
-            finals = _events_of(consumer, self._topics.conversations, request, since_ms)
-            final = next((event for event in finals if isinstance(event, Final)), None)
-            if final is None:
-                return None
-            ends = _events_of(consumer, self._topics.tokens, request, since_ms)
-            return Landed(final, any(isinstance(e, ResponseEnded) and e.attempt == final.attempt for e in ends))
-        finally:
-            consumer.close()
+        finals = _events_of(self._topics.conversations, request, since_ms)
+        final = next((event for event in finals if isinstance(event, Final)), None)
+        if final is None:
+            return None
+        ends = _events_of(self._topics.tokens, request, since_ms)
+        return Landed(final, any(isinstance(e, ResponseEnded) and e.attempt == final.attempt for e in ends))
 
 
-def _events_of(consumer: Consumer, topic: Topic, request: InferenceRequested, since_ms: int) -> list[object]:
+def _events_of(topic: Topic, request: InferenceRequested, since_ms: int) -> list[object]:
     """The response's events in its conversation's partition of `topic`, from `since_ms` to the end."""
-    partition = partition_for(request.conversation_id, topic)
-    [start] = consumer.offsets_for_times([TopicPartition(topic.name, partition, since_ms)], timeout=READ_TIMEOUT_S)
-    _, end = consumer.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=READ_TIMEOUT_S)
-    if start.offset < 0 or start.offset >= end:
-        return []  # nothing written since then
-    consumer.assign([TopicPartition(topic.name, partition, start.offset)])
-    needle, found, position = request.response_id.encode(), [], start.offset
-    while position < end:
-        batch = next_batch(consumer, READ_TIMEOUT_S)
-        if not batch:
-            raise TimeoutError(f"{topic.name}[{partition}] not readable from offset {position}: is Kafka up?")
-        for message in batch:
-            position = (message.offset() or 0) + 1
-            value = message.value()
-            if message.error() or value is None or needle not in value:
-                continue
-            try:
-                found.append(decode(value))
-            except UndecodableEvent:
-                continue
+    partition, needle = partition_for(request.conversation_id, topic), request.response_id.encode()
+    found = []
+    for message in records_since(topic.name, partition, since_ms, reader="steno-bridge-finals"):
+        value = message.value()
+        if value is None or needle not in value:
+            continue  # another response's
+        try:
+            found.append(decode(value))
+        except UndecodableEvent:
+            continue
     return [event for event in found if getattr(event, "response_id", None) == request.response_id]

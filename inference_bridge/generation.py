@@ -141,21 +141,25 @@ class Generation:
         if begun is None:
             return  # redelivered after its final events were acknowledged: answered already
         self._numbered(begun.attempt)
+        try:
+            await self._answer(begun)
+        except Superseded:
+            await _acknowledged(self._acks)
+            return  # the newer attempt ends the response
+        await _acknowledged(self._acks)
+        await self._attempts.finish(self.request.response_id)
+
+    async def _answer(self, begun: Begun) -> None:
+        """This attempt's events: what an earlier one left missing, or a failure, or a reply."""
         if begun.ending_since_ms is not None and await self._ended_before(begun.ending_since_ms):
-            pass  # the attempt before this one answered; what it left missing is written
-        elif begun.deliveries > self._max_attempts:
+            return  # the attempt before this one answered; what it left missing is written
+        if begun.deliveries > self._max_attempts:
             await self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
         elif self._cancel_requested:
             await self._cancelled()
         else:
             self._announce()
-            try:
-                await self._generate()
-            except Superseded:
-                await _acknowledged(self._acks)
-                return  # the newer attempt ends the response
-        await _acknowledged(self._acks)
-        await self._attempts.finish(self.request.response_id)
+            await self._generate()
 
     def unacknowledged(self) -> list[Awaitable[Any]]:
         """The events sent and not yet acknowledged (to wait for when abandoning the generation)."""

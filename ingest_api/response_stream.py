@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 
 from confluent_kafka import KafkaException
 
-from ingest_api.log_reader import LogReadIncomplete, read_response
+from infra.partition_reads import PartitionReadIncomplete
+from ingest_api.log_reader import read_response
 from ingest_api.positions import LoggedEvent
 from ingest_api.token_feed import Subscription, TokenFeed
 
@@ -80,7 +81,7 @@ async def backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> li
     while True:
         try:
             return await asyncio.to_thread(read_response, conversation_id, response_id)
-        except (KafkaException, LogReadIncomplete) as exc:
+        except (KafkaException, PartitionReadIncomplete) as exc:
             log.warning("reading response %s from the log failed (%s); again in %.1fs", response_id, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, LOG_RETRY_MAX_S)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from confluent_kafka import KafkaError, KafkaException
 from sse_starlette import ServerSentEvent
 
+from infra.partition_reads import PartitionReadIncomplete
 from ingest_api import response_stream, responses, token_feed
-from ingest_api.log_reader import LogReadIncomplete
 from ingest_api.positions import LoggedEvent, logged
 from ingest_api.response_stream import response_batches, response_events
 from ingest_api.responses import to_sse
@@ -244,7 +244,7 @@ async def test_a_log_that_cannot_be_read_now_is_read_again_not_served_in_part(mo
     rid = new_id()
     answers: list[Exception | list[LoggedEvent]] = [
         KafkaException(KafkaError(KafkaError._ALL_BROKERS_DOWN)),
-        LogReadIncomplete("half"),
+        PartitionReadIncomplete("half"),
         [started(rid, 5)],
     ]
 
