@@ -26,6 +26,7 @@ from infra.kafka_clients import Record
 from schemas.events import AnyEvent, Event, MessageAccepted, MessageBlocked, MessageSubmitted, ResponseEnded
 from schemas.topics import Topic
 from stream_processors.context_assembly import ContextAssembler
+from stream_processors.conversation_positions import Earlier
 from stream_processors.moderation import Moderator
 from stream_processors.processor import Emit
 
@@ -43,10 +44,12 @@ class AdmissionStep:
         self._tokens = tokens
         self._requests = requests
 
-    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+    async def handle(self, event: AnyEvent, record: Record, earlier: Earlier) -> AsyncGenerator[Emit, None]:
         if isinstance(event, MessageAccepted):
-            if not event.inference_requested:
-                async for emit in self._requested(event, record, after_acks=False):
+            if not event.inference_requested:  # what came before its submission is not known here
+                async for emit in self._requested(
+                    event, record, Earlier.unknown(event.submitted_offset), after_acks=False
+                ):
                     yield emit
             return
         if not isinstance(event, MessageSubmitted):
@@ -77,12 +80,12 @@ class AdmissionStep:
             inference_requested=True,
         )
         yield Emit(self._conversations, accepted)  # on its way while the prompt is assembled
-        async for emit in self._requested(accepted, record, after_acks=True):
+        async for emit in self._requested(accepted, record, earlier, after_acks=True):
             yield emit
 
     async def _requested(
-        self, accepted: MessageAccepted, record: Record, *, after_acks: bool
+        self, accepted: MessageAccepted, record: Record, earlier: Earlier, *, after_acks: bool
     ) -> AsyncGenerator[Emit, None]:
-        request = await self._assembler.request(accepted, record.partition)
+        request = await self._assembler.request(accepted, record.partition, earlier)
         if request is not None:
             yield Emit(self._requests, request, after_acks=after_acks)

@@ -12,6 +12,7 @@ from infra.settings import ModelSettings
 from schemas.events import ChatTurn, InferenceRequested, MessageAccepted
 from stream_processors import context_window, tokenizers
 from stream_processors.conversation import ConversationReader, MessageGone
+from stream_processors.conversation_positions import Earlier
 
 
 class ContextAssembler:
@@ -20,13 +21,13 @@ class ContextAssembler:
         self._system = ChatTurn(role="system", content=system_prompt)
         self._models = models
 
-    async def request(self, accepted: MessageAccepted, partition: int) -> InferenceRequested | None:
+    async def request(self, accepted: MessageAccepted, partition: int, earlier: Earlier) -> InferenceRequested | None:
         """The message's inference request; None if its conversation was deleted meanwhile
-        (nobody is there to answer)."""
+        (nobody is there to answer). `earlier`: what came before its submission in the conversation."""
         model = self._models[accepted.model]
         options = accepted.options
         try:
-            *history, new = await self._reader.turns_through(accepted, partition)
+            *history, new = await self._reader.turns_through(accepted, partition, earlier)
         except MessageGone:
             return None
         system = ChatTurn(role="system", content=options.instructions) if options.instructions else self._system

@@ -1,13 +1,16 @@
 """The conversation a prompt is built from, never missing a turn the log holds (design rule 3).
 
 The Redis active context is fast but written by another process, so it may lag the log. It
-records how far it has applied each partition: once that watermark reaches the record just
-before the user's MessageSubmitted (whose offset MessageAccepted carries), it has applied every
-earlier turn of the conversation, and the turns older than the message (turn ids are
-time-ordered) are the prompt's. The submission itself need not be applied: the new message comes
-from the event, and moderation and context assembly run in one step now, so waiting for the
-projection to apply the submission would put its Cassandra and Redis writes on every message's
-way to its first token. Until the watermark is there (bounded by
+records how far it has applied each partition: once that watermark reaches the conversation's
+latest record before the user's MessageSubmitted, it has applied every earlier turn of the
+conversation, and the turns older than the message (turn ids are time-ordered) are the prompt's.
+Where that latest record is comes from the processor's own reading of the partition
+(`stream_processors.conversation_positions`); when it does not know, the record just before the
+submission (whose offset MessageAccepted carries) bounds it. When the only earlier record is the
+conversation's start, there is no earlier turn and nothing is read. The submission itself need
+not be applied: the new message comes from the event, and moderation and context assembly run in
+one step, so waiting for the projection to apply the submission would put its Cassandra and
+Redis writes on every message's way to its first token. Until the watermark is there (bounded by
 `settings.context.watermark_wait_s`), or when the conversation is not cached, the Cassandra
 history is read instead. History carries no watermark, but it is written in log order: a history
 that holds the new message holds every earlier turn.
@@ -30,6 +33,7 @@ from projections.history import History, Message
 from projections.live import LiveContext, LiveHistory
 from projections.watermark_signals import WatermarkSignals
 from schemas.events import ChatTurn, MessageAccepted
+from stream_processors.conversation_positions import Earlier
 
 HISTORY_POLL_S = 0.05
 HISTORY_POLL_MAX_S = 2.0  # a long wait (a projection restarting) polls the history this often
@@ -54,12 +58,14 @@ class ConversationReader:
         self._wait_s = wait_s
         self._signals = signals
 
-    async def turns_through(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn]:
-        """The conversation's turns, ending with the accepted message."""
-        return [*await self._earlier_turns(accepted, partition), ChatTurn(role="user", content=accepted.content)]
+    async def turns_through(self, accepted: MessageAccepted, partition: int, earlier: Earlier) -> list[ChatTurn]:
+        """The conversation's turns, ending with the accepted message; `earlier` is what came
+        before its submission in the conversation."""
+        turns = await self._earlier_turns(accepted, partition, earlier) if earlier.turns else []
+        return [*turns, ChatTurn(role="user", content=accepted.content)]
 
-    async def _earlier_turns(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn]:
-        cached = await self._cached_before(accepted, partition)
+    async def _earlier_turns(self, accepted: MessageAccepted, partition: int, earlier: Earlier) -> list[ChatTurn]:
+        cached = await self._cached_before(accepted, partition, earlier.covered_at)
         if cached is not None:
             return cached
         began, delay = time.monotonic(), HISTORY_POLL_S
@@ -86,16 +92,16 @@ class ConversationReader:
         except STORE_UNAVAILABLE:
             return False
 
-    async def _cached_before(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn] | None:
-        """The cached turns before the message once the cache covers every record before its
-        submission; None if it does not in time, does not hold the conversation, or cannot be reached."""
+    async def _cached_before(self, accepted: MessageAccepted, partition: int, covered_at: int) -> list[ChatTurn] | None:
+        """The cached turns before the message once the cache covers the partition up to
+        `covered_at`; None if it does not in time, does not hold the conversation, or cannot be reached."""
         try:
             return await turns_once_applied(
                 self._cache,
                 accepted.conversation_id,
                 accepted.message_id,
                 partition,
-                accepted.submitted_offset - 1,  # every record before the submission
+                covered_at,
                 self._wait_s,
                 self._signals,
             )

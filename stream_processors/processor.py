@@ -40,6 +40,7 @@ from schemas.events import (
 )
 from schemas.serde import decode, event_type
 from schemas.topics import Topic
+from stream_processors.conversation_positions import ConversationPositions, Earlier
 
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
@@ -61,8 +62,9 @@ class Step(Protocol):
     name: str  # the processor named in dead letters
     acts_on: tuple[type[Event], ...]  # the event types `handle` emits anything for
 
-    def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+    def handle(self, event: AnyEvent, record: Record, earlier: Earlier) -> AsyncGenerator[Emit, None]:
         """The events to emit for one input, in order; events the step does not act on give none.
+        `earlier` is what the processor read of the event's conversation before it.
         Retried from the start while a store is unreachable: what it yielded before is sent again."""
         ...
 
@@ -87,6 +89,7 @@ class Processor:
         self._step = step
         self._producer = producer
         self._outputs = outputs
+        self._positions = ConversationPositions()
         self._ignored = {cls.model_fields["type"].default for cls in event_classes()} - {
             cls.model_fields["type"].default for cls in step.acts_on
         }
@@ -96,12 +99,15 @@ class Processor:
         return self._step.name
 
     async def process(self, record: Record) -> asyncio.Future[list[Any]]:
-        """Handle the record and send its events; the result resolves on Kafka's acks of them all."""
-        if event_type(record.value) in self._ignored:
+        """Handle the record and send its events; the result resolves on Kafka's acks of them all.
+        Every record of a partition comes here, in order (the conversation positions count on it)."""
+        kind = event_type(record.value)
+        earlier = self._positions.observe(record, kind)
+        if kind in self._ignored:
             return asyncio.gather()  # a valid event of a type the step does nothing with: not worth validating
         sent: list[Awaitable[Any]] = []
         try:
-            async with aclosing(self._outcome(record)) as emits:
+            async with aclosing(self._outcome(record, earlier)) as emits:
                 async for emit in emits:
                     if emit.after_acks:
                         await asyncio.gather(*sent)
@@ -112,14 +118,14 @@ class Processor:
             return failed  # failed like a delivery: the record is never acked
         return asyncio.gather(*sent)
 
-    async def _outcome(self, record: Record) -> AsyncGenerator[Emit, None]:
+    async def _outcome(self, record: Record, earlier: Earlier) -> AsyncGenerator[Emit, None]:
         """The step's events for the record, then its dead letter if the step failed."""
         delay = RETRY_FIRST_S
         event: AnyEvent | None = None
         while True:
             try:
                 event = decode(record.value)
-                async with aclosing(self._step.handle(event, record)) as emits:
+                async with aclosing(self._step.handle(event, record, earlier)) as emits:
                     async for emit in emits:
                         yield emit
                 return

@@ -218,6 +218,21 @@ async def test_accepted_messages_get_prompts_from_the_active_context(
     )
 
 
+async def test_the_first_message_of_a_new_conversation_waits_for_no_view(
+    app: faust.App, producer: EventProducer, log: LogTail, topics: Topics
+) -> None:
+    """No projection runs (as while the projections restart, or lag behind a burst of new
+    conversations), so no view will hold the conversation: the processor read its start itself,
+    knows there is no earlier turn, and builds the prompt from the message alone."""
+    chat = Chat()
+    message = chat.submitted("hello, I am new here")
+    await send(producer, topics.conversations, chat.started(), message)
+
+    request = await request_for(log, message)
+
+    assert prompt_of(request) == [SYSTEM, ("user", "hello, I am new here")]
+
+
 async def test_a_message_accepted_by_an_older_steno_gets_its_prompt_when_read(
     app: faust.App, projection: None, producer: EventProducer, log: LogTail, topics: Topics
 ) -> None:

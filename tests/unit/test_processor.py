@@ -24,6 +24,7 @@ from schemas.events import (
 )
 from schemas.serde import encode
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, TOKENS, Topic
+from stream_processors.conversation_positions import Earlier
 from stream_processors.processor import Emit, Outputs, Processor
 
 OUTPUTS = Outputs(DEAD_LETTERS, CONVERSATIONS, TOKENS)
@@ -66,7 +67,7 @@ class EndsResponses:
     def __init__(self, *failures: Exception) -> None:
         self._failures = list(failures)
 
-    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+    async def handle(self, event: AnyEvent, record: Record, earlier: Earlier) -> AsyncGenerator[Emit, None]:
         if self._failures:
             raise self._failures.pop(0)
         if isinstance(event, MessageSubmitted):
@@ -170,7 +171,7 @@ async def test_a_send_refused_outright_fails_what_process_returns_like_a_failed_
 class EndsTwice(EndsResponses):
     """Ends the response on two topics, the second only after the first is acknowledged."""
 
-    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+    async def handle(self, event: AnyEvent, record: Record, earlier: Earlier) -> AsyncGenerator[Emit, None]:
         assert isinstance(event, MessageSubmitted)
         yield Emit(CONVERSATIONS, ended(event))
         yield Emit(TOKENS, ended(event), after_acks=True)
@@ -179,7 +180,7 @@ class EndsTwice(EndsResponses):
 class FailsAfterAnEvent(EndsResponses):
     """Emits an event, then fails."""
 
-    async def handle(self, event: AnyEvent, record: Record) -> AsyncGenerator[Emit, None]:
+    async def handle(self, event: AnyEvent, record: Record, earlier: Earlier) -> AsyncGenerator[Emit, None]:
         assert isinstance(event, MessageSubmitted)
         yield Emit(CONVERSATIONS, ended(event))
         raise ValueError("failed midway")

@@ -17,6 +17,7 @@ from schemas.events import (
 )
 from stream_processors.context_assembly import ContextAssembler
 from stream_processors.conversation import ConversationReader
+from stream_processors.conversation_positions import Earlier
 
 SAMPLING = SamplingOptions(stop=["\n\n", "END"], temperature=0.7, seed=3, presence_penalty=-0.5)
 
@@ -24,7 +25,7 @@ SAMPLING = SamplingOptions(stop=["\n\n", "END"], temperature=0.7, seed=3, presen
 class OneMessage:
     """A conversation reader whose conversation is the message alone."""
 
-    async def turns_through(self, accepted: MessageAccepted, partition: int) -> list[ChatTurn]:
+    async def turns_through(self, accepted: MessageAccepted, partition: int, earlier: Earlier) -> list[ChatTurn]:
         return [ChatTurn(role="user", content=accepted.content)]
 
 
@@ -76,6 +77,6 @@ async def test_context_assembly_carries_the_messages_sampling_options_to_the_inf
         submitted_offset=0,
         options=PromptOptions(sampling=SAMPLING),
     )
-    request = await assembler.request(accepted, partition=0)
+    request = await assembler.request(accepted, partition=0, earlier=Earlier.unknown(0))
     assert isinstance(request, InferenceRequested)
     assert request.sampling == SAMPLING
