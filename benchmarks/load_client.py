@@ -45,8 +45,8 @@ class LoadClient:
     async def close(self) -> None:
         await self.session.close()
 
-    def user(self) -> User:
-        return User(self.session, f"user-{new_id()}", self.streamed)
+    def user(self, name: str | None = None) -> User:
+        return User(self.session, name or f"user-{new_id()}", self.streamed)
 
 
 class User:

@@ -1,0 +1,144 @@
+"""Where one message's time goes on its way to the first token: each event's Kafka timestamp.
+
+Messages go one at a time, on a quiet stack (latency, not load). Every event of the run's user
+is read back from the log (`steno.conversations`, `steno.inference-requests`, `steno.tokens`),
+and the first of each type within each message's exchange is taken from its CreateTime (the
+producing process's clock when it produced the record: every process is on this machine)
+against the moment the client sent the message; the client's first token and end are measured
+by the client. Medians and p90 of each, in the order a message meets them.
+
+`--api native`: one conversation, its messages one after another, each reply read in the POST's
+own response (`Accept: text/event-stream`). `--api openai`: the official SDK's streamed chat
+completions, each request a new conversation (ConversationStarted is then part of the exchange).
+The `scripted` model answers with one token at once (`ttft_ms` 0), so what is measured is steno's.
+
+Run with `.venv/bin/python -m benchmarks.hops [--api native|openai] [--messages N]` (stack up);
+JSON in benchmarks/results/hops-<api>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import openai
+
+from benchmarks.load_client import LoadClient
+from infra.partition_reads import records_since
+from infra.settings import settings
+from ingest_api.auth import issue_token
+from schemas.events import new_id
+from schemas.topics import CONVERSATIONS, INFERENCE_REQUESTS, TOKENS
+
+RESULTS = Path(__file__).parent / "results"
+MESSAGE = "scripted: " + json.dumps({"script": "ok", "ttft_ms": 0, "itl_ms": 0}) + "\nhello"  # answered at once
+PAUSE_S = 0.05  # between messages: the previous one's trailing work (projection, commits) settles
+
+
+@dataclass(frozen=True)
+class Exchange:
+    sent_ms: float  # wall clock, as the Kafka timestamps are
+    first_token_ms: float
+    done_ms: float
+
+
+async def native(user: str, count: int) -> list[Exchange]:
+    client = LoadClient(streamed=True)
+    me = client.user(user)
+    conversation = await me.new_conversation()
+    exchanges = []
+    for _ in range(count):
+        exchanges.append(await _timed(lambda: me.reply(conversation, MESSAGE)))
+        await asyncio.sleep(PAUSE_S)
+    await client.close()
+    return exchanges
+
+
+async def via_openai(user: str, count: int) -> list[Exchange]:
+    client = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(user), max_retries=0)
+
+    async def completion() -> AsyncIterator[object]:
+        chunks = await client.chat.completions.create(
+            model="scripted", messages=[{"role": "user", "content": MESSAGE}], stream=True
+        )
+        async for chunk in chunks:
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk
+
+    exchanges = []
+    for _ in range(count):
+        exchanges.append(await _timed(completion))
+        await asyncio.sleep(PAUSE_S)
+    await client.close()
+    return exchanges
+
+
+async def _timed(reply: Callable[[], AsyncIterator[object]]) -> Exchange:
+    sent = time.time() * 1000
+    first = None
+    async for _ in reply():
+        first = first or time.time() * 1000
+    return Exchange(sent, first or float("nan"), time.time() * 1000)
+
+
+def logged_events(user: str, since_ms: float) -> list[tuple[float, str]]:
+    """(CreateTime, type) of every event of the user since then, in any partition of the three topics."""
+    found = []
+    for topic in (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS):
+        for partition in range(topic.partitions):
+            records = records_since(topic.name, partition, int(since_ms) - 1, reader="steno-bench-hops")
+            with closing(records):
+                for record in records:
+                    event = json.loads(record.value() or b"{}")
+                    if event.get("user_id") == user:
+                        found.append((float(record.timestamp()[1]), event["type"]))
+    return found
+
+
+def hops(exchanges: list[Exchange], events: list[tuple[float, str]]) -> dict[str, list[float]]:
+    """Each event type's time from its exchange's sending, the first of its type in the exchange."""
+    times: dict[str, list[float]] = {}
+    for exchange in exchanges:
+        seen = set()
+        for at, kind in sorted(events):
+            if exchange.sent_ms - 1 <= at <= exchange.done_ms and kind not in seen:
+                seen.add(kind)
+                times.setdefault(kind, []).append(at - exchange.sent_ms)
+        times.setdefault("client: first token", []).append(exchange.first_token_ms - exchange.sent_ms)
+        times.setdefault("client: end", []).append(exchange.done_ms - exchange.sent_ms)
+    return times
+
+
+def table(times: dict[str, list[float]]) -> str:
+    lines = ["| from sending the message to | p50 (ms) | p90 (ms) | n |", "|---|---|---|---|"]
+    for kind, values in sorted(times.items(), key=lambda item: statistics.median(item[1])):
+        p90 = statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
+        lines.append(f"| {kind} | {statistics.median(values):.1f} | {p90:.1f} | {len(values)} |")
+    return "\n".join(lines)
+
+
+async def main(api: str, count: int) -> None:
+    user = f"bench-hops-{new_id()}"
+    run: Callable[[str, int], Awaitable[list[Exchange]]] = native if api == "native" else via_openai
+    await run(user, 3)  # warm-up: connections, the first request's imports
+    exchanges = await run(user, count)
+    times = hops(exchanges, logged_events(user, exchanges[0].sent_ms))
+    print(f"{count} messages, one at a time, --api {api}")
+    print(table(times))
+    (RESULTS / f"hops-{api}.json").write_text(json.dumps({"api": api, "messages": count, "ms": times}, indent=2))
+    print(f"wrote {RESULTS / f'hops-{api}.json'}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--api", choices=["native", "openai"], default="native")
+    parser.add_argument("--messages", type=int, default=60)
+    args = parser.parse_args()
+    asyncio.run(main(args.api, args.messages))
