@@ -51,6 +51,7 @@ k8s-validate: k8s-tools
 bench: install
 	$(STENO) up
 	$(PY) -m benchmarks.pipeline
+	$(PY) -m benchmarks.hops
 	$(PY) -m benchmarks.capacity
 	$(PY) -m benchmarks.idle_streams
 
