@@ -301,12 +301,22 @@ class ActiveContext:
         `before` (None when the conversation is not cached): one round trip, the watermark read
         first, so the turns read after it hold at least what it covers."""
         pipe = self._redis.pipeline(transaction=False)
+        self.read_turns(pipe, conversation_id, partition)
+        return turns_read(await pipe.execute(), before, offset)
+
+    def read_turns(self, pipe: Pipeline, conversation_id: str, partition: int) -> None:
+        """Queue `turns_if_applied`'s reads on `pipe` (its results: `turns_read`), so that another
+        read can share their round trip."""
         pipe.get(self._watermark_key(partition))
         pipe.hgetall(self._context_key(conversation_id))
-        applied, fields = await pipe.execute()
-        if applied is None or int(applied) < offset:
-            return False, None
-        return True, visible_turns(fields, before) if fields else None
+
+
+def turns_read(results: list[Any], before: str, offset: int) -> tuple[bool, list[ChatTurn] | None]:
+    """`turns_if_applied`'s answer from the results of the reads `ActiveContext.read_turns` queued."""
+    applied, fields = results
+    if applied is None or int(applied) < offset:
+        return False, None
+    return True, visible_turns(fields, before) if fields else None
 
 
 class TurnsIfApplied(Protocol):

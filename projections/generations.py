@@ -27,12 +27,14 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 import redis.asyncio
 from cassandra.cluster import Cluster
+from redis.asyncio.client import Pipeline
 
 from infra import cassandra
 from infra.settings import ContextSettings, settings
@@ -144,6 +146,23 @@ class Generations:
 
     async def live_views(self) -> Projector:
         return await self.views(await self.live())
+
+    async def read_live(self, reads: Callable[[Pipeline, Projector], None]) -> list[Any]:
+        """The results of `reads` (Redis commands it queues on a pipeline) on the live generation,
+        in the round trip that asks which generation is live: they are queued for the one last
+        seen live and, should the pointer name another (a swap since), queued again on that one.
+        Redis being out raises (unlike `live`): these reads are of Redis itself."""
+        while True:
+            guess = self._last_seen
+            views = await self.views(guess)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hget(self._pointer, "live")
+            reads(pipe, views)
+            live, *results = await pipe.execute()
+            self._last_seen = live or self._first
+            await self._named([self._last_seen])
+            if self._last_seen == guess:
+                return results
 
     async def written(self) -> list[Projector]:
         """The views the live projection writes, in the order it must: the generation being built

@@ -9,6 +9,7 @@ watermark of one generation says nothing about another's turns.
 
 from __future__ import annotations
 
+from projections.active_context import turns_read
 from projections.generations import Generations
 from projections.history import Conversation, History, Message, Response
 from schemas.events import ChatTurn
@@ -46,9 +47,11 @@ class LiveContext:
         self, conversation_id: str, before: str, partition: int, offset: int
     ) -> tuple[bool, list[ChatTurn] | None]:
         """As `ActiveContext.turns_if_applied`, on the generation live now: the watermark of one
-        generation says nothing about another's turns."""
-        context = (await self._generations.live_views()).context
-        return await context.turns_if_applied(conversation_id, before, partition, offset)
+        generation says nothing about another's turns. One round trip: the pointer is asked in it."""
+        results = await self._generations.read_live(
+            lambda pipe, views: views.context.read_turns(pipe, conversation_id, partition)
+        )
+        return turns_read(results, before, offset)
 
     async def applied_offset(self, partition: int) -> int:
         """As `ActiveContext.applied_offset`, on the live generation."""

@@ -35,6 +35,7 @@ from projections import active_context
 from projections.active_context import ActiveContext, turns_once_applied
 from projections.generations import Generations
 from projections.history import Conversation, History, Message, Response, Written
+from projections.live import LiveContext
 from projections.log_range import Scope
 from projections.projector import Projector
 from projections.replay import LiveRunnerError, empty_views, replay
@@ -928,6 +929,33 @@ async def test_the_runner_writes_a_generation_being_built_from_where_it_was_left
     assert after == [(up_to[:6], up_to[:6]), (up_to[:8], up_to[:8])]  # the old one frozen once swapped
     assert followed and summary.read == 1 + 3 * 4
     assert back == (up_to, up_to)
+
+
+async def test_the_context_assembler_reads_the_generation_live_now_after_a_swap_it_was_not_told_of(
+    cluster: Cluster,
+) -> None:
+    """The live pointer is asked in the same round trip as the turns, which are read from the
+    generation last seen live: once a swap moved the pointer, they are read again from the new one."""
+    chat = Chat()
+    asked = chat.submit("q1")
+    partition = partition_for(chat.conversation_id, CONVERSATIONS)
+    async with scratch_generations(cluster) as known:
+        old = await known.live()
+        new = f"{old}_b"
+        migrate.apply_all(new)
+        for name, events in (
+            (old, [chat.start(), asked, chat.accept(asked)]),
+            (new, [chat.start(), asked, chat.accept(asked), chat.complete(asked, "a1")]),
+        ):
+            await (await known.views(name)).context.apply_all([(e, partition, n) for n, e in enumerate(events)])
+        reader, later = LiveContext(known), new_id()
+        before = await reader.turns_if_applied(chat.conversation_id, later, partition, 1)
+        await known.begin(old, new)
+        await known.finish(old, new)  # the reader last saw `old` live
+        after = await reader.turns_if_applied(chat.conversation_id, later, partition, 1)
+
+    assert before == (True, [ChatTurn(role="user", content="q1")])
+    assert after == (True, [ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="a1")])
 
 
 async def contents(known: Generations, name: str, chat: Chat) -> tuple[list[str], list[str]]:
