@@ -8,12 +8,14 @@ against the moment the client sent the message; the client's first token and end
 by the client. Medians and p90 of each, in the order a message meets them.
 
 `--api native`: one conversation, its messages one after another, each reply read in the POST's
-own response (`Accept: text/event-stream`). `--api openai`: the official SDK's streamed chat
+own response (`Accept: text/event-stream`); with `--new-conversations`, each message in a new
+conversation created just before it, as the chat page sends a new chat's first message (the
+exchange then starts at the creation's POST). `--api openai`: the official SDK's streamed chat
 completions, each request a new conversation (ConversationStarted is then part of the exchange).
 The `scripted` model answers with one token at once (`ttft_ms` 0), so what is measured is steno's.
 
-Run with `.venv/bin/python -m benchmarks.hops [--api native|openai] [--messages N]` (stack up);
-JSON in benchmarks/results/hops-<api>.json.
+Run with `.venv/bin/python -m benchmarks.hops [--api native|openai] [--new-conversations]
+[--messages N]` (stack up); JSON in benchmarks/results/hops-<api>[-new-conversations].json.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import openai
@@ -47,21 +50,27 @@ class Exchange:
     sent_ms: float  # wall clock, as the Kafka timestamps are
     first_token_ms: float
     done_ms: float
+    created_ms: float | None = None  # the conversation's creation answered (`--new-conversations`)
 
 
-async def native(user: str, count: int) -> list[Exchange]:
+async def native(user: str, count: int, new_conversations: bool) -> list[Exchange]:
     client = LoadClient(streamed=True)
     me = client.user(user)
     conversation = await me.new_conversation()
     exchanges = []
     for _ in range(count):
-        exchanges.append(await _timed(lambda: me.reply(conversation, MESSAGE)))
+        began = time.time() * 1000
+        if new_conversations:
+            conversation = await me.new_conversation()
+        created = time.time() * 1000
+        exchange = await _timed(partial(me.reply, conversation, MESSAGE))
+        exchanges.append(replace(exchange, sent_ms=began, created_ms=created) if new_conversations else exchange)
         await asyncio.sleep(PAUSE_S)
     await client.close()
     return exchanges
 
 
-async def via_openai(user: str, count: int) -> list[Exchange]:
+async def via_openai(user: str, count: int, new_conversations: bool = True) -> list[Exchange]:
     client = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(user), max_retries=0)
 
     async def completion() -> AsyncIterator[object]:
@@ -111,6 +120,8 @@ def hops(exchanges: list[Exchange], events: list[tuple[float, str]]) -> dict[str
             if exchange.sent_ms - 1 <= at <= exchange.done_ms and kind not in seen:
                 seen.add(kind)
                 times.setdefault(kind, []).append(at - exchange.sent_ms)
+        if exchange.created_ms is not None:
+            times.setdefault("client: conversation created", []).append(exchange.created_ms - exchange.sent_ms)
         times.setdefault("client: first token", []).append(exchange.first_token_ms - exchange.sent_ms)
         times.setdefault("client: end", []).append(exchange.done_ms - exchange.sent_ms)
     return times
@@ -124,21 +135,23 @@ def table(times: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
-async def main(api: str, count: int) -> None:
+async def main(api: str, count: int, new_conversations: bool) -> None:
     user = f"bench-hops-{new_id()}"
-    run: Callable[[str, int], Awaitable[list[Exchange]]] = native if api == "native" else via_openai
-    await run(user, 3)  # warm-up: connections, the first request's imports
-    exchanges = await run(user, count)
+    run: Callable[[str, int, bool], Awaitable[list[Exchange]]] = native if api == "native" else via_openai
+    await run(user, 3, new_conversations)  # warm-up: connections, the first request's imports
+    exchanges = await run(user, count, new_conversations)
     times = hops(exchanges, logged_events(user, exchanges[0].sent_ms))
-    print(f"{count} messages, one at a time, --api {api}")
+    print(f"{count} messages, one at a time, --api {api}{' --new-conversations' * new_conversations}")
     print(table(times))
-    (RESULTS / f"hops-{api}.json").write_text(json.dumps({"api": api, "messages": count, "ms": times}, indent=2))
-    print(f"wrote {RESULTS / f'hops-{api}.json'}")
+    out = RESULTS / f"hops-{api}{'-new-conversations' * new_conversations}.json"
+    out.write_text(json.dumps({"api": api, "new_conversations": new_conversations, "messages": count, "ms": times}))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--api", choices=["native", "openai"], default="native")
     parser.add_argument("--messages", type=int, default=60)
+    parser.add_argument("--new-conversations", action="store_true", help="native: each message in a new one")
     args = parser.parse_args()
-    asyncio.run(main(args.api, args.messages))
+    asyncio.run(main(args.api, args.messages, args.new_conversations))

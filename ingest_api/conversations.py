@@ -100,11 +100,11 @@ async def start_conversation(user: User, deps: Deps, body: NewConversation | Non
     """Start a conversation; it is listed as soon as this returns.
 
     Waiting for the projection (it writes both conversation tables in one batch) gives the
-    creator read-your-writes on every other endpoint.
+    creator read-your-writes on every other endpoint (`Ownership.created`).
     """
-    conversation_id = await submission.start_conversation(deps, user, body.title if body else "")
-    await deps.ownership.check_conversation(conversation_id, user)
-    return Created(id=conversation_id)
+    started = await submission.start_conversation(deps, user, body.title if body else "")
+    await deps.ownership.created(started.conversation_id, user, started.partition, started.offset)
+    return Created(id=started.conversation_id)
 
 
 @router.get("", response_model=list[ConversationOut])

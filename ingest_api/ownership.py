@@ -2,7 +2,9 @@
 
 Ownership never changes once written, so owners are kept in memory. The process that accepted
 a write records it at once, so its own follow-up requests never wait for the projection; other
-processes ask the Cassandra view, waiting briefly for it to catch up.
+processes ask the Cassandra view, waiting briefly for it to catch up. A new conversation's
+creator waits until the live views have applied its start (read-your-writes: it is listed), told
+by the active context's watermark, which moves just after the projection wrote history.
 
 A deletion is the one change, and every API process must know it at once, whichever took it.
 The process that deletes a conversation sets a marker in Redis (`steno:deleted:<id>`) once
@@ -24,12 +26,15 @@ from typing import TypeVar
 from fastapi import HTTPException, status
 from redis.asyncio import Redis
 
+from infra.store_errors import STORE_UNAVAILABLE
 from ingest_api.request_limits import client_left_within
-from projections.live import LiveHistory
+from projections.live import LiveContext, LiveHistory
 from schemas.events import id_created_ms
 
 PROJECTION_WAIT_S = 5.0
 POLL_S = 0.02  # the first poll: the projection is usually this close behind
+WATERMARK_POLL_S = 0.002  # the first poll of the watermark (one Redis read): the projection takes ~5-20 ms
+WATERMARK_POLL_GROWTH = 1.5
 MAX_POLL_S = 0.2  # polls back off to this, so a wait costs Cassandra a few dozen reads at most
 CLOCK_SKEW_S = 1.0  # an id minted this far in the future may come from a process whose clock runs ahead
 REMEMBERED = 100_000
@@ -62,11 +67,29 @@ def deleted_key(conversation_id: str) -> str:
 
 
 class Ownership:
-    def __init__(self, history: LiveHistory, redis: Redis) -> None:
+    def __init__(self, history: LiveHistory, context: LiveContext, redis: Redis) -> None:
         self._history = history
+        self._context = context
         self._redis = redis
         self._conversations: _Lru[tuple[str, float]] = _Lru()  # id -> (owner, when the view said so)
         self._responses: _Lru[ResponseOwner] = _Lru()
+
+    async def created(self, conversation_id: str, user_id: str, partition: int, offset: int) -> None:
+        """The caller started the conversation (its start is at `offset` of the partition): return
+        once the live views have applied it, so that it is listed and every process knows its owner.
+
+        The active context's watermark says so (history is written before it moves) for one Redis
+        read a poll, where asking the history view costs a Cassandra read and is polled less often;
+        should Redis not answer, or the projection not apply it in time, the history view is asked.
+        """
+        try:
+            applied = await _applied_within(self._context, partition, offset, PROJECTION_WAIT_S)
+        except STORE_UNAVAILABLE:
+            applied = False
+        if applied:
+            self._conversations.remember(conversation_id, (user_id, time.monotonic()))
+        else:
+            await self.check_conversation(conversation_id, user_id)
 
     def record_response(self, response_id: str, owner: ResponseOwner) -> None:
         self._responses.remember(response_id, owner)
@@ -140,6 +163,18 @@ async def eventually(lookup: Callable[[str], Awaitable[T | None]], key: str) -> 
             return None  # nobody is waiting for the answer
         poll = min(poll * 2, MAX_POLL_S)
     return found
+
+
+async def _applied_within(context: LiveContext, partition: int, offset: int, timeout_s: float) -> bool:
+    """Whether the live views apply the partition up to `offset` within the timeout (False too
+    when the client leaves: nobody is waiting)."""
+    deadline = time.monotonic() + timeout_s
+    poll = WATERMARK_POLL_S
+    while await context.applied_offset(partition) < offset:
+        if time.monotonic() + poll > deadline or await client_left_within(poll):
+            return False
+        poll = min(poll * WATERMARK_POLL_GROWTH, MAX_POLL_S)
+    return True
 
 
 def _not_found(kind: str, key: str) -> HTTPException:

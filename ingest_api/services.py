@@ -20,7 +20,7 @@ from ingest_api.ownership import Ownership
 from ingest_api.token_feed import TokenFeed
 from projections import active_context
 from projections.generations import Generations
-from projections.live import LiveHistory
+from projections.live import LiveContext, LiveHistory
 
 
 @dataclass
@@ -38,7 +38,8 @@ class Services:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cluster, session = cassandra.connect()
     redis_client = active_context.connect()
-    history = LiveHistory(Generations(cluster, redis_client, settings.context, settings.cassandra.keyspace))
+    generations = Generations(cluster, redis_client, settings.context, settings.cassandra.keyspace)
+    history = LiveHistory(generations)
     feed = TokenFeed(settings.api.subscriber_queue)
     feed.start()
     services = Services(
@@ -48,7 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed=feed,
         history=history,
         claims=ReplyClaims(redis_client),
-        ownership=Ownership(history, redis_client),
+        ownership=Ownership(history, LiveContext(generations), redis_client),
     )
     app.state.services = services
     gc.freeze()  # what start-up built lives as long as the process: the GC's full passes skip it from now on

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, status
 
+from infra.kafka_clients import position
 from infra.settings import settings
 from ingest_api.claims import Refused
 from ingest_api.ownership import ResponseOwner, deleted_key
@@ -39,12 +40,21 @@ class Submitted:
     response_id: str
 
 
-async def start_conversation(deps: Services, user: str, title: str, conversation_id: str | None = None) -> str:
+@dataclass(frozen=True)
+class Started:
+    """A conversation Kafka has, and where its start is in the conversation log."""
+
+    conversation_id: str
+    partition: int
+    offset: int
+
+
+async def start_conversation(deps: Services, user: str, title: str, conversation_id: str | None = None) -> Started:
     """Write ConversationStarted (under a new id unless given one); it is listed (and its owner
     known) once the projection has it."""
     event = ConversationStarted(conversation_id=conversation_id or new_id(), user_id=user, title=title)
-    await deps.producer.send(CONVERSATIONS, event)
-    return event.conversation_id
+    partition, offset = position(await deps.producer.send(CONVERSATIONS, event))
+    return Started(event.conversation_id, partition, offset)
 
 
 async def submit_message(

@@ -42,7 +42,7 @@ class Earlier:
         return cls(covered_at=offset - 1)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Conversation:
     latest: int  # the offset of its latest record read
     from_start: bool  # its start was read, so every record of it since was too

@@ -54,7 +54,7 @@ async def begin(deps: Services, user: str, prompt: Prompt, model: str, conversat
     """
     check_sizes(prompt)
     if conversation_id is None:
-        conversation_id = await submission.start_conversation(deps, user, prompt.title)
+        conversation_id = (await submission.start_conversation(deps, user, prompt.title)).conversation_id
     submitted = await submission.submit_message(deps, user, conversation_id, prompt.content, model, prompt.options)
     return Exchange(conversation_id, submitted.response_id, model)
 

@@ -46,8 +46,7 @@ async def start_conversation(deps: Services, user: str, title: str) -> str:
     conversation_id = new_id()
     intent = json.dumps({"user": user, "since": time.time()})
     await deps.redis.hset(KEY, conversation_id, intent)  # type: ignore[misc]  # redis-py: Awaitable | value (redis/redis-py#2399)
-    await submission.start_conversation(deps, user, title, conversation_id)
-    return conversation_id
+    return (await submission.start_conversation(deps, user, title, conversation_id)).conversation_id
 
 
 async def begin(deps: Services, user: str, request: Prompt, model: str) -> Exchange:

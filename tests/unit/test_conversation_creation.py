@@ -1,0 +1,74 @@
+"""A conversation's creator waits until the live views have applied its start (read-your-writes),
+told by the active context's watermark rather than by polling the history view."""
+
+from typing import cast
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from ingest_api.ownership import Ownership
+from projections.live import LiveContext, LiveHistory
+
+
+class Watermark:
+    """A live context whose watermark moves one record a read, from `start`; or whose Redis is down."""
+
+    def __init__(self, start: int, down: bool = False) -> None:
+        self.reads = 0
+        self._start = start
+        self._down = down
+
+    async def applied_offset(self, partition: int) -> int:
+        if self._down:
+            raise RedisConnectionError("Connection refused")
+        self.reads += 1
+        return self._start + self.reads - 1
+
+
+class History:
+    """The history view, counting how often it is asked for an owner."""
+
+    def __init__(self, owner: str | None) -> None:
+        self.asked = 0
+        self._owner = owner
+
+    async def conversation_owner(self, conversation_id: str) -> str | None:
+        self.asked += 1
+        return self._owner
+
+
+class NoMarkers:
+    async def exists(self, key: str) -> int:
+        return 0
+
+
+def ownership(context: Watermark, history: History) -> Ownership:
+    return Ownership(cast(LiveHistory, history), cast(LiveContext, context), cast(Redis, NoMarkers()))
+
+
+async def test_the_creator_waits_for_the_watermark_then_knows_the_owner_without_asking_history() -> None:
+    context, history = Watermark(start=7), History(owner=None)
+    owners = ownership(context, history)
+
+    await owners.created("01a2355c-7401-72b8-8dc5-c032312d9cd4", "ada", partition=3, offset=10)
+    await owners.check_conversation("01a2355c-7401-72b8-8dc5-c032312d9cd4", "ada")
+
+    assert context.reads == 4  # 7, 8, 9, then 10: applied
+    assert history.asked == 0
+
+
+async def test_with_redis_down_the_creator_asks_the_history_view() -> None:
+    history = History(owner="ada")
+    owners = ownership(Watermark(start=0, down=True), history)
+
+    await owners.created("01a2355c-7401-72b8-8dc5-c032312d9cd4", "ada", partition=3, offset=10)
+
+    assert history.asked == 1
+
+
+async def test_a_start_the_history_never_holds_is_not_found_for_its_creator() -> None:
+    owners = ownership(Watermark(start=0, down=True), History(owner=None))
+
+    with pytest.raises(Exception, match="404"):
+        await owners.created("01a2355c-7401-72b8-8dc5-c032312d9cd4", "ada", partition=3, offset=10)
