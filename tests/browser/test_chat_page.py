@@ -212,6 +212,30 @@ def test_regenerate_replaces_the_last_reply(page: Page) -> None:
     assert [m["role"] for m in history] == ["user", "assistant"] and history[1]["id"] != old_id
 
 
+def test_a_regenerated_reply_announced_before_its_request_returns_is_shown_once(page: Page) -> None:
+    """The conversation's feed announces the new reply as it begins; here the regenerate request's
+    answer reaches the page only once the reply has ended (a slow network, a busy browser), long
+    after the announcement: the page shows the new reply once, in the old one's place."""
+    held: list[tuple[Route, APIResponse]] = []
+    page.route("**/regenerate", lambda route: held.append((route, route.fetch())))  # sent now, answered later
+    sign_in(page)
+    send(page, scripted("say it again", itl_ms=SLOW_MS))
+    reply_ended(page)
+    page.click(f"{LAST_REPLY} button.regenerate")
+    while not held:
+        page.wait_for_timeout(20)  # lets Playwright run the route handler: the request is sent
+    route, answer = held[0]
+    new_id = answer.json()["response_id"]
+    while not any(m["id"] == new_id and m["status"] == "completed" for m in history_of(page)):
+        page.wait_for_timeout(50)
+
+    route.fulfill(response=answer)
+    page.wait_for_selector(f"{LAST_REPLY}[data-id='{new_id}']")
+    reply_ended(page)
+
+    expect(page.locator("#log .assistant")).to_have_count(1)
+
+
 def test_blocked_messages_and_failed_replies_get_a_clear_notice(page: Page) -> None:
     sign_in(page)
 
@@ -249,6 +273,13 @@ def test_the_sidebar_lists_renames_and_deletes_conversations(page: Page) -> None
     page.goto(f"{settings.api.url}/#/c/{older}")  # a deleted conversation's address
     page.wait_for_url("**/#/new")
     expect(page.locator("#notice")).to_contain_text("no conversation")
+
+
+def history_of(page: Page) -> list[dict]:
+    """The open conversation's messages, as the API has them."""
+    response = api_get(page, f"/v1/conversations/{conversation_id(page)}/messages")
+    response.raise_for_status()
+    return list(response.json())
 
 
 def api_get(page: Page, path: str) -> httpx.Response:

@@ -132,12 +132,18 @@ export class Chat {
   }
 
   async regenerate(view) {
-    const accepted = await call(`/v1/responses/${view.responseId}/regenerate`, {
-      method: "POST", body: { model: this.model.value },
-    });
-    view.element.remove();
-    this.replies.delete(view.responseId);
-    this.startReply(accepted.response_id);
+    // Sending: the feed may announce the new reply before this answer arrives; it is shown once, here.
+    this.sending = true;
+    try {
+      const accepted = await call(`/v1/responses/${view.responseId}/regenerate`, {
+        method: "POST", body: { model: this.model.value },
+      });
+      view.element.remove();
+      this.replies.delete(view.responseId);
+      this.startReply(accepted.response_id);
+    } finally {
+      this.sending = false;
+    }
   }
 
   async cancel() {
