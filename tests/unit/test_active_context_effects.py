@@ -87,3 +87,19 @@ def test_prompts_see_accepted_questions_and_finished_answers_in_id_order() -> No
 
 def test_a_conversation_with_no_turns_yet_has_an_empty_context() -> None:
     assert visible_turns({STARTED: "1"}) == []
+
+
+def test_a_prompt_for_an_earlier_turn_sees_only_the_turns_before_it() -> None:
+    a, b, c, d = (new_id() for _ in range(4))
+    fields = {
+        STARTED: "1",
+        d: turn("assistant", "later answer", "completed"),
+        a: turn("user", "first", "accepted"),
+        c: turn("user", "regenerated question", "accepted"),
+        b: turn("assistant", "answer", "completed"),
+    }
+    assert visible_turns(fields, before=c) == [
+        ChatTurn(role="user", content="first"),
+        ChatTurn(role="assistant", content="answer"),
+    ]
+    assert visible_turns(fields, before=a) == []
