@@ -21,6 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from fastapi import HTTPException, status
@@ -33,6 +34,7 @@ from schemas.events import id_created_ms
 
 PROJECTION_WAIT_S = 5.0
 POLL_S = 0.02  # the first poll: the projection is usually this close behind
+POLL_GROWTH = 2.0
 WATERMARK_POLL_S = 0.002  # the first poll of the watermark (one Redis read): the projection takes ~5-20 ms
 WATERMARK_POLL_GROWTH = 1.5
 MAX_POLL_S = 0.2  # polls back off to this, so a wait costs Cassandra a few dozen reads at most
@@ -156,25 +158,31 @@ async def eventually(lookup: Callable[[str], Awaitable[T | None]], key: str) -> 
     minted_ms = id_created_ms(key)
     if minted_ms is None or minted_ms / 1000 > time.time() + CLOCK_SKEW_S:
         return None
-    deadline = minted_ms / 1000 + PROJECTION_WAIT_S
-    poll = POLL_S
-    while (found := await lookup(key)) is None and (left := deadline - time.time()) > 0:
-        if await client_left_within(min(poll, left)):
-            return None  # nobody is waiting for the answer
-        poll = min(poll * 2, MAX_POLL_S)
-    return found
+    wait_s = minted_ms / 1000 + PROJECTION_WAIT_S - time.time()
+    return await _polled(partial(lookup, key), wait_s, POLL_S, POLL_GROWTH)
 
 
 async def _applied_within(context: LiveContext, partition: int, offset: int, timeout_s: float) -> bool:
     """Whether the live views apply the partition up to `offset` within the timeout (False too
     when the client leaves: nobody is waiting)."""
-    deadline = time.monotonic() + timeout_s
-    poll = WATERMARK_POLL_S
-    while await context.applied_offset(partition) < offset:
-        if time.monotonic() + poll > deadline or await client_left_within(poll):
-            return False
-        poll = min(poll * WATERMARK_POLL_GROWTH, MAX_POLL_S)
-    return True
+
+    async def applied() -> bool | None:
+        return True if await context.applied_offset(partition) >= offset else None
+
+    return await _polled(applied, timeout_s, WATERMARK_POLL_S, WATERMARK_POLL_GROWTH) is not None
+
+
+async def _polled(lookup: Callable[[], Awaitable[T | None]], wait_s: float, first_s: float, growth: float) -> T | None:
+    """The lookup's first answer that is not None, asked again after a pause that grows by
+    `growth` up to MAX_POLL_S, for `wait_s` at most; None when time is up or the client left."""
+    deadline = time.monotonic() + wait_s
+    pause_s = first_s
+    while (found := await lookup()) is None:
+        left_s = deadline - time.monotonic()
+        if left_s <= 0 or await client_left_within(min(pause_s, left_s)):
+            return None
+        pause_s = min(pause_s * growth, MAX_POLL_S)
+    return found
 
 
 def _not_found(kind: str, key: str) -> HTTPException:

@@ -298,8 +298,11 @@ class ActiveContext:
 
     async def applied_offset(self, partition: int) -> int:
         """The highest conversation-log offset of the partition applied here; -1 before any."""
-        applied = await self._redis.get(self._watermark_key(partition))
-        return -1 if applied is None else int(applied)
+        return offset_read(await self._redis.get(self._watermark_key(partition)))
+
+    def read_applied_offset(self, pipe: Pipeline, partition: int) -> None:
+        """Queue `applied_offset`'s read on `pipe` (its result: `offset_read`)."""
+        pipe.get(self._watermark_key(partition))
 
     async def turns_if_applied(
         self, conversation_id: str, before: str, partition: int, offset: int
@@ -316,6 +319,11 @@ class ActiveContext:
         read can share their round trip."""
         pipe.get(self._watermark_key(partition))
         pipe.hgetall(self._context_key(conversation_id))
+
+
+def offset_read(applied: str | None) -> int:
+    """`applied_offset`'s answer from the watermark read."""
+    return -1 if applied is None else int(applied)
 
 
 def turns_read(results: list[Any], before: str, offset: int) -> tuple[bool, list[ChatTurn] | None]:

@@ -9,7 +9,7 @@ watermark of one generation says nothing about another's turns.
 
 from __future__ import annotations
 
-from projections.active_context import turns_read
+from projections.active_context import offset_read, turns_read
 from projections.generations import Generations
 from projections.history import Conversation, History, Message, Response
 from schemas.events import ChatTurn
@@ -54,5 +54,8 @@ class LiveContext:
         return turns_read(results, before, offset)
 
     async def applied_offset(self, partition: int) -> int:
-        """As `ActiveContext.applied_offset`, on the live generation."""
-        return await (await self._generations.live_views()).context.applied_offset(partition)
+        """As `ActiveContext.applied_offset`, on the live generation, in one round trip."""
+        (applied,) = await self._generations.read_live(
+            lambda pipe, views: views.context.read_applied_offset(pipe, partition)
+        )
+        return offset_read(applied)

@@ -934,8 +934,8 @@ async def test_the_runner_writes_a_generation_being_built_from_where_it_was_left
 async def test_the_context_assembler_reads_the_generation_live_now_after_a_swap_it_was_not_told_of(
     cluster: Cluster,
 ) -> None:
-    """The live pointer is asked in the same round trip as the turns, which are read from the
-    generation last seen live: once a swap moved the pointer, they are read again from the new one."""
+    """The live pointer is asked in the same round trip as the turns (or the watermark), read from
+    the generation last seen live: once a swap moved the pointer, they are read again from the new one."""
     chat = Chat()
     asked = chat.submit("q1")
     partition = partition_for(chat.conversation_id, CONVERSATIONS)
@@ -950,12 +950,17 @@ async def test_the_context_assembler_reads_the_generation_live_now_after_a_swap_
             await (await known.views(name)).context.apply_all([(e, partition, n) for n, e in enumerate(events)])
         reader, later = LiveContext(known), new_id()
         before = await reader.turns_if_applied(chat.conversation_id, later, partition, 1)
+        applied_before = await reader.applied_offset(partition)
         await known.begin(old, new)
         await known.finish(old, new)  # the reader last saw `old` live
+        applied_after = await reader.applied_offset(partition)
+        await known.begin(new, old)
+        await known.finish(new, old)  # and back
         after = await reader.turns_if_applied(chat.conversation_id, later, partition, 1)
 
     assert before == (True, [ChatTurn(role="user", content="q1")])
-    assert after == (True, [ChatTurn(role="user", content="q1"), ChatTurn(role="assistant", content="a1")])
+    assert after == (True, [ChatTurn(role="user", content="q1")])
+    assert (applied_before, applied_after) == (2, 3)  # each generation's own watermark
 
 
 async def contents(known: Generations, name: str, chat: Chat) -> tuple[list[str], list[str]]:

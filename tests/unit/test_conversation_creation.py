@@ -72,3 +72,16 @@ async def test_a_start_the_history_never_holds_is_not_found_for_its_creator() ->
 
     with pytest.raises(Exception, match="404"):
         await owners.created("01a2355c-7401-72b8-8dc5-c032312d9cd4", "ada", partition=3, offset=10)
+
+
+async def test_a_watermark_that_stays_behind_is_waited_for_a_bounded_time_then_history_is_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("ingest_api.ownership.PROJECTION_WAIT_S", 0.05)
+    context, history = Watermark(start=0), History(owner="ada")
+    owners = ownership(context, history)
+
+    await owners.created("01a2355c-7401-72b8-8dc5-c032312d9cd4", "ada", partition=3, offset=10**9)
+
+    assert 1 <= context.reads <= 10  # polled from 2 ms, each pause 1.5x longer, for 50 ms: ~7 reads
+    assert history.asked == 1
