@@ -9,7 +9,6 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
-from sse_starlette.sse import AppStatus
 
 from infra.settings import settings
 from ingest_api.app import create_app
@@ -37,7 +36,5 @@ class ApiServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-# Streams end through the token feed, with their last chunk, not by sse-starlette cancelling them.
-AppStatus.disable_automatic_graceful_drain()
 configure_logging()
 ApiServer(create_app()).run()

@@ -1,4 +1,5 @@
-"""Server-Sent Events for the streams that carry every token, written straight to bytes.
+"""Server-Sent Events for the streams that carry every token (steno's and the OpenAI API's),
+written straight to bytes.
 
 sse-starlette's `EventSourceResponse` runs four tasks in a task group per stream and a cancel
 scope and a lock per chunk, and its `ServerSentEvent` builds each event through a StringIO and
@@ -28,6 +29,11 @@ def event_bytes(name: str, data: str, event_id: int | None = None) -> bytes:
     if event_id is None:
         return b"event: %s\r\ndata: %s\r\n\r\n" % (name.encode(), data.encode())
     return b"id: %d\r\nevent: %s\r\ndata: %s\r\n\r\n" % (event_id, name.encode(), data.encode())
+
+
+def event_data(data: bytes) -> bytes:
+    """An event of `data` alone (one line), as OpenAI's streams send them."""
+    return b"data: %s\r\n\r\n" % data
 
 
 def accepts_event_stream(accept: str) -> bool:

@@ -9,13 +9,13 @@ one id and `created`, the finish reason on the last choice chunk, an optional us
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from json.encoder import encode_basestring_ascii  # json.dumps of a str, in C
 from typing import Any
 
 from fastapi import APIRouter, status
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
-from sse_starlette import EventSourceResponse
 
 from infra.settings import settings
 from ingest_api.auth import User
@@ -28,6 +28,7 @@ from ingest_api.openai_api.prompt import prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending
 from ingest_api.openai_api.sampling import ResponseFormatParam, chat_format
 from ingest_api.services import Deps
+from ingest_api.sse import SseResponse, event_data
 from schemas.events import SamplingOptions, Usage
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
@@ -117,9 +118,7 @@ class ChatCompletionRequest(OpenAIRequest):
 
 
 @router.post("/chat/completions", response_model=None)
-async def create_chat_completion(
-    body: ChatCompletionRequest, user: User, deps: Deps
-) -> dict[str, Any] | EventSourceResponse:
+async def create_chat_completion(body: ChatCompletionRequest, user: User, deps: Deps) -> dict[str, Any] | SseResponse:
     pipeline.check_model(body.model)
     if body.n not in (None, 1):
         raise invalid("steno generates one choice per request: set n to 1", "n")
@@ -132,7 +131,7 @@ async def create_chat_completion(
         chat = await pipeline.begin(deps, user, request, body.model)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_streamed(deps, user, chat, include_usage), ping=settings.api.heartbeat_s)
+        return SseResponse(_streamed(deps, user, chat, include_usage), ping_s=settings.api.heartbeat_s)
     return _completion(chat, await pipeline.until_end(deps, chat))
 
 
@@ -149,24 +148,51 @@ def _completion(chat: Exchange, ending: Ending) -> dict[str, Any]:
     return _envelope(chat, "chat.completion", choices=[choice], usage=usage(ending.usage))
 
 
-async def _streamed(deps: Deps, user: str, chat: Exchange, include_usage: bool) -> AsyncIterator[str]:
+async def _streamed(deps: Deps, user: str, chat: Exchange, include_usage: bool) -> AsyncGenerator[bytes, None]:
+    """The reply as chunk events: each burst of tokens that arrives together in one write."""
     ended = False
+    deltas = DeltaEncoder(chat)
     try:
-        yield _chunk(chat, {"role": "assistant", "content": ""})
-        async for item in pipeline.follow(deps, chat):
-            if isinstance(item, Delta):
-                yield _chunk(chat, {"content": item.text})
-                continue
-            ended = True
-            if item.outcome == "failed":
-                yield json.dumps(error_body(500, f"generation failed: {item.detail}"))
-                return
-            yield _chunk(chat, {}, _finish_reason(item))
-            if include_usage:
-                yield json.dumps(_envelope(chat, "chat.completion.chunk", choices=[], usage=usage(item.usage)))
-            yield "[DONE]"
+        yield _data(_chunk(chat, {"role": "assistant", "content": ""}))
+        async for batch in pipeline.follow_batches(deps, chat):
+            lines = []
+            for item in batch:
+                if isinstance(item, Delta):
+                    lines.append(deltas.encode(item.text))
+                else:
+                    ended = True
+                    lines.extend(_ending(chat, item, include_usage))
+            yield b"".join(lines)
     finally:
         await pipeline.cancel_unless_ended(deps, user, chat, ended)
+
+
+def _ending(chat: Exchange, ending: Ending, include_usage: bool) -> list[bytes]:
+    """The stream's last events: an error, or the finish reason, the usage if asked, `[DONE]`."""
+    if ending.outcome == "failed":
+        return [_data(json.dumps(error_body(500, f"generation failed: {ending.detail}")))]
+    lines = [_data(_chunk(chat, {}, _finish_reason(ending)))]
+    if include_usage:
+        lines.append(_data(json.dumps(_envelope(chat, "chat.completion.chunk", choices=[], usage=usage(ending.usage)))))
+    return [*lines, _data("[DONE]")]
+
+
+def _data(text: str) -> bytes:
+    return event_data(text.encode())
+
+
+class DeltaEncoder:
+    """A stream's text chunks, encoded by filling the text into the chunk's JSON: the same bytes
+    as `json.dumps` of the whole chunk, which is built and encoded for every token otherwise."""
+
+    _MARK = "\x00"
+
+    def __init__(self, chat: Exchange) -> None:
+        before, after = _chunk(chat, {"content": self._MARK}).split(json.dumps(self._MARK))
+        self._before, self._after = before.encode(), after.encode()
+
+    def encode(self, text: str) -> bytes:
+        return event_data(self._before + encode_basestring_ascii(text).encode() + self._after)
 
 
 def _chunk(chat: Exchange, delta: dict[str, Any], finish_reason: str | None = None) -> str:

@@ -17,8 +17,8 @@ from infra.settings import settings
 from ingest_api import submission
 from ingest_api.openai_api.errors import OpenAIError
 from ingest_api.openai_api.prompt import Prompt
-from ingest_api.openai_api.reply import Delta, Ending, reply
-from ingest_api.response_stream import response_events
+from ingest_api.openai_api.reply import Delta, Ending, reply, reply_batches
+from ingest_api.response_stream import response_batches, response_events
 from ingest_api.services import Services
 from schemas.events import id_created_ms
 
@@ -83,6 +83,11 @@ def check_sizes(prompt: Prompt) -> None:
 def follow(deps: Services, exchange: Exchange) -> AsyncIterator[Delta | Ending]:
     """The reply from its first event: live, or from the log when it is older than the feed's memory."""
     return reply(response_events(deps.feed, exchange.conversation_id, exchange.response_id, None))
+
+
+def follow_batches(deps: Services, exchange: Exchange) -> AsyncIterator[list[Delta | Ending]]:
+    """`follow`, in the batches the events arrive in."""
+    return reply_batches(response_batches(deps.feed, exchange.conversation_id, exchange.response_id, None))
 
 
 async def until_end(deps: Services, exchange: Exchange) -> Ending:

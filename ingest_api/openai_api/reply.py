@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from ingest_api.positions import LoggedEvent
-from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated, Usage
+from schemas.events import ResponseEnded, ResponseRestarted, Usage
 
 DIVERGED = "the reply was regenerated after a failure and differs from the text already sent: ask again"
 
@@ -69,21 +69,54 @@ class SentText:
             raise Diverged(DIVERGED)
 
 
+class ReplyFold:
+    """A reply's events, in log order, folded one at a time into what the client is sent.
+
+    A token is read from its routing fields (`LoggedEvent.token`), never decoded into a model:
+    it is the one event a reply has many of."""
+
+    def __init__(self) -> None:
+        self._sent = SentText()
+
+    def next(self, item: LoggedEvent) -> Delta | Ending | None:
+        """The delta or the ending `item` makes; None when it sends the client nothing."""
+        try:
+            if item.token is not None:
+                new = self._sent.add(item.token[1])
+                return Delta(new) if new else None
+            event = item.event
+            if isinstance(event, ResponseRestarted):
+                self._sent.restart()
+            elif isinstance(event, ResponseEnded):
+                if event.outcome == "completed":
+                    self._sent.finish()
+                return Ending(event.outcome, event.finish_reason, event.detail, event.usage, self._sent.text)
+        except Diverged as exc:
+            return Ending("failed", "", str(exc), None, self._sent.text)
+        return None
+
+
 async def reply(events: AsyncIterator[LoggedEvent]) -> AsyncIterator[Delta | Ending]:
     """Deltas (never empty) and then exactly one Ending."""
-    sent = SentText()
+    fold = ReplyFold()
     async for item in events:
-        event = item.event
-        try:
-            if isinstance(event, TokenGenerated) and (new := sent.add(event.text)):
-                yield Delta(new)
-            elif isinstance(event, ResponseRestarted):
-                sent.restart()
-            elif isinstance(event, ResponseEnded) and event.outcome == "completed":
-                sent.finish()
-        except Diverged as exc:
-            yield Ending("failed", "", str(exc), None, sent.text)
-            return
-        if isinstance(event, ResponseEnded):
-            yield Ending(event.outcome, event.finish_reason, event.detail, event.usage, sent.text)
-            return
+        if (sent := fold.next(item)) is not None:
+            yield sent
+            if isinstance(sent, Ending):
+                return
+
+
+async def reply_batches(batches: AsyncIterator[list[LoggedEvent]]) -> AsyncIterator[list[Delta | Ending]]:
+    """`reply`, in the batches the events arrive in (each burst of tokens, for one socket write);
+    no batch is empty, and the one with the Ending is the last."""
+    fold = ReplyFold()
+    async for batch in batches:
+        sent: list[Delta | Ending] = []
+        for item in batch:
+            if (one := fold.next(item)) is not None:
+                sent.append(one)
+                if isinstance(one, Ending):
+                    yield sent
+                    return
+        if sent:
+            yield sent

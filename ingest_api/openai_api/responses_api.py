@@ -10,11 +10,11 @@ resumes exactly after event N, during the reply or long after it ended.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, status
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.convertors import Convertor, register_url_convertor
 
 from infra.settings import settings
@@ -33,6 +33,7 @@ from ingest_api.ownership import ResponseOwner, eventually
 from ingest_api.positions import LoggedEvent
 from ingest_api.response_stream import backlog
 from ingest_api.services import Deps, Services
+from ingest_api.sse import SseResponse, event_bytes
 from projections.history import Message
 from projections.status import Status
 from schemas.events import SamplingOptions
@@ -112,7 +113,7 @@ class CreateResponse(OpenAIRequest):
 
 
 @router.post("", response_model=None)
-async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[str, Any] | EventSourceResponse:
+async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[str, Any] | SseResponse:
     pipeline.check_model(body.model)
     if body.store is False and body.previous_response_id:
         raise invalid("store=false answers once and forgets: it cannot continue a stored conversation", "store")
@@ -144,7 +145,7 @@ async def retrieve_response(
     deps: Deps,
     stream: bool = False,
     starting_after: Annotated[int | None, Query(ge=-1)] = None,
-) -> dict[str, Any] | EventSourceResponse:
+) -> dict[str, Any] | SseResponse:
     owner = await deps.ownership.check_response(response_id, user)
     meta, turn_rows = await _meta(deps, owner, response_id)
     exchange = Exchange(owner.conversation_id, response_id, meta.model)
@@ -250,7 +251,7 @@ async def _listed(items: list[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
 
 async def _cancelling_when_abandoned(
     deps: Services, user: str, exchange: Exchange, events: AsyncIterator[dict[str, Any]], background: bool
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncGenerator[dict[str, Any], None]:
     """A foreground stream's reply is cancelled when its client leaves; a background one is not."""
     ended = False
     try:
@@ -262,9 +263,10 @@ async def _cancelling_when_abandoned(
             await pipeline.cancel_unless_ended(deps, user, exchange, ended)
 
 
-def _sse(events: AsyncIterator[dict[str, Any]]) -> EventSourceResponse:
-    async def encoded() -> AsyncIterator[ServerSentEvent]:
-        async for event in events:
-            yield ServerSentEvent(data=json.dumps(event), event=event["type"])
+def _sse(events: AsyncGenerator[dict[str, Any], None]) -> SseResponse:
+    async def encoded() -> AsyncGenerator[bytes, None]:
+        async with aclosing(events):
+            async for event in events:
+                yield event_bytes(event["type"], json.dumps(event))
 
-    return EventSourceResponse(encoded(), ping=settings.api.heartbeat_s)
+    return SseResponse(encoded(), ping_s=settings.api.heartbeat_s)

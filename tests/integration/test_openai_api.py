@@ -223,6 +223,20 @@ async def test_a_streaming_client_that_leaves_cancels_its_reply(client: openai.A
     assert reply["status"] == "cancelled"
 
 
+async def test_a_responses_stream_whose_client_leaves_cancels_its_reply(
+    client: openai.AsyncOpenAI, steno: StenoClient
+) -> None:
+    stream = await client.responses.create(model="scripted", input=LONG, stream=True)
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    await stream.close()
+
+    conversation = await only_conversation(steno)
+    reply = (await steno.settled_history(conversation, timeout_s=20))[1]
+    assert reply["status"] == "cancelled"
+
+
 async def test_an_unstored_response_answers_then_leaves_history(client: openai.AsyncOpenAI, steno: StenoClient) -> None:
     async with client.responses.stream(model="scripted", input=LONG, store=False) as stream:
         conversation = await only_conversation(steno)  # listed while its reply streams

@@ -3,14 +3,18 @@ deltas (across a generation restart), and a reply to numbered Responses events."
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import pytest
+from sse_starlette import ServerSentEvent
 
+from ingest_api.openai_api.chat_completions import DeltaEncoder
 from ingest_api.openai_api.errors import OpenAIError
+from ingest_api.openai_api.exchange import Exchange
 from ingest_api.openai_api.prompt import Turn, prompt, turn
-from ingest_api.openai_api.reply import DIVERGED, Delta, Ending, reply
+from ingest_api.openai_api.reply import DIVERGED, Delta, Ending, reply, reply_batches
 from ingest_api.openai_api.response_object import ResponseMeta, response_object, stream_events
 from ingest_api.positions import LoggedEvent, TokenStreamEvent
 from schemas.events import ResponseEnded, ResponseRestarted, TokenGenerated, Usage, new_id
@@ -106,6 +110,28 @@ async def test_a_restart_that_ends_short_of_the_sent_text_fails_the_reply() -> N
     assert isinstance(items[-1], Ending) and items[-1].outcome == "failed"
 
 
+async def test_a_reply_in_batches_is_the_same_reply_grouped_as_its_events_arrived() -> None:
+    restarted = ResponseRestarted(**IDS, attempt=2)
+    events: list[TokenStreamEvent] = [
+        *tokens("Hel", "lo"),
+        restarted,
+        *tokens("He", "llo", "!", attempt=2),
+        ended(),
+        *tokens("late"),
+    ]
+    arrivals = [events[:1], events[1:4], events[4:5], events[5:]]  # the ending's batch holds a stray event after it
+
+    async def batches() -> AsyncIterator[list[LoggedEvent]]:
+        offsets = iter(range(len(events)))
+        for arrival in arrivals:
+            yield [LoggedEvent(next(offsets), event) for event in arrival]
+
+    batched = [batch async for batch in reply_batches(batches())]
+
+    assert batched == [[Delta("Hel")], [Delta("lo")], [Delta("!"), (await collected(logged(*events)))[-1]]]
+    assert [item for batch in batched for item in batch] == await collected(logged(*events))
+
+
 async def test_responses_events_are_numbered_the_same_way_every_time() -> None:
     meta = ResponseMeta(new_id(), "scripted")
     log: list[TokenStreamEvent] = [*tokens("Hi", "!"), ended()]
@@ -157,3 +183,19 @@ async def test_each_outcome_has_its_responses_status(
     assert final["response"]["incomplete_details"] == details
     assert (final["response"]["error"] is not None) == (status == "failed")
     assert response_object(ResponseMeta(new_id(), "scripted"), ending.text, ending)["status"] == status
+
+
+def test_a_streamed_chat_chunk_is_the_bytes_sse_starlette_wrote_for_its_json() -> None:
+    """Clients parse the same bytes as when each chunk was a dict through json.dumps and
+    sse-starlette: spacing, escapes (non-ASCII, quotes, line breaks, NUL inside a token)."""
+    chat = Exchange(conversation_id="c", response_id=new_id(), model="scripted")
+    encoder = DeltaEncoder(chat)
+    for text in ["t0 ", "", 'say "hi"\n', "naïve ☕ 😀", "\\ \r\t\u2028", "\x00"]:
+        chunk = {
+            "id": f"chatcmpl-{chat.response_id}",
+            "object": "chat.completion.chunk",
+            "created": chat.created,
+            "model": "scripted",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None, "logprobs": None}],
+        }
+        assert encoder.encode(text) == ServerSentEvent(data=json.dumps(chunk)).encode()
