@@ -35,6 +35,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 FINISH_REASONS = {"cancelled": "stop", "blocked": "content_filter"}
 MAX_STOPS = 4
+SHUTTING_DOWN = "the API instance serving this stream is shutting down (a deploy); the reply was stopped: ask again"
 
 
 STOP = (
@@ -149,7 +150,11 @@ def _completion(chat: Exchange, ending: Ending) -> dict[str, Any]:
 
 
 async def _streamed(deps: Deps, user: str, chat: Exchange, include_usage: bool) -> AsyncGenerator[bytes, None]:
-    """The reply as chunk events: each burst of tokens that arrives together in one write."""
+    """The reply as chunk events: each burst of tokens that arrives together in one write.
+
+    A stream the API ends before the reply (it is shutting down: a deploy) ends with an error
+    event, which OpenAI's SDKs raise as an APIError: a stream that just stopped would read as a
+    whole reply cut short. The reply is then cancelled, as for a client that left."""
     ended = False
     deltas = DeltaEncoder(chat)
     try:
@@ -163,6 +168,8 @@ async def _streamed(deps: Deps, user: str, chat: Exchange, include_usage: bool) 
                     ended = True
                     lines.extend(_ending(chat, item, include_usage))
             yield b"".join(lines)
+        if not ended:  # the process is shutting down; a chat completion cannot be resumed elsewhere
+            yield _data(json.dumps(error_body(503, SHUTTING_DOWN)))
     finally:
         await pipeline.cancel_unless_ended(deps, user, chat, ended)
 

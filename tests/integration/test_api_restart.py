@@ -8,11 +8,14 @@ import os
 import signal
 
 import httpx
+import openai
 import psutil
 import pytest
 
 from infra import supervisor
 from infra.settings import settings
+from ingest_api.auth import issue_token
+from ingest_api.openai_api.chat_completions import SHUTTING_DOWN
 from tests.integration.steno_client import Sse, StenoClient, scripted, text_of, until
 
 pytestmark = pytest.mark.chaos
@@ -61,6 +64,35 @@ async def test_sigterm_ends_open_streams_cleanly_and_the_client_resumes(alice: S
 
     assert before[-1].event == "token", "the stream should have ended before the reply did"
     await _assert_whole_reply(alice, conversation, before + after)
+
+
+async def test_sigterm_ends_an_openai_chat_stream_with_an_error_the_sdk_raises(alice: StenoClient) -> None:
+    """A chat completion cannot be resumed on another instance: its stream must not just stop,
+    which the SDK would read as a whole reply. It ends with an error event, and the reply is
+    stopped (cancelled in history) as for a client that left."""
+    sdk = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(alice.user), max_retries=0)
+    stream = await sdk.chat.completions.create(
+        model="scripted", messages=[{"role": "user", "content": scripted(WORDS, itl_ms=100)}], stream=True
+    )
+    old_pid = _api_pid()
+    received: list[str] = []
+
+    async def read_terminating_the_api() -> None:
+        async for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+            if len(received) == 2:  # the role's chunk, then a token
+                os.kill(old_pid, signal.SIGTERM)
+
+    with pytest.raises(openai.APIError, match="shutting down") as raised:
+        await read_terminating_the_api()
+    await sdk.close()
+    await asyncio.to_thread(psutil.Process(old_pid).wait, 30)
+    await until(lambda: _api_serving_again(old_pid), timeout_s=30)
+
+    [conversation] = [c["id"] for c in (await alice.http.get("/v1/conversations")).json()]
+    [_, reply] = await alice.settled_history(conversation, timeout_s=20)
+    assert raised.value.body == {"message": SHUTTING_DOWN, "type": "server_error", "param": None, "code": None}
+    assert reply["status"] == "cancelled" and reply["content"].startswith("".join(received))
 
 
 def _api_pid() -> int:
