@@ -8,7 +8,7 @@ that is what lets `?starting_after=N` resume a stream exactly, even after the re
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ from schemas.events import Usage, id_created_ms
 
 RESPONSE_PREFIX = "resp_"
 TERMINAL_EVENTS = {"completed": "response.completed", "failed": "response.failed"}
+ENDING_TYPES = {*TERMINAL_EVENTS.values(), "response.incomplete"}  # a stream's last event is one of these
 
 
 @dataclass(frozen=True)
@@ -65,34 +66,64 @@ def response_object(meta: ResponseMeta, text: str, ending: Ending | None) -> dic
     }
 
 
-async def stream_events(meta: ResponseMeta, reply: AsyncIterator[Delta | Ending]) -> AsyncIterator[dict[str, Any]]:
-    """The reply as Responses stream events, each with its `sequence_number`."""
-    sequence = 0
+class StreamEvents:
+    """The reply as Responses stream events, each with its `sequence_number`: the opening ones,
+    then those of each delta and of the ending, in order."""
 
-    def numbered(kind: str, **fields: Any) -> dict[str, Any]:
-        nonlocal sequence
-        sequence += 1
-        return {"type": kind, "sequence_number": sequence - 1, **fields}
+    def __init__(self, meta: ResponseMeta) -> None:
+        self._meta = meta
+        self._sequence = 0
+        self._text = ""
 
-    yield numbered("response.created", response=response_object(meta, "", None))
-    yield numbered("response.in_progress", response=response_object(meta, "", None))
-    text, where = "", {"item_id": meta.item_id, "output_index": 0}
-    async for item in reply:
-        if isinstance(item, Delta):
-            if not text:
-                yield numbered("response.output_item.added", output_index=0, item=_message(meta, "", "in_progress", []))
-                yield numbered("response.content_part.added", **where, content_index=0, part=_text_part(""))
-            text += item.text
-            yield numbered("response.output_text.delta", **where, content_index=0, delta=item.text, logprobs=[])
-            continue
+    def opening(self) -> list[dict[str, Any]]:
+        in_progress = response_object(self._meta, "", None)
+        return [
+            self._numbered("response.created", response=in_progress),
+            self._numbered("response.in_progress", response=in_progress),
+        ]
+
+    def of(self, item: Delta | Ending) -> list[dict[str, Any]]:
+        return self._delta(item) if isinstance(item, Delta) else self._ending(item)
+
+    def _delta(self, delta: Delta) -> list[dict[str, Any]]:
+        events = []
+        if not self._text:
+            item = _message(self._meta, "", "in_progress", [])
+            events.append(self._numbered("response.output_item.added", output_index=0, item=item))
+            events.append(self._in_part("response.content_part.added", part=_text_part("")))
+        self._text += delta.text
+        events.append(self._in_part("response.output_text.delta", delta=delta.text, logprobs=[]))
+        return events
+
+    def _ending(self, ending: Ending) -> list[dict[str, Any]]:
+        events, text = [], self._text
         if text:
-            status = _item_status(item)
-            yield numbered("response.output_text.done", **where, content_index=0, text=text, logprobs=[])
-            yield numbered("response.content_part.done", **where, content_index=0, part=_text_part(text))
-            yield numbered("response.output_item.done", output_index=0, item=_message(meta, text, status))
-        final = response_object(meta, text, item)
-        yield numbered(TERMINAL_EVENTS.get(final["status"], "response.incomplete"), response=final)
-        return
+            item = _message(self._meta, text, _item_status(ending))
+            events.append(self._in_part("response.output_text.done", text=text, logprobs=[]))
+            events.append(self._in_part("response.content_part.done", part=_text_part(text)))
+            events.append(self._numbered("response.output_item.done", output_index=0, item=item))
+        final = response_object(self._meta, text, ending)
+        events.append(self._numbered(TERMINAL_EVENTS.get(final["status"], "response.incomplete"), response=final))
+        return events
+
+    def _in_part(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """An event of the message's one text part."""
+        return self._numbered(kind, item_id=self._meta.item_id, output_index=0, content_index=0, **fields)
+
+    def _numbered(self, kind: str, **fields: Any) -> dict[str, Any]:
+        self._sequence += 1
+        return {"type": kind, "sequence_number": self._sequence - 1, **fields}
+
+
+async def stream_events(
+    meta: ResponseMeta, reply: AsyncIterator[list[Delta | Ending]]
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """The reply's stream events, in a batch for each batch of the reply (the opening events
+    first): one socket write for each burst of tokens."""
+    events = StreamEvents(meta)
+    yield events.opening()
+    async for batch in reply:
+        yield [event for item in batch for event in events.of(item)]
 
 
 def _final_state(ending: Ending) -> tuple[str, dict[str, str] | None, dict[str, str] | None]:

@@ -27,7 +27,13 @@ from ingest_api.openai_api.exchange import Exchange
 from ingest_api.openai_api.fields import END_USER, NO_CACHE, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
 from ingest_api.openai_api.prompt import Turn, prompt, turn
 from ingest_api.openai_api.reply import Delta, Ending, reply
-from ingest_api.openai_api.response_object import RESPONSE_PREFIX, ResponseMeta, response_object, stream_events
+from ingest_api.openai_api.response_object import (
+    ENDING_TYPES,
+    RESPONSE_PREFIX,
+    ResponseMeta,
+    response_object,
+    stream_events,
+)
 from ingest_api.openai_api.sampling import TextFormatParam, text_format
 from ingest_api.ownership import ResponseOwner, eventually
 from ingest_api.positions import LoggedEvent
@@ -52,6 +58,7 @@ class OpenAIResponseId(Convertor[str]):
 
 
 register_url_convertor("openai_response", OpenAIResponseId())
+Events = list[dict[str, Any]]  # stream events sent together
 FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.BLOCKED}
 router = APIRouter(prefix="/v1/responses", tags=["openai"], route_class=OpenAIRoute, lifespan=unstored.sweeping)
 
@@ -130,7 +137,7 @@ async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[
         exchange.response_id, body.model, bool(body.background), body.previous_response_id, body.instructions
     )
     if body.stream:
-        events = stream_events(meta, pipeline.follow(deps, exchange))
+        events = stream_events(meta, pipeline.follow_batches(deps, exchange))
         return _sse(_cancelling_when_abandoned(deps, user, exchange, events, bool(body.background)))
     if body.background:
         return response_object(meta, "", None)
@@ -151,8 +158,8 @@ async def retrieve_response(
     exchange = Exchange(owner.conversation_id, response_id, meta.model)
     if stream:
         after = -1 if starting_after is None else starting_after
-        events = stream_events(meta, pipeline.follow(deps, exchange))
-        return _sse(event async for event in events if event["sequence_number"] > after)
+        events = stream_events(meta, pipeline.follow_batches(deps, exchange))
+        return _sse(_after(events, after))
     return await _current(deps, meta, exchange, turn_rows)
 
 
@@ -250,23 +257,32 @@ async def _listed(items: list[LoggedEvent]) -> AsyncIterator[LoggedEvent]:
 
 
 async def _cancelling_when_abandoned(
-    deps: Services, user: str, exchange: Exchange, events: AsyncIterator[dict[str, Any]], background: bool
-) -> AsyncGenerator[dict[str, Any], None]:
+    deps: Services, user: str, exchange: Exchange, batches: AsyncIterator[Events], background: bool
+) -> AsyncGenerator[Events, None]:
     """A foreground stream's reply is cancelled when its client leaves; a background one is not."""
     ended = False
     try:
-        async for event in events:
-            ended = event["type"] in ("response.completed", "response.failed", "response.incomplete")
-            yield event
+        async for batch in batches:
+            ended = any(event["type"] in ENDING_TYPES for event in batch)
+            yield batch
     finally:
         if not background:
             await pipeline.cancel_unless_ended(deps, user, exchange, ended)
 
 
-def _sse(events: AsyncGenerator[dict[str, Any], None]) -> SseResponse:
+async def _after(batches: AsyncIterator[Events], after: int) -> AsyncGenerator[Events, None]:
+    """The events numbered past `after` (a client resuming a stream)."""
+    async for batch in batches:
+        if later := [event for event in batch if event["sequence_number"] > after]:
+            yield later
+
+
+def _sse(batches: AsyncGenerator[Events, None]) -> SseResponse:
+    """Each batch of events as one chunk."""
+
     async def encoded() -> AsyncGenerator[bytes, None]:
-        async with aclosing(events):
-            async for event in events:
-                yield event_bytes(event["type"], json.dumps(event))
+        async with aclosing(batches):
+            async for batch in batches:
+                yield b"".join(event_bytes(event["type"], json.dumps(event)) for event in batch)
 
     return SseResponse(encoded(), ping_s=settings.api.heartbeat_s)

@@ -23,16 +23,16 @@ ENDINGS = [
 ]
 
 
-async def items(ending: Ending) -> AsyncIterator[Delta | Ending]:
-    for piece in ("Hi", "!")[: len(ending.text) and 2]:
-        yield Delta(piece)
-    yield ending
+async def items(ending: Ending) -> AsyncIterator[list[Delta | Ending]]:
+    """The reply in two batches: its deltas, then its ending."""
+    yield [Delta(piece) for piece in ("Hi", "!")[: len(ending.text) and 2]]
+    yield [ending]
 
 
 @pytest.mark.parametrize("ending", ENDINGS, ids=lambda e: f"{e.outcome}-{e.finish_reason}")
 async def test_every_stream_event_and_response_state_conforms(ending: Ending) -> None:
     meta = ResponseMeta(new_id(), "scripted", previous_response_id="resp_x", instructions="be brief")
-    events = [event async for event in stream_events(meta, items(ending))]
+    events = [event async for batch in stream_events(meta, items(ending)) for event in batch]
 
     for event in events:
         conform(event, "ResponseStreamEvent")

@@ -41,6 +41,16 @@ def ended(outcome: Outcome = "completed", finish_reason: str = "stop") -> Respon
     )
 
 
+async def one_by_one(items: AsyncIterator[Delta | Ending]) -> AsyncIterator[list[Delta | Ending]]:
+    async for item in items:
+        yield [item]
+
+
+async def listed(batches: list[list[LoggedEvent]]) -> AsyncIterator[list[LoggedEvent]]:
+    for batch in batches:
+        yield batch
+
+
 async def collected(events: AsyncIterator[LoggedEvent]) -> list[Delta | Ending]:
     return [item async for item in reply(events)]
 
@@ -119,14 +129,10 @@ async def test_a_reply_in_batches_is_the_same_reply_grouped_as_its_events_arrive
         ended(),
         *tokens("late"),
     ]
-    arrivals = [events[:1], events[1:4], events[4:5], events[5:]]  # the ending's batch holds a stray event after it
+    positioned = [LoggedEvent(offset, event) for offset, event in enumerate(events)]
+    arrivals = [positioned[:1], positioned[1:4], positioned[4:5], positioned[5:]]  # a stray event after the ending
 
-    async def batches() -> AsyncIterator[list[LoggedEvent]]:
-        offsets = iter(range(len(events)))
-        for arrival in arrivals:
-            yield [LoggedEvent(next(offsets), event) for event in arrival]
-
-    batched = [batch async for batch in reply_batches(batches())]
+    batched = [batch async for batch in reply_batches(listed(arrivals))]
 
     assert batched == [[Delta("Hel")], [Delta("lo")], [Delta("!"), (await collected(logged(*events)))[-1]]]
     assert [item for batch in batched for item in batch] == await collected(logged(*events))
@@ -136,8 +142,9 @@ async def test_responses_events_are_numbered_the_same_way_every_time() -> None:
     meta = ResponseMeta(new_id(), "scripted")
     log: list[TokenStreamEvent] = [*tokens("Hi", "!"), ended()]
 
-    first = [e async for e in stream_events(meta, reply(logged(*log)))]
-    second = [e async for e in stream_events(meta, reply(logged(*log)))]
+    first = [e async for batch in stream_events(meta, one_by_one(reply(logged(*log)))) for e in batch]
+    arrivals = [[LoggedEvent(0, log[0])], [LoggedEvent(1, log[1]), LoggedEvent(2, log[2])]]
+    second = [e async for batch in stream_events(meta, reply_batches(listed(arrivals))) for e in batch]
 
     assert first == second
     assert [e["sequence_number"] for e in first] == list(range(len(first)))
@@ -174,10 +181,10 @@ async def test_responses_events_are_numbered_the_same_way_every_time() -> None:
 async def test_each_outcome_has_its_responses_status(
     ending: Ending, status: str, event: str, details: dict | None
 ) -> None:
-    async def just(item: Ending) -> AsyncIterator[Ending]:
-        yield item
+    async def just(item: Ending) -> AsyncIterator[list[Delta | Ending]]:
+        yield [item]
 
-    final = [e async for e in stream_events(ResponseMeta(new_id(), "scripted"), just(ending))][-1]
+    final = [e async for batch in stream_events(ResponseMeta(new_id(), "scripted"), just(ending)) for e in batch][-1]
 
     assert (final["type"], final["response"]["status"]) == (event, status)
     assert final["response"]["incomplete_details"] == details
