@@ -25,7 +25,7 @@ from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, error_body, i
 from ingest_api.openai_api.exchange import Exchange
 from ingest_api.openai_api.fields import END_USER, NO_CACHE, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
 from ingest_api.openai_api.prompt import prompt, turn
-from ingest_api.openai_api.reply import Delta, Ending
+from ingest_api.openai_api.reply import SHUTTING_DOWN, Delta, Ending
 from ingest_api.openai_api.sampling import ResponseFormatParam, chat_format
 from ingest_api.services import Deps
 from ingest_api.sse import SseResponse, event_data
@@ -35,7 +35,6 @@ router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 
 FINISH_REASONS = {"cancelled": "stop", "blocked": "content_filter"}
 MAX_STOPS = 4
-SHUTTING_DOWN = "the API instance serving this stream is shutting down (a deploy); the reply was stopped: ask again"
 
 
 STOP = (

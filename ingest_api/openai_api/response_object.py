@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ingest_api.openai_api.reply import Delta, Ending
+from ingest_api.openai_api.reply import SHUTTING_DOWN, Delta, Ending
 from schemas.events import Usage, id_created_ms
 
 RESPONSE_PREFIX = "resp_"
@@ -74,6 +74,7 @@ class StreamEvents:
         self._meta = meta
         self._sequence = 0
         self._text = ""
+        self.ended = False
 
     def opening(self) -> list[dict[str, Any]]:
         in_progress = response_object(self._meta, "", None)
@@ -102,9 +103,14 @@ class StreamEvents:
             events.append(self._in_part("response.output_text.done", text=text, logprobs=[]))
             events.append(self._in_part("response.content_part.done", part=_text_part(text)))
             events.append(self._numbered("response.output_item.done", output_index=0, item=item))
+        self.ended = True
         final = response_object(self._meta, text, ending)
         events.append(self._numbered(TERMINAL_EVENTS.get(final["status"], "response.incomplete"), response=final))
         return events
+
+    def interrupted(self) -> dict[str, Any]:
+        """The error event of a stream the API ends before the reply's end (it is shutting down)."""
+        return self._numbered("error", code="server_shutting_down", message=SHUTTING_DOWN, param=None)
 
     def _in_part(self, kind: str, **fields: Any) -> dict[str, Any]:
         """An event of the message's one text part."""
@@ -119,11 +125,17 @@ async def stream_events(
     meta: ResponseMeta, reply: AsyncIterator[list[Delta | Ending]]
 ) -> AsyncGenerator[list[dict[str, Any]], None]:
     """The reply's stream events, in a batch for each batch of the reply (the opening events
-    first): one socket write for each burst of tokens."""
+    first): one socket write for each burst of tokens.
+
+    A foreground stream the API ends before the reply's end (a deploy) ends with an error event:
+    its reply is stopped, and a stream that just stopped would read as a whole, shorter one. A
+    background one is resumed by its client instead (`starting_after`), the numbering unchanged."""
     events = StreamEvents(meta)
     yield events.opening()
     async for batch in reply:
         yield [event for item in batch for event in events.of(item)]
+    if not events.ended and not meta.background:
+        yield [events.interrupted()]
 
 
 def _final_state(ending: Ending) -> tuple[str, dict[str, str] | None, dict[str, str] | None]:

@@ -11,11 +11,12 @@ import httpx
 import openai
 import psutil
 import pytest
+from openai.types.responses import ResponseErrorEvent, ResponseTextDeltaEvent
 
 from infra import supervisor
 from infra.settings import settings
 from ingest_api.auth import issue_token
-from ingest_api.openai_api.chat_completions import SHUTTING_DOWN
+from ingest_api.openai_api.reply import SHUTTING_DOWN
 from tests.integration.steno_client import Sse, StenoClient, scripted, text_of, until
 
 pytestmark = pytest.mark.chaos
@@ -93,6 +94,28 @@ async def test_sigterm_ends_an_openai_chat_stream_with_an_error_the_sdk_raises(a
     [_, reply] = await alice.settled_history(conversation, timeout_s=20)
     assert raised.value.body == {"message": SHUTTING_DOWN, "type": "server_error", "param": None, "code": None}
     assert reply["status"] == "cancelled" and reply["content"].startswith("".join(received))
+
+
+async def test_sigterm_ends_a_foreground_responses_stream_with_an_error_event(alice: StenoClient) -> None:
+    """The same for the Responses API: a foreground stream's reply is stopped, and its stream says
+    so with OpenAI's `error` event rather than just stopping."""
+    sdk = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(alice.user), max_retries=0)
+    stream = await sdk.responses.create(model="scripted", input=scripted(WORDS, itl_ms=100), stream=True)
+    old_pid = _api_pid()
+    events = []
+    async for event in stream:
+        events.append(event)
+        if isinstance(event, ResponseTextDeltaEvent) and len(events) == 5:  # created, in_progress, two added
+            os.kill(old_pid, signal.SIGTERM)
+    await sdk.close()
+    await asyncio.to_thread(psutil.Process(old_pid).wait, 30)
+    await until(lambda: _api_serving_again(old_pid), timeout_s=30)
+
+    [conversation] = [c["id"] for c in (await alice.http.get("/v1/conversations")).json()]
+    [_, reply] = await alice.settled_history(conversation, timeout_s=20)
+    received = "".join(e.delta for e in events if isinstance(e, ResponseTextDeltaEvent))
+    assert isinstance(events[-1], ResponseErrorEvent) and events[-1].message == SHUTTING_DOWN
+    assert reply["status"] == "cancelled" and reply["content"].startswith(received)
 
 
 def _api_pid() -> int:

@@ -40,6 +40,23 @@ async def test_every_stream_event_and_response_state_conforms(ending: Ending) ->
     conform(response_object(meta, ending.text, ending), "Response")
 
 
+@pytest.mark.parametrize("background", [False, True])
+async def test_a_stream_cut_before_its_end_tells_a_foreground_client_so(background: bool) -> None:
+    """The API shutting down ends the reply's batches early: a foreground stream (whose reply is
+    then stopped) ends with an error event; a background one just ends, to be resumed."""
+    meta = ResponseMeta(new_id(), "scripted", background=background)
+
+    async def cut() -> AsyncIterator[list[Delta | Ending]]:
+        yield [Delta("Hi")]
+
+    events = [event async for batch in stream_events(meta, cut()) for event in batch]
+
+    for event in events:
+        conform(event, "ResponseStreamEvent")
+    assert events[-1]["type"] == ("response.output_text.delta" if background else "error")
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+
+
 @pytest.mark.parametrize("status", [400, 401, 404, 409, 413, 500, 503])
 def test_errors_conform(status: int) -> None:
     body: dict[str, Any] = error_body(status, "what went wrong", param="messages", code="some_code")
