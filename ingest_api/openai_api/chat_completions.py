@@ -132,7 +132,7 @@ async def create_chat_completion(body: ChatCompletionRequest, user: User, deps: 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return SseResponse(_streamed(deps, user, chat, include_usage), ping_s=settings.api.heartbeat_s)
-    return _completion(chat, await pipeline.until_end(deps, chat))
+    return _completion(chat, await pipeline.answered(deps, user, chat))
 
 
 def _completion(chat: Exchange, ending: Ending) -> dict[str, Any]:

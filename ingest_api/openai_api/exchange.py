@@ -17,7 +17,7 @@ from infra.settings import settings
 from ingest_api import submission
 from ingest_api.openai_api.errors import OpenAIError
 from ingest_api.openai_api.prompt import Prompt
-from ingest_api.openai_api.reply import Delta, Ending, reply, reply_batches
+from ingest_api.openai_api.reply import SHUTTING_DOWN, Delta, Ending, reply, reply_batches
 from ingest_api.response_stream import response_batches, response_events
 from ingest_api.services import Services
 from schemas.events import id_created_ms
@@ -90,15 +90,34 @@ def follow_batches(deps: Services, exchange: Exchange) -> AsyncIterator[list[Del
     return reply_batches(response_batches(deps.feed, exchange.conversation_id, exchange.response_id, None))
 
 
+class Interrupted(OpenAIError):
+    """The API is shutting down before the reply's end: its token feed ended every wait (a 503,
+    which OpenAI's SDKs retry)."""
+
+    def __init__(self) -> None:
+        super().__init__(status.HTTP_503_SERVICE_UNAVAILABLE, SHUTTING_DOWN, code="server_shutting_down")
+
+
 async def until_end(deps: Services, exchange: Exchange) -> Ending:
+    """The reply's ending; raises Interrupted if the API shuts down first."""
     async for item in follow(deps, exchange):
         if isinstance(item, Ending):
             return item
-    raise RuntimeError("a reply's events ended without its ending")  # response_events ends only at the end
+    raise Interrupted
+
+
+async def answered(deps: Services, user: str, exchange: Exchange) -> Ending:
+    """`until_end` for a client waiting on the whole reply: if the API shuts down first, the
+    reply is stopped (nobody will read it) and the client told to ask again."""
+    try:
+        return await until_end(deps, exchange)
+    except Interrupted:
+        await cancel_unless_ended(deps, user, exchange, ended=False)
+        raise
 
 
 async def cancel_unless_ended(deps: Services, user: str, exchange: Exchange, ended: bool) -> None:
-    """A streaming client that went away no longer wants the reply: stop generating it."""
+    """A client that went away (or was sent away) no longer wants the reply: stop generating it."""
     if ended or deps.feed.has_ended(exchange.response_id):
         return
     with anyio.CancelScope(shield=True):  # runs while the disconnected stream is being cancelled

@@ -17,8 +17,8 @@ from ingest_api.positions import LoggedEvent
 from schemas.events import ResponseEnded, ResponseRestarted, Usage
 
 DIVERGED = "the reply was regenerated after a failure and differs from the text already sent: ask again"
-# A stream the API ends before its reply's end: it is shutting down (`TokenFeed.close_streams`).
-SHUTTING_DOWN = "the API instance serving this stream is shutting down (a deploy); the reply was stopped: ask again"
+# A request the API ends before its reply's end: it is shutting down (`TokenFeed.close_streams`).
+SHUTTING_DOWN = "the API instance serving this request is shutting down (a deploy); the reply was stopped: ask again"
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[
         return _sse(_cancelling_when_abandoned(deps, user, exchange, events, bool(body.background)))
     if body.background:
         return response_object(meta, "", None)
-    ending = await pipeline.until_end(deps, exchange)
+    ending = await pipeline.answered(deps, user, exchange)
     return response_object(meta, ending.text, ending)
 
 

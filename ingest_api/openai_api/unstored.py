@@ -62,7 +62,10 @@ def forget_once_answered(deps: Services, user: str, exchange: Exchange) -> None:
     """Delete the exchange's conversation when its reply ends (the intent is already written)."""
 
     async def forget() -> None:
-        await pipeline.until_end(deps, exchange)
+        try:
+            await pipeline.until_end(deps, exchange)
+        except pipeline.Interrupted:
+            return  # the process is shutting down: an API process's sweep carries the intent out
         await _forget(deps, user, exchange.conversation_id)
 
     task = asyncio.create_task(forget())

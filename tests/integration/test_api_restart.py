@@ -118,6 +118,39 @@ async def test_sigterm_ends_a_foreground_responses_stream_with_an_error_event(al
     assert reply["status"] == "cancelled" and reply["content"].startswith(received)
 
 
+async def test_sigterm_answers_a_waiting_chat_completion_503_and_stops_its_reply(alice: StenoClient) -> None:
+    """A client waiting for a whole (non-streamed) reply gets a 503, which OpenAI's SDKs retry,
+    rather than a 500 or a cut connection; the reply it will not read is stopped."""
+    sdk = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(alice.user), max_retries=0)
+    content = scripted(WORDS, itl_ms=100)
+    waiting = asyncio.create_task(
+        sdk.chat.completions.create(model="scripted", messages=[{"role": "user", "content": content}])
+    )
+    await until(lambda: _listed_conversations(alice, 1), timeout_s=20)
+    old_pid = _api_pid()
+
+    os.kill(old_pid, signal.SIGTERM)
+    with pytest.raises(openai.APIStatusError, match="shutting down") as raised:
+        await waiting
+    await sdk.close()
+    await asyncio.to_thread(psutil.Process(old_pid).wait, 30)
+    await until(lambda: _api_serving_again(old_pid), timeout_s=30)
+
+    [conversation] = [c["id"] for c in (await alice.http.get("/v1/conversations")).json()]
+    [_, reply] = await alice.settled_history(conversation, timeout_s=20)
+    assert raised.value.status_code == 503 and raised.value.body == {
+        "message": SHUTTING_DOWN,
+        "type": "server_error",
+        "param": None,
+        "code": "server_shutting_down",
+    }
+    assert reply["status"] == "cancelled"
+
+
+async def _listed_conversations(client: StenoClient, count: int) -> bool:
+    return len((await client.http.get("/v1/conversations")).json()) == count
+
+
 def _api_pid() -> int:
     pid = supervisor.pid("api")
     assert pid is not None, "supervisord runs no API: `steno up`"
