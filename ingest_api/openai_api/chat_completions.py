@@ -25,7 +25,7 @@ from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, error_body, i
 from ingest_api.openai_api.exchange import Exchange
 from ingest_api.openai_api.fields import END_USER, NO_CACHE, NO_TOOLS, TO_MODEL, OpenAIRequest, honoured, refused
 from ingest_api.openai_api.prompt import prompt, turn
-from ingest_api.openai_api.reply import SHUTTING_DOWN, Delta, Ending
+from ingest_api.openai_api.reply import SHUTTING_DOWN, SHUTTING_DOWN_CODE, Delta, Ending
 from ingest_api.openai_api.sampling import ResponseFormatParam, chat_format
 from ingest_api.services import Deps
 from ingest_api.sse import SseResponse, event_data
@@ -168,7 +168,7 @@ async def _streamed(deps: Deps, user: str, chat: Exchange, include_usage: bool) 
                     lines.extend(_ending(chat, item, include_usage))
             yield b"".join(lines)
         if not ended:  # the process is shutting down; a chat completion cannot be resumed elsewhere
-            yield _data(json.dumps(error_body(503, SHUTTING_DOWN)))
+            yield _data(json.dumps(error_body(503, SHUTTING_DOWN, code=SHUTTING_DOWN_CODE)))
     finally:
         await pipeline.cancel_unless_ended(deps, user, chat, ended)
 

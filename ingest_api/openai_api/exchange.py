@@ -17,7 +17,7 @@ from infra.settings import settings
 from ingest_api import submission
 from ingest_api.openai_api.errors import OpenAIError
 from ingest_api.openai_api.prompt import Prompt
-from ingest_api.openai_api.reply import SHUTTING_DOWN, Delta, Ending, reply, reply_batches
+from ingest_api.openai_api.reply import SHUTTING_DOWN, SHUTTING_DOWN_CODE, Delta, Ending, reply, reply_batches
 from ingest_api.response_stream import response_batches, response_events
 from ingest_api.services import Services
 from schemas.events import id_created_ms
@@ -95,7 +95,7 @@ class Interrupted(OpenAIError):
     which OpenAI's SDKs retry)."""
 
     def __init__(self) -> None:
-        super().__init__(status.HTTP_503_SERVICE_UNAVAILABLE, SHUTTING_DOWN, code="server_shutting_down")
+        super().__init__(status.HTTP_503_SERVICE_UNAVAILABLE, SHUTTING_DOWN, code=SHUTTING_DOWN_CODE)
 
 
 async def until_end(deps: Services, exchange: Exchange) -> Ending:

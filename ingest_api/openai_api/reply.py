@@ -19,6 +19,7 @@ from schemas.events import ResponseEnded, ResponseRestarted, Usage
 DIVERGED = "the reply was regenerated after a failure and differs from the text already sent: ask again"
 # A request the API ends before its reply's end: it is shutting down (`TokenFeed.close_streams`).
 SHUTTING_DOWN = "the API instance serving this request is shutting down (a deploy); the reply was stopped: ask again"
+SHUTTING_DOWN_CODE = "server_shutting_down"
 
 
 @dataclass(frozen=True)

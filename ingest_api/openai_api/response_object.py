@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ingest_api.openai_api.reply import SHUTTING_DOWN, Delta, Ending
+from ingest_api.openai_api.reply import SHUTTING_DOWN, SHUTTING_DOWN_CODE, Delta, Ending
 from schemas.events import Usage, id_created_ms
 
 RESPONSE_PREFIX = "resp_"
@@ -110,7 +110,7 @@ class StreamEvents:
 
     def interrupted(self) -> dict[str, Any]:
         """The error event of a stream the API ends before the reply's end (it is shutting down)."""
-        return self._numbered("error", code="server_shutting_down", message=SHUTTING_DOWN, param=None)
+        return self._numbered("error", code=SHUTTING_DOWN_CODE, message=SHUTTING_DOWN, param=None)
 
     def _in_part(self, kind: str, **fields: Any) -> dict[str, Any]:
         """An event of the message's one text part."""

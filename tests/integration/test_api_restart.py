@@ -92,7 +92,12 @@ async def test_sigterm_ends_an_openai_chat_stream_with_an_error_the_sdk_raises(a
 
     [conversation] = [c["id"] for c in (await alice.http.get("/v1/conversations")).json()]
     [_, reply] = await alice.settled_history(conversation, timeout_s=20)
-    assert raised.value.body == {"message": SHUTTING_DOWN, "type": "server_error", "param": None, "code": None}
+    assert raised.value.body == {
+        "message": SHUTTING_DOWN,
+        "type": "server_error",
+        "param": None,
+        "code": "server_shutting_down",
+    }
     assert reply["status"] == "cancelled" and reply["content"].startswith("".join(received))
 
 
