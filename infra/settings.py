@@ -100,6 +100,9 @@ class KafkaSettings(BaseModel):
     # A processors worker that has not been a member of its consumer group for this long, while
     # Kafka answered, stops to be restarted (stream_processors/membership_watchdog.py).
     membership_grace_s: float = 30.0
+    # ... and a crashed worker that has not stopped this long after (its wedged consumer cannot
+    # close) ends itself outright: the supervisor's grace period for the processors.
+    wedged_stop_s: float = 15.0
     # How long a steno producer holds an event for others to share its request. Every hop before a
     # reply's first token (the API's MessageSubmitted, moderation, context assembly) waits for its
     # event's ack, and librdkafka's linger costs ~1.1 ms of that even at 1 ms (0.7 ms at 0 here);

@@ -40,7 +40,12 @@ from stream_processors.admission_step import AdmissionStep
 from stream_processors.context_assembly import ContextAssembler
 from stream_processors.conversation import ConversationReader
 from stream_processors.delivery_window import DeliveryWindow
-from stream_processors.membership_watchdog import CHECK_EVERY_S, MembershipWatchdog, membership
+from stream_processors.membership_watchdog import (
+    CHECK_EVERY_S,
+    MembershipWatchdog,
+    exit_unless_stopped_within,
+    membership,
+)
 from stream_processors.moderation import Moderator
 from stream_processors.processor import Outputs, Processor
 
@@ -125,6 +130,7 @@ def create_app(
         """Crash a worker wedged out of its group (see `stream_processors.membership_watchdog`)."""
         if watchdog.lost(await asyncio.to_thread(membership, app_id)):
             grace = settings.kafka.membership_grace_s
+            exit_unless_stopped_within(settings.kafka.wedged_stop_s)
             await app.crash(RuntimeError(f"not a member of consumer group {app_id} for {grace:g} s: restarting"))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function

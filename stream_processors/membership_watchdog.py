@@ -9,11 +9,19 @@ what the probe asks, every few seconds: is this process a member of a stable gro
 group's coordinator sees it? Once it has not been for `settings.kafka.membership_grace_s` while
 Kafka answered, the app crashes, and the supervisor restarts it from the committed offsets. A
 Kafka that does not answer says nothing about the worker: the wait starts again when it does.
+
+The same wedge keeps the crashed worker from stopping: aiokafka's consumer close awaits its
+coordination task, which waits on that lookup forever, and a process that never exits is never
+restarted. So the crash also sets a deadline (`exit_unless_stopped_within`): past it the process
+ends as `kill -9` would end it, which loses nothing (offsets are committed only for records whose
+events Kafka acknowledged).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -22,6 +30,9 @@ from confluent_kafka import KafkaException
 from infra.kafka_clients import stable_member
 
 CHECK_EVERY_S = 5.0
+EXIT_WEDGED = 70  # EX_SOFTWARE: supervisord restarts a process whatever its exit status
+log = logging.getLogger(__name__)
+hard_exit: Callable[[int], object] = os._exit  # what ends the process past the deadline (a test records it)
 
 
 class MembershipWatchdog:
@@ -47,3 +58,17 @@ def membership(group_id: str) -> bool | None:
         return stable_member(group_id, os.getpid())
     except (KafkaException, TimeoutError):
         return None
+
+
+def exit_unless_stopped_within(deadline_s: float) -> threading.Timer:
+    """End the process `deadline_s` from now unless it has ended by then (a daemon timer thread,
+    so a graceful stop that finishes in time exits as usual)."""
+    timer = threading.Timer(deadline_s, _end_wedged, args=(deadline_s,))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _end_wedged(deadline_s: float) -> None:
+    log.critical("the worker did not stop within %g s of its crash (its consumer is wedged): exiting", deadline_s)
+    hard_exit(EXIT_WEDGED)

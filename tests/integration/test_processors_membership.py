@@ -10,13 +10,16 @@ and nothing in Faust or aiokafka notices.
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 import uuid
+from collections.abc import Callable
 
 import faust
 import pytest
 
 from infra.settings import settings
+from stream_processors import membership_watchdog
 from stream_processors.app import create_app
 from tests.integration.processors_harness import crash_reason, delete_group, scratch_topics
 
@@ -34,6 +37,25 @@ def stop_group_coordination(app: faust.App) -> None:
     for task in (coordinator._coordination_task, coordinator._heartbeat_task):
         if task is not None:
             thread.thread_loop.call_soon_threadsafe(task.cancel)
+
+
+def wedge_coordinator_lookup(app: faust.App) -> Callable[[], None]:
+    """The wedge itself: the consumer's next group-coordinator lookup never returns (as one begun
+    while the broker was down did), and the coordinator is marked dead so that the coordination
+    task starts that lookup. Returns what lets the lookup through again."""
+    thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust's aiokafka consumer thread
+    consumer = thread._ensure_consumer()
+    client, coordinator, loop = consumer._client, consumer._coordinator, thread.thread_loop
+    lookup = client.coordinator_lookup
+    released = asyncio.Event()  # used on the consumer thread's loop only
+
+    async def unanswered(*args: object, **kwargs: object) -> object:
+        await released.wait()
+        return await lookup(*args, **kwargs)
+
+    client.coordinator_lookup = unanswered
+    loop.call_soon_threadsafe(coordinator.coordinator_dead)
+    return lambda: loop.call_soon_threadsafe(released.set)
 
 
 async def member_of_a_stable_group(app: faust.App) -> None:
@@ -56,3 +78,27 @@ async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) 
             await app.stop()
             delete_group(GROUP)
     assert f"not a member of consumer group {GROUP}" in str(reason)
+
+
+async def test_a_wedged_worker_ends_even_though_it_cannot_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real wedge: the crashed worker's stop waits on the unanswered lookup (aiokafka's close
+    awaits the coordination task), so only the deadline ends the process."""
+    exits: queue.Queue[int] = queue.Queue()
+    monkeypatch.setattr(membership_watchdog, "hard_exit", exits.put)
+    monkeypatch.setattr(settings.kafka, "membership_grace_s", 1.0)
+    monkeypatch.setattr(settings.kafka, "wedged_stop_s", 2.0)
+    with scratch_topics(RUN) as topics:
+        app = create_app(GROUP, topics, cache_namespace=RUN, offset_reset="earliest")
+        await app.start()
+        release = lambda: None  # noqa: E731  (nothing to release until wedged)
+        try:
+            await member_of_a_stable_group(app)
+            release = wedge_coordinator_lookup(app)
+            reason = await crash_reason(app)
+            exit_status = await asyncio.to_thread(exits.get, timeout=STOP_WAIT_S)
+        finally:
+            release()
+            await app.stop()
+            delete_group(GROUP)
+    assert f"not a member of consumer group {GROUP}" in str(reason)
+    assert exit_status == membership_watchdog.EXIT_WEDGED
