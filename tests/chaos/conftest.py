@@ -12,7 +12,7 @@ import pytest
 
 from infra.settings import settings
 from tests.chaos.checker import Tally, table
-from tests.chaos.faults import heal
+from tests.chaos.faults import StackNotHealthy, heal
 
 RESULTS = settings.stack.root / "chaos"
 TALLIES = pytest.StashKey[list[Tally]]()
@@ -21,9 +21,18 @@ TALLIES = pytest.StashKey[list[Tally]]()
 @pytest.fixture(autouse=True)
 async def healthy_stack() -> AsyncIterator[None]:
     """Each fault starts on a healthy stack and is healed before the next test, whatever happened."""
-    await asyncio.to_thread(heal)
+    await _healed()
     yield
-    await asyncio.to_thread(heal)
+    await _healed()
+
+
+async def _healed() -> None:
+    """Heal the stack, or end the whole run: every later test shares this stack, and each would
+    fail only after its own timeout, hiding the cause under an hour of them."""
+    try:
+        await asyncio.to_thread(heal)
+    except StackNotHealthy as broken:
+        pytest.exit(f"the chaos suite left the stack broken, so no later test can pass: {broken}", returncode=1)
 
 
 @pytest.fixture(scope="session")

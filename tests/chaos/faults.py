@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from confluent_kafka.admin import AdminClient
@@ -77,8 +78,10 @@ def stack_status() -> tuple[bool, str]:
     return done.returncode == 0, done.stdout
 
 
-def steno_up() -> None:
-    subprocess.run([STENO, "up"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+def steno_up() -> str:
+    """`steno up`, as an operator would type it; what it printed (its errors too)."""
+    done = subprocess.run([STENO, "up"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    return done.stdout + done.stderr
 
 
 def until(condition: Callable[[], bool], timeout_s: float, what: str, poll_s: float = 0.25) -> float:
@@ -97,7 +100,7 @@ def heal(gone: AbstractSet[int] = frozenset()) -> None:
     What the supervisor does not restart within its grace period is started by `steno up`.
     """
     began = time.monotonic()
-    last_up = began
+    last_up, up_said = began, "(not run)"
     while True:
         running = {name: steno_pids(name) for name in MODULES}
         back = all(pids and not set(pids) & gone for pids in running.values())
@@ -106,11 +109,25 @@ def heal(gone: AbstractSet[int] = frozenset()) -> None:
             return
         now = time.monotonic()
         if now - began > HEAL_TIMEOUT_S:
-            raise StackNotHealthy(f"the stack is not healthy {HEAL_TIMEOUT_S:.0f}s after the fault:\n{report}")
+            raise StackNotHealthy(
+                f"the stack is not healthy {HEAL_TIMEOUT_S:.0f}s after the fault:\n{report}\n"
+                f"the last `steno up` printed:\n{up_said}\n{_down_logs(stack_status()[1])}"
+            )
         if now - last_up > SUPERVISOR_GRACE_S:
-            steno_up()
+            up_said = steno_up()
             last_up = time.monotonic()
         time.sleep(0.5)
+
+
+def _down_logs(report: str, lines: int = 40) -> str:
+    """The end of the log of each process `steno status` reports DOWN: what a person reads first."""
+    tails = []
+    for line in report.splitlines():
+        if " DOWN " in line and "log: " in line:
+            log = Path(line.rsplit("log: ", 1)[1].strip())
+            ending = log.read_text(errors="replace").splitlines()[-lines:] if log.exists() else ["(no log)"]
+            tails.append(f"--- the end of {log}:\n" + "\n".join(ending))
+    return "\n".join(tails)
 
 
 def group_members(group: str) -> int:
