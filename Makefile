@@ -54,6 +54,7 @@ bench: install
 	$(PY) -m benchmarks.hops
 	$(PY) -m benchmarks.capacity
 	$(PY) -m benchmarks.idle_streams
+	$(PY) -m benchmarks.triton_transport
 
 install: $(VENV)/.installed
 

@@ -81,7 +81,7 @@ def root_pids() -> dict[str, int]:
     return {name: pid for name, pid in pids.items() if pid is not None}
 
 
-def _tree_cpu(pid: int) -> dict[int, float]:
+def tree_cpu(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) of a process and each of its descendants, by PID."""
     try:
         root = psutil.Process(pid)
@@ -109,7 +109,7 @@ class CpuSnapshot:
         """Every measured process, this benchmark's own as `client`, and the whole machine."""
         machine = psutil.cpu_times()
         busy = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
-        trees = {name: _tree_cpu(pid) for name, pid in {**pids, "client": os.getpid()}.items()}
+        trees = {name: tree_cpu(pid) for name, pid in {**pids, "client": os.getpid()}.items()}
         return cls(time.perf_counter(), trees, busy)
 
 
