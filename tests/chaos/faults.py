@@ -78,9 +78,14 @@ def stack_status() -> tuple[bool, str]:
     return done.returncode == 0, done.stdout
 
 
-def steno_up() -> str:
-    """`steno up`, as an operator would type it; what it printed (its errors too)."""
-    done = subprocess.run([STENO, "up"], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+def steno_up(timeout_s: float = 300.0) -> str:
+    """`steno up`, as an operator would type it; what it printed (its errors too). One that has
+    not finished within the timeout is reported, not raised: the heal goes on, and says so."""
+    try:
+        done = subprocess.run([STENO, "up"], capture_output=True, text=True, timeout=timeout_s, cwd=REPO_ROOT)
+    except subprocess.TimeoutExpired as late:
+        said = (late.stdout or b"").decode(errors="replace") + (late.stderr or b"").decode(errors="replace")
+        return f"{said}\n(`steno up` had not finished after {timeout_s:.0f}s)"
     return done.stdout + done.stderr
 
 
