@@ -107,14 +107,18 @@ GENERAL_FLAGS = [
     "-Dio.netty.allocator.maxOrder=11",
 ]
 
-# Dev-stack shortcuts: a single node has nothing to gossip with and nobody to wait for; the
-# nodes of a cluster on one host hear each other within a second.
+# Dev-stack shortcuts: a single node has nothing to gossip with and nobody to wait for.
 FAST_START_FLAGS = [
     "-Dcassandra.skip_wait_for_gossip_to_settle=0",
-    "-Dcassandra.ring_delay_ms=1000",
     "-Dcassandra.superuser_setup_delay_ms=0",
     "-Dcassandra.shutdown_announce_in_ms=0",  # no peers to tell: stop 2 s sooner
 ]
+# How long a node waits to hear the ring by gossip (Cassandra's default: 30 s). The first node
+# has no ring to hear. A joining node bootstraps only once it has heard from a seed, and gives
+# up otherwise: at 1 s a cluster node on a busy 2-core machine (the end of a CI run) once failed
+# with "Unable to contact any seeds" although connected to the seed for 4 s.
+FIRST_NODE_RING_DELAY_MS = 1000
+JOINING_NODE_RING_DELAY_MS = 5000
 
 
 JOIN_ONE_AT_A_TIME = True
@@ -226,6 +230,7 @@ def java_argv(node: int = 0) -> list[str]:
         *JPMS_FLAGS,
         *_jamm_agent(),
         *FAST_START_FLAGS,
+        f"-Dcassandra.ring_delay_ms={JOINING_NODE_RING_DELAY_MS if node else FIRST_NODE_RING_DELAY_MS}",
         f"-Dcassandra.jmx.local.port={settings.cassandra.jmx_port + node}",
         "-Dcom.sun.management.jmxremote.authenticate=false",
         "-Dcassandra-foreground=yes",  # keep stdout/stderr open: they are our log
