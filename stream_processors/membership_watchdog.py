@@ -60,13 +60,12 @@ def membership(group_id: str) -> bool | None:
         return None
 
 
-def exit_unless_stopped_within(deadline_s: float) -> threading.Timer:
+def exit_unless_stopped_within(deadline_s: float) -> None:
     """End the process `deadline_s` from now unless it has ended by then (a daemon timer thread,
     so a graceful stop that finishes in time exits as usual)."""
     timer = threading.Timer(deadline_s, _end_wedged, args=(deadline_s,))
     timer.daemon = True
     timer.start()
-    return timer
 
 
 def _end_wedged(deadline_s: float) -> None:
