@@ -43,7 +43,7 @@ from stream_processors.delivery_window import DeliveryWindow
 from stream_processors.membership_watchdog import (
     CHECK_EVERY_S,
     MembershipWatchdog,
-    exit_unless_stopped_within,
+    StopDeadline,
     membership,
 )
 from stream_processors.moderation import Moderator
@@ -124,13 +124,14 @@ def create_app(
     app.agent(conversation_log, name=admission.name, isolated_partitions=True)(agent)
 
     watchdog = MembershipWatchdog(settings.kafka.membership_grace_s)
+    deadline: StopDeadline = app.add_context(StopDeadline(settings.kafka.wedged_stop_s))
 
     @app.timer(CHECK_EVERY_S)
     async def check_membership() -> None:
         """Crash a worker wedged out of its group (see `stream_processors.membership_watchdog`)."""
         if watchdog.lost(await asyncio.to_thread(membership, app_id)):
             grace = settings.kafka.membership_grace_s
-            exit_unless_stopped_within(settings.kafka.wedged_stop_s)
+            deadline.arm()
             await app.crash(RuntimeError(f"not a member of consumer group {app_id} for {grace:g} s: restarting"))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function

@@ -12,7 +12,7 @@ Kafka that does not answer says nothing about the worker: the wait starts again 
 
 The same wedge keeps the crashed worker from stopping: aiokafka's consumer close awaits its
 coordination task, which waits on that lookup forever, and a process that never exits is never
-restarted. So the crash also sets a deadline (`exit_unless_stopped_within`): past it the process
+restarted. So the crash also arms a deadline (`StopDeadline`): past it the process
 ends as `kill -9` would end it, which loses nothing (offsets are committed only for records whose
 events Kafka acknowledged).
 """
@@ -32,6 +32,7 @@ from infra.kafka_clients import stable_member
 CHECK_EVERY_S = 5.0
 EXIT_WEDGED = 70  # EX_SOFTWARE: supervisord restarts a process whatever its exit status
 log = logging.getLogger(__name__)
+DEADLINE_THREAD = "steno-stop-deadline"
 hard_exit: Callable[[int], object] = os._exit  # what ends the process past the deadline (a test records it)
 
 
@@ -60,14 +61,35 @@ def membership(group_id: str) -> bool | None:
         return None
 
 
-def exit_unless_stopped_within(deadline_s: float) -> None:
-    """End the process `deadline_s` from now unless it has ended by then (a daemon timer thread,
-    so a graceful stop that finishes in time exits as usual)."""
-    timer = threading.Timer(deadline_s, _end_wedged, args=(deadline_s,))
-    timer.daemon = True
-    timer.start()
+class StopDeadline:
+    """Ends the process `deadline_s` after `arm()` unless a stop completes first.
 
+    Used as a context of the Faust app (`app.add_context`): the app's exit stack closes only
+    after its children, the consumer among them, have stopped, so a stop stuck in the wedge
+    leaves the deadline armed, and one that completes disarms it (in tests, the process goes on).
+    """
 
-def _end_wedged(deadline_s: float) -> None:
-    log.critical("the worker did not stop within %g s of its crash (its consumer is wedged): exiting", deadline_s)
-    hard_exit(EXIT_WEDGED)
+    def __init__(self, deadline_s: float) -> None:
+        self._deadline_s = deadline_s
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        """Start the countdown (once: a second crash does not move the deadline)."""
+        if self._timer is None:
+            self._timer = threading.Timer(self._deadline_s, self._end_wedged)
+            self._timer.name = DEADLINE_THREAD
+            self._timer.daemon = True  # a stop that ends the process in time exits as usual
+            self._timer.start()
+
+    def __enter__(self) -> StopDeadline:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _end_wedged(self) -> None:
+        log.critical(
+            "the worker did not stop within %g s of its crash (its consumer is wedged): exiting", self._deadline_s
+        )
+        hard_exit(EXIT_WEDGED)

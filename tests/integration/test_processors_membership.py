@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import cast
 
 import faust
 import pytest
@@ -65,7 +67,14 @@ async def member_of_a_stable_group(app: faust.App) -> None:
         await asyncio.sleep(0.1)
 
 
+def deadline_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == membership_watchdog.DEADLINE_THREAD]
+
+
 async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """And its stop, completed, disarms the hard exit its crash armed: in tests the process goes on."""
+    exits: queue.Queue[int] = queue.Queue()
+    monkeypatch.setattr(membership_watchdog, "hard_exit", exits.put)
     monkeypatch.setattr(settings.kafka, "membership_grace_s", 1.0)
     with scratch_topics(RUN) as topics:
         app = create_app(GROUP, topics, cache_namespace=RUN, offset_reset="earliest")
@@ -74,10 +83,19 @@ async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) 
             await member_of_a_stable_group(app)
             stop_group_coordination(app)
             reason = await crash_reason(app)
+            armed = deadline_threads()
         finally:
             await app.stop()
             delete_group(GROUP)
     assert f"not a member of consumer group {GROUP}" in str(reason)
+    assert armed, "the crash armed no deadline"
+    for thread in armed:
+        thread.join(timeout=STOP_WAIT_S / 10)
+    pending = [t for t in armed if t.is_alive()]
+    for timer in pending:
+        cast(threading.Timer, timer).cancel()  # a failing test must not end the test run later
+    assert not pending, "the stopped worker's hard exit is still pending"
+    assert exits.empty()
 
 
 async def test_a_wedged_worker_ends_even_though_it_cannot_stop(monkeypatch: pytest.MonkeyPatch) -> None:
