@@ -109,14 +109,18 @@ async def test_a_wedged_worker_ends_even_though_it_cannot_stop(monkeypatch: pyte
         app = create_app(GROUP, topics, cache_namespace=RUN, offset_reset="earliest")
         await app.start()
         release = lambda: None  # noqa: E731  (nothing to release until wedged)
+        stopping: asyncio.Task[None] | None = None
         try:
             await member_of_a_stable_group(app)
             release = wedge_coordinator_lookup(app)
             reason = await crash_reason(app)
+            stopping = asyncio.create_task(app.stop())  # as the worker stops a crashed app
             exit_status = await asyncio.to_thread(exits.get, timeout=STOP_WAIT_S)
+            stuck = not stopping.done()
         finally:
             release()
-            await app.stop()
+            await (stopping or app.stop())
             delete_group(GROUP)
     assert f"not a member of consumer group {GROUP}" in str(reason)
     assert exit_status == membership_watchdog.EXIT_WEDGED
+    assert stuck, "the stop finished before the deadline: this test no longer reproduces the wedge"
