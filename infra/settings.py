@@ -227,6 +227,12 @@ class ApiSettings(BaseModel):
     max_prompt_bytes: int = 256 * 1024
     max_body_bytes: int = 1024 * 1024  # any request's body, refused before it is read further or parsed
     subscriber_queue: int = 1024  # events buffered per SSE client before it must catch up from the log
+    # The token feed's fetches (ingest_api.token_feed): the broker answers one once it holds this
+    # many bytes for the feed, or after the wait; by default as soon as anything arrived. Batching
+    # them (e.g. 8192 / 2) costs less per token under load, but an idle API then fetches 500 times a
+    # second: measured in the README (Benchmarks, Capacity, tenth round).
+    feed_fetch_min_bytes: int = 1
+    feed_fetch_wait_ms: int = 50
     heartbeat_s: float = 15.0
     sampling_limits: SamplingLimits = SamplingLimits()  # the OpenAI API's temperature, top_p, penalties
     shutdown_grace_s: int = 3  # on SIGTERM: streams end at once; other requests get this long to finish

@@ -205,7 +205,8 @@ class TokenFeed:
                 "bootstrap.servers": settings.kafka.bootstrap,
                 "group.id": "steno-api-feed",  # required by librdkafka; partitions are assigned, never committed
                 "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
+                "fetch.min.bytes": settings.api.feed_fetch_min_bytes,
+                "fetch.wait.max.ms": settings.api.feed_fetch_wait_ms,
             }
         )
         try:
