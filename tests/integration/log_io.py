@@ -61,6 +61,23 @@ def read_all(topic: Topic, timeout_s: float = 30.0) -> list[AnyEvent]:
         consumer.close()
 
 
+def values(consumer: Consumer, count: int, timeout_s: float) -> list[bytes]:
+    """Exactly `count` record values from a subscribed consumer, or fail after the timeout;
+    blocking, so an async test runs it off the event loop."""
+    found: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    while len(found) < count:
+        assert time.monotonic() < deadline, f"got {len(found)} of {count} values: {found}"
+        message = consumer.poll(0.5)
+        if message is None:
+            continue
+        assert message.error() is None, message.error()
+        value = message.value()
+        assert value is not None, f"a record without a value at offset {message.offset()}"
+        found.append(value)
+    return found
+
+
 def committed_to_end(group: str, topics: list[Topic]) -> bool:
     """The group has committed every partition of `topics` up to its current end."""
     consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": group})

@@ -7,7 +7,6 @@ Needs the broker that `make up` starts. The worker runs in-process, in the test'
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra import kafka
 from infra.settings import settings
+from tests.integration.log_io import values
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ async def test_agent_round_trip(run_id: str, tmp_path: Path) -> None:
     try:
         for i, text in enumerate(sent):
             await app.topic(source).send(key=f"conversation-{i}".encode(), value=text.encode())
-        received = await asyncio.to_thread(read, results, len(sent))
+        received = [value.decode() for value in await asyncio.to_thread(values, results, len(sent), 90.0)]
     finally:
         await app.stop()  # drains the stream, then commits the source offsets
         results.close()
@@ -106,19 +106,3 @@ def sink_consumer(topic: str) -> Consumer:
     )
     consumer.subscribe([topic])
     return consumer
-
-
-def read(consumer: Consumer, count: int, timeout_s: float = 90.0) -> list[str]:
-    """Poll until `count` values arrive; blocking, so the test runs it off the event loop."""
-    values: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while len(values) < count:
-        assert time.monotonic() < deadline, f"got {len(values)} of {count}: {values}"
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        assert message.error() is None, message.error()
-        value = message.value()
-        assert value is not None, f"a record without a value at offset {message.offset()}"
-        values.append(value.decode())
-    return values

@@ -6,7 +6,6 @@ Needs the broker that `make up` starts.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 
@@ -16,6 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from infra import kafka
 from infra.settings import settings
+from tests.integration.log_io import values
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def test_group_resumes_from_committed_offset(topic: str) -> None:
 
     produce(topic, first)
     consumer = group_consumer(group, topic)
-    assert sorted(consume(consumer, len(first))) == sorted(first)
+    assert sorted(values(consumer, len(first), timeout_s=60)) == sorted(first)
     consumer.commit(asynchronous=False)
     committed = consumer.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=10)
     assert sum(max(tp.offset, 0) for tp in committed) == len(first)  # -1001: none yet
@@ -86,7 +86,7 @@ def test_group_resumes_from_committed_offset(topic: str) -> None:
     try:
         # Within a partition every `first` message precedes every `second` one, so once all of
         # `second` has arrived, any re-delivery of `first` would have arrived too.
-        assert sorted(consume(resumed, len(second))) == sorted(second)
+        assert sorted(values(resumed, len(second), timeout_s=60)) == sorted(second)
     finally:
         resumed.close()
 
@@ -114,19 +114,3 @@ def group_consumer(group: str, topic: str) -> Consumer:
     )
     consumer.subscribe([topic])
     return consumer
-
-
-def consume(consumer: Consumer, count: int, timeout_s: float = 60.0) -> list[bytes]:
-    """Exactly `count` values, or fail after the timeout."""
-    values: list[bytes] = []
-    deadline = time.monotonic() + timeout_s
-    while len(values) < count:
-        assert time.monotonic() < deadline, f"got {len(values)} of {count} messages"
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        assert message.error() is None, message.error()
-        value = message.value()
-        assert value is not None, f"a record without a value at offset {message.offset()}"
-        values.append(value)
-    return values
