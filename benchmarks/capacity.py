@@ -417,8 +417,8 @@ async def main(args: argparse.Namespace) -> None:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16], help="closed-loop users, per level")
-    parser.add_argument("--token-users", type=int, default=16, help="users in the long-reply phase")
+    parser.add_argument("--users", type=int, nargs="+", default=[1, 4, 16, 64], help="closed-loop users, per level")
+    parser.add_argument("--token-users", type=int, default=64, help="users in the long-reply phase")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each loaded phase")
     parser.add_argument(
         "--warmup-seconds", type=float, default=240.0, help="most unmeasured load before measuring; 0: none"
