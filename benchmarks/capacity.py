@@ -13,7 +13,10 @@ reads its SSE stream to `done`, then sends the next (the stream read with a GET 
    divided by the messages);
 3. tokens: replies of 128 tokens: tokens/s delivered over SSE, and CPU µs per token (the
    phase's CPU less idle and less the per-message cost measured at the same number of users);
-4. open loop: messages arriving as a Poisson process at 50 % and 90 % of the saturation rate
+4. repeats (`--repeat N`): phases 2 and 3 at the long replies' number of users, N times in
+   all, reported with their median and range: on a shared machine whose speed drifts, one run
+   says little, and a target counts as met only by the median;
+5. open loop: messages arriving as a Poisson process at 50 % and 90 % of the saturation rate
    (the best messages/s of phase 2): TTFT p50/p99 measured from each message's arrival.
 
 CPU is read from /proc through psutil, for each process with all its children (Triton's Python
@@ -30,6 +33,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -48,6 +52,8 @@ from infra.app_services import PROGRAMS
 from tests.integration.steno_client import scripted
 
 RESULTS = Path(__file__).parent / "results" / "capacity.json"
+HEADLINE = {"ms_per_message": ".1f", "us_per_token": ".0f", "messages_per_s": ".1f", "tokens_per_s": ".0f"}
+"""steno's figures at the top load, repeated to see their spread (phase 4), and their formats."""
 STENO = ("api", "processors", "bridge", "projections", "kafka", "cassandra", "redis")
 """steno's side of the machine; triton (the model server) is reported apart."""
 INSTANT = {"ttft_ms": 0, "itl_ms": 0}
@@ -276,6 +282,34 @@ async def token_phase(
     }
 
 
+def headline(level: dict[str, Any], tokens: dict[str, Any]) -> dict[str, float]:
+    """One run's steno-side figures at one number of users (HEADLINE's order)."""
+    return {
+        "ms_per_message": level["cpu_ms_per_message"]["steno"],
+        "us_per_token": tokens["cpu_us_per_token"]["steno"],
+        "messages_per_s": level["messages_per_s"],
+        "tokens_per_s": tokens["tokens_per_s"],
+    }
+
+
+async def repeats(
+    pids: dict[str, int], idle: CpuUse, first: dict[str, float], users: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Phases 2 and 3 at `users`, until `args.repeat` runs in all (`first` is the one already done)."""
+    runs = [first]
+    while len(runs) < args.repeat:
+        print(f"repeat {len(runs) + 1} of {args.repeat}: {users} users, 1-token then {LONG_REPLY}-token replies...")
+        level = progress(await message_level(pids, idle, users, args.seconds, args.streamed))
+        tokens = progress(await token_phase(pids, idle, level, args.seconds, args.streamed))
+        runs.append(headline(level, tokens))
+    spread = {
+        name: {"median": statistics.median(values), "min": min(values), "max": max(values)}
+        for name in HEADLINE
+        for values in [[run[name] for run in runs]]
+    }
+    return {"users": users, "runs": runs, "spread": spread}
+
+
 async def open_phase(saturation: float, fraction: float, seconds: float, streamed: bool) -> dict[str, Any]:
     rate = saturation * fraction
     async with users(int(rate * 2) + 8, streamed) as people:  # ~2 s of arrivals in flight before one waits
@@ -333,10 +367,36 @@ def tables(report: dict[str, Any]) -> str:
             f"TTFT p50 {o['ttft_p50_ms']:.0f} ms, p99 {o['ttft_p99_ms']:.0f} ms"
             for o in report["open_loop"]
         ),
+        *spread_lines(report["repeats"]),
         "idle CPU (ms/s): "
         + ", ".join(f"{n} {s / report['idle_wall_s'] * 1000:.0f}" for n, s in report["idle_cpu_s"].items()),
     ]
     return "\n".join(lines)
+
+
+def spread_lines(repeated: dict[str, Any]) -> list[str]:
+    """The repeats' table: each run, then the median and range of each figure."""
+    runs, spread = repeated["runs"], repeated["spread"]
+    if len(runs) < 2:
+        return []
+
+    def row(label: object, cells: dict[str, str]) -> str:
+        return f"| {label} | " + " | ".join(cells.values()) + " |"
+
+    def figures(values: dict[str, float]) -> dict[str, str]:
+        return {name: format(values[name], spec) for name, spec in HEADLINE.items()}
+
+    lows = figures({name: spread[name]["min"] for name in HEADLINE})
+    highs = figures({name: spread[name]["max"] for name in HEADLINE})
+    return [
+        "",
+        f"| run ({repeated['users']} users) | steno CPU ms/message | steno CPU µs/token | messages/s | tokens/s |",
+        "|---|---|---|---|---|",
+        *(row(number, figures(run)) for number, run in enumerate(runs, 1)),
+        row("**median**", figures({name: spread[name]["median"] for name in HEADLINE})),
+        row("range", {name: f"{lows[name]}-{highs[name]}" for name in HEADLINE}),
+        "",
+    ]
 
 
 def busy_when_idle(idle: CpuUse) -> list[str]:
@@ -398,6 +458,7 @@ async def main(args: argparse.Namespace) -> None:
     level = next((r for r in report["levels"] if r["users"] == args.token_users), report["levels"][-1])
     print(f"{level['users']} users, {LONG_REPLY}-token replies, {args.seconds:g} s...", flush=True)
     report["tokens"] = progress(await token_phase(pids, idle, level, args.seconds, args.streamed))
+    report["repeats"] = await repeats(pids, idle, headline(level, report["tokens"]), level["users"], args)
     report["open_loop"] = []
     for fraction in (0.5, 0.9):
         print(f"open loop at {fraction:.0%} of {saturation:.1f} messages/s, {args.seconds:g} s...", flush=True)
@@ -427,6 +488,9 @@ def arguments() -> argparse.Namespace:
         "--streamed",
         action="store_true",
         help="each reply read in its POST's response (Accept: text/event-stream) instead of a second request",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="runs in all of the top level's messages and tokens (median, range)"
     )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="length of the idle window")
     return parser.parse_args()
