@@ -137,7 +137,12 @@ class Bridge:
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
         self._finals = FinalEvents(self._topics)
-        self._producer = EventProducer(**{"linger.ms": self._config.producer_linger_ms})
+        self._producer = EventProducer(
+            **{
+                "linger.ms": self._config.producer_linger_ms,
+                "max.in.flight.requests.per.connection": self._config.producer_max_in_flight,
+            }
+        )
         resources.push_async_callback(asyncio.to_thread, self._producer.close)
         self._requests_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-requests"))
         self._control_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-control"))

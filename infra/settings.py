@@ -291,13 +291,16 @@ class BridgeSettings(BaseModel):
     # a local Triton restarts and loads its models in ~10-20 s. Only then is the reply failed.
     retry_budget_s: float = 45.0
     drain_s: float = 20.0  # on SIGTERM, time given to running generations before they are handed over
-    # How long the bridge's producer holds an event for others bound to the same partition, so
-    # that many replies' tokens share a produce request. Measured with 16 instant 128-token replies
-    # (benchmarks.capacity): 5 ms instead of 1 ms cut the bridge's and Kafka's CPU per token from
-    # ~58 + ~19 to ~47 + ~12 µs, but every event waits up to 5 ms more, so closed-loop clients got
-    # fewer replies a second (tokens/s 5,265 against 5,533-5,845). On a GPU fleet, where tokens come
-    # at the model's pace and CPU per token is what a bridge costs, a few ms is worth trying.
-    producer_linger_ms: float = 1.0
+    # How the bridge's producer batches token events: no linger, one produce request in flight at
+    # a time, so a quiet bridge sends each token at once and a busy one batches whatever came while
+    # the previous request was out (librdkafka allows five in flight by default, each sent as soon
+    # as there is one event for it). Against a 1 ms linger with five in flight (twelfth round,
+    # three alternated pairs, benchmarks.capacity at 64 users and benchmarks.hops): the first token
+    # reaches a client ~0.85 ms sooner (TokenGenerated → client 3.7-3.8 → 2.9 ms p50), and the
+    # bridge's CPU per token is no higher (77-82 against 84-110 µs). A fixed 5 ms linger batches
+    # more (bridge + Kafka ~77 → ~59 µs a token, an earlier round) but holds every event up to 5 ms.
+    producer_linger_ms: float = 0.0
+    producer_max_in_flight: int = 1
 
 
 class AnalyticsSettings(BaseModel):
