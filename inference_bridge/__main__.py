@@ -12,6 +12,7 @@ import uvloop
 
 from inference_bridge.service import GROUP_ID, Bridge
 from inference_bridge.topics import Topics
+from infra import garbage_collector
 from infra.settings import settings
 
 
@@ -20,6 +21,7 @@ async def main(
 ) -> None:
     """SIGTERM drains (settings.bridge.drain_s), then leaves the group; the defaults are steno's own
     group, models and topics (the tests run the same process on scratch ones)."""
+    garbage_collector.tune()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -34,6 +36,7 @@ async def main(
         else {name: model.sampling for name, model in settings.models.items()},
         topics=topics,
     )
+    garbage_collector.freeze_startup()  # what the imports and settings built lives as long as the process
     await bridge.run(stop)
 
 

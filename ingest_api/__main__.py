@@ -10,6 +10,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
+from infra import garbage_collector
 from infra.settings import settings
 from ingest_api.app import create_app
 from ingest_api.request_ids import configure_logging
@@ -36,5 +37,6 @@ class ApiServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+garbage_collector.tune()
 configure_logging()
 ApiServer(create_app()).run()

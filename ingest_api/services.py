@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from cassandra.cluster import Session
 from fastapi import Depends, FastAPI, Request
 from redis.asyncio import Redis
 
-from infra import cassandra
+from infra import cassandra, garbage_collector
 from infra.kafka_clients import EventProducer
 from infra.settings import settings
 from ingest_api.claims import ReplyClaims
@@ -52,7 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ownership=Ownership(history, LiveContext(generations), redis_client),
     )
     app.state.services = services
-    gc.freeze()  # what start-up built lives as long as the process: the GC's full passes skip it from now on
+    garbage_collector.freeze_startup()
     try:
         yield
     finally:

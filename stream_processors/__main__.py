@@ -7,12 +7,16 @@ futures, socket readiness) is a large share of a message's cost in Python's pure
 import faust
 import mode.loop
 
+from infra import garbage_collector
 from stream_processors.app import create_app
 
 
 def main() -> None:
+    garbage_collector.tune()
     mode.loop.use("uvloop")  # before the app exists: it sets the policy the worker's loop comes from
-    faust.Worker(create_app(), loglevel="info").execute_from_commandline()
+    app = create_app()
+    garbage_collector.freeze_startup()  # the app, its clients and its models live as long as the process
+    faust.Worker(app, loglevel="info").execute_from_commandline()
 
 
 if __name__ == "__main__":
