@@ -4,8 +4,9 @@ The defaults suit short scripts: a young collection every 700 net allocations of
 objects, and every tenth one a pass over the middle generation, promoting what is still alive.
 A service under load keeps each request's objects alive for milliseconds, across several such
 collections, so they are promoted, then walked again by the full collections, which also walk
-everything start-up built and never frees (Faust's app, the Cassandra driver, the models, the
-API's remembered responses: 65,000-180,000 objects, 37-100 ms a pass). Under the capacity
+everything start-up built and never frees (Faust's app, the Cassandra driver, the models) and
+what the process keeps for minutes (the API's remembered responses): 65,000-180,000 objects,
+37-100 ms a pass. Under the capacity
 benchmark's 64-user load the four processes spent 5.7 s of CPU in the collector in 150 s with
 the defaults, 1.4 s with these settings (docs/capacity-rounds.md, thirteenth round).
 
