@@ -29,14 +29,14 @@ from redis.asyncio import Redis
 
 from infra.store_errors import STORE_UNAVAILABLE
 from ingest_api.request_limits import client_left_within
+from projections.active_context import WATERMARK_POLL_S
 from projections.live import LiveContext, LiveHistory
+from projections.watermark_signals import WatermarkSignals
 from schemas.events import id_created_ms
 
 PROJECTION_WAIT_S = 5.0
 POLL_S = 0.02  # the first poll: the projection is usually this close behind
 POLL_GROWTH = 2.0
-WATERMARK_POLL_S = 0.002  # the first poll of the watermark (one Redis read): the projection takes ~5-20 ms
-WATERMARK_POLL_GROWTH = 1.5
 MAX_POLL_S = 0.2  # polls back off to this, so a wait costs Cassandra a few dozen reads at most
 CLOCK_SKEW_S = 1.0  # an id minted this far in the future may come from a process whose clock runs ahead
 REMEMBERED = 100_000
@@ -69,10 +69,11 @@ def deleted_key(conversation_id: str) -> str:
 
 
 class Ownership:
-    def __init__(self, history: LiveHistory, context: LiveContext, redis: Redis) -> None:
+    def __init__(self, history: LiveHistory, context: LiveContext, redis: Redis, signals: WatermarkSignals) -> None:
         self._history = history
         self._context = context
         self._redis = redis
+        self._signals = signals
         self._conversations: _Lru[tuple[str, float]] = _Lru()  # id -> (owner, when the view said so)
         self._responses: _Lru[ResponseOwner] = _Lru()
 
@@ -81,11 +82,12 @@ class Ownership:
         once the live views have applied it, so that it is listed and every process knows its owner.
 
         The active context's watermark says so (history is written before it moves) for one Redis
-        read a poll, where asking the history view costs a Cassandra read and is polled less often;
-        should Redis not answer, or the projection not apply it in time, the history view is asked.
+        read, read again when the projection publishes a move, where asking the history view costs
+        a Cassandra read and is polled; should Redis not answer, or the projection not apply it in
+        time, the history view is asked.
         """
         try:
-            applied = await _applied_within(self._context, partition, offset, PROJECTION_WAIT_S)
+            applied = await _applied_within(self._context, self._signals, partition, offset, PROJECTION_WAIT_S)
         except STORE_UNAVAILABLE:
             applied = False
         if applied:
@@ -159,29 +161,36 @@ async def eventually(lookup: Callable[[str], Awaitable[T | None]], key: str) -> 
     if minted_ms is None or minted_ms / 1000 > time.time() + CLOCK_SKEW_S:
         return None
     wait_s = minted_ms / 1000 + PROJECTION_WAIT_S - time.time()
-    return await _polled(partial(lookup, key), wait_s, POLL_S, POLL_GROWTH)
+    return await _polled(partial(lookup, key), wait_s)
 
 
-async def _applied_within(context: LiveContext, partition: int, offset: int, timeout_s: float) -> bool:
+async def _applied_within(
+    context: LiveContext, signals: WatermarkSignals, partition: int, offset: int, timeout_s: float
+) -> bool:
     """Whether the live views apply the partition up to `offset` within the timeout (False too
-    when the client leaves: nobody is waiting)."""
+    when the client leaves: nobody is waiting). Woken by the partition's watermark signal, or
+    after WATERMARK_POLL_S at most should a signal be lost."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        moved = signals.next(partition)  # taken before the read: a move in between still wakes us
+        if await context.applied_offset(partition) >= offset:
+            return True
+        left_s = deadline - time.monotonic()
+        if left_s <= 0 or await client_left_within(min(WATERMARK_POLL_S, left_s), moved):
+            return False
 
-    async def applied() -> bool | None:
-        return True if await context.applied_offset(partition) >= offset else None
 
-    return await _polled(applied, timeout_s, WATERMARK_POLL_S, WATERMARK_POLL_GROWTH) is not None
-
-
-async def _polled(lookup: Callable[[], Awaitable[T | None]], wait_s: float, first_s: float, growth: float) -> T | None:
-    """The lookup's first answer that is not None, asked again after a pause that grows by
-    `growth` up to MAX_POLL_S, for `wait_s` at most; None when time is up or the client left."""
+async def _polled(lookup: Callable[[], Awaitable[T | None]], wait_s: float) -> T | None:
+    """The lookup's first answer that is not None, asked again after a pause that grows from
+    POLL_S by POLL_GROWTH up to MAX_POLL_S, for `wait_s` at most; None when time is up or the
+    client left."""
     deadline = time.monotonic() + wait_s
-    pause_s = first_s
+    pause_s = POLL_S
     while (found := await lookup()) is None:
         left_s = deadline - time.monotonic()
         if left_s <= 0 or await client_left_within(min(pause_s, left_s)):
             return None
-        pause_s = min(pause_s * growth, MAX_POLL_S)
+        pause_s = min(pause_s * POLL_GROWTH, MAX_POLL_S)
     return found
 
 

@@ -50,17 +50,20 @@ class RequestLimits:
             reader.cancel()
 
 
-async def client_left_within(timeout_s: float) -> bool:
-    """Wait up to `timeout_s`; True as soon as the client of the request being served has gone."""
+async def client_left_within(timeout_s: float, unless: asyncio.Event | None = None) -> bool:
+    """Wait up to `timeout_s`, or until `unless` is set; True as soon as the client of the
+    request being served has gone."""
     gone = _client_gone.get()
-    if gone is None:  # not behind RequestLimits (a test calling a handler directly): just wait
+    waits = [asyncio.ensure_future(event.wait()) for event in (gone, unless) if event is not None]
+    if not waits:  # not behind RequestLimits (a test calling a handler directly): just wait
         await asyncio.sleep(timeout_s)
         return False
     try:
-        await asyncio.wait_for(gone.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    return gone is not None and gone.is_set()
 
 
 async def _read(

@@ -20,6 +20,7 @@ from ingest_api.token_feed import TokenFeed
 from projections import active_context
 from projections.generations import Generations
 from projections.live import LiveContext, LiveHistory
+from projections.watermark_signals import WatermarkSignals
 
 
 @dataclass
@@ -41,6 +42,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     history = LiveHistory(generations)
     feed = TokenFeed(settings.api.subscriber_queue)
     feed.start()
+    signals = WatermarkSignals(redis_client)
     services = Services(
         redis=redis_client,
         session=session,
@@ -48,7 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         feed=feed,
         history=history,
         claims=ReplyClaims(redis_client),
-        ownership=Ownership(history, LiveContext(generations), redis_client),
+        ownership=Ownership(history, LiveContext(generations), redis_client, signals),
     )
     app.state.services = services
     garbage_collector.freeze_startup()
@@ -57,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         feed.stop()
         services.producer.close()
+        await signals.aclose()
         await redis_client.aclose()
         cluster.shutdown()
 
