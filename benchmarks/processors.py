@@ -10,8 +10,10 @@
 The app runs in this process on scratch topics (processors_harness); the projection that feeds
 the active context runs in another process, as in production. Each conversation sends
 EXCHANGES messages one after another, a reply (ResponseCompleted, as the bridge would write it)
-between them, so later prompts carry history; CONCURRENCY conversations run at once.
-Run with `.venv/bin/python -m benchmarks.processors` (stack up).
+between them, so later prompts carry history (`--exchanges` of them); CONCURRENCY conversations
+run at once. Each level also prints this process's CPU a message: the app's, with the harness's
+producer and log reader beside it (the same in every run, so runs compare).
+Run with `.venv/bin/python -m benchmarks.processors [--exchanges N]` (stack up).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from stream_processors.moderation import Moderator
 from tests.integration.processors_harness import LogTail, delete_group, project, scratch_topics
 
 RUN = f"bench-processors-{uuid.uuid4().hex[:8]}"
-EXCHANGES = 10
 SENTENCES = [
     "What is the capital of France?",
     "Can you summarise the plot of Hamlet in three sentences, please?",
@@ -70,12 +71,14 @@ def moderation_latency(messages: int) -> list[float]:
     return timings
 
 
-async def conversation(model: str, producer: EventProducer, log: LogTail, topics: Topics) -> list[tuple[int, int, int]]:
+async def conversation(
+    model: str, exchanges: int, producer: EventProducer, log: LogTail, topics: Topics
+) -> list[tuple[int, int, int]]:
     """(submitted, accepted, requested) CreateTimes of each message of one conversation."""
     conversation_id, user_id = new_id(), f"user-{RUN}"
     await producer.send(topics.conversations, ConversationStarted(conversation_id=conversation_id, user_id=user_id))
     stamps = []
-    for i in range(EXCHANGES):
+    for i in range(exchanges):
         ids: dict[str, Any] = {
             "conversation_id": conversation_id,
             "user_id": user_id,
@@ -103,7 +106,7 @@ def run_projection(conversations_topic: Topic, namespace: str) -> None:
     asyncio.run(project(conversations_topic, namespace, asyncio.Event()))
 
 
-async def hops(models: list[str], concurrency: list[int]) -> None:
+async def hops(models: list[str], concurrency: list[int], exchanges: int) -> None:
     with scratch_topics(RUN) as topics:
         projection = multiprocessing.get_context("spawn").Process(
             target=run_projection, args=(topics.conversations, RUN)
@@ -115,9 +118,14 @@ async def hops(models: list[str], concurrency: list[int]) -> None:
         try:
             for model in models:
                 for level in concurrency:
-                    runs = await asyncio.gather(*(conversation(model, producer, log, topics) for _ in range(level)))
+                    cpu_before = time.process_time()
+                    runs = await asyncio.gather(
+                        *(conversation(model, exchanges, producer, log, topics) for _ in range(level))
+                    )
                     stamps = [s for run in runs for s in run]
-                    print(f"--- model {model}, {level} conversation(s) at once, {EXCHANGES} messages each")
+                    cpu_ms = (time.process_time() - cpu_before) * 1000 / len(stamps)
+                    print(f"--- model {model}, {level} conversation(s) at once, {exchanges} messages each")
+                    print(f"{'CPU of this process a message':<34} {cpu_ms:.2f} ms")
                     print(summary("submitted -> accepted", [float(a - s) for s, a, _ in stamps]))
                     print(summary("accepted -> inference requested", [float(r - a) for _, a, r in stamps]))
                     print(summary("submitted -> inference requested", [float(r - s) for s, _, r in stamps]))
@@ -134,9 +142,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["scripted", "smollm2"])
     parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--exchanges", type=int, default=10, help="messages in each conversation")
     args = parser.parse_args()
     print(summary("moderation (classify) per message", moderation_latency(500)))
-    asyncio.run(hops(args.models, args.concurrency))
+    asyncio.run(hops(args.models, args.concurrency, args.exchanges))
 
 
 if __name__ == "__main__":

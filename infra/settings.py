@@ -272,6 +272,7 @@ class ContextSettings(BaseModel):
     cache_turns: int = 64  # turns kept per conversation in Redis
     cache_ttl_s: int = 24 * 3600  # idle conversations leave the cache; Cassandra keeps them
     watermark_wait_s: float = 2.0  # rule 3: how long to wait for the cache before reading Cassandra
+    turn_counts_remembered: int = 50_000  # per model, per processor (~0.2 KB each): `RememberedCounts`
 
 
 class ProjectionSettings(BaseModel):

@@ -10,7 +10,7 @@ from infra.settings import ModelSettings, settings
 from schemas.events import ChatTurn
 from stream_processors import tokenizers
 from stream_processors.context_window import PromptTooSmall, fit
-from stream_processors.tokenizers import GgufTokenizer, Tokenizer, WordTokenizer
+from stream_processors.tokenizers import GgufTokenizer, RememberedCounts, Tokenizer, WordTokenizer
 
 SYSTEM = ChatTurn(role="system", content="You are steno, a helpful and concise assistant.")
 WORDS = WordTokenizer()
@@ -98,17 +98,66 @@ def test_the_real_model_tokenizer_cuts_a_huge_message_to_fit() -> None:
     assert prompt.turns[-1].content.endswith("the end")
 
 
-def rendered_tokens(tokenizer: Tokenizer, turns: list[ChatTurn]) -> int:
+def rendered_tokens(tokenizer: RememberedCounts, turns: list[ChatTurn]) -> int:
     """The whole prompt as llama.cpp's chat completion renders and tokenizes it."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    assert isinstance(tokenizer, GgufTokenizer)
-    llama = tokenizer._llama
+    assert isinstance(tokenizer.uncached, GgufTokenizer)
+    llama = tokenizer.uncached._llama
     formatter = Jinja2ChatFormatter(
         llama.metadata["tokenizer.chat_template"], eos_token="<|im_end|>", bos_token="<|im_start|>"
     )
     text = formatter(messages=[turn.model_dump() for turn in turns]).prompt  # type: ignore[misc]  # llama-cpp wants its per-role TypedDicts; a ChatTurn dump is one
     return len(llama.tokenize(text.encode(), add_bos=True, special=True))
+
+
+def test_the_real_model_tokenizer_counts_as_llama_cpp_tokenizes() -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is installed by `make up`")
+    tokenizer = tokenizers.load(settings.models["smollm2"]).uncached
+    assert isinstance(tokenizer, GgufTokenizer)
+
+    for text in ["", "hi", "Ünïcödé ✓ " * 50, "<|im_start|>user\nhello<|im_end|>\n"]:
+        assert tokenizer._count(text) == len(tokenizer._llama.tokenize(text.encode(), add_bos=False, special=True))
+
+
+class CountedWords(WordTokenizer):
+    """The word tokenizer, noting each turn it was asked to count."""
+
+    def __init__(self) -> None:
+        self.asked: list[ChatTurn] = []
+
+    def turn_tokens(self, turn: ChatTurn) -> int:
+        self.asked.append(turn)
+        return super().turn_tokens(turn)
+
+
+def test_a_turn_is_counted_once_and_its_count_remembered() -> None:
+    words = CountedWords()
+    remembered = RememberedCounts(words, size=10)
+    turns = conversation(4)
+
+    first = [remembered.turn_tokens(turn) for turn in turns]
+    again = [remembered.turn_tokens(ChatTurn(role=turn.role, content=turn.content)) for turn in turns]
+
+    assert first == again == [WORDS.turn_tokens(turn) for turn in turns]
+    assert words.asked == turns
+    other_role = ChatTurn(role="assistant", content=turns[0].content)
+    remembered.turn_tokens(other_role)
+    assert words.asked[-1] == other_role  # a turn is its role and its content
+
+
+def test_the_least_recently_used_count_is_forgotten_first() -> None:
+    words = CountedWords()
+    remembered = RememberedCounts(words, size=2)
+    a, b, c = conversation(3)
+
+    for turn in (a, b, a, c):  # c pushes out b, used before a
+        remembered.turn_tokens(turn)
+    words.asked.clear()
+    for turn in (a, c, b):
+        remembered.turn_tokens(turn)
+
+    assert words.asked == [b]
 
 
 def test_a_gguf_tokenizer_reads_the_file_its_model_settings_name(tmp_path: Path) -> None:
