@@ -9,10 +9,10 @@
 
 The app runs in this process on scratch topics (processors_harness); the projection that feeds
 the active context runs in another process, as in production. Each conversation sends
-EXCHANGES messages one after another, a reply (ResponseCompleted, as the bridge would write it)
-between them, so later prompts carry history (`--exchanges` of them); CONCURRENCY conversations
-run at once. Each level also prints this process's CPU a message: the app's, with the harness's
-producer and log reader beside it (the same in every run, so runs compare).
+`--exchanges` messages one after another, a reply (ResponseCompleted, as the bridge would write
+it) between them, so later prompts carry history; `--concurrency` conversations run at once.
+Each level also prints this process's CPU a message: the app's, with the harness's producer and
+log reader beside it (the same in every run, so runs compare).
 Run with `.venv/bin/python -m benchmarks.processors [--exchanges N]` (stack up).
 """
 
