@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.integration
 SCRIPT = "Hello there, friend."
 SCRIPT_TOKENS = ["Hello ", "there, ", "friend."]
 LONG_SCRIPT = " ".join(f"word{i}" for i in range(200))
+PROMPT_TOKENS = "steno_prompt_tokens_total"
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,35 @@ async def test_smollm2_continues_a_chat_given_as_json_messages(
     responses = await generate(client, "smollm2", json.dumps(chat), sampling={"max_tokens": 32, "temperature": 0})
 
     assert "Berlin" in "".join(r.text for r in responses)
+
+
+async def test_smollm2_answers_a_conversations_next_turn_from_its_cache_despite_another_in_between(
+    client: aioclient.InferenceServerClient,
+) -> None:
+    """The next turn's prompt is the last prompt, the reply and a new message: the model should
+    evaluate only the new part, even when another conversation was answered meanwhile."""
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    chat = [system, {"role": "user", "content": f"My name is {uuid.uuid4().hex}. Describe a calm lake at dawn."}]
+    first, cached_before, evaluated_before = await smollm2_turn(client, chat)
+    first_prompt = metric(PROMPT_TOKENS, source="cached", model="smollm2") - cached_before
+    first_prompt += metric(PROMPT_TOKENS, source="evaluated", model="smollm2") - evaluated_before
+    await smollm2_turn(client, [system, {"role": "user", "content": f"Another chat: {uuid.uuid4().hex}"}])
+
+    chat += [{"role": "assistant", "content": first}, {"role": "user", "content": "Thank you. And at dusk?"}]
+    _, cached_before, evaluated_before = await smollm2_turn(client, chat)
+
+    assert metric(PROMPT_TOKENS, source="cached", model="smollm2") - cached_before >= first_prompt
+    assert metric(PROMPT_TOKENS, source="evaluated", model="smollm2") - evaluated_before < first_prompt
+
+
+async def smollm2_turn(client: aioclient.InferenceServerClient, chat: list[dict[str, str]]) -> tuple[str, float, float]:
+    """The reply to `chat`, and the prompt token counters (cached, evaluated) before it; returns
+    once the model counted the request (its outcome is counted after its tokens)."""
+    cached, evaluated = (metric(PROMPT_TOKENS, source=source, model="smollm2") for source in ("cached", "evaluated"))
+    completed = metric("steno_requests_total", outcome="completed", model="smollm2")
+    responses = await generate(client, "smollm2", json.dumps(chat), sampling={"max_tokens": 24, "temperature": 0})
+    await wait_for_metric("steno_requests_total", completed, outcome="completed", model="smollm2")
+    return "".join(r.text for r in responses), cached, evaluated
 
 
 async def test_cancelling_a_smollm2_stream_stops_the_model(

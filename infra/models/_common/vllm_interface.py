@@ -147,6 +147,9 @@ class ResponseStream:
         self._cancelled = False
         self._next_cancel_check = 0.0
         self.tokens = 0
+        # (from the model's cache, evaluated): how much of the prompt the model already held, for
+        # a model that keeps one (smollm2); None for one that does not say
+        self.prompt_tokens: tuple[int, int] | None = None
 
     def cancelled(self) -> bool:
         """Whether the client cancelled the request; models check it before each token.
@@ -193,6 +196,8 @@ class Metrics:
     steno_tokens_total{model}: tokens generated, counted when a request ends (one IPC call per
     request, not per token). Besides operations, this is how tests see that a client's
     cancellation reached the model and stopped its generation.
+    steno_prompt_tokens_total{model, source}: prompt tokens, source `cached` (already in the
+    model's KV cache from an earlier request) or `evaluated`, for models that tell.
 
     Updates are serialised: the Python backend of Triton 2.51 aborts the whole server
     (boost::interprocess::lock_exception) when worker threads update metrics concurrently.
@@ -215,20 +220,32 @@ class Metrics:
             outcome: requests.Metric(labels={"model": model, "outcome": outcome}) for outcome in self.OUTCOMES
         }
         self._tokens = tokens.Metric(labels={"model": model})
-        self._families = [requests, tokens]  # a Metric must not outlive its family
+        prompt = pb_utils.MetricFamily(
+            name="steno_prompt_tokens_total",
+            description="Prompt tokens, taken from the model's cache or evaluated",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self._prompt = [prompt.Metric(labels={"model": model, "source": source}) for source in ("cached", "evaluated")]
+        self._families = [requests, tokens, prompt]  # a Metric must not outlive its family
         self._lock = threading.Lock()
 
-    def record(self, outcome: str, tokens: int) -> None:
+    def record(self, outcome: str, out: ResponseStream) -> None:
+        """Count a request that ended; its outcome last, so that a reader who sees the request
+        counted sees its tokens counted too."""
         with self._lock:
+            if out.tokens:
+                self._tokens.increment(out.tokens)
+            for metric, count in zip(self._prompt, out.prompt_tokens or (), strict=False):
+                if count:
+                    metric.increment(count)
             self._requests[outcome].increment(1)
-            if tokens:
-                self._tokens.increment(tokens)
 
     def close(self) -> None:
         """Drop the metrics before their families, the order the Python backend requires."""
         with self._lock:
             self._requests.clear()
             del self._tokens
+            self._prompt.clear()
             self._families.clear()
 
 
@@ -282,7 +299,7 @@ class StreamingModel(ABC):
         except Exception as exc:  # the client gets the reason; the worker lives on
             outcome = "failed"
             self._report_failure(out, exc)
-        self._metrics.record(outcome, out.tokens)
+        self._metrics.record(outcome, out)
 
     def _report_failure(self, out: ResponseStream, exc: Exception) -> None:
         self.logger.log_warn(f"request failed: {type(exc).__name__}: {exc}")

