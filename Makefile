@@ -55,6 +55,7 @@ bench: install
 	$(PY) -m benchmarks.capacity
 	$(PY) -m benchmarks.idle_streams
 	$(PY) -m benchmarks.triton_transport
+	$(PY) -m benchmarks.long_chats
 
 install: $(VENV)/.installed
 

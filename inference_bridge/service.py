@@ -132,7 +132,9 @@ class Bridge:
         endpoints = {url: Endpoint(url) for url in self._endpoints}
         for endpoint in endpoints.values():
             resources.push_async_callback(endpoint.close)
-        self._router = LeastBusyRouter(endpoints)
+        self._router = LeastBusyRouter(
+            endpoints, affinity_slack=self._config.affinity_slack, remembered=self._config.affinity_remembered
+        )
         redis_client = redis.Redis.from_url(self._redis_url)
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
@@ -292,7 +294,7 @@ class Bridge:
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
         """The reply from the least-busy endpoint; an endpoint whose server went away is marked down."""
         sampling = sampling_parameters(request, self._sampling.get(request.model, {}))
-        with self._router.lease() as client:
+        with self._router.lease(request.conversation_id) as client:
             chunks = stream_text(client, request.model, request.prompt, sampling, self._timeouts)
             try:
                 async with aclosing(chunks):
