@@ -119,20 +119,26 @@ def create_app(
         key_serializer="raw",
         value_serializer="raw",
     )
+    deadline: StopDeadline = app.add_context(StopDeadline(settings.kafka.wedged_stop_s))
+
+    async def crash(reason: BaseException) -> None:
+        """Crash the app, for its worker to stop and the supervisor to restart it, with a deadline
+        on that stop: a crashed worker that cannot stop ends anyway (`StopDeadline`)."""
+        deadline.arm()
+        await app.crash(reason)
+
     outputs = Outputs(topics.dead_letters, topics.conversations, topics.tokens)
-    agent = consume_with(Processor(admission, producer, outputs), app)
+    agent = consume_with(Processor(admission, producer, outputs), crash)
     app.agent(conversation_log, name=admission.name, isolated_partitions=True)(agent)
 
     watchdog = MembershipWatchdog(settings.kafka.membership_grace_s)
-    deadline: StopDeadline = app.add_context(StopDeadline(settings.kafka.wedged_stop_s))
 
     @app.timer(CHECK_EVERY_S)
     async def check_membership() -> None:
         """Crash a worker wedged out of its group (see `stream_processors.membership_watchdog`)."""
         if watchdog.lost(await asyncio.to_thread(membership, app_id)):
             grace = settings.kafka.membership_grace_s
-            deadline.arm()
-            await app.crash(RuntimeError(f"not a member of consumer group {app_id} for {grace:g} s: restarting"))
+            await crash(RuntimeError(f"not a member of consumer group {app_id} for {grace:g} s: restarting"))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function
     async def close_clients(sender: faust.App, **_: Any) -> None:
@@ -155,12 +161,14 @@ def _context_readers(
     return context, History(cluster.connect(settings.cassandra.keyspace))
 
 
-def consume_with(processor: Processor, app: faust.App) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
+def consume_with(
+    processor: Processor, crash: Callable[[BaseException], Awaitable[None]]
+) -> Callable[[faust.StreamT[bytes]], Awaitable[None]]:
     """An agent that hands each record to the processor and acks it once its effects are in Kafka
-    (`stream_processors.delivery_window`); a failed delivery crashes the app, to be restarted."""
+    (`stream_processors.delivery_window`); a failed delivery `crash`es the app, to be restarted."""
 
     async def agent(stream: faust.StreamT[bytes]) -> None:
-        window = DeliveryWindow(UNSETTLED_RECORDS, app.crash)
+        window = DeliveryWindow(UNSETTLED_RECORDS, crash)
         manual_acks = cast(faust.Stream[bytes], stream).noack()  # what Faust passes; StreamT lacks noack()
         async for event in manual_acks.events():
             message = event.message

@@ -12,9 +12,12 @@ Kafka that does not answer says nothing about the worker: the wait starts again 
 
 The same wedge keeps the crashed worker from stopping: aiokafka's consumer close awaits its
 coordination task, which waits on that lookup forever, and a process that never exits is never
-restarted. So the crash also arms a deadline (`StopDeadline`): past it the process
-ends as `kill -9` would end it, which loses nothing (offsets are committed only for records whose
-events Kafka acknowledged).
+restarted. A crash for another reason (an event Kafka refused) can hang the stop too: the crash
+ends Faust's consumer thread, and a stop whose final commit is handed to that thread as it ends
+(mode's `call_thread`: the call is queued on the thread's loop, which then never runs it) waits
+forever. So every crash arms a deadline (`StopDeadline`): past it the process ends as `kill -9`
+would end it, which loses nothing (offsets are committed only for records whose events Kafka
+acknowledged).
 """
 
 from __future__ import annotations

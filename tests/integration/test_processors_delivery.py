@@ -9,6 +9,8 @@ that maps past them cannot be produced, exactly as a write Kafka refuses.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,6 +26,7 @@ from projections import active_context
 from projections.active_context import ActiveContext
 from schemas.events import ConversationStarted, InferenceRequested, MessageAccepted, MessageSubmitted, new_id
 from schemas.topics import Topic, partition_for
+from stream_processors import membership_watchdog
 from stream_processors.app import Topics, create_app
 from tests.integration.processors_harness import LogTail, crash_reason, delete_group, project, scratch_topics
 
@@ -31,6 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"),
 
 RUN = f"delivery-{uuid.uuid4().hex[:10]}"
 GROUP = f"test-{RUN}"
+WEDGED_STOP_S = 2.0  # the crash's stop deadline, short here
+STOP_LIMIT_S = 30.0
 
 
 @asynccontextmanager
@@ -74,31 +79,86 @@ def committed_offset(topic: str, partition: int) -> int:
         consumer.close()
 
 
-async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_answers_it() -> None:
+class Exits:
+    """What the crash's stop deadline did to the process, recorded instead of done: a test's
+    in-process app must not end the test run (`membership_watchdog.hard_exit`)."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self._ended = threading.Event()
+
+    def __call__(self, status: int) -> None:
+        self.statuses.append(status)
+        self._ended.set()
+
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+
+@pytest.fixture
+def exits(monkeypatch: pytest.MonkeyPatch) -> Exits:
+    recorded = Exits()
+    monkeypatch.setattr(membership_watchdog, "hard_exit", recorded)
+    monkeypatch.setattr(settings.kafka, "wedged_stop_s", WEDGED_STOP_S)
+    return recorded
+
+
+async def stop_crashed(app: faust.App, exits: Exits) -> bool:
+    """Stop a crashed app as its worker does: True once it stopped, False once the deadline
+    ended the process first (the app is then abandoned, as the ended process leaves it)."""
+    stopping = asyncio.create_task(app.stop())
+    deadline = time.monotonic() + STOP_LIMIT_S
+    while not stopping.done() and not exits.ended():
+        await asyncio.sleep(0.05)
+        if time.monotonic() > deadline:
+            stopping.cancel()
+            raise AssertionError(f"the crashed app neither stopped nor ended within {STOP_LIMIT_S}s")
+    if stopping.done():
+        await stopping
+        return True
+    stopping.cancel()
+    await asyncio.gather(stopping, return_exceptions=True)
+    return False
+
+
+def undeliverable(topics: Topics) -> tuple[Topics, MessageSubmitted]:
+    """The topics with an inference-request topic declared wider than the broker's, and a message
+    whose inference request maps past the partitions the broker has."""
+    requests = topics.inference_requests
+    unroutable = replace(requests, partitions=requests.partitions * 16)
+    message = MessageSubmitted(
+        conversation_id=unroutable_conversation(unroutable, requests.partitions),
+        user_id=f"user-{RUN}",
+        message_id=new_id(),
+        response_id=new_id(),
+        content="hello",
+        model="scripted",
+    )
+    return replace(topics, inference_requests=unroutable), message
+
+
+async def submit(producer: EventProducer, conversations: Topic, message: MessageSubmitted) -> None:
+    started = ConversationStarted(conversation_id=message.conversation_id, user_id=message.user_id)
+    for event in (started, message):
+        await producer.send(conversations, event)
+
+
+async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_answers_it(exits: Exits) -> None:
     with scratch_topics(RUN) as topics:
-        requests = topics.inference_requests
-        unroutable = replace(requests, partitions=requests.partitions * 16)
-        conversation = unroutable_conversation(unroutable, requests.partitions)
-        message = MessageSubmitted(
-            conversation_id=conversation,
-            user_id=f"user-{RUN}",
-            message_id=new_id(),
-            response_id=new_id(),
-            content="hello",
-            model="scripted",
-        )
-        log = LogTail([topics.conversations, requests])
+        refusing, message = undeliverable(topics)
+        log = LogTail([topics.conversations, topics.inference_requests])
         producer = EventProducer()
         try:
             async with projected(topics.conversations):
-                for event in (ConversationStarted(conversation_id=conversation, user_id=message.user_id), message):
-                    await producer.send(topics.conversations, event)
+                await submit(producer, topics.conversations, message)
 
-                async with running(replace(topics, inference_requests=unroutable)) as app:
-                    [accepted] = await log.of(message.response_id, MessageAccepted)
-                    reason = await crash_reason(app)
+                app = create_app(GROUP, refusing, cache_namespace=RUN, offset_reset="earliest")
+                await app.start()
+                [accepted] = await log.of(message.response_id, MessageAccepted)
+                reason = await crash_reason(app)
+                await stop_crashed(app, exits)
                 assert "partition" in str(reason).lower(), reason
-                partition = partition_for(conversation, topics.conversations)
+                partition = partition_for(message.conversation_id, topics.conversations)
                 assert committed_offset(topics.conversations.name, partition) <= accepted.offset
 
                 async with running(topics):
@@ -109,3 +169,35 @@ async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_an
             producer.close()
             log.close()
             delete_group(GROUP)
+
+
+async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exits) -> None:
+    """The race behind a stop that once hung a CI run: the crash ends Faust's consumer thread, and
+    the stop hands its final commit to that thread (mode's `call_thread`); landing just before the
+    thread's loop closes, the call is queued on a loop that never runs again, and the stop waits
+    forever. Forced here by keeping the thread's loop from closing as the thread ends."""
+    with scratch_topics(RUN) as topics:
+        refusing, message = undeliverable(topics)
+        producer = EventProducer()
+        try:
+            async with projected(topics.conversations):
+                await submit(producer, topics.conversations, message)
+                app = create_app(GROUP, refusing, cache_namespace=RUN, offset_reset="earliest")
+                await app.start()
+                consumer_thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust's consumer ServiceThread
+                consumer_thread.thread_loop.close = lambda: None  # ends, but stays open to calls
+                await crash_reason(app)
+                await ended(consumer_thread._thread)
+                stopped = await stop_crashed(app, exits)
+        finally:
+            producer.close()
+            delete_group(GROUP)
+    assert not stopped, "the stop finished: this test no longer reproduces the hang"
+    assert exits.statuses == [membership_watchdog.EXIT_WEDGED]
+
+
+async def ended(thread: threading.Thread) -> None:
+    deadline = time.monotonic() + STOP_LIMIT_S
+    while thread.is_alive():
+        assert time.monotonic() < deadline, f"the consumer thread still runs {STOP_LIMIT_S}s after the crash"
+        await asyncio.sleep(0.05)
