@@ -292,7 +292,8 @@ class Bridge:
         )
 
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
-        """The reply from the least-busy endpoint; an endpoint whose server went away is marked down."""
+        """The reply from the endpoint the router picks (the conversation's last, or the least busy); an
+        endpoint whose server went away is marked down."""
         sampling = sampling_parameters(request, self._sampling.get(request.model, {}))
         with self._router.lease(request.conversation_id) as client:
             chunks = stream_text(client, request.model, request.prompt, sampling, self._timeouts)
