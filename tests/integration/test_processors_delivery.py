@@ -137,23 +137,24 @@ def undeliverable(topics: Topics) -> tuple[Topics, MessageSubmitted]:
     return replace(topics, inference_requests=unroutable), message
 
 
-async def submit(producer: EventProducer, conversations: Topic, message: MessageSubmitted) -> None:
+async def refusing_app(topics: Topics, producer: EventProducer) -> tuple[faust.App, MessageSubmitted]:
+    """A message submitted, and an app started whose inference request for it Kafka refuses."""
+    refusing, message = undeliverable(topics)
     started = ConversationStarted(conversation_id=message.conversation_id, user_id=message.user_id)
     for event in (started, message):
-        await producer.send(conversations, event)
+        await producer.send(topics.conversations, event)
+    app = create_app(GROUP, refusing, cache_namespace=RUN, offset_reset="earliest")
+    await app.start()
+    return app, message
 
 
 async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_answers_it(exits: Exits) -> None:
     with scratch_topics(RUN) as topics:
-        refusing, message = undeliverable(topics)
         log = LogTail([topics.conversations, topics.inference_requests])
         producer = EventProducer()
         try:
             async with projected(topics.conversations):
-                await submit(producer, topics.conversations, message)
-
-                app = create_app(GROUP, refusing, cache_namespace=RUN, offset_reset="earliest")
-                await app.start()
+                app, message = await refusing_app(topics, producer)
                 [accepted] = await log.of(message.response_id, MessageAccepted)
                 reason = await crash_reason(app)
                 await stop_crashed(app, exits)
@@ -177,13 +178,10 @@ async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exi
     thread's loop closes, the call is queued on a loop that never runs again, and the stop waits
     forever. Forced here by keeping the thread's loop from closing as the thread ends."""
     with scratch_topics(RUN) as topics:
-        refusing, message = undeliverable(topics)
         producer = EventProducer()
         try:
             async with projected(topics.conversations):
-                await submit(producer, topics.conversations, message)
-                app = create_app(GROUP, refusing, cache_namespace=RUN, offset_reset="earliest")
-                await app.start()
+                app, _ = await refusing_app(topics, producer)
                 consumer_thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust's consumer ServiceThread
                 consumer_thread.thread_loop.close = lambda: None  # ends, but stays open to calls
                 await crash_reason(app)
