@@ -7,8 +7,9 @@ for it) and catches up from the feed's recent-event memory or from the log.
 The feed also remembers the events of recent responses, so a client that connects late or
 reconnects with `Last-Event-ID` is usually served from memory instead of a Kafka read.
 
-A client can also watch a whole conversation: it is told of each response that begins in it
-(whoever sent the message, from whichever tab), and follows that response's own stream.
+A client can also watch a whole conversation: it is told of each response in progress in it
+when it starts watching, then of each that begins (whoever sent the message, from whichever
+tab), and follows that response's own stream.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CLOCK_SKEW_MS = 5_000  # how far apart the clocks of API and bridge machines may be
 REMEMBER_ENDED_S = 300.0  # how long a response's events stay in memory after its last one
+
+V = TypeVar("V")
 
 
 class Subscription:
@@ -124,6 +128,7 @@ class TokenFeed:
         self._watchers: dict[str, set[Subscription]] = {}
         self._remembered: OrderedDict[str, _Remembered] = OrderedDict()  # the quietest first
         self._last_ended: dict[str, str] = {}  # conversation id -> its remembered response that ended last
+        self._in_progress: dict[str, set[str]] = {}  # conversation id -> its remembered responses not ended
         self._started_ms = math.inf  # until the feed's start offsets are fixed, nothing counts as new
         self._running = False
         self._thread: threading.Thread | None = None
@@ -165,18 +170,22 @@ class TokenFeed:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        _discard(self._subscribers, subscription)
+        _discard(self._subscribers, subscription.key, subscription)
 
     def watch(self, conversation_id: str) -> Subscription:
-        """Be offered the first event this process sees of each response in the conversation."""
+        """Be offered the first event this process saw of each response in progress in the
+        conversation, then of each new one: a reply that began just before the watcher came is
+        announced too (the client read the history before or after it began, it cannot tell)."""
         watcher = Subscription(conversation_id, self._subscriber_queue)
         self._watchers.setdefault(conversation_id, set()).add(watcher)
+        for response_id in self._in_progress.get(conversation_id, ()):
+            watcher.offer(from_kept(self._remembered[response_id].events[0]))
         if self.closing:
             watcher.end()
         return watcher
 
     def unwatch(self, watcher: Subscription) -> None:
-        _discard(self._watchers, watcher)
+        _discard(self._watchers, watcher.key, watcher)
 
     def has_ended(self, response_id: str) -> bool:
         """True when this process saw the response end (False may still mean it ended long ago)."""
@@ -241,6 +250,7 @@ class TokenFeed:
             if entry is None:
                 whole = self._is_new(response_id) or item.begins
                 entry = self._remembered[response_id] = _Remembered(whole, item.conversation_id)
+                self._in_progress.setdefault(item.conversation_id, set()).add(response_id)
                 for watcher in self._watchers.get(item.conversation_id, ()):
                     watcher.offer(item)
             else:
@@ -250,6 +260,7 @@ class TokenFeed:
             if item.ends:
                 entry.ended = True
                 self._last_ended[item.conversation_id] = response_id
+                _discard(self._in_progress, item.conversation_id, response_id)
             for subscription in self._subscribers.get(response_id, ()):
                 subscription.offer(item)
         self._forget_old(now)
@@ -264,6 +275,7 @@ class TokenFeed:
             if oldest.last_at >= cutoff:
                 return
             del self._remembered[response_id]
+            _discard(self._in_progress, oldest.conversation_id, response_id)
             if self._last_ended.get(oldest.conversation_id) == response_id:
                 del self._last_ended[oldest.conversation_id]
 
@@ -272,12 +284,13 @@ def _partitions() -> range:
     return range(TOKENS.partitions)
 
 
-def _discard(subscriptions: dict[str, set[Subscription]], subscription: Subscription) -> None:
-    followers = subscriptions.get(subscription.key)
-    if followers is not None:
-        followers.discard(subscription)
-        if not followers:
-            del subscriptions[subscription.key]
+def _discard(index: dict[str, set[V]], key: str, value: V) -> None:
+    """Remove `value` from the set at `key`, and the set once it is empty."""
+    values = index.get(key)
+    if values is not None:
+        values.discard(value)
+        if not values:
+            del index[key]
 
 
 def _decoded(msg: Message) -> LoggedEvent | None:

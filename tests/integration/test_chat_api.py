@@ -160,23 +160,26 @@ async def test_regenerate_is_refused_with_a_reason_unless_the_reply_is_the_last_
 # --- a conversation's live feed -------------------------------------------------------------
 
 
+async def watch_conversation(client: StenoClient, conversation: str, heard: list[str], ready: asyncio.Event) -> None:
+    """Follow the conversation's feed: `ready` once it watches, then each reply's id in `heard`."""
+    async with aconnect_sse(client.http, "GET", f"/v1/conversations/{conversation}/events") as source:
+        source.response.raise_for_status()
+        async for sse in source.aiter_sse():
+            if sse.event == "ready":
+                ready.set()
+            else:
+                heard.append(json.loads(sse.data)["response_id"])
+
+
 async def test_a_second_client_hears_of_each_reply_that_begins_in_the_conversation(alice: StenoClient) -> None:
     conversation = await alice.new_conversation()
     second_tab = StenoClient(alice.user)
     heard: list[str] = []
-    connected = asyncio.Event()
+    ready = asyncio.Event()
 
-    async def watch() -> None:
-        url = f"/v1/conversations/{conversation}/events"
-        async with aconnect_sse(second_tab.http, "GET", url) as source:
-            source.response.raise_for_status()
-            connected.set()  # the feed is live from here: a reply takes far longer to begin
-            async for sse in source.aiter_sse():
-                heard.append(json.loads(sse.data)["response_id"])
-
-    watching = asyncio.create_task(watch())
+    watching = asyncio.create_task(watch_conversation(second_tab, conversation, heard, ready))
     try:
-        await asyncio.wait_for(connected.wait(), 10)
+        await asyncio.wait_for(ready.wait(), 10)
         sent = [await answered(alice, conversation, f"message {n}") for n in range(2)]
         await until(lambda: asyncio.sleep(0, len(heard) >= 2))
     finally:
@@ -184,3 +187,24 @@ async def test_a_second_client_hears_of_each_reply_that_begins_in_the_conversati
         await second_tab.close()
 
     assert heard == [ids["response_id"] for ids in sent]
+
+
+async def test_a_client_that_starts_watching_mid_reply_hears_of_that_reply(alice: StenoClient) -> None:
+    """A tab opened while another's reply streams: the reply began before the feed was watched,
+    and perhaps after the tab read the history, so the feed announces it first."""
+    conversation = await alice.new_conversation()
+    ids = await alice.send(conversation, scripted("slowly " * 20, itl_ms=200))
+    await alice.events(ids["response_id"], limit=2)  # started, and streaming
+    second_tab = StenoClient(alice.user)
+    heard: list[str] = []
+    ready = asyncio.Event()
+
+    watching = asyncio.create_task(watch_conversation(second_tab, conversation, heard, ready))
+    try:
+        await until(lambda: asyncio.sleep(0, bool(heard)))
+    finally:
+        watching.cancel()
+        await second_tab.close()
+        await alice.http.post(f"/v1/responses/{ids['response_id']}/cancel")
+
+    assert ready.is_set() and heard == [ids["response_id"]]

@@ -221,17 +221,21 @@ def _sse_starlette(item: LoggedEvent) -> bytes:
     return ServerSentEvent(data=json.dumps(data), event=name, id=str(item.offset)).encode()
 
 
-async def test_a_conversation_watcher_hears_of_each_new_response_once() -> None:
+async def test_a_conversation_watcher_hears_of_each_response_in_progress_or_new_once() -> None:
+    """A reply that began just before the watcher came is announced too: the client read the
+    history before it began, or after; one that ended before is in the history either way."""
     feed = TokenFeed(QUEUE)
-    earlier, first, second = new_id(), new_id(), new_id()
-    feed._dispatch([token(earlier, 1, 0)])
+    over, earlier, first, second = new_id(), new_id(), new_id(), new_id()
+    feed._dispatch([token(over, 1, 0), ended(over, 2), token(earlier, 3, 0)])
     watcher = feed.watch(CONVERSATION)
     other = feed.watch(new_id())
 
-    feed._dispatch([token(earlier, 2, 1), token(first, 3, 0), token(first, 4, 1), ended(first, 5), token(second, 6, 0)])
+    feed._dispatch([token(earlier, 4, 1), token(first, 5, 0), token(first, 6, 1), ended(first, 7), token(second, 8, 0)])
 
-    heard = [await asyncio.wait_for(anext(aiter(watcher)), 5) for _ in range(2)]
-    assert [(item.event.response_id, item.offset) for item in heard] == [(first, 3), (second, 6)]
+    heard = [await asyncio.wait_for(anext(aiter(watcher)), 5) for _ in range(3)]
+    assert [(item.event.response_id, item.offset) for item in heard] == [(earlier, 3), (first, 5), (second, 8)]
+    assert not watcher._queued
+    assert feed._in_progress == {CONVERSATION: {earlier, second}}
     assert not other._queued  # another conversation's watcher
     feed.unwatch(watcher)
     feed.unwatch(other)

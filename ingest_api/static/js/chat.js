@@ -64,8 +64,7 @@ export class Chat {
     this.showNotice("");
     this.onTitle(title);
     if (id === null) return;
-    await this.sync();
-    this.watch(this.abort.signal);
+    await new Promise((ready, failed) => this.watch(this.abort.signal, ready).catch(failed));
   }
 
   /** Bring the log in line with the history: new turns appended, replaced replies removed. */
@@ -169,19 +168,26 @@ export class Chat {
       });
   }
 
-  /** The conversation's live feed: a reply another tab asked for shows here too, as it streams. */
-  async watch(signal) {
+  /**
+   * The conversation's live feed: a reply another tab asked for shows here too, as it streams.
+   * On each (re)connect the history is read once the feed is `ready` (watching), so a reply that
+   * begins meanwhile is announced, never missed; `synced` is called after the first reading.
+   */
+  async watch(signal, synced = () => {}) {
     const id = this.id;
     while (!signal.aborted) {
       try {
         for await (const event of events(`/v1/conversations/${id}/events`, signal)) {
-          if (!this.sending && !this.replies.has(event.data.response_id)) await this.sync();
+          if (event.name === "ready") {
+            if (!this.sending) await this.sync(); // a tab sending its first message has nothing to catch up
+            synced();
+          } else if (!this.sending && !this.replies.has(event.data.response_id)) await this.sync();
         }
       } catch (error) {
-        if (signal.aborted || error.status === 404) return;
+        if (signal.aborted) return;
+        if (error.status === 404) throw error;
       }
-      await new Promise((resolve) => setTimeout(resolve, 1000)); // reconnect, then catch up
-      if (!signal.aborted) await this.sync().catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 1000)); // then reconnect
     }
   }
 
