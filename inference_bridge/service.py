@@ -42,7 +42,16 @@ from inference_bridge.router import LeastBusyRouter
 from inference_bridge.sampling import sampling_parameters
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import Endpoint, InferenceError, Timeouts, stream_text
-from infra.kafka_clients import COOPERATIVE, EventProducer, Record, consumer, dead_letter, next_batch
+from infra import wedged
+from infra.kafka_clients import (
+    COOPERATIVE,
+    DELIVERY_TIMEOUT_S,
+    EventProducer,
+    Record,
+    consumer,
+    dead_letter,
+    next_batch,
+)
 from infra.settings import BridgeSettings
 from schemas.events import InferenceRequested
 from schemas.serde import UndecodableEvent, decode
@@ -55,6 +64,7 @@ POLL_S = 0.1  # how long a consumer thread blocks per call: bounds shutdown and 
 COMMIT_EVERY_S = 1.0  # under load, commit at most this often (see `_commit`)
 CANCEL_MEMORY_S = 600.0  # how long an early cancel waits for its request; also the control lookback
 CANCEL_MEMORY_SIZE = 100_000
+ABANDON_S = DELIVERY_TIMEOUT_S + 15.0  # how long abandoned or ending generations get to end (see `_abandon`)
 FLUSH_S = 5.0  # how long an abandoned generation's sent events get to be acknowledged before it lets go
 PROBE_S = 1.0  # one readiness probe of a Triton endpoint, while waiting for one to come back
 PROBE_EVERY_S = 0.5
@@ -363,7 +373,12 @@ class Bridge:
         """Stop the generations, then wait (bounded) until what they sent is in the log, so that
         none of it lands after the next owner's attempt began. A generation already writing its
         final event is let finish instead (bounded by the producer's delivery timeout): its end
-        is then in the log and the response marked finished, so the retry writes nothing."""
+        is then in the log and the response marked finished, so the retry writes nothing.
+
+        This runs inside a rebalance callback, which librdkafka waits for: a generation that did
+        not end would keep the bridge out of its group for good, alive and serving nothing. One
+        did once, after a broker died (cause not found), so past ABANDON_S the bridge exits, as
+        `kill -9` would end it, and its supervisor restarts it; the stuck tasks' stacks go to the log."""
         if not tasks:
             return
         generations = [self._in_flight[task].generation for task in tasks]
@@ -371,7 +386,7 @@ class Bridge:
         for task in abandoned:
             task.cancel()
         log.info("abandoned %d generation(s); their requests will be retried", len(abandoned))
-        await asyncio.wait(tasks)
+        await wedged.ended_or_exit(tasks, ABANDON_S, "abandoned or ending generation(s)")
         sent = [asyncio.ensure_future(ack) for g in generations if g is not None for ack in g.unacknowledged()]
         if sent:
             await asyncio.wait(sent, timeout=FLUSH_S)

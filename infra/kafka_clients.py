@@ -22,6 +22,9 @@ from schemas.events import DeadLetter, Event
 from schemas.serde import encode
 from schemas.topics import Topic, partition_for
 
+# librdkafka retries a send for 5 minutes by default; a user waiting on a POST must hear much
+# sooner that the log is unreachable (the API then answers 503).
+DELIVERY_TIMEOUT_S = 30.0
 COOPERATIVE = {"partition.assignment.strategy": "cooperative-sticky"}
 """Opt-in for consumers whose rebalance callbacks only observe (or call incremental_assign/
 unassign): a rebalance then moves only the partitions that change owner, and every other member
@@ -87,9 +90,7 @@ class EventProducer:
                 "acks": "all",
                 "linger.ms": settings.kafka.producer_linger_ms,
                 "compression.type": "lz4",
-                # librdkafka retries for 5 minutes by default; a user waiting on a POST must hear
-                # much sooner that the log is unreachable (the API then answers 503).
-                "delivery.timeout.ms": 30_000,
+                "delivery.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
                 **overrides,
             }
         )

@@ -30,13 +30,12 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaException
 
+from infra import wedged
 from infra.kafka_clients import stable_member
 
 CHECK_EVERY_S = 5.0
-EXIT_WEDGED = 70  # EX_SOFTWARE: supervisord restarts a process whatever its exit status
 log = logging.getLogger(__name__)
 DEADLINE_THREAD = "steno-stop-deadline"
-hard_exit: Callable[[int], object] = os._exit  # what ends the process past the deadline (a test records it)
 
 
 class MembershipWatchdog:
@@ -92,7 +91,5 @@ class StopDeadline:
             self._timer.cancel()
 
     def _end_wedged(self) -> None:
-        log.critical(
-            "the worker did not stop within %g s of its crash (its consumer is wedged): exiting", self._deadline_s
-        )
-        hard_exit(EXIT_WEDGED)
+        why = f"the worker did not stop within {self._deadline_s:g} s of its crash (its consumer is wedged)"
+        wedged.exit_wedged(why)

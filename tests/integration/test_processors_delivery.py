@@ -20,13 +20,13 @@ import faust
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from infra import wedged
 from infra.kafka_clients import EventProducer
 from infra.settings import settings
 from projections import active_context
 from projections.active_context import ActiveContext
 from schemas.events import ConversationStarted, InferenceRequested, MessageAccepted, MessageSubmitted, new_id
 from schemas.topics import Topic, partition_for
-from stream_processors import membership_watchdog
 from stream_processors.app import Topics, create_app
 from tests.integration.processors_harness import LogTail, crash_reason, delete_group, project, scratch_topics
 
@@ -81,7 +81,7 @@ def committed_offset(topic: str, partition: int) -> int:
 
 class Exits:
     """What the crash's stop deadline did to the process, recorded instead of done: a test's
-    in-process app must not end the test run (`membership_watchdog.hard_exit`)."""
+    in-process app must not end the test run (`infra.wedged.hard_exit`)."""
 
     def __init__(self) -> None:
         self.statuses: list[int] = []
@@ -98,7 +98,7 @@ class Exits:
 @pytest.fixture
 def exits(monkeypatch: pytest.MonkeyPatch) -> Exits:
     recorded = Exits()
-    monkeypatch.setattr(membership_watchdog, "hard_exit", recorded)
+    monkeypatch.setattr(wedged, "hard_exit", recorded)
     monkeypatch.setattr(settings.kafka, "wedged_stop_s", WEDGED_STOP_S)
     return recorded
 
@@ -191,7 +191,7 @@ async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exi
             producer.close()
             delete_group(GROUP)
     assert not stopped, "the stop finished: this test no longer reproduces the hang"
-    assert exits.statuses == [membership_watchdog.EXIT_WEDGED]
+    assert exits.statuses == [wedged.EXIT_WEDGED]
 
 
 async def ended(thread: threading.Thread) -> None:

@@ -20,6 +20,7 @@ from typing import cast
 import faust
 import pytest
 
+from infra import wedged
 from infra.settings import settings
 from stream_processors import membership_watchdog
 from stream_processors.app import create_app
@@ -74,7 +75,7 @@ def deadline_threads() -> list[threading.Thread]:
 async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) -> None:
     """And its stop, completed, disarms the hard exit its crash armed: in tests the process goes on."""
     exits: queue.Queue[int] = queue.Queue()
-    monkeypatch.setattr(membership_watchdog, "hard_exit", exits.put)
+    monkeypatch.setattr(wedged, "hard_exit", exits.put)
     monkeypatch.setattr(settings.kafka, "membership_grace_s", 1.0)
     with scratch_topics(RUN) as topics:
         app = create_app(GROUP, topics, cache_namespace=RUN, offset_reset="earliest")
@@ -102,7 +103,7 @@ async def test_a_wedged_worker_ends_even_though_it_cannot_stop(monkeypatch: pyte
     """The real wedge: the crashed worker's stop waits on the unanswered lookup (aiokafka's close
     awaits the coordination task), so only the deadline ends the process."""
     exits: queue.Queue[int] = queue.Queue()
-    monkeypatch.setattr(membership_watchdog, "hard_exit", exits.put)
+    monkeypatch.setattr(wedged, "hard_exit", exits.put)
     monkeypatch.setattr(settings.kafka, "membership_grace_s", 1.0)
     monkeypatch.setattr(settings.kafka, "wedged_stop_s", 2.0)
     with scratch_topics(RUN) as topics:
@@ -122,5 +123,5 @@ async def test_a_wedged_worker_ends_even_though_it_cannot_stop(monkeypatch: pyte
             await (stopping or app.stop())
             delete_group(GROUP)
     assert f"not a member of consumer group {GROUP}" in str(reason)
-    assert exit_status == membership_watchdog.EXIT_WEDGED
+    assert exit_status == wedged.EXIT_WEDGED
     assert stuck, "the stop finished before the deadline: this test no longer reproduces the wedge"
