@@ -56,6 +56,7 @@ bench: install
 	$(PY) -m benchmarks.idle_streams
 	$(PY) -m benchmarks.triton_transport
 	$(PY) -m benchmarks.long_chats
+	$(PY) -m benchmarks.window_anchors
 
 install: $(VENV)/.installed
 

@@ -270,6 +270,10 @@ class ContextSettings(BaseModel):
     # SmolLM2's own default: the 135M model answers off-topic (often in French) to other wordings.
     system_prompt: str = "You are a helpful assistant."
     cache_turns: int = 64  # turns kept per conversation in Redis
+    # A chat longer than its model's window keeps its prompt's start for many turns at a time, so the
+    # model's cache of the last prompt serves the next (stream_processors.context_window); False:
+    # the prompt keeps all that fits, its start moving every turn.
+    anchored_window: bool = True
     cache_ttl_s: int = 24 * 3600  # idle conversations leave the cache; Cassandra keeps them
     watermark_wait_s: float = 2.0  # rule 3: how long to wait for the cache before reading Cassandra
     turn_counts_remembered: int = 50_000  # per model, per processor (~0.2 KB each): `RememberedCounts`

@@ -107,7 +107,7 @@ def create_app(
     )
     admission = AdmissionStep(
         Moderator(settings.moderation),
-        ContextAssembler(reader, settings.context.system_prompt, settings.models),
+        ContextAssembler(reader, settings.context.system_prompt, settings.models, settings.context.anchored_window),
         topics.conversations,
         topics.tokens,
         topics.inference_requests,

@@ -16,10 +16,18 @@ from stream_processors.conversation_positions import Earlier
 
 
 class ContextAssembler:
-    def __init__(self, reader: ConversationReader, system_prompt: str, models: Mapping[str, ModelSettings]) -> None:
+    def __init__(
+        self,
+        reader: ConversationReader,
+        system_prompt: str,
+        models: Mapping[str, ModelSettings],
+        anchored_window: bool = False,
+    ) -> None:
+        """`anchored_window`: see `context_window.fit`."""
         self._reader = reader
         self._system = ChatTurn(role="system", content=system_prompt)
         self._models = models
+        self._anchored_window = anchored_window
 
     async def request(self, accepted: MessageAccepted, partition: int, earlier: Earlier) -> InferenceRequested | None:
         """The message's inference request; None if its conversation was deleted meanwhile
@@ -38,6 +46,7 @@ class ContextAssembler:
             new,
             budget=model.context_window - max_tokens,
             tokenizer=tokenizers.load(model),
+            anchored=self._anchored_window,
         )
         return InferenceRequested(
             conversation_id=accepted.conversation_id,

@@ -4,6 +4,7 @@ the Cassandra and Redis views. Needs `make up` (the test command brings it up)."
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -82,6 +83,22 @@ async def test_a_long_conversation_never_overflows_the_context_window(alice: Ste
         assert request.prompt_tokens + request.max_tokens <= SCRIPTED_WINDOW.context_window
         assert request.prompt[-1].content == long_message
     assert len(requests[-1].prompt) < 2 * 6 + 1, "older turns should have been left out"
+
+
+async def test_a_conversation_beyond_its_window_keeps_its_prompts_start_for_turns_at_a_time(alice: StenoClient) -> None:
+    """So a model's cache of one prompt serves the next (`context_window`'s anchors): the prompt of
+    a turn then begins with the whole prompt of the turn before. Keeping all that fits, every
+    prompt here would start one exchange later than the one before (checked: 0 of 14 share it, 9 of 14 here)."""
+    conversation = await alice.new_conversation()
+    for turn in range(24):
+        ids = await alice.send(conversation, f"turn {turn}: " + " ".join(f"w{turn}-{i}" for i in range(16)))
+        await alice.events(ids["response_id"])
+
+    requests = [e for e in events_of(INFERENCE_REQUESTS, conversation) if isinstance(e, InferenceRequested)]
+    beyond = [r.prompt for r in requests if len(r.prompt) < 2 * requests.index(r) + 2]  # older turns left out
+    extended = [after[: len(before)] == before for before, after in itertools.pairwise(beyond)]
+    assert len(beyond) >= 12 and sum(extended) >= len(extended) / 2, extended
+    assert all(r.prompt_tokens + r.max_tokens <= SCRIPTED_WINDOW.context_window for r in requests)
 
 
 async def test_a_dangerous_message_is_blocked_with_a_reason(alice: StenoClient) -> None:

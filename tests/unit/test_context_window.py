@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,59 @@ def test_a_long_conversation_never_overflows_and_keeps_the_newest_turns(budget: 
     assert kept == earlier[len(earlier) - len(kept) :]  # an unbroken run back from the newest
     next_older = earlier[len(earlier) - len(kept) - 1]
     assert prompt.tokens + WORDS.turn_tokens(next_older) > budget  # and as long as fits
+
+
+def grown_prompts(turns: int, budget: int, anchored: bool) -> list[list[ChatTurn]]:
+    """The prompt of each user turn of a chat as it grows, the turns before it answered."""
+    chat = conversation(turns)
+    return [
+        fit(SYSTEM, chat[:n], chat[n], budget=budget, tokenizer=WORDS, anchored=anchored).turns
+        for n in range(0, turns, 2)
+    ]
+
+
+def starts(prompts: list[list[ChatTurn]]) -> int:
+    """How many times the prompt's first turn after the system prompt changed."""
+    return sum(1 for before, after in itertools.pairwise(prompts) if before[1] != after[1])
+
+
+@pytest.mark.parametrize(("budget", "fewer"), [(300, 1.5), (600, 2.5), (1200, 4), (2000, 8)])
+def test_an_anchored_prompt_keeps_its_start_so_the_last_prompt_is_the_next_ones_beginning(
+    budget: int, fewer: float
+) -> None:
+    """From ~6 exchanges in the window to ~40: the start moves ever more rarely (measured: 194 →
+    110, 188 → 64, 159 → 35, 145 → 16 of 199)."""
+    anchored, plain = grown_prompts(400, budget, anchored=True), grown_prompts(400, budget, anchored=False)
+
+    assert starts(anchored) * fewer < starts(plain)  # the plain one moves nearly every turn
+    for before, after in itertools.pairwise(anchored):
+        if before[1] == after[1]:  # the same start: the last prompt (and its reply) begins this one
+            assert after[: len(before)] == before
+
+
+@pytest.mark.parametrize("budget", [60, 97, 300, 1000])
+def test_an_anchored_prompt_fits_and_keeps_at_least_half_the_room_from_a_user_turn(budget: int) -> None:
+    chat = conversation(500)
+    for n in range(100, 500, 2):
+        earlier, new = chat[:n], chat[n]
+        longest = fit(SYSTEM, earlier, new, budget=budget, tokenizer=WORDS)
+        prompt = fit(SYSTEM, earlier, new, budget=budget, tokenizer=WORDS, anchored=True)
+
+        assert prompt.tokens == measured(prompt.turns, WORDS) <= budget
+        assert prompt.turns[0] == SYSTEM and prompt.turns[-1] == new
+        kept = prompt.turns[1:-1]
+        assert kept == earlier[len(earlier) - len(kept) :] == longest.turns[len(longest.turns) - len(kept) - 1 : -1]
+        if kept != longest.turns[1:-1]:
+            room = budget - measured([SYSTEM, new], WORDS)
+            assert kept[0].role == "user" and prompt.tokens - measured([SYSTEM, new], WORDS) >= room / 2
+
+
+def test_a_conversation_that_fits_whole_is_not_cut_at_an_anchor() -> None:
+    *earlier, new = conversation(40)
+
+    prompt = fit(SYSTEM, earlier, new, budget=10_000, tokenizer=WORDS, anchored=True)
+
+    assert prompt.turns == [SYSTEM, *earlier, new]
 
 
 def test_a_new_message_too_long_alone_loses_its_beginning() -> None:
