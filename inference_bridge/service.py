@@ -38,7 +38,7 @@ from inference_bridge.control import cancelled_response, control_consumer
 from inference_bridge.final_events import FinalEvents
 from inference_bridge.generation import Generation
 from inference_bridge.offsets import OffsetTracker
-from inference_bridge.router import LeastBusyRouter
+from inference_bridge.router import LeastBusyRouter, chat_key
 from inference_bridge.sampling import sampling_parameters
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import Endpoint, InferenceError, Timeouts, stream_text
@@ -142,9 +142,7 @@ class Bridge:
         endpoints = {url: Endpoint(url) for url in self._endpoints}
         for endpoint in endpoints.values():
             resources.push_async_callback(endpoint.close)
-        self._router = LeastBusyRouter(
-            endpoints, affinity_slack=self._config.affinity_slack, remembered=self._config.affinity_remembered
-        )
+        self._router = LeastBusyRouter(endpoints, affinity_slack=self._config.affinity_slack)
         redis_client = redis.Redis.from_url(self._redis_url)
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
@@ -302,10 +300,10 @@ class Bridge:
         )
 
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
-        """The reply from the endpoint the router picks (the conversation's last, or the least busy); an
+        """The reply from the endpoint the router picks (the chat's own, or the least busy); an
         endpoint whose server went away is marked down."""
         sampling = sampling_parameters(request, self._sampling.get(request.model, {}))
-        with self._router.lease(request.conversation_id) as client:
+        with self._router.lease(chat_key(request.prompt)) as client:
             chunks = stream_text(client, request.model, request.prompt, sampling, self._timeouts)
             try:
                 async with aclosing(chunks):

@@ -306,12 +306,10 @@ class BridgeSettings(BaseModel):
     # more (bridge + Kafka ~77 → ~59 µs a token, an earlier round) but holds every event up to 5 ms.
     producer_linger_ms: float = 0.0
     producer_max_in_flight: int = 1
-    # Conversation affinity (inference_bridge/router.py): a conversation's next turn returns to the
-    # Triton endpoint that served its last, for the KV cache it holds, while that endpoint has at
-    # most `affinity_slack` more streams in flight than the least busy; remembered for this many
-    # conversations per bridge (~100 bytes each).
+    # Chat affinity (inference_bridge/router.py): a chat's turns go to one Triton endpoint, for the
+    # KV cache it holds, while that endpoint has at most `affinity_slack` more streams in flight
+    # than the least busy.
     affinity_slack: int = 2
-    affinity_remembered: int = 100_000
 
 
 class AnalyticsSettings(BaseModel):
