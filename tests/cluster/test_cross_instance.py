@@ -77,18 +77,11 @@ async def test_a_second_tab_on_the_other_instance_follows_live(pair: tuple[Steno
     a, b = pair
     conversation = await a.new_conversation()
     heard: list[str] = []
-    connected = asyncio.Event()
+    ready = asyncio.Event()
 
-    async def watch() -> None:
-        async with aconnect_sse(b.http, "GET", f"/v1/conversations/{conversation}/events") as source:
-            source.response.raise_for_status()
-            connected.set()
-            async for sse in source.aiter_sse():
-                heard.append(json.loads(sse.data)["response_id"])
-
-    watching = asyncio.create_task(watch())
+    watching = asyncio.create_task(b.watch(conversation, heard, ready))
     try:
-        await asyncio.wait_for(connected.wait(), 10)
+        await asyncio.wait_for(ready.wait(), 10)
         sent = []
         for n in range(2):
             sent.append(await a.send(conversation, f"message {n}"))

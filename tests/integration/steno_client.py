@@ -70,6 +70,17 @@ class StenoClient:
                     break
         return received
 
+    async def watch(self, conversation_id: str, heard: list[str], ready: asyncio.Event) -> None:
+        """Follow the conversation's live feed until cancelled: `ready` is set once it watches, and
+        each reply it announces goes into `heard` (its response id)."""
+        async with aconnect_sse(self.http, "GET", f"/v1/conversations/{conversation_id}/events") as source:
+            source.response.raise_for_status()
+            async for sse in source.aiter_sse():
+                if sse.event == "ready":
+                    ready.set()
+                else:
+                    heard.append(json.loads(sse.data)["response_id"])
+
     async def history(self, conversation_id: str) -> list[dict]:
         response = await self.http.get(f"/v1/conversations/{conversation_id}/messages")
         assert response.status_code == 200, response.text

@@ -4,11 +4,9 @@ regenerate, and a conversation's live feed of new replies."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
-from httpx_sse import aconnect_sse
 
 from infra.settings import settings
 from schemas.events import ConversationDeleted, InferenceRequested, ResponseCancelled
@@ -160,24 +158,13 @@ async def test_regenerate_is_refused_with_a_reason_unless_the_reply_is_the_last_
 # --- a conversation's live feed -------------------------------------------------------------
 
 
-async def watch_conversation(client: StenoClient, conversation: str, heard: list[str], ready: asyncio.Event) -> None:
-    """Follow the conversation's feed: `ready` once it watches, then each reply's id in `heard`."""
-    async with aconnect_sse(client.http, "GET", f"/v1/conversations/{conversation}/events") as source:
-        source.response.raise_for_status()
-        async for sse in source.aiter_sse():
-            if sse.event == "ready":
-                ready.set()
-            else:
-                heard.append(json.loads(sse.data)["response_id"])
-
-
 async def test_a_second_client_hears_of_each_reply_that_begins_in_the_conversation(alice: StenoClient) -> None:
     conversation = await alice.new_conversation()
     second_tab = StenoClient(alice.user)
     heard: list[str] = []
     ready = asyncio.Event()
 
-    watching = asyncio.create_task(watch_conversation(second_tab, conversation, heard, ready))
+    watching = asyncio.create_task(second_tab.watch(conversation, heard, ready))
     try:
         await asyncio.wait_for(ready.wait(), 10)
         sent = [await answered(alice, conversation, f"message {n}") for n in range(2)]
@@ -199,7 +186,7 @@ async def test_a_client_that_starts_watching_mid_reply_hears_of_that_reply(alice
     heard: list[str] = []
     ready = asyncio.Event()
 
-    watching = asyncio.create_task(watch_conversation(second_tab, conversation, heard, ready))
+    watching = asyncio.create_task(second_tab.watch(conversation, heard, ready))
     try:
         await until(lambda: asyncio.sleep(0, bool(heard)))
     finally:
