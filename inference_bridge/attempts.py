@@ -39,6 +39,7 @@ FINISHED_KEY = "steno:finished:{response_id}"
 ENDING_KEY = "steno:ending:{response_id}"
 TTL_MS = INFERENCE_REQUESTS.retention_ms  # a request cannot be redelivered after it left the log
 CHECK_TIMEOUT_S = 0.5
+REPLY_TIMEOUT_S = 5.0  # a Redis that has not answered a command in this long is treated as down
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,15 @@ end
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 return 1
 """
+
+
+def connect(url: str) -> redis.Redis:
+    """The bridge's Redis client, every command bounded (`socket_timeout`): a Redis that stalls
+    (paused, cut off) must fail a generation's `begin` or `finish` as a Redis that is down does,
+    stopping the bridge to be restarted, rather than hold it: a generation held in `finish` while
+    its partition is revoked holds the rebalance, and the bridge's place in its group, with it."""
+    client: redis.Redis = redis.Redis.from_url(url, socket_timeout=REPLY_TIMEOUT_S)
+    return client
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import redis.asyncio as redis
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from inference_bridge import attempts
 from inference_bridge.attempts import Attempts
 from inference_bridge.cancels import PendingCancels
 from inference_bridge.control import cancelled_response, control_consumer
@@ -143,7 +143,7 @@ class Bridge:
         for endpoint in endpoints.values():
             resources.push_async_callback(endpoint.close)
         self._router = LeastBusyRouter(endpoints, affinity_slack=self._config.affinity_slack)
-        redis_client = redis.Redis.from_url(self._redis_url)
+        redis_client = attempts.connect(self._redis_url)
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
         self._finals = FinalEvents(self._topics)

@@ -8,6 +8,7 @@ never see anyone else's.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
@@ -20,6 +21,7 @@ import pytest
 import redis.asyncio as redis
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from inference_bridge import attempts
 from inference_bridge.attempts import DELIVERIES_KEY, Attempts
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
 from inference_bridge.topics import Topics
@@ -617,6 +619,28 @@ async def test_the_attempt_check_is_skipped_while_redis_is_unreachable() -> None
         assert await Attempts(unreachable).current(new_id()) is None
     finally:
         await unreachable.aclose()
+
+
+async def test_a_response_marked_finished_while_redis_is_paused_fails_instead_of_hanging() -> None:
+    """A stalled Redis (SIGSTOP: connections open, nothing answers) must fail `finish` as a Redis
+    that is down does, stopping the bridge, not hold the generation, and with it a revocation's
+    wait (`Bridge._abandon`) and the bridge's place in its group. Without the client's bound the
+    call waits until Redis resumes."""
+    client = attempts.connect(settings.redis.url)
+    redis_pid = int((settings.stack.run_dir / "redis.pid").read_text().strip())
+    try:
+        await client.ping()  # connected before the pause
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            with pytest.raises(redis.TimeoutError):
+                await asyncio.wait_for(Attempts(client).finish(new_id()), attempts.REPLY_TIMEOUT_S * 3)
+            waited = time.monotonic() - began
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+    finally:
+        await client.aclose()
+    assert waited < attempts.REPLY_TIMEOUT_S * 2
 
 
 async def test_a_bridge_joining_takes_over_only_the_replies_of_the_partitions_it_gets(topics: Topics) -> None:
