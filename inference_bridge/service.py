@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AbstractContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -66,6 +66,7 @@ CANCEL_MEMORY_S = 600.0  # how long an early cancel waits for its request; also 
 CANCEL_MEMORY_SIZE = 100_000
 ABANDON_S = DELIVERY_TIMEOUT_S + 15.0  # how long abandoned or ending generations get to end (see `_abandon`)
 FLUSH_S = 5.0  # how long an abandoned generation's sent events get to be acknowledged before it lets go
+RELEASE_S = ABANDON_S + FLUSH_S + 30.0  # how long a rebalance callback may take in all (see `_letting_go`)
 PROBE_S = 1.0  # one readiness probe of a Triton endpoint, while waiting for one to come back
 PROBE_EVERY_S = 0.5
 
@@ -340,21 +341,33 @@ class Bridge:
         consumer.incremental_assign(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Abandon what is unfinished, commit what is done, let go."""
-        positions = self._run_on_loop(self._release({tp.partition for tp in partitions}))
-        if positions:
-            try:
-                consumer.commit(offsets=self._topic_partitions(positions), asynchronous=False)
-            except KafkaException as exc:  # the next owner redoes the finished requests: at least once
-                log.warning("commit on revoke failed: %s", exc)
-        consumer.incremental_unassign(partitions)
+        """Abandon what is unfinished, commit what is done, let go (see `_letting_go`)."""
+        with self._letting_go(partitions, "revoked"):
+            positions = self._run_on_loop(self._release({tp.partition for tp in partitions}))
+            if positions:
+                try:
+                    consumer.commit(offsets=self._topic_partitions(positions), asynchronous=False)
+                except KafkaException as exc:  # the next owner redoes the finished requests: at least once
+                    log.warning("commit on revoke failed: %s", exc)
+            consumer.incremental_unassign(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group gave the partitions to others already (this bridge missed its session
         timeout): stop their generations at once; committing is no longer possible."""
         log.warning("lost partitions %s", sorted(tp.partition for tp in partitions))
-        self._run_on_loop(self._release({tp.partition for tp in partitions}))
-        consumer.incremental_unassign(partitions)
+        with self._letting_go(partitions, "lost"):
+            self._run_on_loop(self._release({tp.partition for tp in partitions}))
+            consumer.incremental_unassign(partitions)
+
+    @staticmethod
+    def _letting_go(partitions: list[TopicPartition], how: str) -> AbstractContextManager[None]:
+        """The bound on a rebalance callback, which librdkafka waits for and which waits in turn
+        on the event loop (`_release`, itself bounded there by ABANDON_S) and on librdkafka's own
+        synchronous calls, which take no timeout (the commit). A callback that does not return
+        keeps the bridge out of its group for good, alive and serving nothing, as one did after a
+        broker died (cause not found): past RELEASE_S the bridge exits, every thread's stack in
+        its log, and its supervisor restarts it."""
+        return wedged.deadline(RELEASE_S, f"letting go of {how} partitions {sorted(tp.partition for tp in partitions)}")
 
     def _run_on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
@@ -373,10 +386,9 @@ class Bridge:
         final event is let finish instead (bounded by the producer's delivery timeout): its end
         is then in the log and the response marked finished, so the retry writes nothing.
 
-        This runs inside a rebalance callback, which librdkafka waits for: a generation that did
-        not end would keep the bridge out of its group for good, alive and serving nothing. One
-        did once, after a broker died (cause not found), so past ABANDON_S the bridge exits, as
-        `kill -9` would end it, and its supervisor restarts it; the stuck tasks' stacks go to the log."""
+        This runs inside a rebalance callback (see `_letting_go`), so a generation that does not
+        end must not hold it: past ABANDON_S the bridge exits, as `kill -9` would end it, and its
+        supervisor restarts it; the stuck tasks' stacks go to the log."""
         if not tasks:
             return
         generations = [self._in_flight[task].generation for task in tasks]

@@ -4,6 +4,11 @@ Every steno process loses nothing when killed (offsets are committed only after 
 acknowledged, rule 6), so where a process finds itself waiting on something that will not come
 (a stop that cannot finish, a rebalance callback that cannot return), ending it is safe, and
 waiting forever is not: a process that never exits is never restarted.
+
+Two shapes: `ended_or_exit` bounds an await on the event loop, and names the stuck tasks;
+`deadline` bounds a blocking call in a thread (librdkafka's callbacks and synchronous calls take
+no timeout), from a timer thread, and names every thread's stack, since the one that holds the
+wait may be another: the event loop the callback waits on, itself blocked.
 """
 
 from __future__ import annotations
@@ -12,7 +17,11 @@ import asyncio
 import io
 import logging
 import os
-from collections.abc import Callable
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 EXIT_WEDGED = 70  # EX_SOFTWARE: supervisord restarts a process whatever its exit status
@@ -41,3 +50,28 @@ def _stack(task: asyncio.Task[Any]) -> str:
     out = io.StringIO()
     task.print_stack(file=out)
     return out.getvalue()
+
+
+@contextmanager
+def deadline(timeout_s: float, what: str) -> Iterator[None]:
+    """Exit if the block has not ended within `timeout_s`, logging every thread's stack."""
+    timer = threading.Timer(timeout_s, _overran, (timeout_s, what))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _overran(timeout_s: float, what: str) -> None:
+    exit_wedged(f"{what} did not end within {timeout_s:g} s; every thread:\n{_threads()}")
+
+
+def _threads() -> str:
+    frames = sys._current_frames()
+    return "\n".join(
+        f"thread {thread.name}:\n{''.join(traceback.format_stack(frame))}"
+        for thread in threading.enumerate()
+        if (frame := frames.get(thread.ident or 0)) is not None
+    )
