@@ -17,7 +17,12 @@ reads its SSE stream to `done`, then sends the next (the stream read with a GET 
    all, reported with their median and range: on a shared machine whose speed drifts, one run
    says little, and a target counts as met only by the median;
 5. open loop: messages arriving as a Poisson process at 50 % and 90 % of the saturation rate
-   (the best messages/s of phase 2): TTFT p50/p99 measured from each message's arrival.
+   (the best messages/s of phase 2): TTFT p50/p99 measured from each message's arrival;
+6. a GPU's pace (`--paced-users`): replies of 128 tokens at the `scripted` model's own pace
+   (`settings.models["scripted"].sampling`: 20 ms to the first token, 10 ms between tokens), in a
+   closed loop: CPU µs per token *all in* (the phase's CPU less idle, per-message work included,
+   over its tokens). An instant model lets tokens share wake-ups, fetches and produce requests;
+   at a model's pace each token pays its own, so this is the figure to size a fleet's cores by.
 
 CPU is read from /proc through psutil, for each process with all its children (Triton's Python
 backend stubs). The machine's total busy CPU is recorded too, so another workload sharing the
@@ -49,6 +54,7 @@ from benchmarks.load_client import LoadClient
 from benchmarks.pipeline import Stream, percentile, timed
 from infra import process, stack, supervisor
 from infra.app_services import PROGRAMS
+from infra.settings import settings
 from tests.integration.steno_client import scripted
 
 RESULTS = Path(__file__).parent / "results" / "capacity.json"
@@ -69,9 +75,9 @@ def short_message() -> str:
     return scripted("hello there", script="ok", **INSTANT)
 
 
-def long_message() -> str:
-    """A message whose reply is LONG_REPLY tokens, at once."""
-    return scripted("tell me more", script=" ".join(f"t{i}" for i in range(LONG_REPLY)), **INSTANT)
+def long_message(pace: dict[str, Any] = INSTANT) -> str:
+    """A message whose reply is LONG_REPLY tokens, at once or at `pace` (the model's ttft_ms, itl_ms)."""
+    return scripted("tell me more", script=" ".join(f"t{i}" for i in range(LONG_REPLY)), **pace)
 
 
 # --- CPU per process ---------------------------------------------------------------------------
@@ -310,6 +316,22 @@ async def repeats(
     return {"users": users, "runs": runs, "spread": spread}
 
 
+async def paced_phase(pids: dict[str, int], idle: CpuUse, count: int, seconds: float, streamed: bool) -> dict[str, Any]:
+    async with users(count, streamed) as people:
+        load, cpu = await measured(
+            pids, closed_loop(people, long_message(settings.models["scripted"].sampling), seconds)
+        )
+    per_token = {name: s / load.tokens * 1e6 for name, s in cpu.beyond_idle(idle).items()}
+    return {
+        "users": count,
+        "messages": len(load.streams),
+        "tokens": load.tokens,
+        "wall_s": load.wall_s,
+        "tokens_per_s": load.tokens / load.wall_s,
+        "cpu_us_per_token_all_in": with_totals(per_token),
+    }
+
+
 async def open_phase(saturation: float, fraction: float, seconds: float, streamed: bool) -> dict[str, Any]:
     rate = saturation * fraction
     async with users(int(rate * 2) + 8, streamed) as people:  # ~2 s of arrivals in flight before one waits
@@ -368,6 +390,7 @@ def tables(report: dict[str, Any]) -> str:
             for o in report["open_loop"]
         ),
         *spread_lines(report["repeats"]),
+        *paced_lines(report.get("paced"), names),
         "idle CPU (ms/s): "
         + ", ".join(f"{n} {s / report['idle_wall_s'] * 1000:.0f}" for n, s in report["idle_cpu_s"].items()),
     ]
@@ -395,6 +418,21 @@ def spread_lines(repeated: dict[str, Any]) -> list[str]:
         *(row(number, figures(run)) for number, run in enumerate(runs, 1)),
         row("**median**", figures({name: spread[name]["median"] for name in HEADLINE})),
         row("range", {name: f"{lows[name]}-{highs[name]}" for name in HEADLINE}),
+        "",
+    ]
+
+
+def paced_lines(paced: dict[str, Any] | None, names: list[str]) -> list[str]:
+    """Phase 6's table: each process's CPU a token, all in, at the model's pace."""
+    if paced is None:
+        return []
+    cost = paced["cpu_us_per_token_all_in"]
+    return [
+        f"at a GPU's pace ({paced['users']} users, {LONG_REPLY}-token replies, "
+        f"{paced['tokens_per_s']:.0f} tokens/s), CPU µs a token, all in:",
+        "| " + " | ".join(names) + " |",
+        "|" + "---|" * len(names),
+        "| " + " | ".join(f"{cost[name]:.0f}" for name in names) + " |",
         "",
     ]
 
@@ -463,6 +501,9 @@ async def main(args: argparse.Namespace) -> None:
     for fraction in (0.5, 0.9):
         print(f"open loop at {fraction:.0%} of {saturation:.1f} messages/s, {args.seconds:g} s...", flush=True)
         report["open_loop"].append(progress(await open_phase(saturation, fraction, args.seconds, args.streamed)))
+    if args.paced_users:
+        print(f"{args.paced_users} users, {LONG_REPLY}-token replies at the model's pace, {args.seconds:g} s...")
+        report["paced"] = progress(await paced_phase(pids, idle, args.paced_users, args.seconds, args.streamed))
     restarted = sorted(name for name, pid in root_pids().items() if pids[name] != pid)
     report["restarted_during_run"] = restarted
     print(tables(report))
@@ -493,6 +534,9 @@ def arguments() -> argparse.Namespace:
         "--repeat", type=int, default=5, help="runs in all of the top level's messages and tokens (median, range)"
     )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="length of the idle window")
+    parser.add_argument(
+        "--paced-users", type=int, default=16, help="users in the phase at the model's pace (a GPU's); 0: none"
+    )
     return parser.parse_args()
 
 
