@@ -317,6 +317,7 @@ async def repeats(
 
 
 async def paced_phase(pids: dict[str, int], idle: CpuUse, count: int, seconds: float, streamed: bool) -> dict[str, Any]:
+    """Phase 6: long replies at the model's own pace; their whole cost over their tokens."""
     async with users(count, streamed) as people:
         load, cpu = await measured(
             pids, closed_loop(people, long_message(settings.models["scripted"].sampling), seconds)
@@ -502,7 +503,10 @@ async def main(args: argparse.Namespace) -> None:
         print(f"open loop at {fraction:.0%} of {saturation:.1f} messages/s, {args.seconds:g} s...", flush=True)
         report["open_loop"].append(progress(await open_phase(saturation, fraction, args.seconds, args.streamed)))
     if args.paced_users:
-        print(f"{args.paced_users} users, {LONG_REPLY}-token replies at the model's pace, {args.seconds:g} s...")
+        print(
+            f"{args.paced_users} users, {LONG_REPLY}-token replies at the model's pace, {args.seconds:g} s...",
+            flush=True,
+        )
         report["paced"] = progress(await paced_phase(pids, idle, args.paced_users, args.seconds, args.streamed))
     restarted = sorted(name for name, pid in root_pids().items() if pids[name] != pid)
     report["restarted_during_run"] = restarted
