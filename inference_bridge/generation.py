@@ -32,6 +32,7 @@ from contextlib import aclosing
 from typing import Any, Protocol
 
 from inference_bridge.attempts import Begun
+from inference_bridge.early_stream import EarlyStream
 from inference_bridge.final_events import Final, Landed
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
@@ -126,6 +127,7 @@ class Generation:
         self._acks: list[Awaitable[Any]] = []
         self._cancel_requested = False
         self._streaming: asyncio.Task[None] | None = None
+        self._early: EarlyStream | None = None  # the first attempt's stream, opened by run()
         self._fence_checked_at = 0.0
         self.ending = False  # its final event is being written: it must finish, not be abandoned
 
@@ -136,7 +138,17 @@ class Generation:
             self._streaming.cancel()
 
     async def run(self) -> None:
-        """Generate and record the response; returns once all its events are acknowledged."""
+        """Generate and record the response; returns once all its events are acknowledged.
+
+        The model's stream is opened before the attempt is numbered, which takes a Redis round
+        trip off the first token's path (`early_stream`); it is read only once the attempt is."""
+        self._early = early = EarlyStream(self._stream(self.request))
+        try:
+            await self._numbered_and_answered()
+        finally:
+            await early.aclose()  # not read (answered already, given up), or read and ended
+
+    async def _numbered_and_answered(self) -> None:
         begun = await self._attempts.begin(self.request.response_id)
         if begun is None:
             return  # redelivered after its final events were acknowledged: answered already
@@ -237,12 +249,17 @@ class Generation:
         tokens = TokenEncoder(**self._ids())
         pieces, acks, send = self._pieces, self._acks, self._send_token
         clock = asyncio.get_running_loop().time
-        async with aclosing(self._stream(self.request)) as stream:
+        async with aclosing(self._opened_stream()) as stream:
             async for piece in stream:
                 if clock() - self._fence_checked_at >= FENCE_CHECK_S:
                     await self._check_fence()
                 acks.append(send(tokens.encode(len(pieces), piece)))
                 pieces.append(piece)
+
+    def _opened_stream(self) -> EarlyStream | AsyncGenerator[str, None]:
+        """The stream run() opened, for the first attempt; a new one for each restart."""
+        early, self._early = self._early, None
+        return early if early is not None else self._stream(self.request)
 
     async def _check_fence(self) -> None:
         """Raise Superseded if a newer attempt began."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable
+from typing import Any
 
 import pytest
 
@@ -84,9 +85,11 @@ class Model:
         self.error = error
         self.hang = hang
         self.hanging = asyncio.Event()
+        self.asked = asyncio.Event()  # the stream was opened: the model is generating
         self.closed = False
 
     async def __call__(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
+        self.asked.set()
         try:
             for piece in self.pieces:
                 yield piece
@@ -131,6 +134,19 @@ class Attempts:
 
     async def finish(self, response_id: str) -> None:
         self.finished.append(response_id)
+
+
+class SlowAttempts(Attempts):
+    """An attempt record whose `begin` answers only once the model was asked for the reply: a
+    generation that opened the model's stream only after numbering its attempt never finishes."""
+
+    def __init__(self, model: Model, attempt: int | None, **kwargs: Any) -> None:
+        super().__init__(attempt, **kwargs)
+        self._model = model
+
+    async def begin(self, response_id: str) -> Begun | None:
+        await self._model.asked.wait()
+        return await super().begin(response_id)
 
 
 class Finals:
@@ -251,6 +267,15 @@ async def test_a_model_error_fails_the_response_with_its_reason() -> None:
     assert (ended.outcome, ended.detail) == ("failed", "the model failed: out of memory")
 
 
+async def test_a_model_error_before_its_first_piece_fails_the_response() -> None:
+    log, model = FakeLog(), Model(error=InferenceError("the model failed: no such adapter"))
+    await generation(model, log, attempts=SlowAttempts(model, 1)).run()
+
+    failed = log.last(CONVERSATIONS)
+    assert isinstance(failed, ResponseFailed) and failed.error == "the model failed: no such adapter"
+    assert log.types(TOKENS) == ["ResponseStarted", "ResponseEnded"]
+
+
 async def test_a_user_cancel_stops_the_stream_and_keeps_the_partial_text() -> None:
     log = FakeLog()
     model = Model("Once ", "upon ", hang=True)
@@ -309,12 +334,28 @@ async def test_a_retry_tells_clients_to_discard_the_earlier_attempt() -> None:
     assert all(getattr(event, "attempt", None) == 2 for _, event in log.sent)
 
 
+async def test_the_model_starts_while_the_attempt_is_numbered() -> None:
+    log, model = FakeLog(), Model("Hi", " there")
+    await asyncio.wait_for(generation(model, log, attempts=SlowAttempts(model, 1)).run(), timeout=5)
+
+    assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated", "TokenGenerated", "ResponseEnded"]
+    assert [getattr(event, "attempt", None) for _, event in log.sent] == [1] * 5
+
+
+async def test_a_stream_opened_for_a_request_answered_already_is_cancelled() -> None:
+    log, model = FakeLog(), Model("never", hang=True)
+    await asyncio.wait_for(generation(model, log, attempts=SlowAttempts(model, None)).run(), timeout=5)
+
+    assert model.closed
+    assert log.sent == []
+
+
 async def test_a_request_past_its_attempts_fails_without_generating() -> None:
     log = FakeLog()
-    model = Model("never")
-    await generation(model, log, attempt=4, max_attempts=3).run()
+    model = Model("never", hang=True)
+    await asyncio.wait_for(generation(model, log, attempts=SlowAttempts(model, 4), max_attempts=3).run(), timeout=5)
 
-    assert not model.closed
+    assert model.closed, "the stream opened while the attempt was numbered is cancelled"
     failed = log.last(CONVERSATIONS)
     assert isinstance(failed, ResponseFailed)
     assert "3 attempts" in failed.error
