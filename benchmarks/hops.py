@@ -5,7 +5,8 @@ is read back from the log (`steno.conversations`, `steno.inference-requests`, `s
 and the first of each type within each message's exchange is taken from its CreateTime (the
 producing process's clock when it produced the record: every process is on this machine)
 against the moment the client sent the message; the client's first token and end are measured
-by the client. Medians and p90 of each, in the order a message meets them.
+by the client. Medians and p90 of each, in the order a message meets them, and the mean of each
+one's time after the one before it, exchange by exchange (a hop's own time).
 
 `--api native`: one conversation, its messages one after another, each reply read in the POST's
 own response (`Accept: text/event-stream`); with `--new-conversations`, each message in a new
@@ -111,28 +112,57 @@ def logged_events(user: str, since_ms: float) -> list[tuple[float, str]]:
     return found
 
 
-def hops(exchanges: list[Exchange], events: list[tuple[float, str]]) -> dict[str, list[float]]:
-    """Each event type's time from its exchange's sending, the first of its type in the exchange."""
-    times: dict[str, list[float]] = {}
+Timeline = dict[str, float]
+"""One exchange: each event type's time from the sending (ms), the first of its type in the exchange."""
+
+
+def timelines(exchanges: list[Exchange], events: list[tuple[float, str]]) -> list[Timeline]:
+    lines = []
     for exchange in exchanges:
-        seen = set()
+        times: Timeline = {}
         for at, kind in sorted(events):
-            if exchange.sent_ms - 1 <= at <= exchange.done_ms and kind not in seen:
-                seen.add(kind)
-                times.setdefault(kind, []).append(at - exchange.sent_ms)
+            if exchange.sent_ms - 1 <= at <= exchange.done_ms:
+                times.setdefault(kind, at - exchange.sent_ms)
         if exchange.created_ms is not None:
-            times.setdefault("client: conversation created", []).append(exchange.created_ms - exchange.sent_ms)
-        times.setdefault("client: first token", []).append(exchange.first_token_ms - exchange.sent_ms)
-        times.setdefault("client: end", []).append(exchange.done_ms - exchange.sent_ms)
-    return times
+            times["client: conversation created"] = exchange.created_ms - exchange.sent_ms
+        times["client: first token"] = exchange.first_token_ms - exchange.sent_ms
+        times["client: end"] = exchange.done_ms - exchange.sent_ms
+        lines.append(times)
+    return lines
 
 
-def table(times: dict[str, list[float]]) -> str:
-    lines = ["| from sending the message to | p50 (ms) | p90 (ms) | n |", "|---|---|---|---|"]
-    for kind, values in sorted(times.items(), key=lambda item: statistics.median(item[1])):
-        p90 = statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
-        lines.append(f"| {kind} | {statistics.median(values):.1f} | {p90:.1f} | {len(values)} |")
+def by_kind(lines: list[Timeline]) -> dict[str, list[float]]:
+    """Each event type's times, in the order a message meets them (by their medians)."""
+    times: dict[str, list[float]] = {}
+    for line in lines:
+        for kind, at in line.items():
+            times.setdefault(kind, []).append(at)
+    return dict(sorted(times.items(), key=lambda item: statistics.median(item[1])))
+
+
+def steps(lines: list[Timeline], kinds: list[str]) -> dict[str, list[float]]:
+    """Each type's time after the type before it, exchange by exchange: a hop's own time, without
+    the noise of every hop before it that its time from the sending carries. Kafka's timestamps
+    have whole milliseconds, so these are reported as means (a median of whole numbers is one)."""
+    return {
+        kind: [line[kind] - line[before] for line in lines if kind in line and before in line]
+        for before, kind in zip(kinds, kinds[1:], strict=False)
+    }
+
+
+def table(times: dict[str, list[float]], hops: dict[str, list[float]]) -> str:
+    lines = [
+        "| from sending the message to | p50 (ms) | p90 (ms) | after the row above, mean (ms) | n |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, values in times.items():
+        step = f"{statistics.fmean(hops[kind]):.1f}" if hops.get(kind) else ""
+        lines.append(f"| {kind} | {statistics.median(values):.1f} | {_p90(values):.1f} | {step} | {len(values)} |")
     return "\n".join(lines)
+
+
+def _p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
 
 
 async def main(api: str, count: int, new_conversations: bool) -> None:
@@ -140,11 +170,14 @@ async def main(api: str, count: int, new_conversations: bool) -> None:
     run: Callable[[str, int, bool], Awaitable[list[Exchange]]] = native if api == "native" else via_openai
     await run(user, 3, new_conversations)  # warm-up: connections, the first request's imports
     exchanges = await run(user, count, new_conversations)
-    times = hops(exchanges, logged_events(user, exchanges[0].sent_ms))
+    lines = timelines(exchanges, logged_events(user, exchanges[0].sent_ms))
+    times = by_kind(lines)
+    hops = steps(lines, list(times))
     print(f"{count} messages, one at a time, --api {api}{' --new-conversations' * new_conversations}")
-    print(table(times))
+    print(table(times, hops))
     out = RESULTS / f"hops-{api}{'-new-conversations' * new_conversations}.json"
-    out.write_text(json.dumps({"api": api, "new_conversations": new_conversations, "messages": count, "ms": times}))
+    result = {"api": api, "new_conversations": new_conversations, "messages": count, "ms": times, "steps_ms": hops}
+    out.write_text(json.dumps(result))
     print(f"wrote {out}")
 
 
