@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 
 import openai
@@ -146,7 +147,7 @@ def steps(lines: list[Timeline], kinds: list[str]) -> dict[str, list[float]]:
     have whole milliseconds, so these are reported as means (a median of whole numbers is one)."""
     return {
         kind: [line[kind] - line[before] for line in lines if kind in line and before in line]
-        for before, kind in zip(kinds, kinds[1:], strict=False)
+        for before, kind in pairwise(kinds)
     }
 
 
