@@ -46,6 +46,7 @@ from schemas.events import (
     ResponseRestarted,
     ResponseStarted,
     Usage,
+    utc_now,
 )
 from schemas.serde import TokenEncoder
 from schemas.topics import Topic
@@ -57,6 +58,11 @@ Recover = Callable[[InferenceRequested, float], Awaitable[None]]
 loop's clock passes the deadline (the second argument) first."""
 
 FENCE_CHECK_S = 1.0  # while streaming, how often a generation checks it is still the newest attempt
+# A request made longer ago than this (by the processors' clock) is a redelivery's or a backlog's:
+# its model stream waits for its attempt's number. A take-over comes after the dead bridge's
+# session timeout (6 s), so its redeliveries are all older; clocks a fleet keeps by NTP agree far
+# better than this.
+EARLY_START_S = 2.0
 
 
 class EventLog(Protocol):
@@ -140,13 +146,20 @@ class Generation:
     async def run(self) -> None:
         """Generate and record the response; returns once all its events are acknowledged.
 
-        The model's stream is opened before the attempt is numbered, which takes a Redis round
-        trip off the first token's path (`early_stream`); it is read only once the attempt is."""
-        self._early = early = EarlyStream(self._stream(self.request))
+        A fresh request's stream is opened before the attempt is numbered, which takes a Redis
+        round trip off the first token's path (`early_stream`); it is read only once the attempt
+        is. An older one is most likely redelivered after a bridge died, answered already as
+        often as not: it asks the model only once numbered, so a take-over does not start (and
+        cancel) a generation on the GPUs for every reply of the dead bridge's last second."""
+        self._early = early = EarlyStream(self._stream(self.request)) if self._fresh() else None
         try:
             await self._numbered_and_answered()
         finally:
-            await early.aclose()  # not read (answered already, given up), or read and ended
+            if early is not None:
+                await early.aclose()  # not read (answered already, given up), or read and ended
+
+    def _fresh(self) -> bool:
+        return (utc_now() - self.request.occurred_at).total_seconds() < EARLY_START_S
 
     async def _numbered_and_answered(self) -> None:
         begun = await self._attempts.begin(self.request.response_id)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from inference_bridge.attempts import Begun
 from inference_bridge.final_events import Landed
-from inference_bridge.generation import FENCE_CHECK_S, Generation, TextStream
+from inference_bridge.generation import EARLY_START_S, FENCE_CHECK_S, Generation, TextStream
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import InferenceError
 from schemas.events import (
@@ -25,6 +26,7 @@ from schemas.events import (
     ResponseStarted,
     TokenGenerated,
     Usage,
+    utc_now,
 )
 from schemas.serde import decode
 from schemas.topics import CONVERSATIONS, TOKENS, Topic
@@ -269,7 +271,7 @@ async def test_a_model_error_fails_the_response_with_its_reason() -> None:
 
 async def test_a_model_error_before_its_first_piece_fails_the_response() -> None:
     log, model = FakeLog(), Model(error=InferenceError("the model failed: no such adapter"))
-    await generation(model, log, attempts=SlowAttempts(model, 1)).run()
+    await asyncio.wait_for(generation(model, log, attempts=SlowAttempts(model, 1)).run(), timeout=5)
 
     failed = log.last(CONVERSATIONS)
     assert isinstance(failed, ResponseFailed) and failed.error == "the model failed: no such adapter"
@@ -340,6 +342,53 @@ async def test_the_model_starts_while_the_attempt_is_numbered() -> None:
 
     assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated", "TokenGenerated", "ResponseEnded"]
     assert [getattr(event, "attempt", None) for _, event in log.sent] == [1] * 5
+
+
+class CheckedAttempts(Attempts):
+    """An attempt record that notes, at each `begin`, whether the model had been asked yet (after
+    letting every other ready task run: an early stream's first read would have started)."""
+
+    def __init__(self, model: Model, attempt: int | None) -> None:
+        super().__init__(attempt)
+        self._model = model
+        self.model_asked_before_begin: list[bool] = []
+
+    async def begin(self, response_id: str) -> Begun | None:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.model_asked_before_begin.append(self._model.asked.is_set())
+        return await super().begin(response_id)
+
+
+async def test_a_request_made_long_ago_asks_the_model_only_once_numbered() -> None:
+    """A take-over redelivers the dead bridge's last replies, most of them answered already: none
+    may start a generation on the model before its record says whether it is wanted."""
+    log, model = FakeLog(), Model("Hi")
+    attempts = CheckedAttempts(model, None)
+    redelivered = REQUEST.model_copy(update={"occurred_at": utc_now() - timedelta(seconds=EARLY_START_S + 8)})
+    await Generation(
+        redelivered,
+        stream=model,
+        log=log,
+        attempts=attempts,
+        max_attempts=3,
+        topics=Topics(),
+        recover=Fleet().recover,
+        retry_budget_s=30.0,
+        finals=Finals(None),
+    ).run()
+
+    assert attempts.model_asked_before_begin == [False]
+    assert not model.asked.is_set() and log.sent == []
+
+
+async def test_a_fresh_request_asks_the_model_before_it_is_numbered() -> None:
+    log, model = FakeLog(), Model("Hi")
+    attempts = CheckedAttempts(model, 1)
+    await generation(model, log, attempts=attempts).run()
+
+    assert attempts.model_asked_before_begin == [True]
+    assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated", "ResponseEnded"]
 
 
 async def test_a_stream_opened_for_a_request_answered_already_is_cancelled() -> None:
