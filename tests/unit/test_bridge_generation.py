@@ -206,7 +206,7 @@ def generation(
     finals: Finals | None = None,
 ) -> Generation:
     return Generation(
-        REQUEST,
+        REQUEST.model_copy(update={"occurred_at": utc_now()}),  # fresh: made just now, as a live one
         stream=stream,
         log=log,
         attempts=attempts or Attempts(attempt),
