@@ -118,10 +118,12 @@ Timeline = dict[str, float]
 
 
 def timelines(exchanges: list[Exchange], events: list[tuple[float, str]]) -> list[Timeline]:
+    """Each exchange's timeline, from the log's events and the client's own times."""
+    in_order = sorted(events)
     lines = []
     for exchange in exchanges:
         times: Timeline = {}
-        for at, kind in sorted(events):
+        for at, kind in in_order:
             if exchange.sent_ms - 1 <= at <= exchange.done_ms:
                 times.setdefault(kind, at - exchange.sent_ms)
         if exchange.created_ms is not None:
