@@ -1,8 +1,10 @@
 """Where one message's time goes on its way to the first token: each event's Kafka timestamp.
 
-Messages go one at a time, on a quiet stack (latency, not load). Every event of the run's user
-is read back from the log (`steno.conversations`, `steno.inference-requests`, `steno.tokens`),
-and the first of each type within each message's exchange is taken from its CreateTime (the
+Messages go one at a time, on a quiet stack (latency, not load), or with `--burst N` N at the
+same instant, each in a conversation of its own (a burst like the pipeline benchmark's: where a
+burst's time goes, stage by stage). Every event of the run's user is read back from the log
+(`steno.conversations`, `steno.inference-requests`, `steno.tokens`), and the first of each type
+within each message's exchange (in its conversation) is taken from its CreateTime (the
 producing process's clock when it produced the record: every process is on this machine)
 against the moment the client sent the message; the client's first token and end are measured
 by the client. Medians and p90 of each, in the order a message meets them, and the mean of each
@@ -16,7 +18,8 @@ completions, each request a new conversation (ConversationStarted is then part o
 The `scripted` model answers with one token at once (`ttft_ms` 0), so what is measured is steno's.
 
 Run with `.venv/bin/python -m benchmarks.hops [--api native|openai] [--new-conversations]
-[--messages N]` (stack up); JSON in benchmarks/results/hops-<api>[-new-conversations].json.
+[--messages N] [--burst N]` (stack up); JSON in benchmarks/results/hops-<api>[-new-conversations]
+[-burst<N>].json.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Exchange:
     first_token_ms: float
     done_ms: float
     created_ms: float | None = None  # the conversation's creation answered (`--new-conversations`)
+    conversation_id: str | None = None  # its events are this conversation's (`--burst`)
 
 
 async def native(user: str, count: int, new_conversations: bool) -> list[Exchange]:
@@ -72,7 +76,25 @@ async def native(user: str, count: int, new_conversations: bool) -> list[Exchang
     return exchanges
 
 
-async def via_openai(user: str, count: int, new_conversations: bool = True) -> list[Exchange]:
+async def burst(user: str, count: int, size: int) -> list[Exchange]:
+    """`count` bursts of `size` messages sent at once, each in its own conversation."""
+    client = LoadClient(streamed=True)
+    me = client.user(user)
+    conversations = [await me.new_conversation() for _ in range(size)]
+
+    async def exchange(conversation: str) -> Exchange:
+        timed = await _timed(partial(me.reply, conversation, MESSAGE))
+        return replace(timed, conversation_id=conversation)
+
+    exchanges = []
+    for _ in range(count):
+        exchanges += await asyncio.gather(*map(exchange, conversations))
+        await asyncio.sleep(PAUSE_S)
+    await client.close()
+    return exchanges
+
+
+async def via_openai(user: str, count: int) -> list[Exchange]:
     client = openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(user), max_retries=0)
 
     async def completion() -> AsyncIterator[object]:
@@ -99,8 +121,13 @@ async def _timed(reply: Callable[[], AsyncIterator[object]]) -> Exchange:
     return Exchange(sent, first or float("nan"), time.time() * 1000)
 
 
-def logged_events(user: str, since_ms: float) -> list[tuple[float, str]]:
-    """(CreateTime, type) of every event of the user since then, in any partition of the three topics."""
+Logged = tuple[float, str, str]
+"""An event in the log: its CreateTime (ms), type and conversation."""
+
+
+def logged_events(user: str, since_ms: float) -> list[Logged]:
+    """(CreateTime, type, conversation) of every event of the user since then, in any partition of
+    the three topics."""
     found = []
     for topic in (CONVERSATIONS, INFERENCE_REQUESTS, TOKENS):
         for partition in range(topic.partitions):
@@ -109,7 +136,7 @@ def logged_events(user: str, since_ms: float) -> list[tuple[float, str]]:
                 for record in records:
                     event = json.loads(record.value() or b"{}")
                     if event.get("user_id") == user:
-                        found.append((float(record.timestamp()[1]), event["type"]))
+                        found.append((float(record.timestamp()[1]), event["type"], event["conversation_id"]))
     return found
 
 
@@ -117,13 +144,15 @@ Timeline = dict[str, float]
 """One exchange: each event type's time from the sending (ms), the first of its type in the exchange."""
 
 
-def timelines(exchanges: list[Exchange], events: list[tuple[float, str]]) -> list[Timeline]:
+def timelines(exchanges: list[Exchange], events: list[Logged]) -> list[Timeline]:
     """Each exchange's timeline, from the log's events and the client's own times."""
     in_order = sorted(events)
     lines = []
     for exchange in exchanges:
         times: Timeline = {}
-        for at, kind in in_order:
+        for at, kind, conversation in in_order:
+            if exchange.conversation_id not in (None, conversation):
+                continue
             if exchange.sent_ms - 1 <= at <= exchange.done_ms:
                 times.setdefault(kind, at - exchange.sent_ms)
         if exchange.created_ms is not None:
@@ -168,18 +197,34 @@ def _p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10)[-1] if len(values) > 1 else values[0]
 
 
-async def main(api: str, count: int, new_conversations: bool) -> None:
+async def main(api: str, count: int, new_conversations: bool, size: int) -> None:
     user = f"bench-hops-{new_id()}"
-    run: Callable[[str, int, bool], Awaitable[list[Exchange]]] = native if api == "native" else via_openai
-    await run(user, 3, new_conversations)  # warm-up: connections, the first request's imports
-    exchanges = await run(user, count, new_conversations)
+    run: Callable[[str, int], Awaitable[list[Exchange]]]
+    if size > 1:
+        run = partial(burst, size=size)
+    elif api == "native":
+        run = partial(native, new_conversations=new_conversations)
+    else:
+        run = via_openai
+    await run(user, 3)  # warm-up: connections, the first request's imports
+    exchanges = await run(user, count)
     lines = timelines(exchanges, logged_events(user, exchanges[0].sent_ms))
     times = by_kind(lines)
     hops = steps(lines, list(times))
-    print(f"{count} messages, one at a time, --api {api}{' --new-conversations' * new_conversations}")
+    how = f"bursts of {size} at once" if size > 1 else "messages, one at a time"
+    print(f"{count} {how}, --api {api}{' --new-conversations' * new_conversations}")
     print(table(times, hops))
-    out = RESULTS / f"hops-{api}{'-new-conversations' * new_conversations}.json"
-    result = {"api": api, "new_conversations": new_conversations, "messages": count, "ms": times, "steps_ms": hops}
+    variant = "-new-conversations" * new_conversations + f"-burst{size}" * (size > 1)
+    out = RESULTS / f"hops-{api}{variant}.json"
+    result = {
+        "api": api,
+        "new_conversations": new_conversations,
+        "messages": count,
+        "burst": size,
+        "ms": times,
+        "steps_ms": hops,
+    }
+    RESULTS.mkdir(exist_ok=True)
     out.write_text(json.dumps(result))
     print(f"wrote {out}")
 
@@ -189,5 +234,8 @@ if __name__ == "__main__":
     parser.add_argument("--api", choices=["native", "openai"], default="native")
     parser.add_argument("--messages", type=int, default=60)
     parser.add_argument("--new-conversations", action="store_true", help="native: each message in a new one")
+    parser.add_argument("--burst", type=int, default=1, help="native: N messages at once, one per conversation")
     args = parser.parse_args()
-    asyncio.run(main(args.api, args.messages, args.new_conversations))
+    if args.burst > 1 and (args.api != "native" or args.new_conversations):
+        parser.error("--burst goes with --api native, each burst in the conversations made for it")
+    asyncio.run(main(args.api, args.messages, args.new_conversations, args.burst))
