@@ -34,6 +34,7 @@ async def conversation_events(conversation_id: str, user: User, deps: Deps) -> S
 
 async def _new_responses(feed: TokenFeed, conversation_id: str) -> AsyncGenerator[bytes, None]:
     """Ends when the watcher overflows: the client reconnects and reads the history again."""
+    await feed.ready()  # `ready` is a promise that every reply beginning from now on is announced
     watcher = feed.watch(conversation_id)
     try:
         yield event_bytes("ready", "{}")

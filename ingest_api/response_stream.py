@@ -2,7 +2,9 @@
 
 Live events and the backlog are stitched together without gap or duplicate (rule 5): the
 client subscribes to the live feed *before* reading the backlog, so anything written meanwhile
-is queued, and every event is passed on only if its offset is past the last one sent.
+is queued, and every event is passed on only if its offset is past the last one sent. Both
+wait for the feed to be ready (`TokenFeed.ready`): until it has fixed where it tails from, what
+is written after the backlog's read might reach neither.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ async def response_batches(
     """`response_events`, in the batches they arrive in (the backlog, then each burst of live
     events), for a writer that sends a batch as one chunk."""
     last = -1 if after_offset is None else after_offset
+    await feed.ready()
     while True:  # one round per (re)subscription; a slow client overflows and comes back here
         subscription = feed.subscribe(response_id)
         try:

@@ -130,6 +130,7 @@ class TokenFeed:
         self._last_ended: dict[str, str] = {}  # conversation id -> its remembered response that ended last
         self._in_progress: dict[str, set[str]] = {}  # conversation id -> its remembered responses not ended
         self._started_ms = math.inf  # until the feed's start offsets are fixed, nothing counts as new
+        self._ready = asyncio.Event()  # set once streams may begin: see `ready`
         self._running = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -148,11 +149,22 @@ class TokenFeed:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    async def ready(self) -> None:
+        """Wait until streams may begin: the feed has fixed the offsets it tails from, or the
+        process is shutting down (every subscription then ends at once).
+
+        A stream stitches the log's backlog to the live events, which hold only what lies past
+        those offsets. A client that came while they were being read (an API just started, its
+        clients reconnecting) would have its backlog read first, and the events written between
+        that read and the feed's start would be in neither: a gap in its reply."""
+        await self._ready.wait()
+
     def close_streams(self) -> None:
         """The process is shutting down: end every client's stream now, cleanly, so each client
         reconnects (to another instance, or to this one restarted) with its last SSE id, instead
         of holding the process until its shutdown timeout cuts the connection mid-chunk."""
         self.closing = True
+        self._ready.set()
         for followers in [*self._subscribers.values(), *self._watchers.values()]:
             for subscription in followers:
                 subscription.end()
@@ -220,6 +232,8 @@ class TokenFeed:
         )
         try:
             self._attach(consumer)
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._ready.set)  # before any batch is dispatched
             while self._running:
                 batch = next_batch(consumer, timeout_s=0.1)
                 self.healthy = True

@@ -40,12 +40,19 @@ def ended(response_id: str, offset: int) -> LoggedEvent:
     )
 
 
+def attached_feed(subscriber_queue: int = QUEUE) -> TokenFeed:
+    """A feed as it is once its consumer has fixed where it tails from; the tests hand it events."""
+    feed = TokenFeed(subscriber_queue)
+    feed._ready.set()
+    return feed
+
+
 async def collect(feed: TokenFeed, response_id: str, after: int | None) -> list[int]:
     return [item.offset async for item in response_events(feed, CONVERSATION, response_id, after)]
 
 
 async def test_events_before_and_after_subscribing_arrive_once_in_order() -> None:
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     rid = new_id()
     feed._dispatch(
         [
@@ -59,8 +66,31 @@ async def test_events_before_and_after_subscribing_arrive_once_in_order() -> Non
     assert await asyncio.wait_for(reader, 5) == [10, 11, 12, 14]
 
 
+async def test_a_stream_opened_while_the_feed_attaches_misses_nothing_written_meanwhile(monkeypatch) -> None:
+    """An API just started, its clients reconnecting at once: a stream must not read its backlog
+    until the feed has fixed where it tails from, or what the bridge writes between the two
+    reads reaches the client by neither (the chaos suite's SIGTERM-api gaps)."""
+    feed = TokenFeed(QUEUE)  # its consumer is still reading the partitions' ends
+    rid = new_id()
+    log = [started(rid, 10), token(rid, 11, 0)]
+
+    async def read_log_now(feed: TokenFeed, conversation_id: str, response_id: str) -> list[LoggedEvent]:
+        return list(log)
+
+    monkeypatch.setattr(response_stream, "backlog", read_log_now)
+    reader = asyncio.create_task(collect(feed, rid, None))
+    await asyncio.sleep(0)  # the client connects: its stream runs as far as it can
+
+    log.extend([token(rid, 12, 1), token(rid, 13, 2)])  # the bridge writes on
+    feed._ready.set()  # what the consumer does once it has fixed its offsets: past 13
+    log.append(ended(rid, 14))
+    feed._dispatch([ended(rid, 14)])
+
+    assert await asyncio.wait_for(reader, 5) == [10, 11, 12, 13, 14]
+
+
 async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     rid = new_id()
     feed._dispatch([started(rid, 19), token(rid, 20, 0), token(rid, 21, 1), token(rid, 22, 2), ended(rid, 23)])
     assert await collect(feed, rid, 21) == [22, 23]
@@ -70,7 +100,7 @@ async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
 def test_a_feed_that_attached_mid_response_sends_readers_to_the_log() -> None:
     """A restarted API sees only the tail of a reply that was streaming: its memory of that reply
     must not pass for the whole of it, or a resumed client misses what was written meanwhile."""
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     rid, retried = new_id(), new_id()
     feed._dispatch([token(rid, 30, 5), token(rid, 31, 6), ended(rid, 32)])
     feed._dispatch([started(retried, 40, attempt=2), token(retried, 41, 0)])
@@ -79,7 +109,7 @@ def test_a_feed_that_attached_mid_response_sends_readers_to_the_log() -> None:
 
 
 def test_a_feed_that_saw_the_first_event_remembers_the_whole_response() -> None:
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     rid = new_id()
     feed._dispatch([started(rid, 50), token(rid, 51, 0)])
     assert [item.offset for item in feed.remembered(rid) or []] == [50, 51]
@@ -123,7 +153,7 @@ def test_responses_are_forgotten_after_being_quiet_for_a_while_not_after_they_be
     remembered whatever its age, one quiet for REMEMBER_ENDED_S goes (its readers use the log)."""
     clock = [1000.0]
     monkeypatch.setattr("ingest_api.token_feed.time.monotonic", lambda: clock[0])
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     long_reply, short_reply = new_id(), new_id()
     feed._dispatch([started(long_reply, 1), started(short_reply, 2), ended(short_reply, 3)])
     clock[0] += token_feed.REMEMBER_ENDED_S - 1
@@ -137,7 +167,7 @@ def test_responses_are_forgotten_after_being_quiet_for_a_while_not_after_they_be
 def test_the_feed_knows_which_response_of_a_conversation_ended_last(monkeypatch) -> None:
     clock = [1000.0]
     monkeypatch.setattr("ingest_api.token_feed.time.monotonic", lambda: clock[0])
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     first, second = new_id(), new_id()
     feed._dispatch([started(first, 1), ended(first, 2), started(second, 3)])
     assert feed.last_ended(CONVERSATION) == first
@@ -151,7 +181,7 @@ def test_the_feed_knows_which_response_of_a_conversation_ended_last(monkeypatch)
 def test_the_feeds_memory_of_a_token_is_not_walked_by_the_garbage_collector() -> None:
     """Minutes of every reply's tokens are remembered: as objects the GC tracks, its full passes
     walked all of them (a sixth of the API's CPU under load); kept as plain tuples, none."""
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     rid = new_id()
     read = logged(2, encode(token(rid, 0, 7).event))
     assert read is not None
@@ -164,7 +194,7 @@ def test_the_feeds_memory_of_a_token_is_not_walked_by_the_garbage_collector() ->
 
 
 async def test_a_slow_client_overflows_then_catches_up_from_memory() -> None:
-    feed = TokenFeed(subscriber_queue=2)
+    feed = attached_feed(subscriber_queue=2)
     rid = new_id()
     feed._dispatch([started(rid, 0)])
     stream = response_events(feed, CONVERSATION, rid, None)
@@ -224,7 +254,7 @@ def _sse_starlette(item: LoggedEvent) -> bytes:
 async def test_a_conversation_watcher_hears_of_each_response_in_progress_or_new_once() -> None:
     """A reply that began just before the watcher came is announced too: the client read the
     history before it began, or after; one that ended before is in the history either way."""
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     over, earlier, first, second = new_id(), new_id(), new_id(), new_id()
     feed._dispatch([token(over, 1, 0), ended(over, 2), token(earlier, 3, 0)])
     watcher = feed.watch(CONVERSATION)
@@ -265,7 +295,7 @@ async def test_a_log_that_cannot_be_read_now_is_read_again_not_served_in_part(mo
 
 
 async def test_a_burst_of_live_events_comes_as_one_batch_that_stops_at_the_end() -> None:
-    feed = TokenFeed(QUEUE)
+    feed = attached_feed()
     rid = new_id()
     feed._dispatch([started(rid, 0)])
     batches = response_batches(feed, CONVERSATION, rid, None)
