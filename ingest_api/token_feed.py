@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra import kafka_clients
 from infra.kafka_clients import next_batch
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 CLOCK_SKEW_MS = 5_000  # how far apart the clocks of API and bridge machines may be
 REMEMBER_ENDED_S = 300.0  # how long a response's events stay in memory after its last one
+ATTACH_TRY_S = 5.0  # how long one try at reading where the partitions end waits for Kafka
+ATTACH_RETRY_FIRST_S, ATTACH_RETRY_MAX_S = 0.5, 5.0
 
 V = TypeVar("V")
 
@@ -231,7 +233,8 @@ class TokenFeed:
             }
         )
         try:
-            self._attach(consumer)
+            if not self._attach_when_kafka_answers(consumer):
+                return  # stopped first
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._ready.set)  # before any batch is dispatched
             while self._running:
@@ -247,12 +250,30 @@ class TokenFeed:
         finally:
             consumer.close()
 
+    def _attach_when_kafka_answers(self, consumer: Consumer) -> bool:
+        """`_attach`, tried again until Kafka answers (an API started while a broker restarts):
+        a feed that gave up would leave the process unready, and its streams waiting, for good.
+        False when the feed was stopped first."""
+        delay = ATTACH_RETRY_FIRST_S
+        while self._running:
+            try:
+                self._attach(consumer)
+                return True
+            except KafkaException as exc:
+                log.warning("token feed cannot read where the token stream ends (%s); again in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, ATTACH_RETRY_MAX_S)
+        return False
+
     def _attach(self, consumer: Consumer) -> None:
         """Assign every partition at its current end, read as explicit offsets, and only then
         count responses minted from now on as new: their events are all at or past these ends.
         (OFFSET_END would be resolved later, when the first fetch happens, leaving a window in
         which a new response's first events fall before the feed's position.)"""
-        ends = [consumer.get_watermark_offsets(TopicPartition(TOKENS.name, p), timeout=10)[1] for p in _partitions()]
+        ends = [
+            consumer.get_watermark_offsets(TopicPartition(TOKENS.name, p), timeout=ATTACH_TRY_S)[1]
+            for p in _partitions()
+        ]
         consumer.assign([TopicPartition(TOKENS.name, p, end) for p, end in zip(_partitions(), ends, strict=True)])
         self._started_ms = time.time() * 1000  # after the ends were read: later events lie past them
 
