@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from confluent_kafka import KafkaException
 
+from infra.backoff import doubling
 from infra.partition_reads import PartitionReadIncomplete
 from ingest_api.log_reader import read_response
 from ingest_api.positions import LoggedEvent
@@ -80,11 +81,11 @@ async def backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> li
     remembered = feed.remembered(response_id)
     if remembered is not None:
         return remembered
-    delay = LOG_RETRY_FIRST_S
+    waits = doubling(LOG_RETRY_FIRST_S, LOG_RETRY_MAX_S)
     while True:
         try:
             return await asyncio.to_thread(read_response, conversation_id, response_id)
         except (KafkaException, PartitionReadIncomplete) as exc:
-            log.warning("reading response %s from the log failed (%s); again in %.1fs", response_id, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, LOG_RETRY_MAX_S)
+            wait = next(waits)
+            log.warning("reading response %s from the log failed (%s); again in %.1fs", response_id, exc, wait)
+            await asyncio.sleep(wait)

@@ -27,8 +27,10 @@ from typing import TypeVar
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra import kafka_clients
+from infra.backoff import doubling
 from infra.kafka_clients import next_batch
 from infra.settings import settings
+from infra.wedged import exit_wedged
 from ingest_api.positions import Kept, LoggedEvent, from_kept, logged
 from schemas.events import id_created_ms
 from schemas.serde import UndecodableEvent
@@ -246,7 +248,7 @@ class TokenFeed:
         except Exception:
             self.healthy = False
             log.exception("token feed consumer failed")
-            raise
+            exit_wedged("the token feed has stopped: no stream this process serves would get another token")
         finally:
             consumer.close()
 
@@ -254,15 +256,15 @@ class TokenFeed:
         """`_attach`, tried again until Kafka answers (an API started while a broker restarts):
         a feed that gave up would leave the process unready, and its streams waiting, for good.
         False when the feed was stopped first."""
-        delay = ATTACH_RETRY_FIRST_S
+        waits = doubling(ATTACH_RETRY_FIRST_S, ATTACH_RETRY_MAX_S)
         while self._running:
             try:
                 self._attach(consumer)
                 return True
             except KafkaException as exc:
-                log.warning("token feed cannot read where the token stream ends (%s); again in %.1fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, ATTACH_RETRY_MAX_S)
+                wait = next(waits)
+                log.warning("token feed cannot read where the token stream ends (%s); again in %.1fs", exc, wait)
+                time.sleep(wait)
         return False
 
     def _attach(self, consumer: Consumer) -> None:

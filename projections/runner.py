@@ -25,6 +25,7 @@ from typing import TypeVar
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra import kafka_clients
+from infra.backoff import doubling
 from infra.kafka_clients import EventProducer
 from infra.store_errors import STORE_UNAVAILABLE
 from projections import generations
@@ -160,15 +161,15 @@ async def _apply(projectors: list[Projector], batch: list[Message]) -> Applied:
 async def _while_stores_are_down(step: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
     """The step's result, the step retried with back-off while a store cannot be reached; None if
     stopped first."""
-    delay = RETRY_FIRST_S
+    waits = doubling(RETRY_FIRST_S, RETRY_MAX_S)
     while True:
         try:
             return await step()
         except STORE_UNAVAILABLE as exc:
-            log.warning("store unavailable (%r); retrying in %.1fs", exc, delay)
-            if await stopped_within(stop, delay):
+            wait = next(waits)
+            log.warning("store unavailable (%r); retrying in %.1fs", exc, wait)
+            if await stopped_within(stop, wait):
                 return None
-            delay = min(delay * 2, RETRY_MAX_S)
 
 
 async def serve(stop: asyncio.Event) -> None:

@@ -16,9 +16,11 @@ import re
 
 import redis.asyncio as redis
 
+from infra.backoff import doubling
+
 CHANNELS = "*:ctx:{*}:applied"  # every generation's watermark keys (`ActiveContext._watermark_key`)
 PARTITION = re.compile(r":ctx:\{(\d+)\}:applied$")
-RESUBSCRIBE_MAX_S = 5.0
+RESUBSCRIBE_FIRST_S, RESUBSCRIBE_MAX_S = 0.1, 5.0
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +48,15 @@ class WatermarkSignals:
             await asyncio.gather(self._listener, return_exceptions=True)
 
     async def _listen_forever(self) -> None:
-        delay = 0.1
+        waits = doubling(RESUBSCRIBE_FIRST_S, RESUBSCRIBE_MAX_S)
         while True:
             try:
                 await self._listen()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 self.listening = False
-                log.warning("watermark signals lost (%r): waiters poll until resubscribed in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RESUBSCRIBE_MAX_S)
+                wait = next(waits)
+                log.warning("watermark signals lost (%r): waiters poll until resubscribed in %.1fs", exc, wait)
+                await asyncio.sleep(wait)
 
     async def _listen(self) -> None:
         async with self._client.pubsub() as pubsub:

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import time
 
+from infra.backoff import doubling
 from infra.store_errors import STORE_UNAVAILABLE
 from projections.active_context import VISIBLE, ActiveContext, turns_once_applied
 from projections.history import History, Message
@@ -68,13 +69,13 @@ class ConversationReader:
         cached = await self._cached_before(accepted, partition, earlier.covered_at)
         if cached is not None:
             return cached
-        began, delay = time.monotonic(), HISTORY_POLL_S
+        began, waits = time.monotonic(), doubling(HISTORY_POLL_S, HISTORY_POLL_MAX_S)
         while (
             turns := history_before(await self._history.messages(accepted.conversation_id), accepted.message_id)
         ) is None:
             if await self._cache_covers(accepted, partition):
                 raise MessageGone(f"message {accepted.message_id} was applied, and its conversation deleted")
-            if delay >= HISTORY_POLL_MAX_S:
+            if (wait := next(waits)) >= HISTORY_POLL_MAX_S:
                 log.warning(
                     "waiting %.0fs so far for the projections to apply message %s (partition %d, offset %d)",
                     time.monotonic() - began,
@@ -82,8 +83,7 @@ class ConversationReader:
                     partition,
                     accepted.submitted_offset,
                 )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, HISTORY_POLL_MAX_S)
+            await asyncio.sleep(wait)
         return turns
 
     async def _cache_covers(self, accepted: MessageAccepted, partition: int) -> bool:

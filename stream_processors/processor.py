@@ -26,6 +26,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from infra.backoff import doubling
 from infra.kafka_clients import Record, dead_letter
 from infra.store_errors import STORE_UNAVAILABLE
 from schemas.events import (
@@ -120,7 +121,7 @@ class Processor:
 
     async def _outcome(self, record: Record, earlier: Earlier) -> AsyncGenerator[Emit, None]:
         """The step's events for the record, then its dead letter if the step failed."""
-        delay = RETRY_FIRST_S
+        waits = doubling(RETRY_FIRST_S, RETRY_MAX_S)
         event: AnyEvent | None = None
         while True:
             try:
@@ -130,9 +131,9 @@ class Processor:
                         yield emit
                 return
             except STORE_UNAVAILABLE as exc:
-                log.warning("%s: store unavailable at %s (%r); retrying in %.1fs", self.name, _at(record), exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
+                wait = next(waits)
+                log.warning("%s: store unavailable at %s (%r); retrying in %.1fs", self.name, _at(record), exc, wait)
+                await asyncio.sleep(wait)
             except Exception as exc:  # rule 7: whatever else failed, the partition moves on
                 log.exception("%s: dead-lettering %s", self.name, _at(record))
                 reason = f"{type(exc).__name__}: {exc}"

@@ -24,6 +24,7 @@ import pyarrow as pa
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra import kafka_clients
+from infra.backoff import doubling
 from infra.kafka_clients import EventProducer, Record
 from infra.settings import ExportSettings, settings
 from projections.analytics.arrow_schema import event_schema
@@ -124,16 +125,16 @@ class Exporter:
         """Write the buffered rows, then commit past them; a failing disk is retried until `stop`."""
         if not self._pending:
             return
-        delay = RETRY_FIRST_S
+        waits = doubling(RETRY_FIRST_S, RETRY_MAX_S)
         while True:
             try:
                 await asyncio.to_thread(self._write_files)
                 break
             except OSError as exc:
-                log.warning("cannot write under %s (%s); retrying in %.1fs", self._out, exc, delay)
-                if await stopped_within(stop, delay):
+                wait = next(waits)
+                log.warning("cannot write under %s (%s); retrying in %.1fs", self._out, exc, wait)
+                if await stopped_within(stop, wait):
                     return  # nothing committed: the records are read again on the next start
-                delay = min(delay * 2, RETRY_MAX_S)
         ends = [TopicPartition(topic, partition, p.last + 1) for (topic, partition), p in self._pending.items()]
         await commit_positions(self._consumer, ends)
         log.info("exported %d records of %d partitions", self._buffered, len(self._pending))

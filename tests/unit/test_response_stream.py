@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, KafkaException
 from sse_starlette import ServerSentEvent
 
 from infra.partition_reads import PartitionReadIncomplete
+from infra.wedged import EXIT_WEDGED
 from ingest_api import response_stream, responses, token_feed
 from ingest_api.positions import LoggedEvent, logged
 from ingest_api.response_stream import response_batches, response_events
@@ -16,6 +17,7 @@ from ingest_api.responses import to_sse
 from ingest_api.token_feed import Subscription, TokenFeed
 from schemas.events import ResponseEnded, ResponseRestarted, ResponseStarted, TokenGenerated, new_id
 from schemas.serde import encode
+from tests.unit.recorded_exits import recorded_exits
 
 CONVERSATION = new_id()
 QUEUE = 1024  # events buffered per subscriber
@@ -316,3 +318,21 @@ async def test_a_batch_is_written_as_one_chunk_of_sse_events() -> None:
 
     assert len(chunks) == 1
     assert chunks[0].count(b"event: token") == 2 and b"id: 3" in chunks[0] and b"event: done" in chunks[0]
+
+
+async def test_a_feed_whose_consumer_fails_after_attaching_ends_the_process(monkeypatch) -> None:
+    """Its streams would wait for tokens that never come; ending it lets the supervisor restart it."""
+    exits = recorded_exits(monkeypatch)
+    monkeypatch.setattr(TokenFeed, "_attach", lambda self, consumer: None)
+
+    def fatal(consumer, timeout_s):
+        raise KafkaException(KafkaError(KafkaError._FATAL))
+
+    monkeypatch.setattr(token_feed, "next_batch", fatal)
+    feed = TokenFeed(QUEUE)
+    feed.start()
+    try:
+        assert await asyncio.to_thread(exits.happened.wait, 5)
+    finally:
+        feed.stop()
+    assert exits.statuses == [EXIT_WEDGED]
