@@ -53,6 +53,8 @@ class WatermarkSignals:
             try:
                 await self._listen()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                if self.listening:  # it had resubscribed: a new outage, asked about soon again
+                    waits = doubling(RESUBSCRIBE_FIRST_S, RESUBSCRIBE_MAX_S)
                 self.listening = False
                 wait = next(waits)
                 log.warning("watermark signals lost (%r): waiters poll until resubscribed in %.1fs", exc, wait)
