@@ -7,6 +7,7 @@ the effect. Partitions are chosen by `schemas.topics.partition_for`, never by th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable, Generator
@@ -112,7 +113,7 @@ class EventProducer:
             value=encode(event),
             key=key.encode(),
             partition=partition_for(key, topic),
-            on_delivery=partial(_settle_soon, loop, future),
+            on_delivery=partial(_wake, loop, future),
         )
         return future
 
@@ -146,11 +147,16 @@ class EventProducer:
         self._poller.join()
 
 
-def _settle_soon(
+def _wake(
     loop: asyncio.AbstractEventLoop, future: asyncio.Future[Message], err: KafkaError | None, msg: Message
 ) -> None:
-    """The delivery callback (on the producer's poll thread): settle the future on its loop."""
-    loop.call_soon_threadsafe(_settle, future, err, msg)
+    """The delivery callback (on the producer's poll thread): settle `future` on its loop.
+
+    A loop closed since the send (a process shutting down, a test's loop ended) has nobody left
+    to wake; raising here would end the delivery thread, and with it every later acknowledgement
+    of every sender of the process."""
+    with contextlib.suppress(RuntimeError):  # asyncio's "Event loop is closed"
+        loop.call_soon_threadsafe(_settle, future, err, msg)
 
 
 def _settle(future: asyncio.Future[Message], err: KafkaError | None, msg: Message) -> None:
@@ -188,7 +194,7 @@ class Delivery:
             self._settled, self._error, self._message = True, err, msg
             waiter = self._waiter
         if waiter is not None:
-            waiter.get_loop().call_soon_threadsafe(_settle, waiter, err, msg)
+            _wake(waiter.get_loop(), waiter, err, msg)
 
     def __await__(self) -> Generator[Any, None, Message]:
         with self._lock:
