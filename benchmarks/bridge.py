@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 from confluent_kafka import Consumer, TopicPartition
 
+from benchmarks.streams import percentile
 from inference_bridge.topics import Topics
 from inference_bridge.triton_stream import Endpoint, Timeouts, stream_text
 from infra.kafka_clients import EventProducer, next_batch
@@ -87,10 +88,6 @@ class Run:
             "gap_p50_ms": percentile(gaps, 50),
             "gap_p99_ms": percentile(gaps, 99),
         }
-
-
-def percentile(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 # --- direct --------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ import psutil
 
 from benchmarks import load_client
 from benchmarks.load_client import LoadClient
-from benchmarks.pipeline import Stream, percentile, timed
+from benchmarks.streams import Stream, percentile, timed
 from infra import process, stack, supervisor
 from infra.app_services import PROGRAMS
 from infra.settings import settings

@@ -12,15 +12,19 @@ GPU: settings.models["scripted"].sampling), it streams N replies two ways:
 It reports time to first token (from the request; for steno from the POST) and the gaps between
 tokens, p50/p95/p99 for both and the difference, plus tokens per second delivered, as a table on
 stdout and JSON in benchmarks/results/pipeline.json. Run with `make bench` (stack up).
+
+First it warms the stack up, unmeasured, as the capacity benchmark does (64 users of 1-token
+replies until the stack's CPU per message stops falling, at most `--warmup-seconds`): right after
+a start the JVMs are still compiling, and a fresh stack's first runs add two to three times the
+latency a warm one does (ten streams: ratio 0.67 in the first run after `steno up`, 0.83 a minute
+later). `--warmup-seconds 0` skips it on a stack already warm.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
-import statistics
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +33,9 @@ from pathlib import Path
 
 import openai
 
+from benchmarks.capacity import root_pids, warm_up
 from benchmarks.load_client import LoadClient, User
+from benchmarks.streams import Stream, percentile, timed
 from inference_bridge.triton_stream import Endpoint, Timeouts, stream_text
 from infra.settings import settings
 from ingest_api.auth import issue_token
@@ -38,13 +44,7 @@ from schemas.events import ChatTurn
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 MODEL = "scripted"
 WORDS = 30  # each reply: "You said: " + 30 words = 32 tokens
-
-
-@dataclass
-class Stream:
-    ttft_s: float
-    gaps_s: list[float]
-    tokens: int
+WARMUP_USERS = 64  # the capacity benchmark's top level: load enough for the JVMs to compile their hot paths
 
 
 @dataclass
@@ -65,18 +65,8 @@ class Run:
         }
 
 
-def percentile(values: list[float], p: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[p - 1] if len(values) > 1 else values[0]
-
-
 def message(index: int) -> str:
     return " ".join(f"w{index}-{i}" for i in range(WORDS))
-
-
-async def timed(chunks, started: float) -> Stream:
-    arrivals = [time.perf_counter() async for _ in chunks]
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    return Stream(ttft_s=arrivals[0] - started, gaps_s=gaps, tokens=len(arrivals))
 
 
 async def direct_stream(client: Endpoint, index: int) -> Stream:
@@ -189,8 +179,10 @@ STENO_APIS: dict[str, Callable[[int], Awaitable[Run]]] = {
 }
 
 
-async def main(levels: list[int], count: int, api: str) -> None:
+async def main(levels: list[int], count: int, api: str, warmup_s: float) -> None:
     run_api = STENO_APIS[api]
+    if warmup_s:
+        await warm_up(root_pids(), WARMUP_USERS, warmup_s, streamed=True)
     await run_api(1)  # warm-up: first connections, cache-cold paths
     rows = []
     for n in levels:
@@ -211,5 +203,8 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--rounds", type=int, default=5, help="rounds per concurrency level, pooled")
     parser.add_argument("--api", choices=sorted(STENO_APIS), default="native", help="which steno API the client uses")
+    parser.add_argument(
+        "--warmup-seconds", type=float, default=240.0, help="most unmeasured load before measuring; 0: none"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.concurrency, args.rounds, args.api))
+    asyncio.run(main(args.concurrency, args.rounds, args.api, args.warmup_seconds))
