@@ -18,6 +18,12 @@ replies until the stack's CPU per message stops falling, at most `--warmup-secon
 a start the JVMs are still compiling, and a fresh stack's first runs add two to three times the
 latency a warm one does (ten streams: ratio 0.67 in the first run after `steno up`, 0.83 a minute
 later). `--warmup-seconds 0` skips it on a stack already warm.
+
+While each side streams it also reads every process's CPU (as the capacity benchmark does, the
+stack's idle rate included) and reports how many of the machine's cores were busy, and the
+ratio's CPU ceiling: the tokens/s of steno's run were it spread perfectly over every core,
+against direct's. A ratio near its ceiling is short of cores; one well under it is the pipeline's
+latency, which more cores would not buy back.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from functools import partial
 from pathlib import Path
 
 import openai
+import psutil
 
-from benchmarks.capacity import root_pids, warm_up
+from benchmarks.capacity import STENO, CpuSnapshot, CpuUse, root_pids, warm_up
 from benchmarks.load_client import LoadClient, User
 from benchmarks.streams import Stream, percentile, timed
 from inference_bridge.triton_stream import Endpoint, Timeouts, stream_text
@@ -52,17 +59,45 @@ class Run:
     concurrency: int
     streams: list[Stream] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)  # by process while streaming; "other": the rest
+
+    def pool(self, other: Run) -> None:
+        self.streams += other.streams
+        self.wall_s += other.wall_s
+        self.cpu_s = {name: self.cpu_s.get(name, 0.0) + other.cpu_s.get(name, 0.0) for name in self.cpu_s | other.cpu_s}
 
     def summary(self) -> dict[str, float]:
         ttft = [s.ttft_s * 1000 for s in self.streams]
         gaps = [g * 1000 for s in self.streams for g in s.gaps_s]
         tokens = sum(s.tokens for s in self.streams)
+        busy_s = sum(self.cpu_s.values())
         return {
             **{f"ttft_p{p}_ms": percentile(ttft, p) for p in (50, 95, 99)},
             **{f"gap_p{p}_ms": percentile(gaps, p) for p in (50, 95, 99)},
             "tokens_per_s": tokens / self.wall_s,
             "tokens": tokens,
+            "cores_busy": busy_s / self.wall_s,
+            # the fastest this much CPU could have streamed the tokens, every core busy throughout
+            "cpu_bound_tokens_per_s": tokens * CORES / busy_s,
+            **{f"{name}_cpu_ms_per_reply": self.cpu_ms_per_reply(names) for name, names in SHARES.items()},
         }
+
+    def cpu_ms_per_reply(self, names: tuple[str, ...]) -> float:
+        return sum(self.cpu_s.get(name, 0.0) for name in names) * 1000 / len(self.streams)
+
+
+CORES = psutil.cpu_count() or 1
+SHARES = {"steno": STENO, "triton": ("triton",), "client": ("client",), "other": ("other",)}
+
+
+async def measured_run(run: Run, pids: dict[str, int], streams: Awaitable[list[Stream]]) -> Run:
+    """`run` with the streams, the wall time they took and the CPU every process spent meanwhile."""
+    before = CpuSnapshot.take(pids)
+    began = time.perf_counter()
+    run.streams = list(await streams)
+    run.wall_s = time.perf_counter() - began
+    run.cpu_s = CpuUse.between(before, CpuSnapshot.take(pids)).seconds
+    return run
 
 
 def message(index: int) -> str:
@@ -92,41 +127,34 @@ async def openai_stream(client: openai.AsyncOpenAI, index: int) -> Stream:
     return await timed((c async for c in chunks if c.choices and c.choices[0].delta.content), started)
 
 
-async def run_openai(concurrency: int) -> Run:
+async def run_openai(pids: dict[str, int], concurrency: int) -> Run:
     clients = [
         openai.AsyncOpenAI(base_url=f"{settings.api.url}/v1", api_key=issue_token(f"bench-{i}"), max_retries=0)
         for i in range(concurrency)
     ]
-    run = Run(concurrency)
-    began = time.perf_counter()
-    run.streams = list(await asyncio.gather(*(openai_stream(c, i) for i, c in enumerate(clients))))
-    run.wall_s = time.perf_counter() - began
+    run = await measured_run(
+        Run(concurrency), pids, asyncio.gather(*(openai_stream(c, i) for i, c in enumerate(clients)))
+    )
     await asyncio.gather(*(c.close() for c in clients))
     return run
 
 
-async def run_direct(concurrency: int) -> Run:
+async def run_direct(pids: dict[str, int], concurrency: int) -> Run:
     client = Endpoint(settings.triton.grpc_url)
-    run = Run(concurrency)
-    began = time.perf_counter()
-    run.streams = list(await asyncio.gather(*(direct_stream(client, i) for i in range(concurrency))))
-    run.wall_s = time.perf_counter() - began
+    streams = asyncio.gather(*(direct_stream(client, i) for i in range(concurrency)))
+    run = await measured_run(Run(concurrency), pids, streams)
     await client.close()
     return run
 
 
-async def run_steno(concurrency: int, streamed: bool = False) -> Run:
+async def run_steno(pids: dict[str, int], concurrency: int, streamed: bool = False) -> Run:
     client = LoadClient(streamed)
     users = [client.user() for _ in range(concurrency)]
     conversations = await asyncio.gather(*(u.new_conversation() for u in users))
-    run = Run(concurrency)
-    began = time.perf_counter()
-    run.streams = list(
-        await asyncio.gather(
-            *(steno_stream(u, conv, i) for i, (u, conv) in enumerate(zip(users, conversations, strict=True)))
-        )
+    pairs = enumerate(zip(users, conversations, strict=True))
+    run = await measured_run(
+        Run(concurrency), pids, asyncio.gather(*(steno_stream(u, conv, i) for i, (u, conv) in pairs))
     )
-    run.wall_s = time.perf_counter() - began
     await client.close()
     return run
 
@@ -140,6 +168,7 @@ def compare(direct: Run, steno: Run) -> dict[str, float]:
         **{f"added_ttft_p{p}_ms": s[f"ttft_p{p}_ms"] - d[f"ttft_p{p}_ms"] for p in (50, 95, 99)},
         **{f"added_gap_p{p}_ms": s[f"gap_p{p}_ms"] - d[f"gap_p{p}_ms"] for p in (50, 95, 99)},
         "throughput_ratio": s["tokens_per_s"] / d["tokens_per_s"],
+        "cpu_bound_ratio": min(1.0, s["cpu_bound_tokens_per_s"] / d["tokens_per_s"]),
     }
 
 
@@ -162,17 +191,31 @@ def table(rows: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-async def rounds(run: Callable[[int], Awaitable[Run]], concurrency: int, count: int) -> Run:
+def cpu_table(rows: list[dict[str, float]]) -> str:
+    head = (
+        f"| N | cores busy (of {CORES}) direct → steno | CPU ms a reply, steno side: steno / triton / client / other "
+        "| ratio | the ratio's CPU ceiling |"
+    )
+    lines = [head, "|" + "---|" * 5]
+    for r in rows:
+        shares = " / ".join(f"{r[f'steno_{name}_cpu_ms_per_reply']:.1f}" for name in SHARES)
+        lines.append(
+            f"| {r['concurrency']} | {r['direct_cores_busy']:.2f} → {r['steno_cores_busy']:.2f} | {shares} "
+            f"| {r['throughput_ratio']:.2f} | {r['cpu_bound_ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+async def rounds(run: RunOnce, pids: dict[str, int], concurrency: int, count: int) -> Run:
     """Several rounds at one concurrency, pooled: one round of one stream is a single sample."""
     pooled = Run(concurrency)
     for _ in range(count):
-        result = await run(concurrency)
-        pooled.streams += result.streams
-        pooled.wall_s += result.wall_s
+        pooled.pool(await run(pids, concurrency))
     return pooled
 
 
-STENO_APIS: dict[str, Callable[[int], Awaitable[Run]]] = {
+RunOnce = Callable[[dict[str, int], int], Awaitable[Run]]
+STENO_APIS: dict[str, RunOnce] = {
     "native": run_steno,
     "native-streamed": partial(run_steno, streamed=True),
     "openai": run_openai,
@@ -181,16 +224,19 @@ STENO_APIS: dict[str, Callable[[int], Awaitable[Run]]] = {
 
 async def main(levels: list[int], count: int, api: str, warmup_s: float) -> None:
     run_api = STENO_APIS[api]
+    pids = root_pids()
     if warmup_s:
-        await warm_up(root_pids(), WARMUP_USERS, warmup_s, streamed=True)
-    await run_api(1)  # warm-up: first connections, cache-cold paths
+        await warm_up(pids, WARMUP_USERS, warmup_s, streamed=True)
+    await run_api(pids, 1)  # warm-up: first connections, cache-cold paths
     rows = []
     for n in levels:
         print(f"concurrency {n}: direct and steno ({api} API), {count} rounds each...", flush=True)
-        direct = await rounds(run_direct, n, count)
-        steno = await rounds(run_api, n, count)
+        direct = await rounds(run_direct, pids, n, count)
+        steno = await rounds(run_api, pids, n, count)
         rows.append(compare(direct, steno))
     print(table(rows))
+    print()
+    print(cpu_table(rows))
     results = RESULTS.with_name(f"pipeline-{api}.json") if api != "native" else RESULTS
     results.parent.mkdir(exist_ok=True)
     report = {"model": MODEL, "api": api, "sampling": settings.models[MODEL].sampling, "rounds": count, "rows": rows}

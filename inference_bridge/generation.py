@@ -6,6 +6,12 @@ wait for. Token events are sent without waiting for each acknowledgement — lib
 them while the previous batch is in flight — and `run` returns only once Kafka acknowledged all
 of them and the terminal events, so the caller may then commit the request (rule 6).
 
+A reply's events go through two producers: its start and first token through one that sends at
+once (`log`), the rest of its tokens through one that lingers to batch them (`batching_log`).
+Kafka keeps no order between two producers, so a generation switches from one to the other only
+once every event it sent through the first is acknowledged, and writes its final events only once
+every token is: a final event in the log vouches for every token of its reply before it.
+
 Two ways to stop a generation early, kept apart on purpose:
 - `cancel()` is the user's cancel: streaming stops and the partial text is recorded.
 - cancelling the task that runs `run` abandons the generation (shutdown, partition revoked):
@@ -110,6 +116,7 @@ class Generation:
         *,
         stream: TextStream,
         log: EventLog,
+        batching_log: EventLog,
         attempts: AttemptRecord,
         max_attempts: int,
         topics: Topics,
@@ -124,6 +131,7 @@ class Generation:
         self._retry_budget_s = retry_budget_s
         self._log = log
         self._send_token = log.sender(topics.tokens, request.conversation_id)
+        self._send_later_token = batching_log.sender(topics.tokens, request.conversation_id)
         self._tokens = topics.tokens
         self._conversations = topics.conversations
         self._attempts = attempts
@@ -210,7 +218,14 @@ class Generation:
             await self._fenced(self._completed())
 
     async def _fenced(self, ending: Coroutine[Any, Any, None]) -> None:
-        """Write the ending only while this is the newest attempt, marked as being written."""
+        """Write the ending only while this is the newest attempt, marked as being written.
+
+        Every token is acknowledged first: the batching producer's last ones may still be
+        lingering, and a bridge killed after the final event landed but before they did would
+        leave history's text longer than the token stream it vouches for (the next attempt,
+        finding the final event in the log, writes only what is missing after it). Before the
+        fence check, so that the check stays right before the write."""
+        await _acknowledged(self._acks)
         if await self._attempts.ending(self.request.response_id, self._attempt) is False:
             ending.close()
             raise Superseded
@@ -242,6 +257,7 @@ class Generation:
                 await self._restart()
 
     async def _restart(self) -> None:
+        await _acknowledged(self._acks)  # the interrupted attempt's tokens, before the restart's events
         attempt = await self._attempts.retry(self.request.response_id)
         if attempt is None:
             raise Superseded  # ended by another attempt meanwhile
@@ -258,7 +274,8 @@ class Generation:
     async def _stream_tokens(self) -> None:
         """Each piece as a TokenGenerated event. The hottest loop of the bridge, so the events are
         encoded by `TokenEncoder` and the fence's clock is checked here, awaiting a coroutine
-        only when a check is due."""
+        only when a check is due. The first goes at once, the rest through the batching producer
+        once every event before them is acknowledged (see the module's docstring)."""
         tokens = TokenEncoder(**self._ids())
         pieces, acks, send = self._pieces, self._acks, self._send_token
         clock = asyncio.get_running_loop().time
@@ -266,6 +283,9 @@ class Generation:
             async for piece in stream:
                 if clock() - self._fence_checked_at >= FENCE_CHECK_S:
                     await self._check_fence()
+                if len(pieces) == 1:
+                    await _acknowledged(acks)
+                    send = self._send_later_token
                 acks.append(send(tokens.encode(len(pieces), piece)))
                 pieces.append(piece)
 

@@ -89,6 +89,7 @@ class Bridge:
     _attempts: Attempts
     _finals: FinalEvents
     _producer: EventProducer
+    _batching_producer: EventProducer  # a reply's tokens after its first (`Generation`)
     _requests: Consumer
     _control: Consumer
     _requests_thread: ThreadPoolExecutor
@@ -148,13 +149,12 @@ class Bridge:
         resources.push_async_callback(redis_client.aclose)
         self._attempts = Attempts(redis_client)
         self._finals = FinalEvents(self._topics)
-        self._producer = EventProducer(
-            **{
-                "linger.ms": self._config.producer_linger_ms,
-                "max.in.flight.requests.per.connection": self._config.producer_max_in_flight,
-            }
+        self._producer = self._open_producer(resources, self._config.producer_linger_ms)
+        self._batching_producer = (
+            self._open_producer(resources, self._config.token_linger_ms)
+            if self._config.token_linger_ms != self._config.producer_linger_ms
+            else self._producer
         )
-        resources.push_async_callback(asyncio.to_thread, self._producer.close)
         self._requests_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-requests"))
         self._control_thread = resources.enter_context(ThreadPoolExecutor(1, "bridge-control"))
         self._requests = consumer(self._group_id, **COOPERATIVE)
@@ -168,6 +168,13 @@ class Bridge:
         control = self._topics.control
         self._control = await self._in_thread(self._control_thread, control_consumer, control, CANCEL_MEMORY_S)
         resources.push_async_callback(self._in_thread, self._control_thread, self._control.close)
+
+    def _open_producer(self, resources: AsyncExitStack, linger_ms: float) -> EventProducer:
+        producer = EventProducer(
+            **{"linger.ms": linger_ms, "max.in.flight.requests.per.connection": self._config.producer_max_in_flight}
+        )
+        resources.push_async_callback(asyncio.to_thread, producer.close)
+        return producer
 
     async def _drain(self) -> None:
         """Let running generations finish (for up to `drain_s`), commit them, hand the rest over.
@@ -228,6 +235,7 @@ class Bridge:
             request,
             stream=self._text_stream,
             log=self._producer,
+            batching_log=self._batching_producer,
             attempts=self._attempts,
             max_attempts=self._config.max_attempts,
             topics=self._topics,

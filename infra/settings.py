@@ -306,6 +306,14 @@ class BridgeSettings(BaseModel):
     # more (bridge + Kafka ~77 → ~59 µs a token, an earlier round) but holds every event up to 5 ms.
     producer_linger_ms: float = 0.0
     producer_max_in_flight: int = 1
+    # A reply's tokens after its first go through a second producer that lingers this long, so
+    # that at a GPU's pace (a token every ~10 ms per stream) a produce request, a fetch of the API's
+    # token feed and a wake-up of each process on the way carry several tokens instead of one. The
+    # first token (with ResponseStarted) still goes at once, on the producer above, so the time to
+    # first token never waits out the linger; a reply's last tokens may, up to this long, before
+    # its final events (also on the producer above) follow them. Equal to `producer_linger_ms`:
+    # one producer.
+    token_linger_ms: float = 5.0
     # Chat affinity (inference_bridge/router.py): a chat's turns go to one Triton endpoint, for the
     # KV cache it holds, while that endpoint has at most `affinity_slack` more streams in flight
     # than the least busy.

@@ -72,6 +72,12 @@ class FakeLog:
             self.finished.set()
         return ack
 
+    def acknowledge(self) -> None:
+        """Kafka acknowledges every event held so far."""
+        for ack in self.unacked:
+            if not ack.done():
+                ack.set_result(None)
+
     def types(self, topic: Topic) -> list[str]:
         return [type(event).__name__ for name, event in self.sent if name == topic.name]
 
@@ -204,11 +210,13 @@ def generation(
     fleet: Fleet | None = None,
     retry_budget_s: float = 30.0,
     finals: Finals | None = None,
+    batching_log: FakeLog | None = None,
 ) -> Generation:
     return Generation(
         REQUEST.model_copy(update={"occurred_at": utc_now()}),  # fresh: made just now, as a live one
         stream=stream,
         log=log,
+        batching_log=batching_log or log,
         attempts=attempts or Attempts(attempt),
         max_attempts=max_attempts,
         topics=Topics(),
@@ -370,6 +378,7 @@ async def test_a_request_made_long_ago_asks_the_model_only_once_numbered() -> No
         redelivered,
         stream=model,
         log=log,
+        batching_log=log,
         attempts=attempts,
         max_attempts=3,
         topics=Topics(),
@@ -414,16 +423,51 @@ async def test_a_request_past_its_attempts_fails_without_generating() -> None:
 async def test_run_returns_only_once_every_event_is_acknowledged() -> None:
     log = FakeLog(hold_acks=True)
     task = asyncio.create_task(generation(Model("a ", "b"), log).run())
+    await _until(lambda: log.types(TOKENS) == ["ResponseStarted", "TokenGenerated"])
+    log.acknowledge()
+    await _until(lambda: log.types(TOKENS) == ["ResponseStarted", "TokenGenerated", "TokenGenerated"])
+    log.acknowledge()
     await log.finished.wait()
     assert log.types(TOKENS)[-1] != "ResponseEnded", "the stream's end waits for history's final event"
 
-    for ack in list(log.unacked):
-        ack.set_result(None)
+    log.acknowledge()
     await _until(lambda: log.types(TOKENS)[-1] == "ResponseEnded")
     done, _ = await asyncio.wait({task}, timeout=0.1)
     assert not done
     log.unacked[-1].set_result(None)
     await task
+
+
+async def test_the_first_token_goes_at_once_and_the_rest_batched_once_it_is_acknowledged() -> None:
+    """Two producers keep no order between them: the batching one takes the reply's tokens only
+    once the start and the first token are acknowledged."""
+    log, batching = FakeLog(hold_acks=True), FakeLog(hold_acks=True)
+    task = asyncio.create_task(generation(Model("a ", "b ", "c"), log, batching_log=batching).run())
+    await _until(lambda: log.types(TOKENS) == ["ResponseStarted", "TokenGenerated"])
+    await asyncio.wait({task}, timeout=0.05)
+    assert batching.sent == [], "the second token must not overtake the first"
+
+    log.acknowledge()
+    await _until(lambda: len(batching.sent) == 2)
+    assert [(e.seq, e.text) for _, e in batching.sent if isinstance(e, TokenGenerated)] == [(1, "b "), (2, "c")]
+    assert log.types(TOKENS) == ["ResponseStarted", "TokenGenerated"]
+
+
+async def test_the_final_event_is_written_only_once_every_token_is_acknowledged() -> None:
+    """A final event in the log vouches for every token before it: a bridge killed between the two
+    would otherwise leave history's text longer than the token stream (its next attempt, finding
+    the final event, writes only the stream's end)."""
+    log, batching = FakeLog(), FakeLog(hold_acks=True)
+    attempts = Attempts(1)
+    task = asyncio.create_task(generation(Model("a ", "b ", "c"), log, attempts=attempts, batching_log=batching).run())
+    await _until(lambda: len(batching.sent) == 2)
+    await asyncio.wait({task}, timeout=0.05)
+    assert log.types(CONVERSATIONS) == [] and attempts.endings == [], "nothing of the ending before the tokens land"
+
+    batching.acknowledge()
+    await task
+    assert log.types(CONVERSATIONS) == ["ResponseCompleted"] and log.types(TOKENS)[-1] == "ResponseEnded"
+    assert attempts.finished == [REQUEST.response_id]
 
 
 async def _until(condition) -> None:
@@ -506,13 +550,15 @@ async def test_a_generation_is_ending_from_the_moment_its_final_event_is_sent() 
     log = FakeLog(hold_acks=True)
     reply = generation(Model("a ", "b"), log)
     task = asyncio.create_task(reply.run())
+    await _until(lambda: len(log.types(TOKENS)) >= 2)
+    log.acknowledge()
     await _until(lambda: len(log.types(TOKENS)) >= 3)
     assert not reply.ending
+    log.acknowledge()
 
     await log.finished.wait()
     assert reply.ending
-    for ack in log.unacked:
-        ack.set_result(None)
+    log.acknowledge()
     await _until(lambda: log.types(TOKENS)[-1] == "ResponseEnded")
     log.unacked[-1].set_result(None)
     await task
