@@ -102,25 +102,38 @@ class Log:
     """One partition of a scratch topic, from its start."""
 
     def __init__(self, topic: Topic, partition: int) -> None:
+        self._partition = TopicPartition(topic.name, partition, 0)
         self._consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap, "group.id": "steno-tests"})
-        self._consumer.assign([TopicPartition(topic.name, partition, 0)])
+        self._consumer.assign([self._partition])
+        self._next = 0  # the offset of the next record to read
         self.events: list[Any] = []
 
     async def until(self, done: Callable[[Any], bool]) -> list[Any]:
         """Every event read so far, once one of them is `done`."""
         async with asyncio.timeout(WAIT_S):
             while not any(done(event) for event in self.events):
-                for message in await asyncio.to_thread(next_batch, self._consumer, 0.2):
-                    self.events.append(decode(message.value()))
+                await self._read()
         return self.events
 
     async def read_for(self, seconds: float) -> list[Any]:
         """Every event read so far, after reading on for `seconds` (for what must not come)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            for message in await asyncio.to_thread(next_batch, self._consumer, 0.2):
-                self.events.append(decode(message.value()))
+            await self._read()
         return self.events
+
+    async def to_end(self) -> list[Any]:
+        """Every event the partition holds now: all there will be, once its writers are gone."""
+        _, end = await asyncio.to_thread(self._consumer.get_watermark_offsets, self._partition, 10)
+        async with asyncio.timeout(WAIT_S):
+            while self._next < end:
+                await self._read()
+        return self.events
+
+    async def _read(self) -> None:
+        for message in await asyncio.to_thread(next_batch, self._consumer, 0.2):
+            self.events.append(decode(message.value()))
+            self._next = _offset(message) + 1
 
     def close(self) -> None:
         self._consumer.close()
@@ -374,6 +387,25 @@ async def test_a_request_whose_bridge_died_between_its_final_events_gets_only_th
     assert (ended.outcome, ended.finish_reason, ended.attempt, ended.usage) == ("completed", "stop", 1, landed.usage)
     outcomes = [e for e in conversation.history.events if e.response_id == request.response_id]
     assert outcomes == [landed]
+
+
+async def test_a_reply_recorded_in_history_has_every_token_in_the_log_whatever_kills_its_bridge(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """A final event vouches for its reply's tokens. The bridge's batching producer holds a reply's
+    tokens after its first (here for 2 s); a bridge killed the moment its ResponseCompleted landed
+    must not leave history's text longer than the token stream, which its successor, finding the
+    final event, would never complete (it writes only the stream's end)."""
+    request = conversation.request()
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    with bridge_process(topics, group, SHORT, token_linger_ms=2000) as process:
+        await conversation.send(request)
+        completed = await conversation.outcome_of(request.response_id)
+        process.kill()
+
+    logged = [e for e in await conversation.tokens.to_end() if e.response_id == request.response_id]
+    assert isinstance(completed, ResponseCompleted) and completed.text == SCRIPT
+    assert texts(logged) == SCRIPT_TOKENS
 
 
 async def test_a_stopping_bridge_finishes_its_generations_first(topics: Topics, conversation: Conversation) -> None:
