@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass
@@ -118,6 +118,9 @@ class Bridge:
         self._pending_cancels = PendingCancels(CANCEL_MEMORY_S, CANCEL_MEMORY_SIZE)
         self._in_flight: dict[asyncio.Task[None], _InFlight] = {}
         self._by_response: dict[str, asyncio.Task[None]] = {}  # the newest task per response id
+        # What abandoned generations sent that Kafka had not settled when they let go (it was down),
+        # per response id: a later attempt at the response here waits for it (`_run_once_at_a_time`).
+        self._unsettled: dict[str, list[asyncio.Future[Any]]] = {}
         self._paused = False
         self._error: BaseException | None = None
 
@@ -248,11 +251,15 @@ class Bridge:
         self._run_once_at_a_time(generation, _InFlight(partition, offset, generation))
 
     def _run_once_at_a_time(self, generation: Generation, in_flight: _InFlight) -> None:
-        """Run the generation, after the one already running here for the same response if any:
-        that one's end marks the response finished, so the copy then writes nothing."""
+        """Run the generation, after the one already running here for the same response if any
+        (that one's end marks the response finished, so the copy then writes nothing), and after
+        every event an abandoned one here sent is settled in Kafka: a generation's events go through
+        two producers, which keep no order between them, so a new attempt's first events could
+        otherwise land before an abandoned attempt's last tokens (Kafka down when it let go)."""
         response_id = generation.request.response_id
         running = self._by_response.get(response_id)
-        task = self._track(generation.run() if running is None else _after(running, generation.run()), in_flight)
+        earlier = [*self._unsettled.pop(response_id, []), *([running] if running is not None else [])]
+        task = self._track(_after(earlier, generation.run()) if earlier else generation.run(), in_flight)
         self._by_response[response_id] = task
         task.add_done_callback(lambda done: self._forget_response(response_id, done))
 
@@ -405,9 +412,20 @@ class Bridge:
             task.cancel()
         log.info("abandoned %d generation(s); their requests will be retried", len(abandoned))
         await wedged.ended_or_exit(tasks, ABANDON_S, "abandoned or ending generation(s)")
-        sent = [asyncio.ensure_future(ack) for g in generations if g is not None for ack in g.unacknowledged()]
-        if sent:
-            await asyncio.wait(sent, timeout=FLUSH_S)
+        sent: dict[str, list[asyncio.Future[Any]]] = {}
+        for generation in filter(None, generations):
+            acks = sent.setdefault(generation.request.response_id, [])
+            acks += [asyncio.ensure_future(ack) for ack in generation.unacknowledged()]
+        if any(sent.values()):
+            await asyncio.wait([ack for acks in sent.values() for ack in acks], timeout=FLUSH_S)
+        self._keep_unsettled(sent)
+
+    def _keep_unsettled(self, sent: dict[str, list[asyncio.Future[Any]]]) -> None:
+        """Remember, per response, what abandoned generations sent and Kafka has not settled yet;
+        forget what it has settled since."""
+        for response_id, acks in sent.items():
+            self._unsettled.setdefault(response_id, []).extend(acks)
+        self._unsettled = {r: acks for r, acks in self._unsettled.items() if not all(a.done() for a in acks)}
 
     # --- cancels ----------------------------------------------------------------------------
 
@@ -436,10 +454,10 @@ def _ending(generation: Generation | None) -> bool:
     return generation is not None and generation.ending
 
 
-async def _after(running: asyncio.Task[None], work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` once `running` has ended, however it ended."""
+async def _after(earlier: Collection[asyncio.Future[Any]], work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` once everything in `earlier` has ended, however it ended."""
     try:
-        await asyncio.wait({running})
+        await asyncio.wait(earlier)
     except asyncio.CancelledError:
         work.close()
         raise

@@ -26,7 +26,7 @@ from inference_bridge.attempts import DELIVERIES_KEY, Attempts
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
 from inference_bridge.topics import Topics
 from infra import cassandra
-from infra.kafka_clients import EventProducer, next_batch
+from infra.kafka_clients import EventProducer, next_batch, stable_member
 from infra.settings import settings
 from projections.status import Status
 from schemas.events import (
@@ -108,9 +108,9 @@ class Log:
         self._next = 0  # the offset of the next record to read
         self.events: list[Any] = []
 
-    async def until(self, done: Callable[[Any], bool]) -> list[Any]:
+    async def until(self, done: Callable[[Any], bool], wait_s: float = WAIT_S) -> list[Any]:
         """Every event read so far, once one of them is `done`."""
-        async with asyncio.timeout(WAIT_S):
+        async with asyncio.timeout(wait_s):
             while not any(done(event) for event in self.events):
                 await self._read()
         return self.events
@@ -624,6 +624,36 @@ async def test_a_frozen_bridge_that_comes_back_writes_nothing_more(topics: Topic
             stream, outcomes = await everything_of(conversation, request.response_id, settle_s=3.0)
 
     assert_clean_retries(stream, outcomes)
+
+
+async def test_a_bridge_back_from_a_freeze_retries_only_once_its_abandoned_attempt_is_in_the_log(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """SIGSTOP past the session timeout, SIGCONT: the bridge abandons its attempt and gets the
+    request back at once, while that attempt's tokens are still queued in its batching producer
+    (held 25 s by its linger here, as a Kafka that is down holds them). Its two producers keep no
+    order between them: the retry must wait for those tokens, or its restart lands before them."""
+    request = conversation.request(max_tokens=200)
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    with bridge_process(topics, group, {"script": LONG_SCRIPT}, token_linger_ms=25_000) as process:
+        await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 0)
+        process.send_signal(signal.SIGSTOP)
+        while await asyncio.to_thread(stable_member, group, process.pid):  # noqa: ASYNC110  (Kafka's view, polled)
+            await asyncio.sleep(0.5)
+        process.send_signal(signal.SIGCONT)
+        events = await conversation.tokens.until(second_token_of_a_retry, wait_s=90)
+
+    stream = [e for e in events if e.response_id == request.response_id]
+    restart = next(i for i, e in enumerate(stream) if isinstance(e, ResponseRestarted))
+    late = [(e.attempt, e.seq) for e in stream[restart:] if isinstance(e, TokenGenerated) and e.attempt == 1]
+    assert late == [], "the abandoned attempt's tokens landed after the retry began"
+
+
+def second_token_of_a_retry(event: Any) -> bool:
+    """It comes through the same batching producer as an abandoned attempt's queued tokens, after
+    them: once it is in the log, all of theirs are."""
+    return isinstance(event, TokenGenerated) and event.attempt > 1 and event.seq == 1
 
 
 async def test_history_keeps_the_later_attempts_outcome_whole_in_either_order() -> None:
