@@ -33,8 +33,9 @@ missing (the ResponseEnded) instead of answering a second time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from functools import partial
 from typing import Any, Protocol
 
 from inference_bridge.attempts import Begun
@@ -184,7 +185,8 @@ class Generation:
 
     async def _answer(self, begun: Begun) -> None:
         """This attempt's events: what an earlier one left missing, or a failure, or a reply."""
-        if begun.ending_since_ms is not None and await self._ended_before(begun.ending_since_ms):
+        since_ms = self._earlier_ending_since(begun)
+        if since_ms is not None and await self._ended_before(since_ms):
             return  # the attempt before this one answered; what it left missing is written
         if begun.deliveries > self._max_attempts:
             await self._fail(f"gave up after {self._max_attempts} attempts: generation kept being interrupted")
@@ -193,6 +195,19 @@ class Generation:
         else:
             self._announce()
             await self._generate()
+
+    def _earlier_ending_since(self, begun: Begun) -> int | None:
+        """Since when (ms) an earlier attempt may have written the response's final events, or
+        None when none can have. The `ending` mark says so and when; without it, a redelivery may
+        still follow an attempt that wrote them while Redis could not take the mark (its check is
+        skipped then, and its `finish` failed, leaving the request to be redelivered): its final
+        event is looked for in the log since the request was made. A conversation partition read,
+        and only after a bridge died or stopped on an error."""
+        if begun.ending_since_ms is not None:
+            return begun.ending_since_ms
+        if begun.deliveries > 1:
+            return int(self.request.occurred_at.timestamp() * 1000)
+        return None
 
     def unacknowledged(self) -> list[Awaitable[Any]]:
         """The events sent and not yet acknowledged (to wait for when abandoning the generation)."""
@@ -209,15 +224,15 @@ class Generation:
         try:
             await self._streaming
         except InferenceError as exc:
-            await self._fenced(self._fail(str(exc)))
+            await self._fenced(partial(self._fail, str(exc)))
         except asyncio.CancelledError:
             if not self._cancel_requested or _current_task_cancelling():
                 raise  # abandoned, not cancelled by the user
-            await self._fenced(self._cancelled())
+            await self._fenced(self._cancelled)
         else:
-            await self._fenced(self._completed())
+            await self._fenced(self._completed)
 
-    async def _fenced(self, ending: Coroutine[Any, Any, None]) -> None:
+    async def _fenced(self, ending: Callable[[], Awaitable[None]]) -> None:
         """Write the ending only while this is the newest attempt, marked as being written.
 
         Every token is acknowledged first: the batching producer's last ones may still be
@@ -227,9 +242,8 @@ class Generation:
         fence check, so that the check stays right before the write."""
         await _acknowledged(self._acks)
         if await self._attempts.ending(self.request.response_id, self._attempt) is False:
-            ending.close()
             raise Superseded
-        await ending
+        await ending()
 
     async def _ended_before(self, since_ms: int) -> bool:
         """Whether an earlier attempt's final event is in the log; if it is, its ResponseEnded is

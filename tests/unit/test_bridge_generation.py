@@ -622,6 +622,29 @@ async def test_an_attempt_after_one_that_died_between_its_final_events_writes_on
     assert attempts.finished == ["r1"]
 
 
+async def test_a_redelivery_finds_final_events_written_while_redis_could_not_take_the_mark() -> None:
+    """The earlier attempt's fence check was skipped (Redis down or loading) and its `finish`
+    failed, leaving the request to be redelivered without an `ending` mark: the log is read since
+    the request was made, and only the missing end is written."""
+    log, finals = FakeLog(), Finals(Landed(LANDED, ended=False))
+    attempts = Attempts(2, delivery=2)
+
+    reply = generation(Model("never", "read"), log, attempts=attempts, finals=finals)
+    await reply.run()
+
+    assert finals.asked == [int(reply.request.occurred_at.timestamp() * 1000)], "read since the request was made"
+    assert log.types(CONVERSATIONS) == [] and log.types(TOKENS) == ["ResponseEnded"]
+    assert attempts.finished == ["r1"]
+
+
+async def test_a_first_delivery_without_a_mark_does_not_read_the_log() -> None:
+    log, finals = FakeLog(), Finals(Landed(LANDED, ended=True))
+
+    await generation(Model("Hi"), log, attempts=Attempts(1), finals=finals).run()
+
+    assert finals.asked == [] and log.types(CONVERSATIONS) == ["ResponseCompleted"]
+
+
 async def test_an_attempt_after_one_whose_final_events_all_landed_writes_nothing() -> None:
     log, attempts = FakeLog(), Attempts(2, ending_since_ms=1_000)
 
