@@ -705,6 +705,37 @@ async def test_a_response_marked_finished_while_redis_is_paused_fails_instead_of
     assert waited < attempts.REPLY_TIMEOUT_S * 2
 
 
+async def test_a_reply_that_ended_while_redis_was_paused_is_not_answered_again(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """Redis paused as a reply ends: its fence check is skipped (no `ending` mark), its final
+    events land, marking it finished fails and the bridge process stops. Its successor gets the
+    request again and must find the reply in the log, not answer a second time."""
+    request = conversation.request(max_tokens=200)
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    redis_pid = int((settings.stack.run_dir / "redis.pid").read_text().strip())
+    with bridge_process(topics, group, LONG) as process:
+        await conversation.send(request)
+        await conversation.tokens.until(
+            lambda e: isinstance(e, ResponseStarted) and e.response_id == request.response_id
+        )
+        os.kill(redis_pid, signal.SIGSTOP)
+        try:
+            await conversation.outcome_of(request.response_id)
+            await asyncio.to_thread(process.wait, WAIT_S)  # stopped: `finish` failed
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+    async with running_bridge(topics, LONG, group=group):
+        marker = conversation.request(max_tokens=1)  # after it in the same partition: answered once it was handled
+        await conversation.send(marker)
+        await conversation.outcome_of(marker.response_id)
+        stream = await conversation.stream_of(request.response_id)
+
+    outcomes = [e for e in conversation.history.events if e.response_id == request.response_id]
+    assert len(outcomes) == 1 and isinstance(outcomes[0], ResponseCompleted), "answered once"
+    assert not any(isinstance(e, ResponseRestarted) for e in stream), "no restart after the reply's end"
+
+
 async def test_a_bridge_joining_takes_over_only_the_replies_of_the_partitions_it_gets(topics: Topics) -> None:
     """Cooperative rebalancing: a second bridge gets half the partitions; the replies on the
     other half stream on undisturbed (eager rebalancing restarted all of them)."""
