@@ -914,7 +914,7 @@ async def test_the_runner_writes_a_generation_being_built_from_where_it_was_left
         await produce_and_wait(known, old, topics, answered[1])  # after the replay: only the old one has it
 
         await known.begin(old, new)
-        await produce_and_wait(known, new, topics, answered[2])
+        await produce_and_wait(known, new, topics, answered[2], old)  # written to both while new is built
         both = [await contents(known, name, chat) for name in (old, new)]
         await known.finish(old, new)
         await produce_and_wait(known, new, topics, answered[3])
@@ -970,13 +970,13 @@ async def contents(known: Generations, name: str, chat: Chat) -> tuple[list[str]
     return [m.content for m in await views.history.messages(chat.conversation_id)], [t.content for t in cached]
 
 
-async def produce_and_wait(known: Generations, name: str, topics: Topics, events: list[Event]) -> None:
-    """Send the events and wait until generation `name` has applied them."""
+async def produce_and_wait(known: Generations, name: str, topics: Topics, events: list[Event], *also: str) -> None:
+    """Send the events and wait until generation `name`, and each of `also`, has applied them."""
     last = await produce(topics.conversations, events)
-    context = (await known.views(name)).context
-    await eventually(
-        partial(applied_through, context, partition_for(events[0].conversation_id, CONVERSATIONS), last), name
-    )
+    partition = partition_for(events[0].conversation_id, CONVERSATIONS)
+    for each in (name, *also):
+        context = (await known.views(each)).context
+        await eventually(partial(applied_through, context, partition, last), each)
 
 
 def group_has_members(group: str) -> bool:
