@@ -312,8 +312,10 @@ class BridgeSettings(BaseModel):
     # first token (with ResponseStarted) still goes at once, on the producer above, so the time to
     # first token never waits out the linger; a reply's last tokens may, up to this long, before
     # its final events (also on the producer above) follow them. Equal to `producer_linger_ms`:
-    # one producer.
-    token_linger_ms: float = 5.0
+    # one producer. 16 ms, one frame of a 60 Hz display: a client cannot show tokens sooner than
+    # its next frame, and a linger longer than the model's pace batches each stream's tokens too
+    # (steno's CPU a token at a GPU's pace ~580 → ~400 µs against 5 ms, the journal's 28th round).
+    token_linger_ms: float = 16.0
     # Chat affinity (inference_bridge/router.py): a chat's turns go to one Triton endpoint, for the
     # KV cache it holds, while that endpoint has at most `affinity_slack` more streams in flight
     # than the least busy.
