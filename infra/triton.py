@@ -61,6 +61,7 @@ _NO_AMX = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 LLAMA_CPP_CMAKE_ARGS = "-DLLAVA_BUILD=OFF" + (
     f" -DCMAKE_C_FLAGS='{_NO_AMX}' -DCMAKE_CXX_FLAGS='{_NO_AMX}'" if platform.machine() == "x86_64" else ""
 )
+_INSTALLED_BUILD = Path(sys.prefix) / "steno-llama-cpp-build"  # in the venv: which build it holds
 SMOLLM2_VERSION = "0.1.2"
 _RUN_PREPARE = 'run: python -c "from infra import triton; triton.prepare()"'
 
@@ -194,20 +195,17 @@ def _ensure_llama_cpp(install: bool) -> None:
 
     The venv remembers which build it holds (`_installed_build`): a build with other flags (an
     earlier steno's, with AMX) is replaced, though its version is the same."""
-    build = _build_fingerprint()
-    if _installed_version("llama_cpp_python") == LLAMA_CPP_VERSION and _installed_build() == build:
+    build, installed = _build_fingerprint(), _installed_version("llama_cpp_python")
+    if installed == LLAMA_CPP_VERSION and _installed_build() == build:
         return
     if not install:
         raise MissingDependency(_install_hint(f"llama-cpp-python=={LLAMA_CPP_VERSION}"))
     wheel = _cached_llama_wheel() or _build_llama_wheel()
-    if _installed_version("llama_cpp_python") is not None:
+    if installed is not None:
         _pip("uninstall", "--yes", "llama-cpp-python")  # another build: pip keeps a version it has
     say(f"triton: installing {wheel.name}")
     _pip("install", str(wheel))
     _INSTALLED_BUILD.write_text(build)
-
-
-_INSTALLED_BUILD = Path(sys.prefix) / "steno-llama-cpp-build"  # in the venv, beside what it describes
 
 
 def _installed_build() -> str | None:
