@@ -72,16 +72,20 @@ FENCE_CHECK_S = 1.0  # while streaming, how often a generation checks it is stil
 EARLY_START_S = 2.0
 
 
-class EventLog(Protocol):
-    """Where a generation's events go (`infra.kafka_clients.EventProducer`). Each returns an
-    awaitable that resolves when Kafka acknowledged the event; a generation awaits them all once,
-    at its end."""
-
-    def produce(self, topic: Topic, event: Event) -> Awaitable[Any]:
-        """Queue an event on its conversation's partition of `topic`."""
+class TokenLog(Protocol):
+    """Where a reply's tokens after its first go (`infra.windowed_producer.WindowedProducer`).
+    Each send returns an awaitable that resolves when Kafka acknowledged the event; a generation
+    awaits them all once, at its end."""
 
     def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], Awaitable[Any]]:
         """Queue events already encoded (the tokens, by `TokenEncoder`) on the conversation's partition."""
+
+
+class EventLog(TokenLog, Protocol):
+    """Where a generation's other events go (`infra.kafka_clients.EventProducer`), the same way."""
+
+    def produce(self, topic: Topic, event: Event) -> Awaitable[Any]:
+        """Queue an event on its conversation's partition of `topic`."""
 
 
 class AttemptRecord(Protocol):
@@ -117,7 +121,7 @@ class Generation:
         *,
         stream: TextStream,
         log: EventLog,
-        batching_log: EventLog,
+        batching_log: TokenLog,
         attempts: AttemptRecord,
         max_attempts: int,
         topics: Topics,

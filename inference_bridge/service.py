@@ -53,6 +53,7 @@ from infra.kafka_clients import (
     next_batch,
 )
 from infra.settings import BridgeSettings
+from infra.windowed_producer import WindowedProducer
 from schemas.events import InferenceRequested
 from schemas.serde import UndecodableEvent, decode
 
@@ -89,7 +90,7 @@ class Bridge:
     _attempts: Attempts
     _finals: FinalEvents
     _producer: EventProducer
-    _batching_producer: EventProducer  # a reply's tokens after its first (`Generation`)
+    _batching_producer: EventProducer | WindowedProducer  # a reply's tokens after its first (`Generation`)
     _requests: Consumer
     _control: Consumer
     _requests_thread: ThreadPoolExecutor
@@ -154,7 +155,7 @@ class Bridge:
         self._finals = FinalEvents(self._topics)
         self._producer = self._open_producer(resources, self._config.producer_linger_ms)
         self._batching_producer = (
-            self._open_producer(resources, self._config.token_linger_ms)
+            await self._open_windowed_producer(resources)
             if self._config.token_linger_ms != self._config.producer_linger_ms
             else self._producer
         )
@@ -177,6 +178,12 @@ class Bridge:
             **{"linger.ms": linger_ms, "max.in.flight.requests.per.connection": self._config.producer_max_in_flight}
         )
         resources.push_async_callback(asyncio.to_thread, producer.close)
+        return producer
+
+    async def _open_windowed_producer(self, resources: AsyncExitStack) -> WindowedProducer:
+        producer = WindowedProducer(self._config.token_linger_ms, client_id=f"{self._group_id}-tokens")
+        await producer.start()
+        resources.push_async_callback(producer.stop)
         return producer
 
     async def _drain(self) -> None:

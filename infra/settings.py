@@ -306,7 +306,8 @@ class BridgeSettings(BaseModel):
     # more (bridge + Kafka ~77 → ~59 µs a token, an earlier round) but holds every event up to 5 ms.
     producer_linger_ms: float = 0.0
     producer_max_in_flight: int = 1
-    # A reply's tokens after its first go through a second producer that lingers this long, so
+    # A reply's tokens after its first go through a second producer that holds them this long
+    # (`infra.windowed_producer`: the window's events of every partition in one produce request), so
     # that at a GPU's pace (a token every ~10 ms per stream) a produce request, a fetch of the API's
     # token feed and a wake-up of each process on the way carry several tokens instead of one. The
     # first token (with ResponseStarted) still goes at once, on the producer above, so the time to
