@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from functools import partial
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
@@ -24,9 +25,29 @@ from infra.kafka_clients import DELIVERY_TIMEOUT_S
 from infra.settings import settings
 from schemas.topics import Topic, partition_for
 
-# A window's events, by topic and partition: (key, value, CreateTime in ms) each, and the future
-# that their acknowledgement settles.
-Window = dict[tuple[str, int], tuple[list[tuple[bytes, bytes, int]], asyncio.Future[RecordMetadata]]]
+
+class Acknowledgement:
+    """Kafka's acknowledgement of a window's events on one partition, shared by all of them.
+
+    Awaiting it never cancels it: a generation cancelled while it waits (abandoned) must leave the
+    acknowledgement for the bridge to wait on before the request's retry begins, as it must every
+    other event's of the window (an awaited future is cancelled with its awaiting task).
+    """
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[RecordMetadata]) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, RecordMetadata]:
+        if not self.future.done():
+            yield from asyncio.shield(self.future).__await__()
+        return self.future.result()
+
+
+# A window's events, by topic and partition: (key, value, CreateTime in ms) each, and what their
+# acknowledgement settles.
+Window = dict[tuple[str, int], tuple[list[tuple[bytes, bytes, int]], Acknowledgement]]
 
 
 class WindowedProducer:
@@ -68,17 +89,17 @@ class WindowedProducer:
             await asyncio.wait([self._handing_over])
         await self._producer.stop()
 
-    def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], asyncio.Future[RecordMetadata]]:
+    def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], Acknowledgement]:
         """Queue events already encoded, all of one conversation, on its partition of `topic`."""
         where = (topic.name, partition_for(conversation_id, topic))
         return partial(self._queue, where, conversation_id.encode())
 
-    def _queue(self, where: tuple[str, int], key: bytes, value: bytes) -> asyncio.Future[RecordMetadata]:
+    def _queue(self, where: tuple[str, int], key: bytes, value: bytes) -> Acknowledgement:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._window_s, self._close_window)
         queued = self._window.get(where)
         if queued is None:
-            queued = self._window[where] = ([], asyncio.get_running_loop().create_future())
+            queued = self._window[where] = ([], Acknowledgement(asyncio.get_running_loop().create_future()))
         queued[0].append((key, value, time.time_ns() // 1_000_000))
         return queued[1]
 
@@ -99,9 +120,9 @@ class WindowedProducer:
                 for key, value, timestamp_ms in events:
                     delivered = await self._producer.send(topic, value, key, partition, timestamp_ms)
             except Exception as exc:  # aiokafka refused it (closed, or its batch expired waiting)
-                acknowledged.set_exception(exc)
+                acknowledged.future.set_exception(exc)
             else:
-                delivered.add_done_callback(partial(_settle, acknowledged))
+                delivered.add_done_callback(partial(_settle, acknowledged.future))
 
 
 def _settle(acknowledged: asyncio.Future[RecordMetadata], delivered: asyncio.Future[RecordMetadata]) -> None:

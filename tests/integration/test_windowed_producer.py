@@ -106,7 +106,7 @@ async def test_each_partitions_events_land_in_order_and_are_acknowledged_once_lo
         assert [m.value() for m in records] == [f"{label} {n}".encode() for n in range(200)]
         assert all(m.timestamp()[1] >= before_ms for m in records)
         assert records[0].timestamp()[1] <= queued_ms  # CreateTime: when it was queued, not sent
-    assert all(ack.done() and ack.exception() is None for ack in acks)
+    assert all(ack.future.done() and ack.future.exception() is None for ack in acks)
 
 
 @pytest.mark.parametrize("producer", [60_000], indirect=True)  # a window no test waits out
@@ -116,5 +116,5 @@ async def test_a_stop_delivers_what_is_queued(topic: Topic, producer: WindowedPr
 
     await producer.stop()
 
-    assert ack.done() and ack.exception() is None
+    assert ack.future.done() and ack.future.exception() is None
     assert [m.value() for m in logged(topic, 2) if m.key() == conversation_id.encode()] == [b"queued at the stop"]
