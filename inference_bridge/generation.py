@@ -2,12 +2,13 @@
 
 Every request ends in exactly one terminal event on the conversation log (ResponseCompleted,
 ResponseFailed or ResponseCancelled) and a ResponseEnded on the token stream that live clients
-wait for. Token events are sent without waiting for each acknowledgement — librdkafka batches
+wait for. Token events are sent without waiting for each acknowledgement — the producers batch
 them while the previous batch is in flight — and `run` returns only once Kafka acknowledged all
 of them and the terminal events, so the caller may then commit the request (rule 6).
 
 A reply's events go through two producers: its start and first token through one that sends at
-once (`log`), the rest of its tokens through one that lingers to batch them (`batching_log`).
+once (`log`), the rest of its tokens through one that holds them for a window to batch them
+(`batching_log`).
 Kafka keeps no order between two producers, so a generation switches from one to the other only
 once every event it sent through the first is acknowledged, and writes its final events only once
 every token is: a final event in the log vouches for every token of its reply before it.

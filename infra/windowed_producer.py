@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.structs import RecordMetadata
 
 from infra.kafka_clients import DELIVERY_TIMEOUT_S
@@ -57,10 +58,11 @@ class WindowedProducer:
     An event's awaitable resolves once Kafka acknowledged every event of its partition in its
     window (they are acknowledged in order, so it is the last one's). Windows are handed over one
     after another, never interleaved, so a partition's events keep their order even when a
-    hand-over has to wait (for metadata after a broker restart, say). aiokafka keeps one request in
-    flight per broker and batches whatever comes meanwhile into the next, so a batch may grow to
-    `max_batch_size` rather than wait for room. Events not acknowledged within the delivery
-    timeout fail, as librdkafka's `delivery.timeout.ms` fails them (`infra.kafka_clients`).
+    hand-over has to wait. It does wait while the window before is still queued: aiokafka keeps one
+    request in flight per broker, so under load a window goes once the request before it is
+    answered, and the events that came meanwhile gather in the next window. Events not
+    acknowledged within the delivery timeout fail, as librdkafka's `delivery.timeout.ms` fails
+    them (`infra.kafka_clients`).
     """
 
     def __init__(self, window_ms: float, client_id: str) -> None:
@@ -112,17 +114,30 @@ class WindowedProducer:
             self._handing_over = asyncio.get_running_loop().create_task(self._hand_over(window, self._handing_over))
 
     async def _hand_over(self, window: Window, previous: asyncio.Task[None] | None) -> None:
-        """Give aiokafka the window's events once the window before has been given."""
+        """Give aiokafka the window's events once the window before has been given: a batch per
+        partition (one event's worth of Python each; `send` would be a coroutine and a future)."""
         if previous is not None:
             await asyncio.wait([previous])
         for (topic, partition), (events, acknowledged) in window.items():
             try:
-                for key, value, timestamp_ms in events:
-                    delivered = await self._producer.send(topic, value, key, partition, timestamp_ms)
+                for batch in self._batches(events):
+                    delivered = await self._producer.send_batch(batch, topic, partition=partition)
             except Exception as exc:  # aiokafka refused it (closed, or its batch expired waiting)
                 acknowledged.future.set_exception(exc)
-            else:
+            else:  # a partition's batches are acknowledged in order: the last one's is all of them
                 delivered.add_done_callback(partial(_settle, acknowledged.future))
+
+    def _batches(self, events: list[tuple[bytes, bytes, int]]) -> Iterator[BatchBuilder]:
+        """The events in batches of up to `max_batch_size`; each is closed once yielded."""
+        batch = self._producer.create_batch()
+        for key, value, timestamp_ms in events:
+            if batch.append(timestamp=timestamp_ms, key=key, value=value) is None:  # full
+                yield batch
+                batch = self._producer.create_batch()
+                if batch.append(timestamp=timestamp_ms, key=key, value=value) is None:
+                    raise ValueError(f"a {len(value)}-byte event is larger than a batch")
+        batch.close()
+        yield batch
 
 
 def _settle(acknowledged: asyncio.Future[RecordMetadata], delivered: asyncio.Future[RecordMetadata]) -> None:

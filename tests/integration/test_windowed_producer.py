@@ -109,6 +109,17 @@ async def test_each_partitions_events_land_in_order_and_are_acknowledged_once_lo
     assert all(ack.future.done() and ack.future.exception() is None for ack in acks)
 
 
+async def test_a_window_larger_than_a_batch_lands_whole_and_in_order(topic: Topic, producer: WindowedProducer) -> None:
+    conversation_id = conversation_on_each_partition(topic)[3]
+    send = producer.sender(topic, conversation_id)
+    values = [f"{n:05} ".encode() * 200 for n in range(1_500)]  # 1.8 MB: two batches of at most 1 MB
+
+    acknowledgements = [send(value) for value in values]
+    await acknowledgements[-1]  # one partition's: they come in order
+
+    assert [m.value() for m in logged(topic, 3) if m.key() == conversation_id.encode()] == values
+
+
 @pytest.mark.parametrize("producer", [60_000], indirect=True)  # a window no test waits out
 async def test_a_stop_delivers_what_is_queued(topic: Topic, producer: WindowedProducer) -> None:
     conversation_id = conversation_on_each_partition(topic)[2]
