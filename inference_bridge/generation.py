@@ -81,6 +81,9 @@ class TokenLog(Protocol):
     def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], Awaitable[Any]]:
         """Queue events already encoded (the tokens, by `TokenEncoder`) on the conversation's partition."""
 
+    def hurry(self) -> None:
+        """A reply is waiting for its tokens' acknowledgements: send what lingers soon."""
+
 
 class EventLog(TokenLog, Protocol):
     """Where a generation's other events go (`infra.kafka_clients.EventProducer`), the same way."""
@@ -138,6 +141,7 @@ class Generation:
         self._log = log
         self._send_token = log.sender(topics.tokens, request.conversation_id)
         self._send_later_token = batching_log.sender(topics.tokens, request.conversation_id)
+        self._hurry = batching_log.hurry
         self._tokens = topics.tokens
         self._conversations = topics.conversations
         self._attempts = attempts
@@ -244,7 +248,9 @@ class Generation:
         lingering, and a bridge killed after the final event landed but before they did would
         leave history's text longer than the token stream it vouches for (the next attempt,
         finding the final event in the log, writes only what is missing after it). Before the
-        fence check, so that the check stays right before the write."""
+        fence check, so that the check stays right before the write. The last tokens are hurried
+        out of their linger: the ending waits for them, and so does the client for its `done`."""
+        self._hurry()
         await _acknowledged(self._acks)
         if await self._attempts.ending(self.request.response_id, self._attempt) is False:
             raise Superseded

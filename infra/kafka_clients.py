@@ -131,6 +131,9 @@ class EventProducer:
             self._produce_encoded, topic.name, conversation_id.encode(), partition_for(conversation_id, topic)
         )
 
+    def hurry(self) -> None:
+        """Nothing to hurry: events wait no longer than librdkafka's `linger.ms`, kept short."""
+
     def _produce_encoded(self, topic: str, key: bytes, partition: int, value: bytes) -> Delivery:
         delivery = Delivery(self._settling)
         self._producer.produce(topic, value, key, partition, delivery.settle)

@@ -62,7 +62,8 @@ class WindowedProducer:
     request in flight per broker, so under load a window goes once the request before it is
     answered, and the events that came meanwhile gather in the next window. Events not
     acknowledged within the delivery timeout fail, as librdkafka's `delivery.timeout.ms` fails
-    them (`infra.kafka_clients`).
+    them (`infra.kafka_clients`). A window can be `hurry`'d: a reply that ended waits for its last
+    tokens, and they go as soon as the pipe is idle instead of at the end of the linger.
     """
 
     def __init__(self, window_ms: float, client_id: str) -> None:
@@ -80,6 +81,8 @@ class WindowedProducer:
         self._window: Window = {}
         self._timer: asyncio.TimerHandle | None = None
         self._handing_over: asyncio.Task[None] | None = None  # the newest window's hand-over
+        self._unsettled = 0  # windows closed whose events Kafka has not all acknowledged yet
+        self._hurried = False  # the open window goes as soon as no window is unsettled
 
     async def start(self) -> None:
         await self._producer.start()
@@ -96,6 +99,18 @@ class WindowedProducer:
         where = (topic.name, partition_for(conversation_id, topic))
         return partial(self._queue, where, conversation_id.encode())
 
+    def hurry(self) -> None:
+        """Send the open window as soon as every window before it is acknowledged, not after its
+        linger: a reply that has ended waits for its last tokens before writing its final event.
+
+        As in Nagle's algorithm, a window goes early only into an idle pipe. While a window is
+        unacknowledged (under load they go back to back) the open one would wait behind it
+        anyway, and closing it sooner would only split it into more requests: it goes when that
+        window is acknowledged, or at the end of its linger if that comes first."""
+        if self._window:
+            self._hurried = True
+            self._close_if_hurried()
+
     def _queue(self, where: tuple[str, int], key: bytes, value: bytes) -> Acknowledgement:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._window_s, self._close_window)
@@ -109,9 +124,21 @@ class WindowedProducer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._hurried = False
         if self._window:
             window, self._window = self._window, {}
+            self._unsettled += 1
+            acknowledgements = (acknowledged.future for _, acknowledged in window.values())
+            asyncio.gather(*acknowledgements, return_exceptions=True).add_done_callback(self._window_settled)
             self._handing_over = asyncio.get_running_loop().create_task(self._hand_over(window, self._handing_over))
+
+    def _window_settled(self, _: asyncio.Future[list[Any]]) -> None:
+        self._unsettled -= 1
+        self._close_if_hurried()
+
+    def _close_if_hurried(self) -> None:
+        if self._hurried and self._unsettled == 0:
+            self._close_window()
 
     async def _hand_over(self, window: Window, previous: asyncio.Task[None] | None) -> None:
         """Give aiokafka the window's events once the window before has been given: a batch per

@@ -65,11 +65,8 @@ def logged(topic: Topic, partition: int) -> list[Message]:
         consumer.close()
 
 
-async def test_a_windows_events_of_every_partition_go_in_one_produce_request(
-    topic: Topic, producer: WindowedProducer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """librdkafka would send one request per partition; the broker handles each, and every
-    consumer of the topic gets a fetch response for each."""
+def produce_requests(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The produce requests aiokafka sends from now on, as it sends them."""
     requests: list[Any] = []
     send = AIOKafkaClient.send
 
@@ -79,6 +76,15 @@ async def test_a_windows_events_of_every_partition_go_in_one_produce_request(
         return send(client, node_id, request, **kwargs)
 
     monkeypatch.setattr(AIOKafkaClient, "send", counted)
+    return requests
+
+
+async def test_a_windows_events_of_every_partition_go_in_one_produce_request(
+    topic: Topic, producer: WindowedProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """librdkafka would send one request per partition; the broker handles each, and every
+    consumer of the topic gets a fetch response for each."""
+    requests = produce_requests(monkeypatch)
     senders = [producer.sender(topic, c) for c in conversation_on_each_partition(topic)]
     acks = [send_token(f"{i}-{n}".encode()) for n in range(3) for i, send_token in enumerate(senders)]
     await asyncio.gather(*acks)
@@ -129,3 +135,36 @@ async def test_a_stop_delivers_what_is_queued(topic: Topic, producer: WindowedPr
 
     assert ack.future.done() and ack.future.exception() is None
     assert [m.value() for m in logged(topic, 2) if m.key() == conversation_id.encode()] == [b"queued at the stop"]
+
+
+@pytest.mark.parametrize("producer", [60_000], indirect=True)
+async def test_a_hurried_window_goes_without_waiting_out_its_linger(topic: Topic, producer: WindowedProducer) -> None:
+    """A reply whose stream ended hurries its last tokens: its final event waits for them."""
+    conversation_id = conversation_on_each_partition(topic)[4]
+    ack = producer.sender(topic, conversation_id)(b"a reply's last token")
+
+    producer.hurry()
+
+    await asyncio.wait_for(ack, 20)  # the linger is a minute
+    assert [m.value() for m in logged(topic, 4) if m.key() == conversation_id.encode()] == [b"a reply's last token"]
+
+
+@pytest.mark.parametrize("producer", [60_000], indirect=True)
+async def test_a_hurried_window_waits_for_the_window_before_to_be_acknowledged(
+    topic: Topic, producer: WindowedProducer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under load windows go back to back: if every reply that ended sent the open window at once,
+    each would be a request of its own (aiokafka takes one batch a partition into a request)."""
+    requests = produce_requests(monkeypatch)
+    conversation_id = conversation_on_each_partition(topic)[5]
+    send = producer.sender(topic, conversation_id)
+    acks = [send(b"0")]
+    producer.hurry()  # nothing in flight: the window goes now
+    for n in (1, 2):
+        acks.append(send(str(n).encode()))
+        producer.hurry()  # the first window is not acknowledged yet: these wait for it, together
+
+    await asyncio.wait_for(asyncio.gather(*acks), 20)  # the linger is a minute
+
+    assert len(requests) == 2
+    assert [m.value() for m in logged(topic, 5) if m.key() == conversation_id.encode()] == [b"0", b"1", b"2"]

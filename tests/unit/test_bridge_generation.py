@@ -51,6 +51,7 @@ class FakeLog:
         self.sent: list[tuple[str, Event]] = []
         self.unacked: list[asyncio.Future[None]] = []
         self.finished = asyncio.Event()  # the conversation log's final event was sent
+        self.hurried = 0  # times asked to send lingering events soon
         self._hold_acks = hold_acks
 
     def sender(self, topic: Topic, conversation_id: str) -> Callable[[bytes], asyncio.Future[None]]:
@@ -60,6 +61,9 @@ class FakeLog:
             return self.produce(topic, event)
 
         return send
+
+    def hurry(self) -> None:
+        self.hurried += 1
 
     def produce(self, topic: Topic, event: Event) -> asyncio.Future[None]:
         self.sent.append((topic.name, event))
@@ -468,6 +472,19 @@ async def test_the_final_event_is_written_only_once_every_token_is_acknowledged(
     await task
     assert log.types(CONVERSATIONS) == ["ResponseCompleted"] and log.types(TOKENS)[-1] == "ResponseEnded"
     assert attempts.finished == [REQUEST.response_id]
+
+
+async def test_a_reply_whose_stream_ended_hurries_its_lingering_tokens() -> None:
+    """Its final event waits for their acknowledgement, and its client for the `done` after it:
+    they should not wait out the batching producer's linger as well."""
+    log, batching = FakeLog(), FakeLog(hold_acks=True)
+    task = asyncio.create_task(generation(Model("a ", "b ", "c"), log, batching_log=batching).run())
+    await _until(lambda: batching.hurried > 0)
+    assert len(batching.sent) == 2, "hurried once the model's stream ended, its last token queued"
+
+    batching.acknowledge()
+    await task
+    assert batching.hurried == 1
 
 
 async def _until(condition) -> None:
