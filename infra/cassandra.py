@@ -121,11 +121,6 @@ FIRST_NODE_RING_DELAY_MS = 1000
 JOINING_NODE_RING_DELAY_MS = 5000
 
 
-JOIN_ONE_AT_A_TIME = True
-"""A cluster's nodes bootstrap one after another (`infra.stack` starts each once the one before
-serves): Cassandra refuses a node joining while another one is."""
-
-
 def home() -> Path:
     """Cassandra's install folder under the stack root: jars, rendered config, triggers."""
     return settings.stack.root / "cassandra"

@@ -51,10 +51,6 @@ class ReplyClaims:
         self._take_over = client.register_script(TAKE_OVER_LUA)
         self._claim_or_holder = client.register_script(CLAIM_OR_HOLDER_LUA)
 
-    async def claim(self, conversation_id: str, response_id: str, ttl_s: int) -> bool:
-        """Claim the conversation for this response; False while another response holds it."""
-        return await self.claim_or_holder(conversation_id, response_id, ttl_s) is None
-
     async def claim_or_holder(
         self,
         conversation_id: str,

@@ -559,18 +559,18 @@ async def test_one_response_in_flight_per_conversation(claimed: tuple[ReplyClaim
     chat = Chat()
     first, second, third = chat.submit("1"), chat.submit("2"), chat.submit("3")
 
-    assert await claims.claim(chat.conversation_id, first.response_id, ttl_s=60)
-    assert not await claims.claim(chat.conversation_id, second.response_id, ttl_s=60)
+    assert await claims.claim_or_holder(chat.conversation_id, first.response_id, 60) is None
+    assert await claims.claim_or_holder(chat.conversation_id, second.response_id, 60) == first.response_id
     await claims.release(chat.conversation_id, second.response_id)  # not its claim
     assert await claims.holder(chat.conversation_id) == first.response_id
     await claims.release(chat.conversation_id, first.response_id)
     assert await claims.holder(chat.conversation_id) is None
 
-    assert await claims.claim(chat.conversation_id, second.response_id, ttl_s=60)
+    assert await claims.claim_or_holder(chat.conversation_id, second.response_id, 60) is None
     await context.apply(chat.block(second), chat.partition, 0)  # the projection frees a reply's claim at its end
     assert await claims.holder(chat.conversation_id) is None
 
-    assert await claims.claim(chat.conversation_id, third.response_id, ttl_s=60)
+    assert await claims.claim_or_holder(chat.conversation_id, third.response_id, 60) is None
     await context.apply(chat.complete(first, "late"), chat.partition, 0)  # not a later reply's
     assert await claims.holder(chat.conversation_id) == third.response_id
 
@@ -579,7 +579,7 @@ async def test_a_claim_moves_only_from_the_response_that_holds_it(claimed: tuple
     claims, _ = claimed
     chat = Chat()
     first, second, third = chat.submit("1"), chat.submit("2"), chat.submit("3")
-    assert await claims.claim(chat.conversation_id, first.response_id, ttl_s=60)
+    assert await claims.claim_or_holder(chat.conversation_id, first.response_id, 60) is None
 
     assert not await claims.take_over(chat.conversation_id, third.response_id, second.response_id, 60)
     assert await claims.take_over(chat.conversation_id, first.response_id, second.response_id, 60)
