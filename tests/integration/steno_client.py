@@ -32,6 +32,7 @@ class StenoClient:
             headers={"Authorization": f"Bearer {issue_token(self.user)}"},
             timeout=httpx.Timeout(30.0),
         )
+        self._last_sent: dict[str, str] = {}  # conversation id -> the id of the last message `send` sent to it
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -46,7 +47,9 @@ class StenoClient:
             f"/v1/conversations/{conversation_id}/messages", json={"content": content, "model": model}
         )
         assert response.status_code == 202, response.text
-        return response.json()
+        ids = response.json()
+        self._last_sent[conversation_id] = ids["message_id"]
+        return ids
 
     async def events(self, response_id: str, last_event_id: str | None = None, limit: int | None = None) -> list[Sse]:
         """Read the response's SSE stream until it closes, or until `limit` events (then disconnect)."""
@@ -91,12 +94,16 @@ class StenoClient:
 
         History is a projection of the log: a client sees a reply end on the live stream a
         moment before the projection has applied its final event, and under load even before it
-        has applied the message (an empty history has no pending message either).
+        has applied the message. So it waits for the last message this client sent to the
+        conversation (the history holds every earlier turn with it), or for any message when it
+        sent none: a history of the earlier exchanges alone has no pending message either.
         """
+        last_sent = self._last_sent.get(conversation_id)
         async with asyncio.timeout(timeout_s):
             while True:
                 messages = await self.history(conversation_id)
-                if messages and all(m["status"] != "pending" for m in messages):
+                holds_last = any(m["id"] == last_sent for m in messages) if last_sent else bool(messages)
+                if holds_last and all(m["status"] != "pending" for m in messages):
                     return messages
                 await asyncio.sleep(0.02)
 

@@ -56,6 +56,10 @@ SCRIPT_TOKENS = ["Hello ", "there, ", "friend. ", "How ", "are ", "you ", "today
 LONG_SCRIPT = " ".join(f"word{i}" for i in range(200))
 SHORT = {"script": SCRIPT}
 LONG = {"script": LONG_SCRIPT, "itl_ms": 10}  # 2 s of tokens: time enough to interrupt
+# 20 s of tokens: still streaming when a bridge frozen past its session timeout (~7 s) resumes.
+# An instant reply can end, its last tokens hurried out, before the freeze: then there is rightly
+# nothing to retry.
+OUTLASTS_A_FREEZE = {"script": LONG_SCRIPT, "itl_ms": 100}
 WAIT_S = 20.0
 DEAD_ENDPOINT = "127.0.0.1:9"  # discard: nothing listens there
 SESSION_TIMEOUT_S = settings.kafka.consumer_session_timeout_ms / 1000
@@ -635,7 +639,7 @@ async def test_a_bridge_back_from_a_freeze_retries_only_once_its_abandoned_attem
     order between them: the retry must wait for those tokens, or its restart lands before them."""
     request = conversation.request(max_tokens=200)
     group = f"steno-bridge-test-{uuid.uuid4().hex}"
-    with bridge_process(topics, group, {"script": LONG_SCRIPT}, token_linger_ms=25_000) as process:
+    with bridge_process(topics, group, OUTLASTS_A_FREEZE, token_linger_ms=25_000) as process:
         await conversation.send(request)
         await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 0)
         process.send_signal(signal.SIGSTOP)
