@@ -265,14 +265,18 @@ class Bridge:
         otherwise land before an abandoned attempt's last tokens (Kafka down when it let go)."""
         response_id = generation.request.response_id
         running = self._by_response.get(response_id)
-        earlier = [*self._unsettled.pop(response_id, []), *([running] if running is not None else [])]
+        earlier = [*self._unsettled.get(response_id, []), *([running] if running is not None else [])]
         task = self._track(_after(earlier, generation.run()) if earlier else generation.run(), in_flight)
         self._by_response[response_id] = task
         task.add_done_callback(lambda done: self._forget_response(response_id, done))
 
     def _forget_response(self, response_id: str, task: asyncio.Task[None]) -> None:
+        """Forget the response's task, and what abandoned ones sent once it is all settled: a task
+        abandoned while it waited for that leaves it to its own retry to wait for."""
         if self._by_response.get(response_id) is task:
             del self._by_response[response_id]
+        if all(ack.done() for ack in self._unsettled.get(response_id, [])):
+            self._unsettled.pop(response_id, None)
 
     def _track(self, work: Coroutine[Any, Any, None], in_flight: _InFlight) -> asyncio.Task[None]:
         task = asyncio.create_task(work)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -642,16 +643,45 @@ async def test_a_bridge_back_from_a_freeze_retries_only_once_its_abandoned_attem
     with bridge_process(topics, group, OUTLASTS_A_FREEZE, token_linger_ms=25_000) as process:
         await conversation.send(request)
         await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 0)
-        process.send_signal(signal.SIGSTOP)
-        while await asyncio.to_thread(stable_member, group, process.pid):  # noqa: ASYNC110  (Kafka's view, polled)
-            await asyncio.sleep(0.5)
-        process.send_signal(signal.SIGCONT)
+        await frozen_past_its_session(group, process)
         events = await conversation.tokens.until(second_token_of_a_retry, wait_s=90)
 
-    stream = [e for e in events if e.response_id == request.response_id]
+    assert late_tokens_of_the_first_attempt(events, request.response_id) == []
+
+
+async def test_a_retry_abandoned_while_it_waits_for_its_abandoned_attempt_still_waits_when_retried(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """As above, then frozen a second time while the retry waits for the first attempt's tokens
+    (held 40 s by the linger): the retry is abandoned in turn, and the next one must still wait
+    for them. It did not: taking the retry up had dropped the bridge's record of them."""
+    request = conversation.request(max_tokens=200)
+    group = f"steno-bridge-test-{uuid.uuid4().hex}"
+    with bridge_process(topics, group, OUTLASTS_A_FREEZE, token_linger_ms=40_000) as process:
+        await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 0)
+        await frozen_past_its_session(group, process)
+        while not await asyncio.to_thread(stable_member, group, process.pid):  # noqa: ASYNC110  (rejoined: the retry waits)
+            await asyncio.sleep(0.5)
+        await frozen_past_its_session(group, process)
+        events = await conversation.tokens.until(second_token_of_a_retry, wait_s=90)
+
+    assert late_tokens_of_the_first_attempt(events, request.response_id) == []
+
+
+async def frozen_past_its_session(group: str, process: subprocess.Popen) -> None:
+    """SIGSTOP the bridge until its group has dropped it (Kafka's view, polled), then SIGCONT."""
+    process.send_signal(signal.SIGSTOP)
+    while await asyncio.to_thread(stable_member, group, process.pid):  # noqa: ASYNC110
+        await asyncio.sleep(0.5)
+    process.send_signal(signal.SIGCONT)
+
+
+def late_tokens_of_the_first_attempt(events: list[Any], response_id: str) -> list[tuple[int, int]]:
+    """Attempt 1's tokens that landed after the retry's restart event: none may."""
+    stream = [e for e in events if e.response_id == response_id]
     restart = next(i for i, e in enumerate(stream) if isinstance(e, ResponseRestarted))
-    late = [(e.attempt, e.seq) for e in stream[restart:] if isinstance(e, TokenGenerated) and e.attempt == 1]
-    assert late == [], "the abandoned attempt's tokens landed after the retry began"
+    return [(e.attempt, e.seq) for e in stream[restart:] if isinstance(e, TokenGenerated) and e.attempt == 1]
 
 
 def second_token_of_a_retry(event: Any) -> bool:
