@@ -34,6 +34,7 @@ missing (the ResponseEnded) instead of answering a second time.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from functools import partial
@@ -71,6 +72,8 @@ FENCE_CHECK_S = 1.0  # while streaming, how often a generation checks it is stil
 # session timeout (6 s), so its redeliveries are all older; clocks a fleet keeps by NTP agree far
 # better than this.
 EARLY_START_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class TokenLog(Protocol):
@@ -183,6 +186,11 @@ class Generation:
         begun = await self._attempts.begin(self.request.response_id)
         if begun is None:
             return  # redelivered after its final events were acknowledged: answered already
+        if begun.deliveries > 1:
+            response_id = self.request.response_id
+            log.info(
+                "response %s taken up again: delivery %d, attempt %d", response_id, begun.deliveries, begun.attempt
+            )
         self._numbered(begun.attempt)
         try:
             await self._answer(begun)

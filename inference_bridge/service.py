@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, AsyncExitStack, aclosing
@@ -265,8 +266,11 @@ class Bridge:
         otherwise land before an abandoned attempt's last tokens (Kafka down when it let go)."""
         response_id = generation.request.response_id
         running = self._by_response.get(response_id)
-        earlier = [*self._unsettled.get(response_id, []), *([running] if running is not None else [])]
-        task = self._track(_after(earlier, generation.run()) if earlier else generation.run(), in_flight)
+        unsettled = [ack for ack in self._unsettled.get(response_id, []) if not ack.done()]
+        earlier = [*unsettled, *([running] if running is not None else [])]
+        if earlier:
+            log.info("response %s waits for %d earlier event(s) or generation(s) here", response_id, len(earlier))
+        task = self._track(_after(earlier, generation.run(), response_id) if earlier else generation.run(), in_flight)
         self._by_response[response_id] = task
         task.add_done_callback(lambda done: self._forget_response(response_id, done))
 
@@ -437,6 +441,11 @@ class Bridge:
         for response_id, acks in sent.items():
             self._unsettled.setdefault(response_id, []).extend(acks)
         self._unsettled = {r: acks for r, acks in self._unsettled.items() if not all(a.done() for a in acks)}
+        if self._unsettled:
+            waiting = {
+                response_id: sum(not ack.done() for ack in acks) for response_id, acks in self._unsettled.items()
+            }
+            log.info("events of abandoned generations not acknowledged yet, by response: %s", waiting)
 
     # --- cancels ----------------------------------------------------------------------------
 
@@ -465,13 +474,17 @@ def _ending(generation: Generation | None) -> bool:
     return generation is not None and generation.ending
 
 
-async def _after(earlier: Collection[asyncio.Future[Any]], work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` once everything in `earlier` has ended, however it ended."""
+async def _after(earlier: Collection[asyncio.Future[Any]], work: Coroutine[Any, Any, None], response_id: str) -> None:
+    """Run `work` once everything in `earlier` has ended, however it ended. Both ends of the wait
+    are logged: it comes only after an abandonment or a duplicate delivery, and a wait that never
+    ends must show in the log."""
+    began = time.monotonic()
     try:
         await asyncio.wait(earlier)
     except asyncio.CancelledError:
         work.close()
         raise
+    log.info("response %s runs, after %.1f s waiting", response_id, time.monotonic() - began)
     await work
 
 
