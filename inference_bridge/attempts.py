@@ -55,12 +55,21 @@ return 1
 
 
 def connect(url: str) -> redis.Redis:
-    """The bridge's Redis client, every command bounded (`socket_timeout`): a Redis that stalls
-    (paused, cut off) must fail a generation's `begin` or `finish` as a Redis that is down does,
-    stopping the bridge to be restarted, rather than hold it: a generation held in `finish` while
-    its partition is revoked holds the rebalance, and the bridge's place in its group, with it."""
-    client: redis.Redis = redis.Redis.from_url(url, socket_timeout=REPLY_TIMEOUT_S)
+    """The bridge's Redis client. `Attempts` bounds each of its commands with asyncio's timeout,
+    not with redis-py's `socket_timeout`: a command read under that one loses its task's
+    cancellation a third to half the time (redis-py 6.4, Python 3.11), returning its reply instead, so
+    a generation abandoned in a fence check ran on to its reply's end, holding its partition's
+    hand-over that long, and then answered the request its retry was to answer."""
+    client: redis.Redis = redis.Redis.from_url(url)
     return client
+
+
+def _bounded() -> asyncio.Timeout:
+    """The bound on `begin` and `finish`: a Redis that stalls (paused, cut off) must fail them as
+    a Redis that is down does, stopping the bridge to be restarted, rather than hold it: a
+    generation held in `finish` while its partition is revoked holds the rebalance, and the
+    bridge's place in its group, with it."""
+    return asyncio.timeout(REPLY_TIMEOUT_S)
 
 
 @dataclass(frozen=True)
@@ -92,7 +101,7 @@ class Attempts:
 
     async def _count(self, response_id: str, *also: str) -> Begun | None:
         keys = [KEY.format(response_id=response_id), *(key.format(response_id=response_id) for key in also)]
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with _bounded(), self._client.pipeline(transaction=True) as pipe:
             pipe.exists(FINISHED_KEY.format(response_id=response_id))
             for key in keys:
                 pipe.incr(key)
@@ -132,4 +141,5 @@ class Attempts:
 
     async def finish(self, response_id: str) -> None:
         """The response's final events are acknowledged: a redelivery of its request is a no-op."""
-        await self._client.set(FINISHED_KEY.format(response_id=response_id), 1, px=TTL_MS)
+        async with _bounded():
+            await self._client.set(FINISHED_KEY.format(response_id=response_id), 1, px=TTL_MS)

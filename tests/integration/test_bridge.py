@@ -8,6 +8,7 @@ never see anyone else's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -638,15 +639,8 @@ async def test_a_bridge_back_from_a_freeze_retries_only_once_its_abandoned_attem
     request back at once, while that attempt's tokens are still queued in its batching producer
     (held 25 s by its linger here, as a Kafka that is down holds them). Its two producers keep no
     order between them: the retry must wait for those tokens, or its restart lands before them."""
-    request = conversation.request(max_tokens=200)
-    group = f"steno-bridge-test-{uuid.uuid4().hex}"
-    with bridge_process(topics, group, OUTLASTS_A_FREEZE, token_linger_ms=25_000) as process:
-        await conversation.send(request)
-        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 0)
-        await frozen_past_its_session(group, process)
-        events = await conversation.tokens.until(second_token_of_a_retry, wait_s=90)
-
-    assert late_tokens_of_the_first_attempt(events, request.response_id) == []
+    events, response_id = await a_retry_after_freezes(topics, conversation, freezes=1, linger_ms=25_000)
+    assert late_tokens_of_the_first_attempt(events, response_id) == []
 
 
 async def test_a_retry_abandoned_while_it_waits_for_its_abandoned_attempt_still_waits_when_retried(
@@ -655,18 +649,27 @@ async def test_a_retry_abandoned_while_it_waits_for_its_abandoned_attempt_still_
     """As above, then frozen a second time while the retry waits for the first attempt's tokens
     (held 40 s by the linger): the retry is abandoned in turn, and the next one must still wait
     for them. It did not: taking the retry up had dropped the bridge's record of them."""
+    events, response_id = await a_retry_after_freezes(topics, conversation, freezes=2, linger_ms=40_000)
+    assert late_tokens_of_the_first_attempt(events, response_id) == []
+
+
+async def a_retry_after_freezes(
+    topics: Topics, conversation: Conversation, *, freezes: int, linger_ms: int
+) -> tuple[list[Any], str]:
+    """A bridge process frozen past its session timeout right after a reply's first token, then
+    again each time it is back in its group, `freezes` times: the token stream's events up to the
+    retry's second token, and the reply's response id."""
     request = conversation.request(max_tokens=200)
     group = f"steno-bridge-test-{uuid.uuid4().hex}"
-    with bridge_process(topics, group, OUTLASTS_A_FREEZE, token_linger_ms=40_000) as process:
+    with bridge_process(topics, group, OUTLASTS_A_FREEZE, token_linger_ms=linger_ms) as process:
         await conversation.send(request)
         await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 0)
-        await frozen_past_its_session(group, process)
-        while not await asyncio.to_thread(stable_member, group, process.pid):  # noqa: ASYNC110  (rejoined: the retry waits)
-            await asyncio.sleep(0.5)
-        await frozen_past_its_session(group, process)
-        events = await conversation.tokens.until(second_token_of_a_retry, wait_s=90)
-
-    assert late_tokens_of_the_first_attempt(events, request.response_id) == []
+        for freeze in range(freezes):
+            if freeze > 0:  # back in its group: the retry waits for the abandoned attempt's tokens
+                while not await asyncio.to_thread(stable_member, group, process.pid):  # noqa: ASYNC110
+                    await asyncio.sleep(0.5)
+            await frozen_past_its_session(group, process)
+        return await conversation.tokens.until(second_token_of_a_retry, wait_s=90), request.response_id
 
 
 async def frozen_past_its_session(group: str, process: subprocess.Popen) -> None:
@@ -729,7 +732,7 @@ async def test_a_response_marked_finished_while_redis_is_paused_fails_instead_of
         os.kill(redis_pid, signal.SIGSTOP)
         try:
             began = time.monotonic()
-            with pytest.raises(redis.TimeoutError):
+            with pytest.raises(TimeoutError):
                 await asyncio.wait_for(Attempts(client).finish(new_id()), attempts.REPLY_TIMEOUT_S * 3)
             waited = time.monotonic() - began
         finally:
@@ -737,6 +740,37 @@ async def test_a_response_marked_finished_while_redis_is_paused_fails_instead_of
     finally:
         await client.aclose()
     assert waited < attempts.REPLY_TIMEOUT_S * 2
+
+
+async def test_a_generation_cancelled_in_the_middle_of_a_redis_command_is_cancelled() -> None:
+    """An abandoned generation is cancelled wherever it waits, often in a fence check (the first
+    thing it does on waking from a freeze). Under redis-py's `socket_timeout` a third to a half of such
+    cancellations were lost: the command returned its reply and the generation ran on."""
+    client = attempts.connect(settings.redis.url)
+    record = Attempts(client)
+    response_id = new_id()
+    commands = (
+        lambda: record.current(response_id),
+        lambda: record.begin(response_id),
+        lambda: record.ending(response_id, 1),
+    )
+    lost: list[int] = []
+    try:
+        await client.ping()
+        for trial in range(600):
+            command = asyncio.create_task(commands[trial % len(commands)]())
+            for _ in range(trial % 7):  # cancelled at different points of the round trip
+                await asyncio.sleep(0)
+            if command.cancel():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await command
+                    lost.append(trial)
+    finally:
+        await client.delete(
+            *(key.format(response_id=response_id) for key in (ATTEMPT_KEY, DELIVERIES_KEY, attempts.ENDING_KEY))
+        )
+        await client.aclose()
+    assert lost == [], f"{len(lost)} of 600 cancellations lost"
 
 
 async def test_a_reply_that_ended_while_redis_was_paused_is_not_answered_again(
