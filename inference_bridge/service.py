@@ -279,8 +279,9 @@ class Bridge:
         abandoned while it waited for that leaves it to its own retry to wait for."""
         if self._by_response.get(response_id) is task:
             del self._by_response[response_id]
-        if all(ack.done() for ack in self._unsettled.get(response_id, [])):
-            self._unsettled.pop(response_id, None)
+        acks = self._unsettled.get(response_id)  # None but after an abandonment: no work per request
+        if acks is not None and all(ack.done() for ack in acks):
+            del self._unsettled[response_id]
 
     def _track(self, work: Coroutine[Any, Any, None], in_flight: _InFlight) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
