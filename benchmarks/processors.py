@@ -28,6 +28,7 @@ from typing import Any
 
 from infra.kafka_clients import EventProducer
 from infra.settings import settings
+from projections.consuming import forget_committed_offsets
 from schemas.events import (
     ConversationStarted,
     InferenceRequested,
@@ -40,7 +41,7 @@ from schemas.events import (
 from schemas.topics import Topic
 from stream_processors.app import Topics, create_app
 from stream_processors.moderation import Moderator
-from tests.integration.processors_harness import LogTail, delete_group, project, scratch_topics
+from tests.integration.processors_harness import LogTail, project, scratch_topics
 
 RUN = f"bench-processors-{uuid.uuid4().hex[:8]}"
 SENTENCES = [
@@ -135,7 +136,7 @@ async def hops(models: list[str], concurrency: list[int], exchanges: int) -> Non
             log.close()
             projection.terminate()
             projection.join()
-            delete_group(f"test-{RUN}")
+            forget_committed_offsets(f"test-{RUN}")
 
 
 def main() -> None:

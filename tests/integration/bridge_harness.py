@@ -25,12 +25,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import uvloop
-from confluent_kafka.admin import AdminClient
 
 from inference_bridge import __main__ as bridge_main
 from inference_bridge.service import Bridge
 from inference_bridge.topics import Topics
 from infra.settings import REPO_ROOT, settings
+from projections.consuming import forget_committed_offsets
 from tests.integration.scratch import scratch_copies
 
 
@@ -90,13 +90,7 @@ async def running_bridge(
         if not running.task.cancelled():
             await running.stop()
         if new_group:
-            await asyncio.to_thread(_delete_group, group)
-
-
-def _delete_group(group: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
-    for future in admin.delete_consumer_groups([group]).values():
-        future.result(timeout=10)
+            await asyncio.to_thread(forget_committed_offsets, group)
 
 
 @contextmanager

@@ -16,7 +16,6 @@ from dataclasses import dataclass, fields
 
 import faust
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from infra.kafka_clients import next_batch
 from infra.settings import settings
@@ -39,12 +38,6 @@ def scratch_topics(run: str) -> Iterator[Topics]:
     """Fresh copies of the app's topics, deleted afterwards."""
     with scratch_copies(run, each(Topics())) as copies:
         yield Topics(*copies)
-
-
-def delete_group(group: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
-    for done in admin.delete_consumer_groups([group]).values():
-        done.result(timeout=30)
 
 
 def consumer_from_start(topics: list[Topic]) -> Consumer:

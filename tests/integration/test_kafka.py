@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from infra import kafka
 from infra.settings import settings
+from projections.consuming import forget_committed_offsets
 from tests.integration.log_io import values
 
 pytestmark = pytest.mark.integration
@@ -89,6 +90,19 @@ def test_group_resumes_from_committed_offset(topic: str) -> None:
         assert sorted(values(resumed, len(second), timeout_s=60)) == sorted(second)
     finally:
         resumed.close()
+
+
+def test_forgetting_a_group_the_broker_no_longer_holds_is_no_error() -> None:
+    """Kafka's periodic clean-up (offsets.retention.check.interval.ms) drops a group left empty
+    with no committed offsets, so a group may be gone before anyone deletes it: that is the state
+    asked for (tests clean up their groups this way; CI once failed on it)."""
+    group = f"test-group-never-joined-{uuid.uuid4().hex[:12]}"
+
+    forget_committed_offsets(group)
+
+    admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+    listed = admin.list_consumer_groups(request_timeout=10).result(timeout=15)
+    assert group not in {g.group_id for g in listed.valid}
 
 
 def produce(topic: str, values: list[bytes]) -> None:

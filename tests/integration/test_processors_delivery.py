@@ -25,10 +25,11 @@ from infra.kafka_clients import EventProducer
 from infra.settings import settings
 from projections import active_context
 from projections.active_context import ActiveContext
+from projections.consuming import forget_committed_offsets
 from schemas.events import ConversationStarted, InferenceRequested, MessageAccepted, MessageSubmitted, new_id
 from schemas.topics import Topic, partition_for
 from stream_processors.app import Topics, create_app
-from tests.integration.processors_harness import LogTail, crash_reason, delete_group, project, scratch_topics
+from tests.integration.processors_harness import LogTail, crash_reason, project, scratch_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(180)]
 
@@ -169,7 +170,7 @@ async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_an
         finally:
             producer.close()
             log.close()
-            delete_group(GROUP)
+            forget_committed_offsets(GROUP)
 
 
 async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exits) -> None:
@@ -189,7 +190,7 @@ async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exi
                 stopped = await stop_crashed(app, exits)
         finally:
             producer.close()
-            delete_group(GROUP)
+            forget_committed_offsets(GROUP)
     assert not stopped, "the stop finished: this test no longer reproduces the hang"
     assert exits.statuses == [wedged.EXIT_WEDGED]
 

@@ -22,9 +22,10 @@ import pytest
 
 from infra import wedged
 from infra.settings import settings
+from projections.consuming import forget_committed_offsets
 from stream_processors import membership_watchdog
 from stream_processors.app import create_app
-from tests.integration.processors_harness import crash_reason, delete_group, scratch_topics
+from tests.integration.processors_harness import crash_reason, scratch_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -87,7 +88,7 @@ async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) 
             armed = deadline_threads()
         finally:
             await app.stop()
-            delete_group(GROUP)
+            forget_committed_offsets(GROUP)
     assert f"not a member of consumer group {GROUP}" in str(reason)
     assert armed, "the crash armed no deadline"
     for thread in armed:
@@ -121,7 +122,7 @@ async def test_a_wedged_worker_ends_even_though_it_cannot_stop(monkeypatch: pyte
         finally:
             release()
             await (stopping or app.stop())
-            delete_group(GROUP)
+            forget_committed_offsets(GROUP)
     assert f"not a member of consumer group {GROUP}" in str(reason)
     assert exit_status == wedged.EXIT_WEDGED
     assert stuck, "the stop finished before the deadline: this test no longer reproduces the wedge"

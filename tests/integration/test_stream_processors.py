@@ -25,6 +25,7 @@ from infra.kafka_clients import EventProducer, position
 from infra.settings import settings
 from projections import active_context, history
 from projections.active_context import ActiveContext
+from projections.consuming import forget_committed_offsets
 from projections.history import History
 from schemas.events import (
     ConversationDeleted,
@@ -44,7 +45,7 @@ from schemas.events import (
 from schemas.topics import Topic, partition_for
 from stream_processors import conversation
 from stream_processors.app import Topics, create_app
-from tests.integration.processors_harness import LogTail, delete_group, project, scratch_topics
+from tests.integration.processors_harness import LogTail, project, scratch_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -68,7 +69,7 @@ async def app(topics: Topics) -> AsyncIterator[faust.App]:
     client = active_context.connect()
     await ActiveContext(client, settings.context, namespace=RUN).clear()
     await client.aclose()
-    delete_group(f"test-{RUN}")
+    forget_committed_offsets(f"test-{RUN}")
 
 
 @pytest.fixture(scope="module")
