@@ -93,9 +93,8 @@ def test_group_resumes_from_committed_offset(topic: str) -> None:
 
 
 def test_forgetting_a_group_the_broker_no_longer_holds_is_no_error() -> None:
-    """Kafka's periodic clean-up (offsets.retention.check.interval.ms) drops a group left empty
-    with no committed offsets, so a group may be gone before anyone deletes it: that is the state
-    asked for (tests clean up their groups this way; CI once failed on it)."""
+    """Kafka drops a group left empty with no committed offsets on its own, so a group may be gone
+    before anyone deletes it (a CI run's clean-up once found it so): that is the state asked for."""
     group = f"test-group-never-joined-{uuid.uuid4().hex[:12]}"
 
     forget_committed_offsets(group)
