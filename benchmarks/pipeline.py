@@ -88,6 +88,20 @@ class Run:
 
 CORES = psutil.cpu_count() or 1
 SHARES = {"steno": STENO, "triton": ("triton",), "client": ("client",), "other": ("other",)}
+# Issue 11's targets for steno's tokens/s against direct's, by number of streams.
+TARGET_RATIOS = {10: 0.9, 100: 0.8}
+
+
+def steno_cpu_budget_ms(direct: Run, steno: Run, ratio: float) -> float:
+    """The most CPU a reply steno's processes may spend (their idle rate included) for its run to
+    reach `ratio` of direct's tokens/s even with every core busy throughout, given what Triton, the
+    client and the rest of the machine spent a reply in that run. A ratio short of cores is
+    reached only by cutting steno's CPU a reply below this; a negative budget: by no steno.
+
+    Replies are the unit because every reply has the same tokens on both sides."""
+    replies_per_s = ratio * len(direct.streams) / direct.wall_s
+    others = sum(steno.cpu_ms_per_reply(names) for name, names in SHARES.items() if name != "steno")
+    return CORES * 1000 / replies_per_s - others
 
 
 async def measured_run(run: Run, pids: dict[str, int], streams: Awaitable[list[Stream]]) -> Run:
@@ -169,7 +183,16 @@ def compare(direct: Run, steno: Run) -> dict[str, float]:
         **{f"added_gap_p{p}_ms": s[f"gap_p{p}_ms"] - d[f"gap_p{p}_ms"] for p in (50, 95, 99)},
         "throughput_ratio": s["tokens_per_s"] / d["tokens_per_s"],
         "cpu_bound_ratio": min(1.0, s["cpu_bound_tokens_per_s"] / d["tokens_per_s"]),
+        **_budget(direct, steno),
     }
+
+
+def _budget(direct: Run, steno: Run) -> dict[str, float]:
+    """The target ratio at this level, if issue 11 sets one, and steno's CPU budget a reply for it."""
+    target = TARGET_RATIOS.get(direct.concurrency)
+    if target is None:
+        return {}
+    return {"target_ratio": target, "steno_cpu_budget_ms_per_reply": steno_cpu_budget_ms(direct, steno, target)}
 
 
 def table(rows: list[dict[str, float]]) -> str:
@@ -194,14 +217,15 @@ def table(rows: list[dict[str, float]]) -> str:
 def cpu_table(rows: list[dict[str, float]]) -> str:
     head = (
         f"| N | cores busy (of {CORES}) direct → steno | CPU ms a reply, steno side: steno / triton / client / other "
-        "| ratio | the ratio's CPU ceiling |"
+        "| ratio | the ratio's CPU ceiling | target ratio: steno's CPU budget a reply (ms) |"
     )
-    lines = [head, "|" + "---|" * 5]
+    lines = [head, "|" + "---|" * 6]
     for r in rows:
         shares = " / ".join(f"{r[f'steno_{name}_cpu_ms_per_reply']:.1f}" for name in SHARES)
+        budget = f"{r['target_ratio']:.1f}: {r['steno_cpu_budget_ms_per_reply']:.1f}" if "target_ratio" in r else ""
         lines.append(
             f"| {r['concurrency']} | {r['direct_cores_busy']:.2f} → {r['steno_cores_busy']:.2f} | {shares} "
-            f"| {r['throughput_ratio']:.2f} | {r['cpu_bound_ratio']:.2f} |"
+            f"| {r['throughput_ratio']:.2f} | {r['cpu_bound_ratio']:.2f} | {budget} |"
         )
     return "\n".join(lines)
 
