@@ -196,6 +196,38 @@ def test_a_second_tab_on_the_conversation_shows_the_reply_live(page: Page) -> No
     second.close()
 
 
+def test_a_second_tab_shows_a_reply_announced_before_its_history_has_it(page: Page) -> None:
+    """The feed announces a reply from the token stream, and the history has it once the
+    projection applied its message: under load the announcement can come first. The second tab's
+    reading of the history that the announcement sets off gets the history from before the
+    message (as a lagging projection gives it): the tab must read again, not lose the reply."""
+    sign_in(page)
+    send(page, "first message")
+    reply_ended(page)
+    readings: list[str] = []  # the second tab's readings of the history, as answered
+
+    def the_second_reading_from_before(route: Route) -> None:
+        if len(readings) == 1:
+            readings.append(readings[0])
+            route.fulfill(status=200, content_type="application/json", body=readings[0])
+            return
+        response = route.fetch()
+        readings.append(response.text())
+        route.fulfill(response=response)
+
+    second = page.context.new_page()
+    second.route("**/v1/conversations/*/messages", the_second_reading_from_before)
+    second.goto(f"{settings.api.url}/#/c/{conversation_id(page)}")
+    second.wait_for_selector(f"{LAST_REPLY}[data-state=completed]")
+
+    send(page, scripted(LONG, itl_ms=SLOW_MS))
+    streaming_with_text(second)
+
+    assert reply_ended(second) == f"You said: {LONG}"
+    assert len(readings) >= 3 and readings[1] == readings[0]  # the stale one was served, then a fresh one
+    second.close()
+
+
 def test_regenerate_replaces_the_last_reply(page: Page) -> None:
     sign_in(page)
     send(page, "say it again")

@@ -6,6 +6,7 @@ import { ReplyView, follow } from "./reply.js";
 
 const TITLE_CHARS = 60; // a new conversation is titled with the start of its first message
 const REGENERABLE = new Set(["completed", "cancelled", "failed"]);
+const HISTORY_LAG_MS = 3200; // the longest wait between readings of a history that lags the feed (6.35 s in all)
 
 export class Chat {
   constructor({ onConversationCreated, onTitle }) {
@@ -181,7 +182,7 @@ export class Chat {
           if (event.name === "ready") {
             if (!this.sending) await this.sync(); // a tab sending its first message has nothing to catch up
             synced();
-          } else if (!this.sending && !this.replies.has(event.data.response_id)) await this.sync();
+          } else if (!this.sending && !this.replies.has(event.data.response_id)) await this.syncUntilHeld(event.data.response_id);
         }
       } catch (error) {
         if (signal.aborted) return;
@@ -189,6 +190,20 @@ export class Chat {
       }
       await new Promise((resolve) => setTimeout(resolve, 1000)); // then reconnect
     }
+  }
+
+  /**
+   * The feed announces a reply from the token stream, the history view has it once the projection
+   * applied its message: two processes, so the announcement can come first. Read the history again,
+   * a little later each time, until it holds the reply (then followed from its first token on).
+   */
+  async syncUntilHeld(responseId) {
+    for (let wait = 50; wait <= HISTORY_LAG_MS; wait *= 2) {
+      await this.sync();
+      if (this.replies.has(responseId) || this.abort.signal.aborted) return;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    await this.sync();
   }
 
   setGenerating(responseId) {
