@@ -31,13 +31,14 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
 import openai
 
+from benchmarks import floors
 from benchmarks.load_client import LoadClient
 from infra.partition_reads import records_since
 from infra.settings import settings
@@ -214,6 +215,7 @@ async def main(api: str, count: int, new_conversations: bool, size: int) -> None
     how = f"bursts of {size} at once" if size > 1 else "messages, one at a time"
     print(f"{count} {how}, --api {api}{' --new-conversations' * new_conversations}")
     print(table(times, hops))
+    path = await _against_floors(lines) if size == 1 else None
     variant = "-new-conversations" * new_conversations + f"-burst{size}" * (size > 1)
     out = RESULTS / f"hops-{api}{variant}.json"
     result = {
@@ -223,10 +225,26 @@ async def main(api: str, count: int, new_conversations: bool, size: int) -> None
         "burst": size,
         "ms": times,
         "steps_ms": hops,
+        **(path or {}),
     }
     RESULTS.mkdir(exist_ok=True)
     out.write_text(json.dumps(result))
     print(f"wrote {out}")
+
+
+async def _against_floors(lines: list[Timeline]) -> dict[str, object]:
+    """The path's hops beside their floors, measured now (`benchmarks.floors`); printed, and
+    returned for the JSON."""
+    measured = await floors.measure()
+    rows = floors.path_rows(lines, measured)
+    print(floors.path_table(rows, measured))
+    return {
+        "floors_ms": asdict(measured),
+        "path": [
+            {"from": row.hop.start, "to": row.hop.end, "steno_ms": row.steno_ms, "floor_ms": row.floor_ms}
+            for row in rows
+        ],
+    }
 
 
 if __name__ == "__main__":

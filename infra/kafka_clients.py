@@ -75,6 +75,20 @@ def client_id(group_id: str, pid: int | None = None) -> str:
     return f"{group_id}-{pid if pid is not None else os.getpid()}"
 
 
+def producer_config(**overrides: Any) -> dict[str, Any]:
+    """Every steno producer's librdkafka settings: idempotent, acknowledged by every in-sync
+    replica (rule 1), sent at once (`settings.kafka.producer_linger_ms`)."""
+    return {
+        "bootstrap.servers": settings.kafka.bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.kafka.producer_linger_ms,
+        "compression.type": "lz4",
+        "delivery.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
+        **overrides,
+    }
+
+
 class EventProducer:
     """An idempotent producer whose sends resolve asyncio futures when Kafka acknowledges them.
 
@@ -84,17 +98,7 @@ class EventProducer:
     """
 
     def __init__(self, **overrides: Any) -> None:
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": settings.kafka.producer_linger_ms,
-                "compression.type": "lz4",
-                "delivery.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000),
-                **overrides,
-            }
-        )
+        self._producer = Producer(producer_config(**overrides))
         self._settling = threading.Lock()  # between the delivery thread and the loop, for Delivery
         self._running = True
         self._poller = threading.Thread(target=self._poll_forever, name="kafka-delivery", daemon=True)
