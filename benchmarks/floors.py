@@ -137,10 +137,10 @@ async def measure(count: int = COUNT) -> Floors:
     """Every floor, one after another (each alone on the machine)."""
     hop_ms, ack_ms = await asyncio.to_thread(_kafka, count)
     return Floors(
-        kafka_hop_ms=_p50(hop_ms),
-        kafka_ack_ms=_p50(ack_ms),
-        redis_ms=_p50(await _redis(count)),
-        http_ms=_p50(await _http(count)),
+        kafka_hop_ms=statistics.median(hop_ms),
+        kafka_ack_ms=statistics.median(ack_ms),
+        redis_ms=statistics.median(await _redis(count)),
+        http_ms=statistics.median(await _http(count)),
     )
 
 
@@ -219,7 +219,3 @@ async def _timed(call: Callable[[], Awaitable[object]], count: int) -> list[floa
 
 def _ms_since(began: float) -> float:
     return (time.perf_counter() - began) * 1000
-
-
-def _p50(values: list[float]) -> float:
-    return statistics.median(values)
