@@ -27,7 +27,7 @@ PROCESSORS_GROUP = "steno-processors"
 # projections stop last so they apply what the others wrote on their way out.
 KINDS = (
     Program("projections", "projections", priority=10, stop_grace_s=15),
-    Program("processors", "stream_processors", priority=20, stop_grace_s=15),
+    Program("processors", "stream_processors", priority=20, stop_grace_s=15, nice=settings.stack.processors_nice),
     Program("bridge", "inference_bridge", priority=30, stop_grace_s=30),
     Program("api", "ingest_api", priority=40, stop_grace_s=10),
 )

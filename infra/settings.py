@@ -12,7 +12,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +56,11 @@ class StackSettings(BaseModel):
     root: Path = REPO_ROOT / ".stack"
     # How many of each of steno's processes (api, processors, bridge, projections) supervisord runs.
     instances: int = 1
+    # The processors' CPU priority (`nice`) under supervisord: ahead of the stack's other processes,
+    # since their step is the widest on every message's way to its first token and does nothing
+    # else, so a burst of messages queues less behind the other processes' work
+    # (docs/capacity-rounds.md, thirty-seventh round). 0: the default priority.
+    processors_nice: int = Field(default=-10, ge=-20, le=19)
 
     @field_validator("root")
     @classmethod

@@ -44,11 +44,20 @@ class Program:
     stop_grace_s: int  # SIGTERM, then SIGKILL after this long
     instance: int = 0  # 0: the only one; 1, 2, ...: one of several, named `<kind>-<instance>`
     env: Mapping[str, str] = field(default_factory=dict)  # on top of supervisord's environment
+    nice: int = 0  # its CPU priority against the stack's other processes (negative: ahead of them)
 
     @property
     def kind(self) -> str:
         """`api`, `bridge`, ...: what the process is, whichever instance."""
         return self.name.rsplit("-", 1)[0] if self.instance else self.name
+
+    @property
+    def argv(self) -> list[str]:
+        """Its command line: `nice` sets the priority for every thread the process will start.
+        Without the privilege to raise it (root or CAP_SYS_NICE), `nice` says so in the
+        program's log and runs it at the default priority."""
+        command = [sys.executable, "-m", self.module]
+        return ["nice", "-n", str(self.nice), *command] if self.nice else command
 
     @property
     def log_file(self) -> Path:
@@ -103,7 +112,7 @@ def write_config(programs: Sequence[Program]) -> None:
 
 def _program_section(program: Program) -> dict[str, str]:
     return {
-        "command": shlex.join([sys.executable, "-m", program.module]),
+        "command": shlex.join(program.argv),
         "directory": str(REPO_ROOT),
         "priority": str(program.priority),
         "autostart": "true",
