@@ -31,20 +31,24 @@ def control_consumer(topic: Topic, lookback_s: float) -> Consumer:
     ever sharing state, and nothing is committed under it.
     """
     client = consumer(f"steno-bridge-control-{uuid.uuid4().hex}")
-    since_ms = int((time.time() - lookback_s) * 1000)
-    wanted = [TopicPartition(topic.name, p, since_ms) for p in range(topic.partitions)]
-    found = client.offsets_for_times(wanted, timeout=LOOKUP_TIMEOUT_S)
-    client.assign([_at_end_if_unset(client, tp) for tp in found])
+    client.assign(starting_positions(client, topic, since_ms=int((time.time() - lookback_s) * 1000)))
     return client
 
 
-def _at_end_if_unset(client: Consumer, found: TopicPartition) -> TopicPartition:
-    """No message since the timestamp: start at today's end offset, not a logical "end" that
-    would skip whatever arrives before the first fetch."""
-    if found.offset >= 0:
-        return found
-    _, high = client.get_watermark_offsets(found, timeout=LOOKUP_TIMEOUT_S)
-    return TopicPartition(found.topic, found.partition, high)
+def starting_positions(client: Consumer, topic: Topic, since_ms: int) -> list[TopicPartition]:
+    """Each partition's first message since `since_ms`; where there is none, the partition's end
+    as it was before that lookup (a real offset: a logical "end" would skip whatever arrives
+    before the first fetch).
+
+    The ends are read first. A cancel produced between the two reads is then found by the
+    timestamp lookup; in the other order it would fall below an end read after it, and a bridge
+    starting as a user stops a reply would never see the cancel.
+    """
+    partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
+    ends = {tp.partition: client.get_watermark_offsets(tp, timeout=LOOKUP_TIMEOUT_S)[1] for tp in partitions}
+    wanted = [TopicPartition(topic.name, p, since_ms) for p in range(topic.partitions)]
+    found = client.offsets_for_times(wanted, timeout=LOOKUP_TIMEOUT_S)
+    return [tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, ends[tp.partition]) for tp in found]
 
 
 def cancelled_response(message: Message) -> str | None:

@@ -16,7 +16,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -26,9 +26,10 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from inference_bridge import attempts
 from inference_bridge.attempts import DELIVERIES_KEY, Attempts
 from inference_bridge.attempts import KEY as ATTEMPT_KEY
+from inference_bridge.control import cancelled_response, starting_positions
 from inference_bridge.topics import Topics
 from infra import cassandra
-from infra.kafka_clients import EventProducer, next_batch, stable_member
+from infra.kafka_clients import EventProducer, consumer, next_batch, producer_config, stable_member
 from infra.settings import settings
 from projections.status import Status
 from schemas.events import (
@@ -46,7 +47,7 @@ from schemas.events import (
     Usage,
     new_id,
 )
-from schemas.serde import decode
+from schemas.serde import decode, encode
 from schemas.topics import Topic, partition_for
 from tests.integration.bridge_harness import bridge_process, running_bridge, scratch_topics
 from tests.integration.test_projections import Chat, scratch_history
@@ -283,6 +284,52 @@ async def test_a_cancel_read_before_its_request_is_applied_when_the_request_arri
 
     assert isinstance(cancelled, ResponseCancelled) and cancelled.text == ""
     assert [type(e) for e in stream] == [ResponseEnded]
+
+
+class CancelSentBetweenLookups:
+    """A real consumer, but a user's cancel is produced, and acknowledged, right after the first
+    of its offset lookups returns: the moment a bridge starts as a user stops a reply."""
+
+    def __init__(self, client: Consumer, send: Callable[[], None]) -> None:
+        self._client = client
+        self._send: Callable[[], None] | None = send
+
+    def get_watermark_offsets(self, *args: Any, **kwargs: Any) -> Any:
+        return self._then_send(self._client.get_watermark_offsets(*args, **kwargs))
+
+    def offsets_for_times(self, *args: Any, **kwargs: Any) -> Any:
+        return self._then_send(self._client.offsets_for_times(*args, **kwargs))
+
+    def _then_send(self, result: Any) -> Any:
+        if self._send is not None:
+            self._send()
+            self._send = None
+        return result
+
+
+def test_a_cancel_sent_while_a_starting_bridge_looks_up_where_to_read_is_read(topics: Topics) -> None:
+    """The control consumer's start (`control.starting_positions`) reads each partition's end and
+    looks up its messages since the lookback; a cancel produced between the two is still read."""
+    conversation_id = f"test-bridge-{new_id()}"
+    cancel = GenerationCancelRequested(conversation_id=conversation_id, user_id="test-user", response_id=new_id())
+    producer = Producer(producer_config())
+
+    def send() -> None:
+        key = conversation_id.encode()
+        producer.produce(topics.control.name, encode(cancel), key, partition_for(conversation_id, topics.control))
+        assert producer.flush(WAIT_S) == 0, "the cancel was not acknowledged"
+
+    client = consumer(f"steno-test-control-{new_id()}")
+    try:
+        looking_up = cast(Consumer, CancelSentBetweenLookups(client, send))
+        client.assign(starting_positions(looking_up, topics.control, since_ms=int((time.time() - 600) * 1000)))
+        read: list[str | None] = []
+        deadline = time.monotonic() + WAIT_S
+        while cancel.response_id not in read and time.monotonic() < deadline:
+            read += [cancelled_response(message) for message in next_batch(client, timeout_s=0.5)]
+    finally:
+        client.close()
+    assert cancel.response_id in read, "the control consumer started after the cancel"
 
 
 @pytest.mark.parametrize(
