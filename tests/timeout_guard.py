@@ -1,0 +1,62 @@
+"""A test that ran past its timeout fails, even where the timeout's exception was swallowed.
+
+pytest-timeout's `signal` method raises its `Failed` in whatever Python code the main thread runs
+when the alarm comes. Most of the time that is the test, and the test fails. But it can be code
+that swallows every exception: a garbage-collector callback (hypothesis installs one once the
+fuzz tests have run; CPython prints "Exception ignored in garbage collector callback") or an
+asyncio callback (the loop logs the exception and runs on). The test then carries on and can
+pass late, which is how a replay test once hid a run five minutes long.
+
+This plugin times each test from the moment pytest-timeout arms its timer and, when the test
+ended later than its limit with nothing failed yet, fails its last phase with the time it took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+CLOCK = pytest.StashKey["Clock"]()
+
+
+@dataclass
+class Clock:
+    """When the timer was armed, the limit it was armed with, and whether a phase failed since."""
+
+    started: float
+    limit: float
+    phase: str  # the phase after which the timer is cancelled: "teardown", or "call" for func_only
+    failed: bool = False
+
+    def overrun(self) -> float | None:
+        """Seconds past the limit, or None when the test is within it."""
+        over = time.monotonic() - self.started - self.limit
+        return over if over > 0 else None
+
+
+@pytest.hookimpl
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
+    """Note the limit; returns None, so pytest-timeout's own hook still arms the timer."""
+    last_phase = "call" if settings.func_only else "teardown"
+    item.stash[CLOCK] = Clock(time.monotonic(), settings.timeout, last_phase)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report: pytest.TestReport = yield
+    clock = item.stash.get(CLOCK, None)
+    if clock is None:
+        return report
+    clock.failed = clock.failed or report.failed
+    if report.when == clock.phase and not clock.failed and (over := clock.overrun()) is not None:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"ran {clock.limit + over:.1f} s, past its {clock.limit:g} s timeout: the timeout's exception "
+            "was raised where it was swallowed (a garbage-collector or asyncio callback); "
+            "see the stacks pytest-timeout printed"
+        )
+    return report
