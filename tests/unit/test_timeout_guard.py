@@ -46,7 +46,8 @@ def run(pytester: pytest.Pytester, *options: str) -> pytest.RunResult:
 
 def test_a_test_that_swallowed_its_timeout_fails_and_the_others_as_before(tests_run: pytest.Pytester) -> None:
     result = run(tests_run)
-    # the swallowing test's call passed; its teardown reports the overrun
+    # The swallowing test's call passed and its teardown reports the overrun; the test whose timeout
+    # was raised failed once, with no second error from the guard.
     result.assert_outcomes(passed=2, failed=1, errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -55,7 +56,6 @@ def test_a_test_that_swallowed_its_timeout_fails_and_the_others_as_before(tests_
             "*Failed: Timeout (>0.2s) from pytest-timeout*",
         ]
     )
-    assert result.stdout.str().count("past its") == 1  # a timeout that was raised is reported once
 
 
 def test_with_func_only_the_call_itself_fails(tests_run: pytest.Pytester) -> None:
