@@ -9,10 +9,18 @@ pass late, which is how a replay test once hid a run five minutes long.
 
 This plugin times each test from the moment pytest-timeout arms its timer and, when the test
 ended later than its limit with nothing failed yet, fails its last phase with the time it took.
+
+A test that swallowed its timeout may also never end, and the alarm does not come twice. So the
+plugin arms a backstop with it: at twice the limit, faulthandler's watchdog thread (C code, which
+needs no GIL) writes every thread's stack to the terminal and ends the run with exit status 1,
+rather than leaving it hung until CI's own limit, with nothing said. It is the one watchdog
+faulthandler allows a process, so pytest's `faulthandler_timeout` option must stay unset.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import os
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -21,6 +29,8 @@ from typing import Any
 import pytest
 
 CLOCK = pytest.StashKey["Clock"]()
+TERMINAL_FD = pytest.StashKey[int]()
+BACKSTOP_FACTOR = 2  # a test still running at this many times its limit is taken for hung
 
 
 @dataclass
@@ -39,10 +49,30 @@ class Clock:
 
 
 @pytest.hookimpl
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep a descriptor of the terminal's stderr: during a test, capturing points fd 2 elsewhere."""
+    config.stash[TERMINAL_FD] = os.dup(2)
+
+
+@pytest.hookimpl
+def pytest_unconfigure(config: pytest.Config) -> None:
+    faulthandler.cancel_dump_traceback_later()
+    os.close(config.stash[TERMINAL_FD])
+
+
+@pytest.hookimpl
 def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> None:
-    """Note the limit; returns None, so pytest-timeout's own hook still arms the timer."""
+    """Note the limit and arm the backstop; returns None, so pytest-timeout still arms its timer."""
     last_phase = "call" if settings.func_only else "teardown"
     item.stash[CLOCK] = Clock(time.monotonic(), settings.timeout, last_phase)
+    terminal = item.config.stash[TERMINAL_FD]
+    faulthandler.dump_traceback_later(settings.timeout * BACKSTOP_FACTOR, exit=True, file=terminal)
+
+
+@pytest.hookimpl
+def pytest_timeout_cancel_timer() -> None:
+    """Disarm the backstop with pytest-timeout's timer (returns None, so that one is cancelled too)."""
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.hookimpl(wrapper=True)
