@@ -73,29 +73,8 @@ def create_app(
 
     Context is read from the live generation of the views (`projections.generations`), or, when
     tests name a scratch `cache_namespace`, from that cache beside the configured keyspace's history.
-
-    `offset_reset` applies only to a group with no committed offsets: "earliest", so a message
-    sent before the group first committed (its processors starting as the API already takes
-    messages) is answered, not skipped. The broker keeps a group's offsets for a year after its
-    last member left (`infra.kafka`), so a long outage does not send the group back to the start.
-
-    Session timeout and heartbeats as for every steno consumer (`infra.kafka_clients.consumer`):
-    a processor that died or froze loses its partitions within ~7 s, not Faust's default 60 s.
     """
-    app = faust.App(
-        app_id,
-        broker=f"kafka://{settings.kafka.bootstrap}",
-        broker_client_id=client_id(app_id),
-        broker_session_timeout=settings.kafka.consumer_session_timeout_ms / 1000,
-        broker_heartbeat_interval=settings.kafka.consumer_heartbeat_ms / 1000,
-        store="memory://",
-        datadir=str(settings.stack.data_dir / "faust"),
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        consumer_auto_offset_reset=offset_reset,
-        stream_wait_empty=False,  # stop without draining: unacked records are redelivered (rule 2)
-    )
+    app = _faust_app(app_id, offset_reset)
     for model in settings.models.values():
         tokenizers.load(model)  # fail at start, not on the first message, if one can't load
     producer = EventProducer()
@@ -105,13 +84,7 @@ def create_app(
     reader = ConversationReader(
         *_context_readers(cluster, redis, cache_namespace), settings.context.watermark_wait_s, signals
     )
-    admission = AdmissionStep(
-        Moderator(settings.moderation),
-        ContextAssembler(reader, settings.context.system_prompt, settings.models, settings.context.anchored_window),
-        topics.conversations,
-        topics.tokens,
-        topics.inference_requests,
-    )
+    admission = _admission(reader, topics)
     conversation_log = app.topic(
         topics.conversations.name,
         partitions=topics.conversations.partitions,
@@ -149,6 +122,41 @@ def create_app(
         cluster.shutdown()
 
     return app
+
+
+def _faust_app(app_id: str, offset_reset: str) -> faust.App:
+    """The Faust app, its settings steno's.
+
+    `offset_reset` applies only to a group with no committed offsets: "earliest", so a message
+    sent before the group first committed (its processors starting as the API already takes
+    messages) is answered, not skipped. The broker keeps a group's offsets for a year after its
+    last member left (`infra.kafka`), so a long outage does not send the group back to the start.
+
+    Session timeout and heartbeats as for every steno consumer (`infra.kafka_clients.consumer`):
+    a processor that died or froze loses its partitions within ~7 s, not Faust's default 60 s.
+    """
+    return faust.App(
+        app_id,
+        broker=f"kafka://{settings.kafka.bootstrap}",
+        broker_client_id=client_id(app_id),
+        broker_session_timeout=settings.kafka.consumer_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka.consumer_heartbeat_ms / 1000,
+        store="memory://",
+        datadir=str(settings.stack.data_dir / "faust"),
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset=offset_reset,
+        stream_wait_empty=False,  # stop without draining: unacked records are redelivered (rule 2)
+    )
+
+
+def _admission(reader: ConversationReader, topics: Topics) -> AdmissionStep:
+    context = settings.context
+    assembler = ContextAssembler(reader, context.system_prompt, settings.models, context.anchored_window)
+    return AdmissionStep(
+        Moderator(settings.moderation), assembler, topics.conversations, topics.tokens, topics.inference_requests
+    )
 
 
 def _context_readers(
