@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Collection, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass
@@ -431,7 +431,7 @@ class Bridge:
         sent: dict[str, list[asyncio.Future[Any]]] = {}
         for generation in filter(None, generations):
             acks = sent.setdefault(generation.request.response_id, [])
-            acks += [asyncio.ensure_future(ack) for ack in generation.unacknowledged()]
+            acks += [_settling(ack) for ack in generation.unacknowledged()]
         if any(sent.values()):
             await asyncio.wait([ack for acks in sent.values() for ack in acks], timeout=FLUSH_S)
         self._keep_unsettled(sent)
@@ -469,6 +469,15 @@ class Bridge:
             generation.cancel()
         if not running:
             self._pending_cancels.add(response_id)
+
+
+def _settling(ack: Awaitable[Any]) -> asyncio.Future[Any]:
+    """An abandoned generation's acknowledgement, as a future whose failure is looked at: the
+    reply's retry writes it anew, and `_keep_unsettled` says how many were still unsettled, so a
+    failed one needs no more; left unretrieved, each would log "Task exception was never retrieved"."""
+    future = asyncio.ensure_future(ack)
+    future.add_done_callback(lambda settled: settled.cancelled() or settled.exception())
+    return future
 
 
 def _ending(generation: Generation | None) -> bool:

@@ -27,6 +27,15 @@ from infra.settings import settings
 from schemas.topics import Topic, partition_for
 
 
+class DeliveryTimedOut(Exception):
+    """Kafka did not acknowledge the events within the delivery timeout; they may still land."""
+
+
+class EarlierWindowFailed(Exception):
+    """The events were not sent: a window before them was not acknowledged, so they could land
+    after a hole in the log."""
+
+
 class Acknowledgement:
     """Kafka's acknowledgement of a window's events on one partition, shared by all of them.
 
@@ -57,17 +66,27 @@ class WindowedProducer:
 
     An event's awaitable resolves once Kafka acknowledged every event of its partition in its
     window (they are acknowledged in order, so it is the last one's). Windows are handed over one
-    after another, never interleaved, so a partition's events keep their order even when a
-    hand-over has to wait. It does wait while the window before is still queued: aiokafka keeps one
-    request in flight per broker, so under load a window goes once the request before it is
-    answered, and the events that came meanwhile gather in the next window. Events not
-    acknowledged within the delivery timeout fail, as librdkafka's `delivery.timeout.ms` fails
-    them (`infra.kafka_clients`). A window can be `hurry`'d: a reply that ended waits for its last
-    tokens, and they go as soon as the pipe is idle instead of at the end of the linger.
+    after another, each once the window before is settled, so a partition's events keep their
+    order. aiokafka keeps one request in flight per broker anyway, so under load a window goes
+    once the request before it is answered, and the events that came meanwhile gather in the next
+    window. A window can be `hurry`'d: a reply that ended waits for its last tokens, and they go
+    as soon as the pipe is idle instead of at the end of the linger.
+
+    A window Kafka has not acknowledged within the delivery timeout of its closing fails
+    (`DeliveryTimedOut`), as librdkafka's `delivery.timeout.ms` fails its events
+    (`infra.kafka_clients`); aiokafka's idempotent producer would retry an unanswered request
+    for as long as the broker is away. And no event is sent after one that failed: from then on
+    every window fails at once (`EarlierWindowFailed`), as librdkafka's
+    `enable.gapless.guarantee` makes its producer fail. Sent, they could land after a hole in a
+    reply's tokens (a frozen broker once left one that way), which a client reading the log
+    would be shown before the reply's retry replaced it. The bridge stops on the failure
+    (`Bridge._check_crash`), and its restart retries each reply as a new attempt, with a new
+    producer.
     """
 
-    def __init__(self, window_ms: float, client_id: str) -> None:
+    def __init__(self, window_ms: float, client_id: str, delivery_timeout_s: float = DELIVERY_TIMEOUT_S) -> None:
         self._window_s = window_ms / 1000
+        self._delivery_timeout_s = delivery_timeout_s
         self._producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka.bootstrap,
             client_id=client_id,
@@ -76,11 +95,13 @@ class WindowedProducer:
             compression_type="lz4",
             linger_ms=0,  # the window is the linger
             max_batch_size=1_000_000,  # librdkafka's batch.size
-            request_timeout_ms=int(DELIVERY_TIMEOUT_S * 1000),
+            request_timeout_ms=int(delivery_timeout_s * 1000),
         )
         self._window: Window = {}
         self._timer: asyncio.TimerHandle | None = None
         self._handing_over: asyncio.Task[None] | None = None  # the newest window's hand-over
+        self._settling: asyncio.Future[list[Any]] | None = None  # the newest window's acknowledgements
+        self._failed: BaseException | None = None  # why a window was not acknowledged: no more are sent
         self._unsettled = 0  # windows closed whose events Kafka has not all acknowledged yet
         self._hurried = False  # the open window goes as soon as no window is unsettled
 
@@ -129,28 +150,39 @@ class WindowedProducer:
             window, self._window = self._window, {}
             self._unsettled += 1
             acknowledgements = (acknowledged.future for _, acknowledged in window.values())
-            asyncio.gather(*acknowledgements, return_exceptions=True).add_done_callback(self._window_settled)
-            self._handing_over = asyncio.get_running_loop().create_task(self._hand_over(window, self._handing_over))
+            settling = asyncio.gather(*acknowledgements, return_exceptions=True)
+            settling.add_done_callback(self._window_settled)
+            loop = asyncio.get_running_loop()
+            expiry = loop.call_later(self._delivery_timeout_s, _expire, window, self._delivery_timeout_s)
+            settling.add_done_callback(lambda _: expiry.cancel())
+            self._handing_over = loop.create_task(self._hand_over(window, self._settling))
+            self._settling = settling
 
-    def _window_settled(self, _: asyncio.Future[list[Any]]) -> None:
+    def _window_settled(self, settled: asyncio.Future[list[Any]]) -> None:
         self._unsettled -= 1
+        failure = next((outcome for outcome in settled.result() if isinstance(outcome, BaseException)), None)
+        self._failed = self._failed or failure
         self._close_if_hurried()
 
     def _close_if_hurried(self) -> None:
         if self._hurried and self._unsettled == 0:
             self._close_window()
 
-    async def _hand_over(self, window: Window, previous: asyncio.Task[None] | None) -> None:
-        """Give aiokafka the window's events once the window before has been given: a batch per
-        partition (one event's worth of Python each; `send` would be a coroutine and a future)."""
-        if previous is not None:
-            await asyncio.wait([previous])
+    async def _hand_over(self, window: Window, before: asyncio.Future[list[Any]] | None) -> None:
+        """Give aiokafka the window's events once the window before is settled, a batch per
+        partition (one event's worth of Python each; `send` would be a coroutine and a future);
+        none of them once a window was not acknowledged."""
+        if before is not None:
+            await asyncio.wait([before])  # settling it, `_window_settled` noted any failure first
+        if self._failed is not None:
+            _fail(window, EarlierWindowFailed(f"not sent: an earlier window was not acknowledged ({self._failed!r})"))
+            return
         for (topic, partition), (events, acknowledged) in window.items():
             try:
                 for batch in self._batches(events):
                     delivered = await self._producer.send_batch(batch, topic, partition=partition)
-            except Exception as exc:  # aiokafka refused it (closed, or its batch expired waiting)
-                acknowledged.future.set_exception(exc)
+            except Exception as exc:  # aiokafka refused it (closed, say)
+                _fail({(topic, partition): (events, acknowledged)}, exc)
             else:  # a partition's batches are acknowledged in order: the last one's is all of them
                 delivered.add_done_callback(partial(_settle, acknowledged.future))
 
@@ -167,7 +199,23 @@ class WindowedProducer:
         yield batch
 
 
+def _expire(window: Window, timeout_s: float) -> None:
+    """The window's delivery timeout: what Kafka has not acknowledged by now fails (aiokafka's
+    idempotent producer would retry an unanswered request for as long as the broker is away)."""
+    _fail(window, DeliveryTimedOut(f"not acknowledged within {timeout_s:g} s of its window closing"))
+
+
+def _fail(window: Window, error: BaseException) -> None:
+    for _, acknowledged in window.values():
+        if not acknowledged.future.done():
+            acknowledged.future.set_exception(error)
+
+
 def _settle(acknowledged: asyncio.Future[RecordMetadata], delivered: asyncio.Future[RecordMetadata]) -> None:
+    if acknowledged.done():  # failed at its delivery timeout: whatever Kafka says now comes too late
+        if not delivered.cancelled():
+            delivered.exception()  # looked at: it is moot
+        return
     if delivered.cancelled():  # the producer stopped before Kafka answered
         acknowledged.cancel()
         return

@@ -12,10 +12,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from confluent_kafka import KafkaException, Message
 from fastapi import HTTPException, status
 
 from infra.kafka_clients import position
 from infra.settings import settings
+from ingest_api import store_outage
 from ingest_api.claims import Refused
 from ingest_api.ownership import ResponseOwner, deleted_key
 from ingest_api.services import Services
@@ -23,12 +25,13 @@ from schemas.events import (
     ConversationDeleted,
     ConversationRenamed,
     ConversationStarted,
+    Event,
     GenerationCancelRequested,
     MessageSubmitted,
     PromptOptions,
     new_id,
 )
-from schemas.topics import CONTROL, CONVERSATIONS
+from schemas.topics import CONTROL, CONVERSATIONS, Topic
 
 INFLIGHT_TTL_S = 600  # a lost terminal event must not lock a conversation for ever
 CLAIM_GRACE_S = 1.0  # how long a new message waits for the previous reply's claim to clear
@@ -53,7 +56,7 @@ async def start_conversation(deps: Services, user: str, title: str, conversation
     """Write ConversationStarted (under a new id unless given one); it is listed (and its owner
     known) once the projection has it."""
     event = ConversationStarted(conversation_id=conversation_id or new_id(), user_id=user, title=title)
-    partition, offset = position(await deps.producer.send(CONVERSATIONS, event))
+    partition, offset = position(await _write(deps, CONVERSATIONS, event))
     return Started(event.conversation_id, partition, offset)
 
 
@@ -109,27 +112,23 @@ async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
             detail="a response is still in progress in this conversation: wait for it to finish or cancel it",
         )
     try:
-        await deps.producer.send(CONVERSATIONS, event)
-    except Exception as exc:
+        await _write(deps, CONVERSATIONS, event)
+    except BaseException:
         await deps.claims.release(conversation_id, response_id)
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"the message was not stored, send it again: {exc}"
-        ) from exc
+        raise
     deps.ownership.record_response(response_id, ResponseOwner(conversation_id, event.user_id, event.message_id))
     return Submitted(message_id=event.message_id, response_id=response_id)
 
 
 async def rename_conversation(deps: Services, user: str, conversation_id: str, title: str) -> None:
-    await deps.producer.send(
-        CONVERSATIONS, ConversationRenamed(conversation_id=conversation_id, user_id=user, title=title)
-    )
+    await _write(deps, CONVERSATIONS, ConversationRenamed(conversation_id=conversation_id, user_id=user, title=title))
 
 
 async def delete_conversation(deps: Services, user: str, conversation_id: str) -> None:
     """Write ConversationDeleted and stop the reply in progress, if any; every API process forgets
     the conversation at once (see `Ownership`), the views once the projection applies the deletion."""
     generating = await deps.claims.holder(conversation_id)
-    await deps.producer.send(CONVERSATIONS, ConversationDeleted(conversation_id=conversation_id, user_id=user))
+    await _write(deps, CONVERSATIONS, ConversationDeleted(conversation_id=conversation_id, user_id=user))
     await deps.ownership.forget_conversation(conversation_id)
     if generating is not None:
         await request_cancel(deps, user, conversation_id, generating)
@@ -138,7 +137,22 @@ async def delete_conversation(deps: Services, user: str, conversation_id: str) -
 async def request_cancel(deps: Services, user: str, conversation_id: str, response_id: str) -> None:
     """Ask the bridge to stop; the partial text stays in history as a cancelled response."""
     event = GenerationCancelRequested(conversation_id=conversation_id, user_id=user, response_id=response_id)
-    await deps.producer.send(CONTROL, event)
+    await _write(deps, CONTROL, event)
+
+
+async def _write(deps: Services, topic: Topic, event: Event) -> Message:
+    """Write the event once Kafka has it. Kafka not taking it (down past the producer's delivery
+    timeout, its queue full) is the server's passing trouble, not the request's: a 503 with
+    `Retry-After` that says so, never a bare 500. Whether a send that timed out was stored is not
+    known (the broker may have written it and lost the answer), and the answer says that too."""
+    try:
+        return await deps.producer.send(topic, event)
+    except (KafkaException, BufferError) as exc:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"Kafka did not confirm the write ({exc}): it may not be stored; send the request again shortly",
+            headers={"Retry-After": str(store_outage.RETRY_AFTER_S)},
+        ) from exc
 
 
 def check_size(content: str) -> None:

@@ -183,6 +183,30 @@ def kill_server(name: str) -> Fault:
     return Fault(f"kill -9 {name}, restart", strike, recover)
 
 
+def freeze_server(name: str, seconds: float) -> Fault:
+    """SIGSTOP the server's whole process group for `seconds`, then SIGCONT: a server that stops
+    answering without closing a connection (a stalled VM, a long collector pause) and comes back.
+    Clients see no error, only silence, so every wait on it needs its own deadline. The freeze
+    lasts a set time, as the fault does; the heal then waits for conditions."""
+    frozen: list[tuple[int, float]] = []
+
+    def strike() -> set[int]:
+        pid = server_pid(name)
+        os.killpg(pid, signal.SIGSTOP)
+        frozen.append((pid, time.monotonic()))
+        return set()
+
+    def recover(_: set[int]) -> None:
+        pid, at = frozen.pop()
+        try:
+            time.sleep(max(0.0, at + seconds - time.monotonic()))  # the fault's length, not a wait for a condition
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+        heal()
+
+    return Fault(f"SIGSTOP {name} {seconds:g} s, SIGCONT", strike, recover)
+
+
 def stop_past_session(name: str) -> Fault:
     """SIGSTOP a consumer until its group has given up on it (its session timed out), then SIGCONT:
     a member the group already replaced comes back."""

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 import httpx
 
+from infra.settings import settings
 from tests.chaos.checker import Api, Exchange, Tally, Verdict, judge, resume_delays
 from tests.chaos.evidence import gather_evidence
 from tests.chaos.faults import Fault, heal
+from tests.chaos.unhandled import LogWatch
 from tests.chaos.workload import Client, NotAcknowledged, message
 
 MIX: dict[Api, int] = {"native": 10, "responses": 6, "chat": 6}  # 22 concurrent conversations, mid-reply at the fault
@@ -27,6 +29,7 @@ class Outcome:
     verdicts: list[Verdict]
     exchanges: list[Exchange]  # what each client received, for figures beyond the tally's
     fault_at: float  # time.monotonic() when the fault struck
+    unhandled: list[str]  # log lines of errors nothing handled, from the fault to the judgement
 
 
 async def under_fault(fault: Fault) -> Outcome:
@@ -43,6 +46,7 @@ async def under_fault(fault: Fault) -> Outcome:
     try:
         await _until_mid_stream(clients, tasks, deadline)
         await _burst(clients, tasks, deadline)
+        logs = LogWatch(settings.stack.log_dir)
         gone = await asyncio.to_thread(fault.strike)
         fault_at = time.monotonic()
         probe = asyncio.create_task(_answered_again(probes, fault_at, deadline))
@@ -60,7 +64,7 @@ async def under_fault(fault: Fault) -> Outcome:
     verdicts = [judge(*found) for found in evidence]
     exchanges: list[Exchange] = [found[0] for found in evidence]
     tally = Tally.of(fault.name, verdicts, resume_delays(exchanges, fault_at), answered_again_s)
-    return Outcome(tally, verdicts, exchanges, fault_at)
+    return Outcome(tally, verdicts, exchanges, fault_at, logs.unhandled())
 
 
 async def _until_mid_stream(clients: list[Client], tasks: list[asyncio.Task], deadline: float) -> None:

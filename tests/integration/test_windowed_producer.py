@@ -1,6 +1,7 @@
 """The bridge's token producer (`infra.windowed_producer`) on the real broker: a window's events of
 every partition in one produce request, each partition's events in order and acknowledged only
-once they are in the log, and what is queued at a stop delivered.
+once they are in the log, what is queued at a stop delivered, and nothing sent after a window
+the broker did not acknowledge (that test freezes the broker for a few seconds: marked `chaos`).
 
 Needs the broker that `make up` starts.
 """
@@ -8,6 +9,8 @@ Needs the broker that `make up` starts.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,9 +20,10 @@ from aiokafka.client import AIOKafkaClient
 from confluent_kafka import OFFSET_BEGINNING, Message, TopicPartition
 
 from infra import kafka_clients
-from infra.windowed_producer import WindowedProducer
+from infra.windowed_producer import DeliveryTimedOut, EarlierWindowFailed, WindowedProducer
 from schemas.events import new_id
 from schemas.topics import TOKENS, Topic, partition_for
+from tests.chaos.faults import server_pid
 from tests.integration.scratch import scratch_copies
 
 pytestmark = pytest.mark.integration
@@ -168,3 +172,42 @@ async def test_a_hurried_window_waits_for_the_window_before_to_be_acknowledged(
 
     assert len(requests) == 2
     assert [m.value() for m in logged(topic, 5) if m.key() == conversation_id.encode()] == [b"0", b"1", b"2"]
+
+
+@pytest.mark.chaos
+async def test_a_window_the_broker_does_not_acknowledge_fails_and_nothing_is_sent_after_it(topic: Topic) -> None:
+    """The broker freezes with a window in flight. aiokafka would retry it for as long as the
+    broker is away, and send the windows queued behind it once one gave up: a reply's tokens
+    would land with a hole in them. The window fails at its delivery timeout instead, and neither
+    the window queued behind it nor any later one is sent."""
+    conversation_id = new_id()
+    producer = WindowedProducer(60_000, client_id="test-windowed-gapless", delivery_timeout_s=3)
+    await producer.start()
+    send = producer.sender(topic, conversation_id)
+    kafka = server_pid("kafka")
+    try:
+        first = send(b"before the freeze")
+        producer.hurry()
+        await asyncio.wait_for(first, 20)
+        os.killpg(kafka, signal.SIGSTOP)
+        try:
+            in_flight = send(b"in flight at the freeze")
+            producer.hurry()  # nothing unacknowledged: it goes now, into the frozen broker
+            queued = send(b"queued behind it")
+            producer.hurry()  # goes once the window in flight is settled
+            with pytest.raises(DeliveryTimedOut):
+                await asyncio.wait_for(in_flight, 20)
+            with pytest.raises(EarlierWindowFailed):
+                await asyncio.wait_for(queued, 20)
+        finally:
+            os.killpg(kafka, signal.SIGCONT)
+        later = send(b"after the broker is back")
+        producer.hurry()
+        with pytest.raises(EarlierWindowFailed):
+            await asyncio.wait_for(later, 20)
+    finally:
+        await producer.stop()
+
+    partition = partition_for(conversation_id, topic)
+    landed = [m.value() for m in logged(topic, partition) if m.key() == conversation_id.encode()]
+    assert landed in ([b"before the freeze"], [b"before the freeze", b"in flight at the freeze"])

@@ -1,0 +1,39 @@
+"""A write the API cannot get Kafka to confirm is answered 503 with `Retry-After`, saying why and
+what to do, never a bare 500: the request was fine, the log was away. The chaos suite's frozen
+broker found conversation creation (and renames, deletions and cancels) answering 500 there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import httpx
+import pytest
+
+from infra.kafka_clients import DELIVERY_TIMEOUT_S
+from infra.settings import settings
+from ingest_api.auth import issue_token
+from schemas.events import new_id
+from tests.chaos.faults import heal, server_pid
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(300)]
+
+
+async def test_starting_a_conversation_while_kafka_is_frozen_is_a_503_that_says_to_send_it_again() -> None:
+    headers = {"Authorization": f"Bearer {issue_token(f'user-{new_id()}')}"}
+    kafka = server_pid("kafka")
+    async with httpx.AsyncClient(
+        base_url=settings.api.url, headers=headers, timeout=DELIVERY_TIMEOUT_S + 30
+    ) as client:
+        os.killpg(kafka, signal.SIGSTOP)
+        try:
+            response = await client.post("/v1/conversations", json={"title": "while Kafka is frozen"})
+        finally:
+            os.killpg(kafka, signal.SIGCONT)
+    await asyncio.to_thread(heal)
+
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"].isdigit()
+    detail = response.json()["detail"]
+    assert "Kafka did not confirm" in detail and "send the request again" in detail
