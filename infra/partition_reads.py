@@ -13,12 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Generator
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from infra.kafka_clients import next_batch, position
 from infra.settings import settings
 
 READ_TIMEOUT_S = 10.0
+LOOKUP_RETRY_S = 0.2  # between tries at the partition's offsets, while Kafka answers with an error
 
 
 class PartitionReadIncomplete(TimeoutError):
@@ -33,20 +34,19 @@ def records_since(
 
     `reader` names the lookup to the broker (its group id, never joined or committed to). Raises
     PartitionReadIncomplete when the end is not reached within `timeout_s` (Kafka restarting),
-    KafkaException when the partition's offsets cannot be looked up. A caller that has found what
-    it wants may stop early: the consumer is closed when the iterator is.
+    KafkaException when the partition's offsets cannot be looked up in that time. A caller that
+    has found what it wants may stop early: the consumer is closed when the iterator is.
     """
     consumer = Consumer(
         {"bootstrap.servers": settings.kafka.bootstrap, "group.id": reader, "enable.auto.commit": False}
     )
     try:
         deadline = time.monotonic() + timeout_s
-        [start] = consumer.offsets_for_times([TopicPartition(topic, partition, since_ms)], timeout=timeout_s)
-        _, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
-        if start.offset < 0 or start.offset >= end:
+        start, end = read_bounds(consumer, TopicPartition(topic, partition, since_ms), deadline)
+        if start < 0 or start >= end:
             return  # nothing written since then
-        consumer.assign([TopicPartition(topic, partition, start.offset)])
-        reached = start.offset
+        consumer.assign([TopicPartition(topic, partition, start)])
+        reached = start
         while reached < end:
             left_s = deadline - time.monotonic()
             if left_s <= 0:
@@ -63,3 +63,21 @@ def records_since(
                 yield message
     finally:
         consumer.close()
+
+
+def read_bounds(consumer: Consumer, since: TopicPartition, deadline: float) -> tuple[int, int]:
+    """The offset of the first record at or after `since`'s time, and the partition's end.
+
+    A broker just back from a pause or a restart answers the lookup with passing errors for a
+    moment (its leader epochs catching up: UNKNOWN_LEADER_EPOCH), so the lookup is tried again
+    until the deadline; only then is the error the caller's."""
+    while True:
+        left_s = max(deadline - time.monotonic(), 0.1)
+        try:
+            [start] = consumer.offsets_for_times([since], timeout=left_s)
+            _, end = consumer.get_watermark_offsets(TopicPartition(since.topic, since.partition), timeout=left_s)
+            return start.offset, end
+        except KafkaException:
+            if time.monotonic() + LOOKUP_RETRY_S >= deadline:
+                raise
+            time.sleep(LOOKUP_RETRY_S)

@@ -23,9 +23,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(30
 async def test_starting_a_conversation_while_kafka_is_frozen_is_a_503_that_says_to_send_it_again() -> None:
     headers = {"Authorization": f"Bearer {issue_token(f'user-{new_id()}')}"}
     kafka = server_pid("kafka")
-    async with httpx.AsyncClient(
-        base_url=settings.api.url, headers=headers, timeout=DELIVERY_TIMEOUT_S + 30
-    ) as client:
+    async with httpx.AsyncClient(base_url=settings.api.url, headers=headers, timeout=DELIVERY_TIMEOUT_S + 30) as client:
         os.killpg(kafka, signal.SIGSTOP)
         try:
             response = await client.post("/v1/conversations", json={"title": "while Kafka is frozen"})
