@@ -14,6 +14,7 @@ is restarted (`stream_processors.membership_watchdog`).
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 from pathlib import Path
 
 UNHANDLED = ("Task exception was never retrieved", "Exception in ASGI application")
@@ -32,7 +33,7 @@ class LogWatch:
         found: list[str] = []
         for path in sorted(self._log_dir.glob("*.log")):
             lines = self._since_start(path).splitlines()
-            for line, after in zip(lines, [*lines[1:], ""], strict=True):
+            for line, after in pairwise([*lines, ""]):
                 if any(m in line for m in UNHANDLED) and not any(e in after for e in EXCUSED):
                     found.append(f"{path.name}: {line}")
         return found

@@ -11,7 +11,8 @@ UNRETRIEVED = "2026-12-07 09:48:16,844 ERROR asyncio: Task exception was never r
 
 
 def test_only_unhandled_errors_written_since_the_watch_began_are_reported(tmp_path: Path) -> None:
-    bridge, api = tmp_path / "bridge.log", tmp_path / "api.log"
+    bridge, api, quiet = tmp_path / "bridge.log", tmp_path / "api.log", tmp_path / "redis.log"
+    quiet.write_text("nothing new after this\n")
     bridge.write_text(UNRETRIEVED + "\nfuture: <Task finished coro=<_wrap_awaitable() done>>\n")  # before
     api.write_text("INFO started\n")
     watch = LogWatch(tmp_path)
