@@ -102,8 +102,8 @@ class KafkaSettings(BaseModel):
     # within the bridge's 10 s failover budget; heartbeats every second tell the others at once.
     consumer_session_timeout_ms: int = 6000
     consumer_heartbeat_ms: int = 1000
-    # A processors worker that has not been a member of its consumer group for this long, while
-    # Kafka answered, stops to be restarted (stream_processors/membership_watchdog.py).
+    # A processors or projections process that has not been a member of its consumer group this long, while
+    # Kafka answered, stops to be restarted (infra/membership.py).
     membership_grace_s: float = 30.0
     # ... and a crashed worker that has not stopped this long after (its wedged consumer cannot
     # close) ends itself outright: the supervisor's grace period for the processors.

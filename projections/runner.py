@@ -24,9 +24,11 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from infra import kafka_clients
+from infra import kafka_clients, wedged
 from infra.backoff import doubling
 from infra.kafka_clients import EventProducer
+from infra.membership import CHECK_EVERY_S, MembershipWatchdog, membership
+from infra.settings import settings
 from infra.store_errors import STORE_UNAVAILABLE
 from projections import generations
 from projections.consuming import (
@@ -176,11 +178,26 @@ async def serve(stop: asyncio.Event) -> None:
     """Run the projections against the configured stores until `stop` is set."""
     producer = EventProducer()
     consumer = kafka_clients.consumer(GROUP)
+    watching = asyncio.create_task(exit_if_out_of_group(GROUP))
     try:
         async with generations.connected() as live:
             log.info("projecting %s as consumer group %s", CONVERSATIONS.name, GROUP)
             await Runner(live.written, consumer, producer).run(stop)
     finally:
+        watching.cancel()
         consumer.close()  # leaves the group now, so its partitions move on without waiting for a timeout
         producer.close()
     log.info("stopped")
+
+
+async def exit_if_out_of_group(group_id: str, check_every_s: float = CHECK_EVERY_S) -> None:
+    """End the process once it has been out of its consumer group for the grace period while
+    Kafka answered (`infra.membership`): librdkafka's consumer once never rejoined after a frozen
+    broker's return, the process alive and projecting nothing. The supervisor restarts it."""
+    grace_s = settings.kafka.membership_grace_s
+    watchdog = MembershipWatchdog(grace_s)
+    while True:  # a check every few seconds, as a liveness probe's
+        if watchdog.lost(await asyncio.to_thread(membership, group_id)):
+            wedged.exit_wedged(f"not a member of consumer group {group_id} for {grace_s:g} s")
+            return  # (only a test's recorded exit returns)
+        await asyncio.sleep(check_every_s)

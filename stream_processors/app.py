@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from infra import cassandra
 from infra.kafka_clients import EventProducer, Record, client_id
+from infra.membership import CHECK_EVERY_S, MembershipWatchdog, membership
 from infra.settings import settings
 from projections import active_context
 from projections.active_context import ActiveContext
@@ -40,12 +41,7 @@ from stream_processors.admission_step import AdmissionStep
 from stream_processors.context_assembly import ContextAssembler
 from stream_processors.conversation import ConversationReader
 from stream_processors.delivery_window import DeliveryWindow
-from stream_processors.membership_watchdog import (
-    CHECK_EVERY_S,
-    MembershipWatchdog,
-    StopDeadline,
-    membership,
-)
+from stream_processors.membership_watchdog import StopDeadline
 from stream_processors.moderation import Moderator
 from stream_processors.processor import Outputs, Processor
 
@@ -108,7 +104,7 @@ def create_app(
 
     @app.timer(CHECK_EVERY_S)
     async def check_membership() -> None:
-        """Crash a worker wedged out of its group (see `stream_processors.membership_watchdog`)."""
+        """Crash a worker wedged out of its group (see `infra.membership`)."""
         if watchdog.lost(await asyncio.to_thread(membership, app_id)):
             grace = settings.kafka.membership_grace_s
             await crash(RuntimeError(f"not a member of consumer group {app_id} for {grace:g} s: restarting"))

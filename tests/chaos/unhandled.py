@@ -8,7 +8,7 @@ application" (a client got a bare 500 where the answer should say what to do).
 One task that is not steno's is excused: aiokafka's own offset commit in the processors' Faust
 consumer, which it leaves unretrieved when the group has already dropped the member (a frozen
 broker's sessions all expire at its return), before the consumer rejoins or the wedged worker
-is restarted (`stream_processors.membership_watchdog`).
+is restarted (`infra.membership`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The processors' watchdog counts only time out of the group while Kafka answered."""
+"""The membership watchdog (processors and projections) counts only time out of the group while Kafka answered."""
 
 from __future__ import annotations
 
 import pytest
 
-from stream_processors.membership_watchdog import MembershipWatchdog
+from infra.membership import MembershipWatchdog
 from tests.unit.manual_clock import Clock
 
 GRACE_S = 30.0
