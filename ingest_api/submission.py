@@ -113,7 +113,7 @@ async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
         )
     try:
         await _write(deps, CONVERSATIONS, event)
-    except BaseException:
+    except Exception:  # not a cancellation: a request cancelled mid-send may have written its message
         await deps.claims.release(conversation_id, response_id)
         raise
     deps.ownership.record_response(response_id, ResponseOwner(conversation_id, event.user_id, event.message_id))
