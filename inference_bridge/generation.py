@@ -18,7 +18,7 @@ Two ways to stop a generation early, kept apart on purpose:
 - cancelling the task that runs `run` abandons the generation (shutdown, partition revoked):
   nothing more is written, and the request, not committed, is retried by its next owner.
 
-A server that goes away mid-reply (InferenceError.retryable) does not fail the user: the
+A server that goes away or hangs mid-reply (InferenceError.retryable) does not fail the user: the
 generation waits until an endpoint serves the model again (`recover`, bounded by the retry budget
 from the first interruption), then starts over as a new attempt, announced by ResponseRestarted.
 

@@ -42,7 +42,7 @@ from inference_bridge.offsets import OffsetTracker
 from inference_bridge.router import LeastBusyRouter, chat_key
 from inference_bridge.sampling import sampling_parameters
 from inference_bridge.topics import Topics
-from inference_bridge.triton_stream import Endpoint, InferenceError, Timeouts, stream_text
+from inference_bridge.triton_stream import Endpoint, InferenceError, ModelStalled, Timeouts, stream_text
 from infra import wedged
 from infra.kafka_clients import (
     COOPERATIVE,
@@ -333,7 +333,13 @@ class Bridge:
 
     async def _text_stream(self, request: InferenceRequested) -> AsyncGenerator[str, None]:
         """The reply from the endpoint the router picks (the chat's own, or the least busy); an
-        endpoint whose server went away is marked down."""
+        endpoint whose server went away is marked down.
+
+        A stalled stream is the model's when its server still answers a readiness probe: the
+        same request would most likely stall again, so the reply fails. A server that answers
+        nothing has hung (a frozen VM, a deadlock, a cut network) and is treated as gone: the
+        reply starts over once a server answers, as after a crash; a liveness probe would have
+        restarted a hung pod."""
         sampling = sampling_parameters(request, self._sampling.get(request.model, {}))
         with self._router.lease(chat_key(request.prompt)) as client:
             chunks = stream_text(client, request.model, request.prompt, sampling, self._timeouts)
@@ -341,6 +347,11 @@ class Bridge:
                 async with aclosing(chunks):
                     async for chunk in chunks:
                         yield chunk
+            except ModelStalled as stall:
+                if await client.serves(request.model, PROBE_S):
+                    raise
+                self._router.mark(client, down=True)
+                raise InferenceError(f"{stall}, and its server answers nothing", retryable=True) from stall
             except InferenceError as exc:
                 if exc.retryable:
                     self._router.mark(client, down=True)

@@ -8,7 +8,8 @@ the same ensemble interface) fleet:
     sampling_parameters  JSON object; max_tokens plus the bridge's per-model extras
 
 Whatever goes wrong — an error from the model, an unreachable server, a stall past the token
-timeouts — surfaces as one exception type, `InferenceError`, whose message is fit to show a user.
+timeouts (`ModelStalled`) — surfaces as one exception type, `InferenceError`, whose message is
+fit to show a user.
 Leaving the iterator early (a cancel, a timeout, the task being cancelled) cancels the gRPC call,
 which Triton turns into a request cancellation, so the model stops generating.
 
@@ -56,13 +57,18 @@ class InferenceError(Exception):
     """A generation could not finish; the message says why, in words a user can read.
 
     `retryable`: the server could not be reached or went away (restart, crash, network), so the
-    same request may well succeed on another server or once this one is back; a model error or a
-    stall is not retried, it would most likely happen again.
+    same request may well succeed on another server or once this one is back; a model error is
+    not retried, it would most likely happen again.
     """
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class ModelStalled(InferenceError):
+    """The model sent nothing for its token timeout. Whether that is retried depends on what the
+    stream cannot see: whether the server still answers at all (the bridge probes it)."""
 
 
 @dataclass(frozen=True)
@@ -223,8 +229,8 @@ class _Responses:
             due = min(due, self._waiting_since + self._timeout_s)
         self._timer = self._loop.call_at(due, self._check)
 
-    def _stall(self) -> InferenceError:
-        return InferenceError(f"the model sent nothing for {self._timeout_s:g}s")
+    def _stall(self) -> ModelStalled:
+        return ModelStalled(f"the model sent nothing for {self._timeout_s:g}s")
 
 
 def _text(response: service_pb2.ModelInferResponse) -> str:

@@ -23,6 +23,7 @@ FAULTS = [
     *(stop_past_session(name) for name in ("bridge", "processors")),
     freeze_server("kafka", 35.0),  # past a produce's delivery timeout (30 s): sends fail, then succeed again
     *(freeze_server(name, 15.0) for name in ("cassandra", "redis")),  # past the clients' request timeouts
+    freeze_server("triton", 35.0),  # a hung model server: past the bridge's token timeouts (30 s)
 ]
 
 

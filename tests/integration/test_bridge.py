@@ -49,6 +49,7 @@ from schemas.events import (
 )
 from schemas.serde import decode, encode
 from schemas.topics import Topic, partition_for
+from tests.chaos.faults import freeze_server
 from tests.integration.bridge_harness import bridge_process, running_bridge, scratch_topics
 from tests.integration.test_projections import Chat, scratch_history
 
@@ -65,6 +66,8 @@ LONG = {"script": LONG_SCRIPT, "itl_ms": 10}  # 2 s of tokens: time enough to in
 OUTLASTS_A_FREEZE = {"script": LONG_SCRIPT, "itl_ms": 100}
 WAIT_S = 20.0
 DEAD_ENDPOINT = "127.0.0.1:9"  # discard: nothing listens there
+STALL_S = 1.0  # a token timeout for a hung server's test: the stall, then a readiness probe (1 s)...
+HUNG_S = 5.0  # ...both well within the hang
 SESSION_TIMEOUT_S = settings.kafka.consumer_session_timeout_ms / 1000
 
 
@@ -380,6 +383,30 @@ async def test_a_request_interrupted_by_a_crash_is_retried_by_the_next_bridge(
     assert isinstance(retry[1], ResponseStarted) and {e.attempt for e in retry} == {2}
     assert "".join(texts(retry)) == LONG_SCRIPT
     assert isinstance(completed, ResponseCompleted) and (completed.text, completed.attempt) == (LONG_SCRIPT, 2)
+
+
+@pytest.mark.chaos
+async def test_a_reply_stalled_by_a_hung_server_starts_over_once_the_server_answers(
+    topics: Topics, conversation: Conversation
+) -> None:
+    """Triton's processes stopped mid-reply (SIGSTOP: connections open, nothing answered) past the
+    token timeout: a stall whose server does not answer its readiness probe either is the
+    server's, not the model's, so the reply starts over once the server is back, as after a
+    crash (the model's own stalls, its server answering, fail the reply: see above)."""
+    request = conversation.request(max_tokens=200)
+    hang = freeze_server("triton", HUNG_S)
+    async with running_bridge(topics, LONG, token_timeout_s=STALL_S):
+        await conversation.send(request)
+        await conversation.tokens.until(lambda e: isinstance(e, TokenGenerated) and e.seq == 2)
+        hang.strike()
+        await asyncio.to_thread(hang.recover, set())
+        stream = await conversation.stream_of(request.response_id)
+        outcome = await conversation.outcome_of(request.response_id)
+
+    assert isinstance(outcome, ResponseCompleted), f"the reply ended {outcome}"
+    restart = next(i for i, e in enumerate(stream) if isinstance(e, ResponseRestarted))
+    assert {e.attempt for e in stream[restart:]} == {2}
+    assert "".join(texts(stream[restart:])) == LONG_SCRIPT == outcome.text
 
 
 async def test_a_request_redelivered_after_its_reply_ended_is_not_answered_again(

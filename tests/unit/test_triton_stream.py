@@ -10,7 +10,7 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2
 
-from inference_bridge.triton_stream import FINAL_FLAG, OUTPUT, InferenceError, Timeouts, stream_text
+from inference_bridge.triton_stream import FINAL_FLAG, OUTPUT, InferenceError, ModelStalled, Timeouts, stream_text
 from schemas.events import ChatTurn
 
 PROMPT = [ChatTurn(role="user", content="hi")]
@@ -111,15 +111,17 @@ async def test_a_model_silent_after_its_first_token_stalls_after_the_token_timeo
     call = Call(response(b"a "), gap_s=0.25, silent=True)  # the first token after the stall check's first look
     started = time.monotonic()
 
-    with pytest.raises(InferenceError, match=r"the model sent nothing for 0\.1s"):
+    with pytest.raises(ModelStalled, match=r"the model sent nothing for 0\.1s") as raised:
         await read_all(call, Timeouts(first_token_s=30.0, token_s=0.1))
+
+    assert not raised.value.retryable  # by itself: the bridge asks the server (see test_bridge)
 
     assert time.monotonic() - started < 5  # not the first token's 30 s
     assert call.cancelled.is_set()
 
 
 async def test_a_model_silent_from_the_start_stalls_after_the_first_token_timeout() -> None:
-    with pytest.raises(InferenceError, match=r"the model sent nothing for 0\.1s"):
+    with pytest.raises(ModelStalled, match=r"the model sent nothing for 0\.1s"):
         await read_all(Call(silent=True), Timeouts(first_token_s=0.1, token_s=30.0))
 
 
