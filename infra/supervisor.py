@@ -53,11 +53,18 @@ class Program:
 
     @property
     def argv(self) -> list[str]:
-        """Its command line: `nice` sets the priority for every thread the process will start.
-        Without the privilege to raise it (root or CAP_SYS_NICE), `nice` says so in the
-        program's log and runs it at the default priority."""
+        """Its command line. `setpriv --pdeathsig TERM` (util-linux) has the kernel send the
+        process SIGTERM, a deploy's stop, when supervisord dies: a supervisord killed outright
+        stops nothing itself, and its programs would run on unsupervised, holding their ports
+        and group memberships against the ones the next `steno up` starts (systemd's cgroup
+        kill does the same for a unit). `nice` sets the priority for every thread the process
+        will start; without the privilege to raise it (root or CAP_SYS_NICE), `nice` says so in
+        the program's log and runs it at the default priority. Both exec what follows, so the
+        process supervisord started is the Python one."""
         command = [sys.executable, "-m", self.module]
-        return ["nice", "-n", str(self.nice), *command] if self.nice else command
+        if self.nice:
+            command = ["nice", "-n", str(self.nice), *command]
+        return ["setpriv", "--pdeathsig", "TERM", *command]
 
     @property
     def log_file(self) -> Path:

@@ -33,6 +33,7 @@ MODULES = {
 GROUPS = {"processors": "steno-processors", "bridge": "steno-bridge", "projections": "steno-projections"}
 SUPERVISOR_GRACE_S = 5.0  # a supervisor restarts a crashed process in ~2 s; after this, `steno up` does
 HEAL_TIMEOUT_S = 240.0  # a killed Cassandra replays its commit log before it answers again
+ORPHAN_TIMEOUT_S = 60.0  # a program's own shutdown on SIGTERM: the bridge's drain (20 s) and margin
 
 
 class StackNotHealthy(AssertionError):
@@ -181,6 +182,41 @@ def kill_server(name: str) -> Fault:
         heal()
 
     return Fault(f"kill -9 {name}, restart", strike, recover)
+
+
+def kill_supervisor() -> Fault:
+    """SIGKILL supervisord alone, then `steno up` as an operator (or systemd) would: the programs
+    it ran must stop with it, not run on unsupervised beside the ones the new supervisord starts
+    (holding the API's port, doubling every consumer group's members)."""
+    programs: set[int] = set()
+
+    def strike() -> set[int]:
+        pid = _supervisord_pid()
+        assert pid is not None, "no supervisord PID file: is the stack up?"
+        programs.update(child.pid for child in psutil.Process(pid).children())
+        os.kill(pid, signal.SIGKILL)
+        until(
+            lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+            10,
+            "supervisord",
+        )
+        return {pid}
+
+    def recover(_: set[int]) -> None:
+        try:
+            until(lambda: not any(map(_running, programs)), ORPHAN_TIMEOUT_S, "the dead supervisord's programs ending")
+        finally:
+            steno_up()
+            heal()
+
+    return Fault("kill -9 supervisord, steno up", strike, recover)
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def freeze_server(name: str, seconds: float) -> Fault:

@@ -10,7 +10,15 @@ import signal
 import pytest
 
 from tests.chaos.checker import Tally
-from tests.chaos.faults import Fault, freeze_server, kill_server, no_fault, signal_steno, stop_past_session
+from tests.chaos.faults import (
+    Fault,
+    freeze_server,
+    kill_server,
+    kill_supervisor,
+    no_fault,
+    signal_steno,
+    stop_past_session,
+)
 from tests.chaos.scenario import BURST, MIX, under_fault
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(600)]
@@ -20,6 +28,7 @@ FAULTS = [
     *(signal_steno(name) for name in ("api", "processors", "bridge", "projections")),
     *(signal_steno(name, signal.SIGTERM) for name in ("api", "bridge")),  # a deploy
     *(kill_server(name) for name in ("kafka", "cassandra", "redis", "triton")),
+    kill_supervisor(),
     *(stop_past_session(name) for name in ("bridge", "processors")),
     freeze_server("kafka", 35.0),  # past a produce's delivery timeout (30 s): sends fail, then succeed again
     *(freeze_server(name, 15.0) for name in ("cassandra", "redis")),  # past the clients' request timeouts
