@@ -46,7 +46,7 @@ from stream_processors.moderation import Moderator
 from stream_processors.processor import Outputs, Processor
 
 APP_ID = "steno-processors"  # also the consumer group id, which `make up` health-checks
-UNSETTLED_RECORDS = 1000  # per agent and partition: records handled whose events Kafka has not acked yet
+UNSETTLED_RECORDS = 1000  # per partition: records handled, not yet acked (their events or an earlier one's unsent)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Failures in cluster mode, each struck mid-stream under the chaos suite's workload (22
 conversations streaming plus a burst of new messages, through the balancer): one Kafka broker,
-one Cassandra node, one API instance, one bridge, one Triton. The chaos checker judges what every
+one Cassandra node, one API instance, one bridge, one Triton killed; one broker and one Triton
+hung (SIGSTOP for a set time, then SIGCONT). The chaos checker judges what every
 client saw against the log and history: nothing acknowledged lost or answered twice, no gap or
 duplicate in a resumed stream, no garbled reply; a client sees at most a `restart` or a
 reconnect. The table (with the time until a new message is answered) goes to
@@ -19,7 +20,7 @@ import pytest
 from infra import supervisor
 from infra.settings import settings
 from tests.chaos.checker import Exchange, Tally
-from tests.chaos.faults import Fault, heal, kill_server
+from tests.chaos.faults import Fault, freeze_server, heal, kill_server
 from tests.chaos.scenario import BURST, MIX, under_fault
 from tests.cluster.conftest import timeout
 
@@ -45,6 +46,8 @@ FAULTS = [
     kill_instance("api-1"),
     kill_instance("bridge-1"),
     kill_server("triton-1"),
+    freeze_server("kafka-2", 35.0),  # a hung broker, past the clients' request timeouts
+    freeze_server("triton-1", 35.0),  # a hung model server, past the bridge's token timeouts
 ]
 
 

@@ -20,7 +20,7 @@ import faust
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from infra import wedged
+from infra import kafka_clients, wedged
 from infra.kafka_clients import EventProducer
 from infra.settings import settings
 from projections import active_context
@@ -37,6 +37,7 @@ RUN = f"delivery-{uuid.uuid4().hex[:10]}"
 GROUP = f"test-{RUN}"
 WEDGED_STOP_S = 2.0  # the crash's stop deadline, short here
 STOP_LIMIT_S = 30.0
+SLOW_DELIVERY_S = 10.0  # the delivery timeout while a request waits: several of Faust's commits
 
 
 @asynccontextmanager
@@ -171,6 +172,56 @@ async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_an
             producer.close()
             log.close()
             forget_committed_offsets(GROUP)
+
+
+async def test_a_message_whose_request_waits_on_kafka_is_not_committed_past_by_the_record_after_it(
+    exits: Exits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its InferenceRequested waits for a topic Kafka does not have until the delivery timeout, as
+    on a hung broker, while its own MessageAccepted, the next record of its partition and one with
+    nothing to send, is acked at once. Faust commits meanwhile (every 2.8 s) must stop short of
+    the message, so that the crash at the timeout leaves it to the restart, which answers it."""
+    monkeypatch.setattr(kafka_clients, "DELIVERY_TIMEOUT_S", SLOW_DELIVERY_S)
+    with scratch_topics(RUN) as topics:
+        requests = topics.inference_requests
+        hanging = replace(topics, inference_requests=replace(requests, name=f"{requests.name}-absent"))
+        log = LogTail([topics.conversations, requests])
+        producer = EventProducer()
+        try:
+            async with projected(topics.conversations):
+                message = await submitted(topics, producer)
+                app = create_app(GROUP, hanging, cache_namespace=RUN, offset_reset="earliest")
+                await app.start()
+                [sent, _] = await log.of(message.response_id, MessageSubmitted, MessageAccepted, count=2)
+                reason = await crash_reason(app)
+                await stop_crashed(app, exits)
+                assert "timed out" in str(reason).lower(), reason
+                partition = partition_for(message.conversation_id, topics.conversations)
+                assert committed_offset(topics.conversations.name, partition) <= sent.offset
+
+                async with running(topics):
+                    [request] = await log.of(message.response_id, InferenceRequested)
+            assert isinstance(request.event, InferenceRequested) and request.event.message_id == message.message_id
+        finally:
+            producer.close()
+            log.close()
+            forget_committed_offsets(GROUP)
+
+
+async def submitted(topics: Topics, producer: EventProducer) -> MessageSubmitted:
+    """A new conversation's first message, in the log."""
+    message = MessageSubmitted(
+        conversation_id=new_id(),
+        user_id=f"user-{RUN}",
+        message_id=new_id(),
+        response_id=new_id(),
+        content="hello",
+        model="scripted",
+    )
+    started = ConversationStarted(conversation_id=message.conversation_id, user_id=message.user_id)
+    for event in (started, message):
+        await producer.send(topics.conversations, event)
+    return message
 
 
 async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exits) -> None:
