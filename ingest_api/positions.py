@@ -2,7 +2,7 @@
 
 Every API process reads every record of the token stream, and a reply's tokens are most of them.
 A token is read with orjson for the few fields that route and stream it (its response, `seq`,
-`text`) and becomes a pydantic model only if something asks for `.event` (the OpenAI routes, or
+`text`, `attempt`) and becomes a pydantic model only if something asks for `.event` (the OpenAI routes, or
 never): building the model was the token feed's largest cost per token. Every other event, and
 any record that is not a current-version TokenGenerated with those fields of the right types,
 goes through the full `decode` (upcasting, validation, the reason it is refused).
@@ -26,12 +26,13 @@ _TOKEN_FIELDS = frozenset(TokenGenerated.model_fields)
 class LoggedEvent:
     """One token-stream event at its offset in its partition of the token stream."""
 
-    __slots__ = ("_event", "_raw", "begins", "conversation_id", "ends", "offset", "response_id", "token")
+    __slots__ = ("_event", "_raw", "attempt", "begins", "conversation_id", "ends", "offset", "response_id", "token")
 
     def __init__(self, offset: int, event: TokenStreamEvent) -> None:
         self.offset = offset
         self.response_id = event.response_id
         self.conversation_id = event.conversation_id
+        self.attempt = event.attempt
         self.ends = isinstance(event, ResponseEnded)
         self.begins = isinstance(event, ResponseStarted) and event.attempt == 1  # nothing of it was written before
         self.token = (event.seq, event.text) if isinstance(event, TokenGenerated) else None
@@ -44,6 +45,7 @@ class LoggedEvent:
         item.offset = offset
         item.response_id = fields["response_id"]
         item.conversation_id = fields["conversation_id"]
+        item.attempt = fields.get("attempt", 1)
         item.ends = item.begins = False
         item.token = (fields["seq"], fields["text"])
         item._event = None
@@ -126,4 +128,5 @@ def _is_current_token(fields: dict[str, Any]) -> bool:
         and type(fields.get("conversation_id")) is str
         and type(fields.get("seq")) is int
         and type(fields.get("text")) is str
+        and type(fields.get("attempt", 1)) is int
     )

@@ -5,6 +5,12 @@ client subscribes to the live feed *before* reading the backlog, so anything wri
 is queued, and every event is passed on only if its offset is past the last one sent. Both
 wait for the feed to be ready (`TokenFeed.ready`): until it has fixed where it tails from, what
 is written after the backlog's read might reach neither.
+
+An event of an attempt older than one already in the log is not passed on: it is a late write
+of an attempt that was given up (a token sent to a broker that hung, acknowledged by nobody, then
+stored once the broker came back, after the next attempt's ResponseRestarted). The attempt's
+fence stops what it would still send, not what it already sent; the log is ordered, so whatever
+follows a ResponseRestarted with an older attempt can only be such a write.
 """
 
 from __future__ import annotations
@@ -46,11 +52,12 @@ async def response_batches(
     await feed.ready()
     while True:  # one round per (re)subscription; a slow client overflows and comes back here
         subscription = feed.subscribe(response_id)
+        newest = NewestAttempt()  # each round reads the response from its start
         try:
-            earlier = await backlog(feed, conversation_id, response_id)
+            earlier = newest.of(await backlog(feed, conversation_id, response_id))
             if any(i.ends and i.offset <= last for i in earlier):
                 return  # the client already has the end
-            async for arrived in _merged(earlier, subscription):
+            async for arrived in _merged(earlier, subscription, newest):
                 batch = [item for item in arrived if item.offset > last]
                 ended = next((n for n, i in enumerate(batch) if i.ends), None)
                 if ended is not None:
@@ -66,10 +73,28 @@ async def response_batches(
             return  # the process is shutting down; the client resumes from `last` elsewhere
 
 
-async def _merged(earlier: list[LoggedEvent], live: Subscription) -> AsyncIterator[list[LoggedEvent]]:
+class NewestAttempt:
+    """Passes a response's events, read in log order from its start, less those of an attempt
+    older than one already seen (late writes of an attempt given up; see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._attempt = 0
+
+    def of(self, items: list[LoggedEvent]) -> list[LoggedEvent]:
+        kept = []
+        for item in items:
+            if item.attempt >= self._attempt:
+                self._attempt = item.attempt
+                kept.append(item)
+        return kept
+
+
+async def _merged(
+    earlier: list[LoggedEvent], live: Subscription, newest: NewestAttempt
+) -> AsyncIterator[list[LoggedEvent]]:
     yield earlier
     async for batch in live.batches():
-        yield batch
+        yield newest.of(batch)
 
 
 async def backlog(feed: TokenFeed, conversation_id: str, response_id: str) -> list[LoggedEvent]:

@@ -99,6 +99,36 @@ async def test_resume_after_last_event_id_skips_what_the_client_has() -> None:
     assert await asyncio.wait_for(collect(feed, rid, 23), 5) == []  # resumed after the end: closes at once
 
 
+def restarted(response_id: str, offset: int, attempt: int) -> LoggedEvent:
+    return LoggedEvent(
+        offset, ResponseRestarted(conversation_id=CONVERSATION, user_id="u", response_id=response_id, attempt=attempt)
+    )
+
+
+def late(item: LoggedEvent, attempt: int) -> LoggedEvent:
+    """`item` as an earlier attempt wrote it: read back from its bytes, as the feed reads a token."""
+    body = item.event.model_copy(update={"attempt": attempt})
+    read = logged(item.offset, encode(body))
+    assert read is not None and read.attempt == attempt
+    return read
+
+
+async def test_a_late_write_of_an_attempt_given_up_is_not_passed_on() -> None:
+    """A token of attempt 1 stored after attempt 2's restart (sent to a broker that hung, stored
+    once it came back; the cluster chaos suite's frozen broker), and its ResponseEnded: neither is
+    the reply's, live or read back from the log on a resume."""
+    feed = attached_feed()
+    rid = new_id()
+    feed._dispatch([started(rid, 60), token(rid, 61, 0), restarted(rid, 62, 2), started(rid, 63, attempt=2)])
+    reader = asyncio.create_task(collect(feed, rid, None))
+    await asyncio.sleep(0)
+    feed._dispatch([late(token(rid, 64, 1), attempt=1), late(token(rid, 65, 0), attempt=2)])
+    feed._dispatch([late(ended(rid, 66), attempt=1), late(ended(rid, 67), attempt=2)])
+
+    assert await asyncio.wait_for(reader, 5) == [60, 61, 62, 63, 65, 67]
+    assert await collect(feed, rid, 63) == [65, 67]
+
+
 def test_a_feed_that_attached_mid_response_sends_readers_to_the_log() -> None:
     """A restarted API sees only the tail of a reply that was streaming: its memory of that reply
     must not pass for the whole of it, or a resumed client misses what was written meanwhile."""
