@@ -15,6 +15,7 @@ import uuid
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra.kafka_clients import consumer
+from infra.partition_reads import first_offsets_since
 from schemas.events import GenerationCancelRequested
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import Topic
@@ -47,7 +48,7 @@ def starting_positions(client: Consumer, topic: Topic, since_ms: int) -> list[To
     partitions = [TopicPartition(topic.name, p) for p in range(topic.partitions)]
     ends = {tp.partition: client.get_watermark_offsets(tp, timeout=LOOKUP_TIMEOUT_S)[1] for tp in partitions}
     wanted = [TopicPartition(topic.name, p, since_ms) for p in range(topic.partitions)]
-    found = client.offsets_for_times(wanted, timeout=LOOKUP_TIMEOUT_S)
+    found = first_offsets_since(client, wanted, time.monotonic() + LOOKUP_TIMEOUT_S)
     return [tp if tp.offset >= 0 else TopicPartition(tp.topic, tp.partition, ends[tp.partition]) for tp in found]
 
 

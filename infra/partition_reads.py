@@ -11,7 +11,8 @@ rare (a late joiner, a bridge taking over a reply, a test) and must not disturb 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
@@ -20,6 +21,8 @@ from infra.settings import settings
 
 READ_TIMEOUT_S = 10.0
 LOOKUP_RETRY_S = 0.2  # between tries at the partition's offsets, while Kafka answers with an error
+
+T = TypeVar("T")
 
 
 class PartitionReadIncomplete(TimeoutError):
@@ -66,17 +69,43 @@ def records_since(
 
 
 def read_bounds(consumer: Consumer, since: TopicPartition, deadline: float) -> tuple[int, int]:
-    """The offset of the first record at or after `since`'s time, and the partition's end.
+    """The offset of the first record at or after `since`'s time (-1: none), and the partition's
+    end; each lookup tried again until the deadline as `first_offsets_since` says."""
+    [start] = first_offsets_since(consumer, [since], deadline)
+    end = _retried(lambda left_s: consumer.get_watermark_offsets(_at_end(since), timeout=left_s)[1], deadline)
+    return start.offset, end
 
-    A broker just back from a pause or a restart answers the lookup with passing errors for a
-    moment (its leader epochs catching up: UNKNOWN_LEADER_EPOCH), so the lookup is tried again
-    until the deadline; only then is the error the caller's."""
+
+def first_offsets_since(consumer: Consumer, wanted: list[TopicPartition], deadline: float) -> list[TopicPartition]:
+    """Each partition's first record at or after the time in its `offset` (ms): its offset, or -1
+    where there is none.
+
+    Kafka answers the lookup partition by partition: a partition whose leader just moved (a
+    broker back from a pause, its preferred leader elected again) comes back with an error and
+    no offset instead of an exception, and taking that for "nothing since then" skipped the
+    partition's records. Such errors, and the passing ones a broker just back raises (its leader
+    epochs catching up: UNKNOWN_LEADER_EPOCH), are tried again until the deadline; only then are
+    they the caller's (KafkaException)."""
+    return _retried(lambda left_s: _answered(consumer.offsets_for_times(wanted, timeout=left_s)), deadline)
+
+
+def _answered(found: list[TopicPartition]) -> list[TopicPartition]:
+    for partition in found:
+        if partition.error is not None:
+            raise KafkaException(partition.error)
+    return found
+
+
+def _at_end(since: TopicPartition) -> TopicPartition:
+    return TopicPartition(since.topic, since.partition)
+
+
+def _retried(lookup: Callable[[float], T], deadline: float) -> T:
+    """`lookup(seconds left)`, again after a KafkaException while the deadline allows."""
     while True:
         left_s = max(deadline - time.monotonic(), 0.1)
         try:
-            [start] = consumer.offsets_for_times([since], timeout=left_s)
-            _, end = consumer.get_watermark_offsets(TopicPartition(since.topic, since.partition), timeout=left_s)
-            return start.offset, end
+            return lookup(left_s)
         except KafkaException:
             if time.monotonic() + LOOKUP_RETRY_S >= deadline:
                 raise

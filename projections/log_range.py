@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, TopicPartition
 
+from infra.partition_reads import first_offsets_since
 from schemas.topics import Topic, partition_for
 
 KAFKA_TIMEOUT_S = 10.0
@@ -90,5 +92,7 @@ def _offset(consumer: Consumer, topic: Topic, partition: int, bound: Bound, low:
     if isinstance(bound, int):
         return clamp(bound, low, high)
     at_ms = int(bound.timestamp() * 1000)
-    [first] = consumer.offsets_for_times([TopicPartition(topic.name, partition, at_ms)], timeout=KAFKA_TIMEOUT_S)
+    [first] = first_offsets_since(
+        consumer, [TopicPartition(topic.name, partition, at_ms)], time.monotonic() + KAFKA_TIMEOUT_S
+    )
     return high if first.offset < 0 else first.offset  # none at or after that time: the end

@@ -10,6 +10,7 @@ import httpx
 from confluent_kafka import TopicPartition
 
 from infra import kafka_clients
+from infra.partition_reads import read_bounds
 from schemas.events import new_id
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import CONVERSATIONS, TOKENS, Topic
@@ -26,12 +27,11 @@ def log_since(topic: Topic, since_ms: int, timeout_s: float = 30.0) -> dict[str,
     deadline = time.monotonic() + timeout_s
     try:
         for partition in range(topic.partitions):
-            [start] = consumer.offsets_for_times([TopicPartition(topic.name, partition, since_ms)], timeout=10)
-            _, end = consumer.get_watermark_offsets(TopicPartition(topic.name, partition), timeout=10)
-            if start.offset < 0:
+            start, end = read_bounds(consumer, TopicPartition(topic.name, partition, since_ms), deadline)
+            if start < 0:
                 continue
-            consumer.assign([TopicPartition(topic.name, partition, start.offset)])
-            position = start.offset
+            consumer.assign([TopicPartition(topic.name, partition, start)])
+            position = start
             while position < end:
                 assert time.monotonic() < deadline, f"{topic.name}[{partition}] not read to {end} in {timeout_s}s"
                 for record in map(kafka_clients.Record.of, kafka_clients.next_batch(consumer, timeout_s=1)):
