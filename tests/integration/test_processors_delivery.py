@@ -128,50 +128,63 @@ def undeliverable(topics: Topics) -> tuple[Topics, MessageSubmitted]:
     whose inference request maps past the partitions the broker has."""
     requests = topics.inference_requests
     unroutable = replace(requests, partitions=requests.partitions * 16)
-    message = MessageSubmitted(
-        conversation_id=unroutable_conversation(unroutable, requests.partitions),
+    message = hello(unroutable_conversation(unroutable, requests.partitions))
+    return replace(topics, inference_requests=unroutable), message
+
+
+def hello(conversation_id: str) -> MessageSubmitted:
+    return MessageSubmitted(
+        conversation_id=conversation_id,
         user_id=f"user-{RUN}",
         message_id=new_id(),
         response_id=new_id(),
         content="hello",
         model="scripted",
     )
-    return replace(topics, inference_requests=unroutable), message
 
 
-async def refusing_app(topics: Topics, producer: EventProducer) -> tuple[faust.App, MessageSubmitted]:
-    """A message submitted, and an app started whose inference request for it Kafka refuses."""
-    refusing, message = undeliverable(topics)
+async def started_on(topics: Topics, failing: Topics, message: MessageSubmitted, producer: EventProducer) -> faust.App:
+    """`message` submitted in a new conversation, and an app started on `failing`: the topics as
+    the write that fails sees them."""
     started = ConversationStarted(conversation_id=message.conversation_id, user_id=message.user_id)
     for event in (started, message):
         await producer.send(topics.conversations, event)
-    app = create_app(GROUP, refusing, cache_namespace=RUN, offset_reset="earliest")
+    app = create_app(GROUP, failing, cache_namespace=RUN, offset_reset="earliest")
     await app.start()
-    return app, message
+    return app
+
+
+async def assert_crashed_uncommitted_then_answered(
+    topics: Topics, failing: Topics, message: MessageSubmitted, exits: Exits, reason_says: str
+) -> None:
+    """An app on `failing` crashes on `message` with `reason_says` in its reason, leaves its
+    offsets short of the message (rule 2), and an app restarted on `topics` answers it."""
+    log = LogTail([topics.conversations, topics.inference_requests])
+    producer = EventProducer()
+    try:
+        async with projected(topics.conversations):
+            app = await started_on(topics, failing, message, producer)
+            [sent, _] = await log.of(message.response_id, MessageSubmitted, MessageAccepted, count=2)
+            reason = await crash_reason(app)
+            await stop_crashed(app, exits)
+            assert reason_says in str(reason).lower(), reason
+            partition = partition_for(message.conversation_id, topics.conversations)
+            assert committed_offset(topics.conversations.name, partition) <= sent.offset
+
+            async with running(topics):
+                [request] = await log.of(message.response_id, InferenceRequested)
+        assert isinstance(request.event, InferenceRequested)
+        assert request.event.prompt[-1].content == "hello"
+    finally:
+        producer.close()
+        log.close()
+        forget_committed_offsets(GROUP)
 
 
 async def test_an_undeliverable_event_stops_the_app_uncommitted_and_a_restart_answers_it(exits: Exits) -> None:
     with scratch_topics(RUN) as topics:
-        log = LogTail([topics.conversations, topics.inference_requests])
-        producer = EventProducer()
-        try:
-            async with projected(topics.conversations):
-                app, message = await refusing_app(topics, producer)
-                [accepted] = await log.of(message.response_id, MessageAccepted)
-                reason = await crash_reason(app)
-                await stop_crashed(app, exits)
-                assert "partition" in str(reason).lower(), reason
-                partition = partition_for(message.conversation_id, topics.conversations)
-                assert committed_offset(topics.conversations.name, partition) <= accepted.offset
-
-                async with running(topics):
-                    [request] = await log.of(message.response_id, InferenceRequested)
-            assert isinstance(request.event, InferenceRequested)
-            assert request.event.prompt[-1].content == "hello"
-        finally:
-            producer.close()
-            log.close()
-            forget_committed_offsets(GROUP)
+        refusing, message = undeliverable(topics)
+        await assert_crashed_uncommitted_then_answered(topics, refusing, message, exits, reason_says="partition")
 
 
 async def test_a_message_whose_request_waits_on_kafka_is_not_committed_past_by_the_record_after_it(
@@ -185,43 +198,7 @@ async def test_a_message_whose_request_waits_on_kafka_is_not_committed_past_by_t
     with scratch_topics(RUN) as topics:
         requests = topics.inference_requests
         hanging = replace(topics, inference_requests=replace(requests, name=f"{requests.name}-absent"))
-        log = LogTail([topics.conversations, requests])
-        producer = EventProducer()
-        try:
-            async with projected(topics.conversations):
-                message = await submitted(topics, producer)
-                app = create_app(GROUP, hanging, cache_namespace=RUN, offset_reset="earliest")
-                await app.start()
-                [sent, _] = await log.of(message.response_id, MessageSubmitted, MessageAccepted, count=2)
-                reason = await crash_reason(app)
-                await stop_crashed(app, exits)
-                assert "timed out" in str(reason).lower(), reason
-                partition = partition_for(message.conversation_id, topics.conversations)
-                assert committed_offset(topics.conversations.name, partition) <= sent.offset
-
-                async with running(topics):
-                    [request] = await log.of(message.response_id, InferenceRequested)
-            assert isinstance(request.event, InferenceRequested) and request.event.message_id == message.message_id
-        finally:
-            producer.close()
-            log.close()
-            forget_committed_offsets(GROUP)
-
-
-async def submitted(topics: Topics, producer: EventProducer) -> MessageSubmitted:
-    """A new conversation's first message, in the log."""
-    message = MessageSubmitted(
-        conversation_id=new_id(),
-        user_id=f"user-{RUN}",
-        message_id=new_id(),
-        response_id=new_id(),
-        content="hello",
-        model="scripted",
-    )
-    started = ConversationStarted(conversation_id=message.conversation_id, user_id=message.user_id)
-    for event in (started, message):
-        await producer.send(topics.conversations, event)
-    return message
+        await assert_crashed_uncommitted_then_answered(topics, hanging, hello(new_id()), exits, reason_says="timed out")
 
 
 async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exits) -> None:
@@ -233,7 +210,7 @@ async def test_a_crashed_worker_whose_stop_hangs_ends_at_its_deadline(exits: Exi
         producer = EventProducer()
         try:
             async with projected(topics.conversations):
-                app, _ = await refusing_app(topics, producer)
+                app = await started_on(topics, *undeliverable(topics), producer)
                 consumer_thread = app.consumer._thread  # type: ignore[attr-defined]  # Faust's consumer ServiceThread
                 consumer_thread.thread_loop.close = lambda: None  # ends, but stays open to calls
                 await crash_reason(app)

@@ -33,23 +33,6 @@ class LookupsFailingAtFirst:
         return 0, 100
 
 
-def test_a_lookup_answered_with_a_passing_error_is_tried_again() -> None:
-    consumer = LookupsFailingAtFirst(failures=2)
-
-    bounds = read_bounds(consumer, TopicPartition("steno.tokens", 0, 1_000), time.monotonic() + 10)  # type: ignore[arg-type]
-
-    assert bounds == (42, 100)
-    assert consumer.lookups == 3
-
-
-def test_an_error_that_lasts_past_the_deadline_is_the_callers() -> None:
-    consumer = LookupsFailingAtFirst(failures=1_000_000)
-
-    with pytest.raises(KafkaException):
-        read_bounds(consumer, TopicPartition("steno.tokens", 0, 1_000), time.monotonic() + 0.5)  # type: ignore[arg-type]
-    assert 1 < consumer.lookups < 10
-
-
 @dataclass
 class Answer:
     """A partition's entry in an offsets lookup's answer, its error set (confluent-kafka's
@@ -72,8 +55,12 @@ class LeaderMovingAtFirst(LookupsFailingAtFirst):
         return [Answer(p.topic, p.partition, -1001 if moving else 42, error) for p in partitions]  # type: ignore[misc]
 
 
-def test_a_partition_answered_with_an_error_is_looked_up_again_not_skipped() -> None:
-    consumer = LeaderMovingAtFirst(failures=2)
+ANSWERS = pytest.mark.parametrize("answering", [LookupsFailingAtFirst, LeaderMovingAtFirst], ids=["raised", "in-entry"])
+
+
+@ANSWERS
+def test_a_lookup_answered_with_a_passing_error_is_tried_again(answering: type[LookupsFailingAtFirst]) -> None:
+    consumer = answering(failures=2)
 
     bounds = read_bounds(consumer, TopicPartition("steno.tokens", 0, 1_000), time.monotonic() + 10)  # type: ignore[arg-type]
 
@@ -81,9 +68,11 @@ def test_a_partition_answered_with_an_error_is_looked_up_again_not_skipped() -> 
     assert consumer.lookups == 3
 
 
-def test_a_partition_error_that_lasts_past_the_deadline_is_the_callers() -> None:
-    consumer = LeaderMovingAtFirst(failures=1_000_000)
+@ANSWERS
+def test_an_error_that_lasts_past_the_deadline_is_the_callers(answering: type[LookupsFailingAtFirst]) -> None:
+    consumer = answering(failures=1_000_000)
     wanted = [TopicPartition("steno.control", p, 1_000) for p in range(3)]
 
-    with pytest.raises(KafkaException, match="NOT_LEADER"):
+    with pytest.raises(KafkaException):
         first_offsets_since(consumer, wanted, time.monotonic() + 0.5)  # type: ignore[arg-type]
+    assert 1 < consumer.lookups < 10
