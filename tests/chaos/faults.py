@@ -222,22 +222,36 @@ def _running(pid: int) -> bool:
 def freeze_server(name: str, seconds: float) -> Fault:
     """SIGSTOP the server's whole process group for `seconds`, then SIGCONT: a server that stops
     answering without closing a connection (a stalled VM, a long collector pause) and comes back.
-    Clients see no error, only silence, so every wait on it needs its own deadline. The freeze
-    lasts a set time, as the fault does; the heal then waits for conditions."""
-    frozen: list[tuple[int, float]] = []
+    Clients see no error, only silence, so every wait on it needs its own deadline."""
+    return _frozen(name, seconds, lambda: [server_pid(name)], os.killpg)
+
+
+def freeze_steno(name: str, seconds: float) -> Fault:
+    """SIGSTOP a steno process for `seconds`, then SIGCONT: its connections stay open and its
+    clocks run on, so every deadline it set before the freeze has passed when it wakes (its
+    unacknowledged produces', its claims' and its leases' in the stores)."""
+    return _frozen(name, seconds, lambda: steno_pids(name), os.kill)
+
+
+def _frozen(name: str, seconds: float, pids: Callable[[], list[int]], send: Callable[[int, int], None]) -> Fault:
+    """The freeze lasts a set time, as the fault does; the heal then waits for conditions."""
+    frozen: list[tuple[list[int], float]] = []
 
     def strike() -> set[int]:
-        pid = server_pid(name)
-        os.killpg(pid, signal.SIGSTOP)
-        frozen.append((pid, time.monotonic()))
+        found = pids()
+        assert found, f"no {name} runs: is the stack up?"
+        for pid in found:
+            send(pid, signal.SIGSTOP)
+        frozen.append((found, time.monotonic()))
         return set()
 
     def recover(_: set[int]) -> None:
-        pid, at = frozen.pop()
+        found, at = frozen.pop()
         try:
             time.sleep(max(0.0, at + seconds - time.monotonic()))  # the fault's length, not a wait for a condition
         finally:
-            os.killpg(pid, signal.SIGCONT)
+            for pid in found:
+                send(pid, signal.SIGCONT)
         heal()
 
     return Fault(f"SIGSTOP {name} {seconds:g} s, SIGCONT", strike, recover)

@@ -13,6 +13,7 @@ from tests.chaos.checker import Tally
 from tests.chaos.faults import (
     Fault,
     freeze_server,
+    freeze_steno,
     kill_server,
     kill_supervisor,
     no_fault,
@@ -29,7 +30,8 @@ FAULTS = [
     *(signal_steno(name, signal.SIGTERM) for name in ("api", "bridge")),  # a deploy
     *(kill_server(name) for name in ("kafka", "cassandra", "redis", "triton")),
     kill_supervisor(),
-    *(stop_past_session(name) for name in ("bridge", "processors")),
+    *(stop_past_session(name) for name in ("bridge", "processors", "projections")),
+    freeze_steno("api", 35.0),  # past its produces' delivery timeout (30 s) and the clients' read timeout
     freeze_server("kafka", 35.0),  # past a produce's delivery timeout (30 s): sends fail, then succeed again
     *(freeze_server(name, 15.0) for name in ("cassandra", "redis")),  # past the clients' request timeouts
     freeze_server("triton", 35.0),  # a hung model server: past the bridge's token timeouts (30 s)
