@@ -270,7 +270,8 @@ class Bridge:
         earlier = [*unsettled, *([running] if running is not None else [])]
         if earlier:
             log.info("response %s waits for %d earlier event(s) or generation(s) here", response_id, len(earlier))
-        task = self._track(_after(earlier, generation.run(), response_id) if earlier else generation.run(), in_flight)
+        work = generation.run()
+        task = self._track(_after(earlier, work, response_id, self._stopping) if earlier else work, in_flight)
         self._by_response[response_id] = task
         task.add_done_callback(lambda done: self._forget_response(response_id, done))
 
@@ -294,6 +295,10 @@ class Bridge:
         if not task.cancelled() and task.exception() is None:  # a cancelled task was abandoned
             self._offsets.finish(in_flight.partition, in_flight.offset)
         self._check_crash(task)
+
+    def _stopping(self) -> bool:
+        """An unexpected error was seen: the bridge is on its way out (see `_check_crash`)."""
+        return self._error is not None
 
     def _check_crash(self, task: asyncio.Task[None]) -> None:
         """An unexpected error (Kafka refusing events, Redis down) stops the bridge, uncommitted:
@@ -495,18 +500,38 @@ def _ending(generation: Generation | None) -> bool:
     return generation is not None and generation.ending
 
 
-async def _after(earlier: Collection[asyncio.Future[Any]], work: Coroutine[Any, Any, None], response_id: str) -> None:
-    """Run `work` once everything in `earlier` has ended, however it ended. Both ends of the wait
-    are logged: it comes only after an abandonment or a duplicate delivery, and a wait that never
-    ends must show in the log."""
+async def _after(
+    earlier: Collection[asyncio.Future[Any]],
+    work: Coroutine[Any, Any, None],
+    response_id: str,
+    stopping: Callable[[], bool],
+) -> None:
+    """Run `work` once everything in `earlier` has ended, however it ended, unless the bridge is
+    stopping by then. Both ends of the wait are logged: it comes only after an abandonment or a
+    duplicate delivery, and a wait that never ends must show in the log.
+
+    An earlier generation that ends on an unexpected error stops the bridge (a window of tokens
+    Kafka did not acknowledge, after a frozen broker), and its copy waiting here (the processors
+    wrote the request twice) would otherwise begin at once: it would number an attempt, one of
+    the reply's `max_attempts`, that the drain abandons a moment later. That gave up a reply in
+    the chaos suite (its four deliveries: the freeze, the twin, the copy, the restart). The work
+    is left instead, uncommitted, to the next owner, as an abandoned generation is."""
     began = time.monotonic()
     try:
         await asyncio.wait(earlier)
     except asyncio.CancelledError:
         work.close()
         raise
-    log.info("response %s runs, after %.1f s waiting", response_id, time.monotonic() - began)
+    if stopping():
+        work.close()
+        log.info("response %s not begun, after %.1f s waiting: the bridge is stopping", response_id, _since(began))
+        raise asyncio.CancelledError  # the task ends as an abandoned one: not committed, retried by the next owner
+    log.info("response %s runs, after %.1f s waiting", response_id, _since(began))
     await work
+
+
+def _since(began: float) -> float:
+    return time.monotonic() - began
 
 
 def _inference_request(raw: bytes | None) -> InferenceRequested:
