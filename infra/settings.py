@@ -231,6 +231,9 @@ class ApiSettings(BaseModel):
     # of that always fits. Far more than any served model's window, which context assembly fits.
     max_prompt_bytes: int = 256 * 1024
     max_body_bytes: int = 1024 * 1024  # any request's body, refused before it is read further or parsed
+    # How long a message's `Idempotency-Key` is kept (ingest_api.idempotency): a send again under it
+    # within this long is the same message.
+    idempotency_ttl_s: int = 24 * 3600
     subscriber_queue: int = 1024  # events buffered per SSE client before it must catch up from the log
     # The token feed's fetches (ingest_api.token_feed): the broker answers one once it holds this
     # many bytes for the feed, or after the wait; by default as soon as anything arrived. Batching

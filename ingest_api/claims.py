@@ -17,11 +17,12 @@ from schemas.claims import NAMESPACE, RELEASE_LUA, claim_key
 
 # KEYS: the claim, a key whose existence refuses it (the conversation's deletion marker). ARGV: the
 # response id, the TTL in seconds, a finished response it may replace (or ""). Returns the holder
-# if it keeps the claim, 0 if the refusing key exists.
+# if it keeps the claim, 0 if the refusing key exists. A response that holds the claim already (a
+# message sent again under its idempotency key) claims it again.
 CLAIM_OR_HOLDER_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[3] then return held end
+if held and held ~= ARGV[3] and held ~= ARGV[1] then return held end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 return false
 """

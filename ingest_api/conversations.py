@@ -8,11 +8,11 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Header, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from infra.settings import settings
-from ingest_api import responses, submission
+from ingest_api import idempotency, responses, submission
 from ingest_api.auth import User
 from ingest_api.ownership import POLL_S, PROJECTION_WAIT_S
 from ingest_api.services import Deps
@@ -132,6 +132,15 @@ async def delete_conversation(conversation_id: str, user: User, deps: Deps) -> R
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        description="Any string of yours for this message (a UUID will do): sending the message again under "
+        "it, after a 503 or a lost answer, is answered with the same ids and never doubles it (kept a day)",
+    ),
+]
+
 STREAMED_REPLY: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "With `Accept: text/event-stream`: the reply itself, as an event stream: `accepted` "
@@ -148,13 +157,20 @@ STREAMED_REPLY: dict[int | str, dict[str, Any]] = {
     responses=STREAMED_REPLY,
 )
 async def send_message(
-    conversation_id: str, body: NewMessage, user: User, deps: Deps, request: Request
+    conversation_id: str,
+    body: NewMessage,
+    user: User,
+    deps: Deps,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted | SseResponse:
     """Accept a message once Kafka has it; the reply streams from /v1/responses/{response_id}/events,
     or in this response when the client asks for `text/event-stream`."""
     submission.check_size(body.content)
     await deps.ownership.check_conversation(conversation_id, user, marker_checked_later=True)  # by the claim
-    submitted = await submission.submit_message(deps, user, conversation_id, body.content, body.model)
+    submitted = await submission.submit_message(
+        deps, user, conversation_id, body.content, body.model, idempotency_key=idempotency_key
+    )
     if accepts_event_stream(request.headers.get("accept", "")):
         return responses.live_reply(deps, conversation_id, submitted)
     return Accepted(message_id=submitted.message_id, response_id=submitted.response_id)

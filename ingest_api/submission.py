@@ -21,6 +21,7 @@ from ingest_api import store_outage
 from ingest_api.claims import Refused
 from ingest_api.ownership import ResponseOwner, deleted_key
 from ingest_api.services import Services
+from projections.status import ENDED, Status
 from schemas.events import (
     ConversationDeleted,
     ConversationRenamed,
@@ -67,8 +68,10 @@ async def submit_message(
     content: str,
     model: str,
     options: PromptOptions = PromptOptions(),
+    idempotency_key: str | None = None,
 ) -> Submitted:
-    """Accept a message once Kafka has it (the caller has checked ownership)."""
+    """Accept a message once Kafka has it (the caller has checked ownership); under a key an
+    earlier request used, the message that request sent (`ingest_api.idempotency`)."""
     check_size(content)
     event = MessageSubmitted(
         conversation_id=conversation_id,
@@ -79,7 +82,8 @@ async def submit_message(
         model=model,
         options=options,
     )
-    return await _submit(deps, event)
+    earlier = None if idempotency_key is None else await deps.idempotency.earlier(idempotency_key, event)
+    return await (_submit(deps, event) if earlier is None else _submit_again(deps, earlier))
 
 
 async def submit_regeneration(
@@ -105,19 +109,59 @@ async def submit_regeneration(
 
 async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
     """Claim the conversation for the event's reply, then write the event."""
-    conversation_id, response_id = event.conversation_id, event.response_id
-    if not await _claim(deps, conversation_id, response_id):
+    await _claim_for(deps, event)
+    await _write_claimed(deps, event)
+    return _submitted(deps, event)
+
+
+async def _submit_again(deps: Services, event: MessageSubmitted) -> Submitted:
+    """Send again the message an earlier request under the same idempotency key sent, or tried to.
+
+    Once history holds it, it is in the log: nothing is written. Otherwise it is written again,
+    under its claim (its own response's, which an earlier request of it may still hold): a first
+    write that did land makes this one a duplicate, which every consumer absorbs. History is read
+    again once claimed: a reply that ended in between released its claim before this one was
+    taken, and this one, which no terminal event will release now, is released here.
+    """
+    if await _reply_status(deps, event) is None:
+        await _claim_for(deps, event)
+        reply = await _reply_status(deps, event)
+        if reply is None:
+            await _write_claimed(deps, event)
+        elif reply in ENDED or reply is Status.REPLACED:
+            await deps.claims.release(event.conversation_id, event.response_id)
+    return _submitted(deps, event)
+
+
+async def _claim_for(deps: Services, event: MessageSubmitted) -> None:
+    if not await _claim(deps, event.conversation_id, event.response_id):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             detail="a response is still in progress in this conversation: wait for it to finish or cancel it",
         )
+
+
+async def _write_claimed(deps: Services, event: MessageSubmitted) -> None:
     try:
         await _write(deps, CONVERSATIONS, event)
     except Exception:  # not a cancellation: a request cancelled mid-send may have written its message
-        await deps.claims.release(conversation_id, response_id)
+        await deps.claims.release(event.conversation_id, event.response_id)
         raise
-    deps.ownership.record_response(response_id, ResponseOwner(conversation_id, event.user_id, event.message_id))
-    return Submitted(message_id=event.message_id, response_id=response_id)
+
+
+async def _reply_status(deps: Services, event: MessageSubmitted) -> Status | None:
+    """Where history has the message's reply: None while it does not hold the message itself;
+    a reply no longer shown (regenerated since) counts as ended."""
+    turns = {turn.message_id: turn.status for turn in await deps.history.messages(event.conversation_id)}
+    if event.message_id not in turns:
+        return None
+    return turns.get(event.response_id, Status.REPLACED)
+
+
+def _submitted(deps: Services, event: MessageSubmitted) -> Submitted:
+    owner = ResponseOwner(event.conversation_id, event.user_id, event.message_id)
+    deps.ownership.record_response(event.response_id, owner)
+    return Submitted(message_id=event.message_id, response_id=event.response_id)
 
 
 async def rename_conversation(deps: Services, user: str, conversation_id: str, title: str) -> None:

@@ -20,3 +20,7 @@ class Status(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     REPLACED = "replaced"
+
+
+ENDED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.BLOCKED})
+"""A reply's statuses once it has ended."""

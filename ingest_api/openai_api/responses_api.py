@@ -41,7 +41,7 @@ from ingest_api.response_stream import backlog
 from ingest_api.services import Deps, Services
 from ingest_api.sse import SseResponse, event_bytes
 from projections.history import Message
-from projections.status import Status
+from projections.status import ENDED
 from schemas.events import SamplingOptions
 
 
@@ -59,7 +59,6 @@ class OpenAIResponseId(Convertor[str]):
 
 register_url_convertor("openai_response", OpenAIResponseId())
 Events = list[dict[str, Any]]  # stream events sent together
-FINAL = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.BLOCKED}
 router = APIRouter(prefix="/v1/responses", tags=["openai"], route_class=OpenAIRoute, lifespan=unstored.sweeping)
 
 
@@ -244,7 +243,7 @@ async def _current(deps: Services, meta: ResponseMeta, exchange: Exchange, turn_
         else:
             text, ending = item.text, item
     stored = next(row for row in turn_rows if row.message_id == exchange.response_id)
-    if ending is None and stored.status in FINAL:
+    if ending is None and stored.status in ENDED:
         detail = stored.detail or ""
         text, ending = stored.content, Ending(stored.status, stored.finish_reason or "", detail, None, stored.content)
     return response_object(meta, text, ending)

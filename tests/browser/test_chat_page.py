@@ -268,6 +268,43 @@ def test_a_regenerated_reply_announced_before_its_request_returns_is_shown_once(
     expect(page.locator("#log .assistant")).to_have_count(1)
 
 
+def test_sending_again_after_a_lost_answer_sends_the_same_message(page: Page) -> None:
+    """steno takes the message but its answer never reaches the page (a dropped connection, or a
+    503 whose write landed after all): the page keeps the draft's idempotency key, so sending it
+    again gets the message steno has, and history holds it once."""
+    sign_in(page)
+    keys: list[str | None] = []
+
+    def lose_the_first_answer(route: Route) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        keys.append(route.request.header_value("idempotency-key"))
+        if len(keys) == 1:
+            route.fetch()  # steno takes the message and streams its reply to the end; the page never hears it
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/v1/conversations/*/messages", lose_the_first_answer)
+    page.select_option("#model", "scripted")
+    page.fill("#content", "only once, please")
+    page.press("#content", "Enter")
+    expect(page.locator("#notice")).to_be_visible()
+    page.press("#content", "Enter")
+
+    expect(page.locator("#log .assistant")).to_have_count(1)
+    reply_ended(page)
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
+    while len(turns := history_of(page)) < 2 or any(m["status"] == "pending" for m in turns):  # the projection lags
+        page.wait_for_timeout(50)
+    assert [(t["role"], t["content"]) for t in turns] == [
+        ("user", "only once, please"),
+        ("assistant", "You said: only once, please"),
+    ]
+    expect(page.locator("#log .user")).to_have_count(1)
+
+
 def test_blocked_messages_and_failed_replies_get_a_clear_notice(page: Page) -> None:
     sign_in(page)
 

@@ -1,6 +1,10 @@
 """A write the API cannot get Kafka to confirm is answered 503 with `Retry-After`, saying why and
 what to do, never a bare 500: the request was fine, the log was away. The chaos suite's frozen
-broker found conversation creation (and renames, deletions and cancels) answering 500 there."""
+broker found conversation creation (and renames, deletions and cancels) answering 500 there.
+
+A message answered so, and sent again under its `Idempotency-Key` once Kafka is back, is in
+history once: the frozen broker takes the first send when it wakes (the request waited in its
+socket), so without the key the second send doubled it."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from infra.settings import settings
 from ingest_api.auth import issue_token
 from schemas.events import new_id
 from tests.chaos.faults import heal, server_pid
+from tests.integration.steno_client import StenoClient, scripted_reply
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -35,3 +40,31 @@ async def test_starting_a_conversation_while_kafka_is_frozen_is_a_503_that_says_
     assert response.headers["Retry-After"].isdigit()
     detail = response.json()["detail"]
     assert "Kafka did not confirm" in detail and "send the request again" in detail
+
+
+async def test_a_message_answered_503_and_sent_again_under_its_key_is_in_history_once() -> None:
+    alice = StenoClient()
+    alice.http.timeout = httpx.Timeout(DELIVERY_TIMEOUT_S + 30)
+    try:
+        conversation = await alice.new_conversation()
+        content, key = "sent while Kafka was frozen", new_id()
+        kafka = server_pid("kafka")
+        os.killpg(kafka, signal.SIGSTOP)
+        try:
+            refused = await alice.post_message(conversation, content, idempotency_key=key)
+        finally:
+            os.killpg(kafka, signal.SIGCONT)
+        await asyncio.to_thread(heal)
+        assert refused.status_code == 503, refused.text
+
+        sent = await alice.post_message(conversation, content, idempotency_key=key)
+
+        assert sent.status_code == 202, sent.text
+        await alice.events(sent.json()["response_id"])
+        turns = await alice.settled_history(conversation, timeout_s=60)
+    finally:
+        await alice.close()
+    assert [(t["role"], t["content"], t["status"]) for t in turns] == [
+        ("user", content, "accepted"),
+        ("assistant", scripted_reply(content), "completed"),
+    ]

@@ -43,13 +43,20 @@ class StenoClient:
         return response.json()["id"]
 
     async def send(self, conversation_id: str, content: str, model: str = "scripted") -> dict:
-        response = await self.http.post(
-            f"/v1/conversations/{conversation_id}/messages", json={"content": content, "model": model}
-        )
+        response = await self.post_message(conversation_id, content, model)
         assert response.status_code == 202, response.text
-        ids = response.json()
-        self._last_sent[conversation_id] = ids["message_id"]
-        return ids
+        return response.json()
+
+    async def post_message(
+        self, conversation_id: str, content: str, model: str = "scripted", idempotency_key: str | None = None
+    ) -> httpx.Response:
+        """POST the message, whatever the answer (`send` requires a 202)."""
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        url = f"/v1/conversations/{conversation_id}/messages"
+        response = await self.http.post(url, json={"content": content, "model": model}, headers=headers)
+        if response.status_code == 202:
+            self._last_sent[conversation_id] = response.json()["message_id"]
+        return response
 
     async def events(self, response_id: str, last_event_id: str | None = None, limit: int | None = None) -> list[Sse]:
         """Read the response's SSE stream until it closes, or until `limit` events (then disconnect)."""

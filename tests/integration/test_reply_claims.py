@@ -43,3 +43,13 @@ async def test_nothing_is_claimed_while_the_refusing_key_exists(claims: ReplyCla
     await claims._redis.set(marker, "1")
     assert await claims.claim_or_holder(conversation, response, ttl_s=60, unless_exists=marker) is Refused.REFUSED
     assert await claims.holder(conversation) is None
+
+
+async def test_the_holder_claims_again_and_no_other(claims: ReplyClaims) -> None:
+    """A message sent again under its idempotency key claims for the same response: it holds the
+    claim already (its first request's), and must not wait on itself for a 409."""
+    conversation, first, second = new_id(), new_id(), new_id()
+    assert await claims.claim_or_holder(conversation, first, ttl_s=60) is None
+    assert await claims.claim_or_holder(conversation, first, ttl_s=60) is None
+    assert await claims.claim_or_holder(conversation, second, ttl_s=60) == first
+    assert await claims.holder(conversation) == first

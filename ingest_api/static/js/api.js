@@ -52,11 +52,11 @@ export async function call(path, { method = "GET", body, signal, anonymous = fal
  * lines with CRLF, and a comment line (a heartbeat) carries nothing. With a body, the stream is
  * the answer to a POST of it (a message and its reply, in one request).
  */
-export async function* events(path, signal, { method = "GET", body } = {}) {
+export async function* events(path, signal, { method = "GET", body, extraHeaders = {} } = {}) {
   const response = await fetch(path, {
     method,
     signal,
-    headers: { ...headers(body !== undefined), Accept: "text/event-stream" },
+    headers: { ...headers(body !== undefined), ...extraHeaders, Accept: "text/event-stream" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   await check(response);

@@ -22,6 +22,7 @@ export class Chat {
     this.replies = new Map(); // response id -> ReplyView on screen
     this.generating = null; // the conversation's reply in progress, if any
     this.sending = false;
+    this.draft = null; // {content, key}: the message being sent, until steno says it has it
     this.abort = new AbortController();
 
     document.getElementById("composer").addEventListener("submit", (event) => {
@@ -112,17 +113,28 @@ export class Chat {
         this.watch(this.abort.signal);
       }
       const mine = this.log.appendChild(userTurn(content, "", "sent"));
+      // Sending the same text again after an error (steno's 503 "it may not be stored", a lost
+      // answer) goes under the same key: steno answers with the message it has, never a second one.
+      if (this.draft?.content !== content) this.draft = { content, key: idempotencyKey() };
       // The reply streams in the answer to the POST itself: its first event says the message is in.
       const reply = events(`/v1/conversations/${this.id}/messages`, this.abort.signal, {
         method: "POST", body: { content, model: this.model.value },
+        extraHeaders: { "Idempotency-Key": this.draft.key },
       });
       const { value: accepted } = await reply.next().catch((error) => {
         mine.remove();
         throw error;
       });
       if (accepted?.name !== "accepted") throw new Error("steno did not say whether it took the message: reload to see");
-      mine.dataset.id = accepted.data.message_id;
+      this.draft = null;
       this.content.value = "";
+      if (this.replies.has(accepted.data.response_id)) {
+        // Sent again after a lost answer, and the feed has shown the message and its reply already.
+        mine.remove();
+        await reply.return();
+        return;
+      }
+      mine.dataset.id = accepted.data.message_id;
       this.startReply(accepted.data.response_id, reply);
     } catch (error) {
       this.showNotice(error.message);
@@ -244,4 +256,10 @@ function userTurn(content, id, status) {
   body.className = "body";
   body.textContent = content; // the user's own text, shown as written: never parsed as HTML
   return element;
+}
+
+/** A new idempotency key: 128 random bits (crypto.randomUUID needs a secure context; this does not). */
+function idempotencyKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
