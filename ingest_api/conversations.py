@@ -8,12 +8,13 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from infra.settings import settings
-from ingest_api import idempotency, responses, submission
+from ingest_api import responses, submission
 from ingest_api.auth import User
+from ingest_api.idempotency import IdempotencyKey
 from ingest_api.ownership import POLL_S, PROJECTION_WAIT_S
 from ingest_api.services import Deps
 from ingest_api.sse import SseResponse, accepts_event_stream
@@ -96,13 +97,16 @@ class MessageOut(BaseModel):
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Created)
-async def start_conversation(user: User, deps: Deps, body: NewConversation | None = None) -> Created:
+async def start_conversation(
+    user: User, deps: Deps, body: NewConversation | None = None, idempotency_key: IdempotencyKey = None
+) -> Created:
     """Start a conversation; it is listed as soon as this returns.
 
     Waiting for the projection (it writes both conversation tables in one batch) gives the
     creator read-your-writes on every other endpoint (`Ownership.created`).
     """
-    started = await submission.start_conversation(deps, user, body.title if body else "")
+    title = body.title if body else ""
+    started = await submission.start_conversation(deps, user, title, idempotency_key=idempotency_key)
     await deps.ownership.created(started.conversation_id, user, started.partition, started.offset)
     return Created(id=started.conversation_id)
 
@@ -131,15 +135,6 @@ async def delete_conversation(conversation_id: str, user: User, deps: Deps) -> R
     await _until_deleted(deps, conversation_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(
-        alias=idempotency.HEADER,
-        description="Any string of yours for this message (a UUID will do): sending the message again under "
-        "it, after a 503 or a lost answer, is answered with the same ids and never doubles it (kept a day)",
-    ),
-]
 
 STREAMED_REPLY: dict[int | str, dict[str, Any]] = {
     200: {

@@ -1,4 +1,5 @@
-"""A message sent again under the same `Idempotency-Key` is the same message, never a second one.
+"""A message sent again under the same `Idempotency-Key` is the same message, never a second one
+(and a conversation created again the same conversation).
 
 When Kafka does not confirm a write in time, the API answers 503 "it may not be stored": the
 broker may have written it and lost the answer. A client that sends the message again could then
@@ -9,10 +10,12 @@ key rebuilds that very event from them, the same bytes a producer retry would ha
 every consumer of the log already takes an event twice as once (rule 2). So there is at most one
 message and one reply, whatever became of the first write.
 
-A key belongs to its caller and to the conversation it was sent to, and is kept a day
-(`settings.api.idempotency_ttl_s`). The same key with a different request is refused (422), as
-the draft asks. A record lost from Redis (flushed, or expired) only makes a later send a new
-message, as it is without a key.
+A key belongs to its caller and to the conversation it was sent to (a new conversation's to its
+caller), and is kept a day (`settings.api.idempotency_ttl_s`). The same key with a different
+request is refused (422), as the draft asks. A record lost from Redis (flushed, or expired) only
+makes a later send a new message, as it is without a key. The OpenAI endpoints take the header
+too, for stored requests: a `store=false` one keeps nothing, its key included, and is answered
+again.
 """
 
 from __future__ import annotations
@@ -20,18 +23,30 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import HTTPException, status
+from fastapi import Header, HTTPException, status
 from redis.asyncio import Redis
 
 from infra.settings import settings
-from schemas.events import MessageSubmitted
+from schemas.events import ConversationStarted, MessageSubmitted
 
 HEADER = "Idempotency-Key"
-KEY = "steno:idempotency:{user}:{conversation_id}:{key}"
 FORM = re.compile(r"[\x21-\x7e]{1,255}")  # printable ASCII, no spaces: a UUID, a client's own scheme
-IDENTITY = {"event_id", "occurred_at", "message_id", "response_id"}  # what the API mints for a message
+Recorded = TypeVar("Recorded", MessageSubmitted, ConversationStarted)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="Any string of yours for this request (a UUID will do): sending it again under the key, "
+        "after a 503 or a lost answer, is answered with the same ids and never doubles it (kept a day)",
+    ),
+]
+"""The header as a route's parameter."""
+MINTED: dict[type, set[str]] = {  # what the API mints for each event a key may be sent with
+    MessageSubmitted: {"event_id", "occurred_at", "message_id", "response_id"},
+    ConversationStarted: {"event_id", "occurred_at", "conversation_id"},
+}
 
 
 class IdempotencyKeys:
@@ -40,25 +55,31 @@ class IdempotencyKeys:
     def __init__(self, client: Redis) -> None:
         self._redis = client
 
-    async def earlier(self, key: str, event: MessageSubmitted) -> MessageSubmitted | None:
-        """Record the event's ids under the key, in one round trip that also reads what an earlier
-        request recorded: None when this is the key's first request, otherwise the earlier event
-        rebuilt (the caller sends that one again). The same key for another message is a 422."""
+    async def earlier(self, key: str, event: Recorded) -> Recorded | None:
+        """Record the event's minted ids under the key, in one round trip that also reads what an
+        earlier request recorded: None when this is the key's first request, otherwise the earlier
+        event rebuilt (the caller writes that one). The same key for another request is a 422."""
         check_form(key)
-        identity = event.model_dump(mode="json", include=IDENTITY)
-        record = json.dumps({"request": fingerprint(event), "identity": identity})
-        name = KEY.format(user=event.user_id, conversation_id=event.conversation_id, key=key)
-        found: str | None = await self._redis.set(name, record, nx=True, get=True, ex=settings.api.idempotency_ttl_s)
+        minted = event.model_dump(mode="json", include=MINTED[type(event)])
+        record = json.dumps({"request": fingerprint(event), "minted": minted})
+        ttl_s = settings.api.idempotency_ttl_s
+        found: str | None = await self._redis.set(_name(key, event), record, nx=True, get=True, ex=ttl_s)
         if found is None:
             return None
         earlier: dict[str, Any] = json.loads(found)
         if earlier["request"] != fingerprint(event):
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
-                detail=f"the {HEADER} {key!r} was sent with another message in this conversation: "
-                "use a new key for a new message",
+                detail=f"the {HEADER} {key!r} was sent with another request: use a new key for each new message",
             )
-        return MessageSubmitted.model_validate(event.model_dump(mode="json") | earlier["identity"])
+        return type(event).model_validate(event.model_dump(mode="json") | earlier["minted"])
+
+
+def _name(key: str, event: MessageSubmitted | ConversationStarted) -> str:
+    """A key is its caller's, and a message's its conversation's; a new conversation's are apart,
+    so one key may serve a new chat's creation and its first message."""
+    scope = event.conversation_id if isinstance(event, MessageSubmitted) else "new-conversation"
+    return f"steno:idempotency:{event.user_id}:{scope}:{key}"
 
 
 def check_form(key: str) -> None:
@@ -69,6 +90,6 @@ def check_form(key: str) -> None:
         )
 
 
-def fingerprint(event: MessageSubmitted) -> str:
-    """What the client asked for (its message, model, options), without what the API minted."""
-    return hashlib.sha256(event.model_dump_json(exclude=IDENTITY).encode()).hexdigest()
+def fingerprint(event: MessageSubmitted | ConversationStarted) -> str:
+    """What the client asked for (its message, model, options; a title), without what the API minted."""
+    return hashlib.sha256(event.model_dump_json(exclude=MINTED[type(event)]).encode()).hexdigest()

@@ -53,10 +53,15 @@ class Started:
     offset: int
 
 
-async def start_conversation(deps: Services, user: str, title: str, conversation_id: str | None = None) -> Started:
+async def start_conversation(
+    deps: Services, user: str, title: str, conversation_id: str | None = None, idempotency_key: str | None = None
+) -> Started:
     """Write ConversationStarted (under a new id unless given one); it is listed (and its owner
-    known) once the projection has it."""
+    known) once the projection has it. Under a key an earlier request used, that request's event
+    is written again: the same conversation, which the projection takes as a redelivery."""
     event = ConversationStarted(conversation_id=conversation_id or new_id(), user_id=user, title=title)
+    if idempotency_key is not None:
+        event = await deps.idempotency.earlier(idempotency_key, event) or event
     partition, offset = position(await _write(deps, CONVERSATIONS, event))
     return Started(event.conversation_id, partition, offset)
 

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from infra.settings import settings
 from ingest_api.auth import User
+from ingest_api.idempotency import IdempotencyKey
 from ingest_api.openai_api import exchange as pipeline
 from ingest_api.openai_api import unstored
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, error_body, invalid
@@ -118,7 +119,12 @@ class ChatCompletionRequest(OpenAIRequest):
 
 
 @router.post("/chat/completions", response_model=None)
-async def create_chat_completion(body: ChatCompletionRequest, user: User, deps: Deps) -> dict[str, Any] | SseResponse:
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    user: User,
+    deps: Deps,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any] | SseResponse:
     pipeline.check_model(body.model)
     if body.n not in (None, 1):
         raise invalid("steno generates one choice per request: set n to 1", "n")
@@ -128,7 +134,7 @@ async def create_chat_completion(body: ChatCompletionRequest, user: User, deps: 
     if body.store is False:
         chat = await unstored.begin(deps, user, request, body.model)
     else:
-        chat = await pipeline.begin(deps, user, request, body.model)
+        chat = await pipeline.begin(deps, user, request, body.model, idempotency_key=idempotency_key)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return SseResponse(_streamed(deps, user, chat, include_usage), ping_s=settings.api.heartbeat_s)

@@ -47,15 +47,26 @@ def check_model(model: str) -> None:
         )
 
 
-async def begin(deps: Services, user: str, prompt: Prompt, model: str, conversation_id: str | None = None) -> Exchange:
+async def begin(
+    deps: Services,
+    user: str,
+    prompt: Prompt,
+    model: str,
+    conversation_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Exchange:
     """Submit the message (in a new conversation unless one is given); returns once Kafka has it.
+    Under a key an earlier request used, that request's conversation and message (`idempotency`).
 
     The sizes are checked first, so a request refused for its size leaves nothing in the log.
     """
     check_sizes(prompt)
     if conversation_id is None:
-        conversation_id = (await submission.start_conversation(deps, user, prompt.title)).conversation_id
-    submitted = await submission.submit_message(deps, user, conversation_id, prompt.content, model, prompt.options)
+        started = await submission.start_conversation(deps, user, prompt.title, idempotency_key=idempotency_key)
+        conversation_id = started.conversation_id
+    submitted = await submission.submit_message(
+        deps, user, conversation_id, prompt.content, model, prompt.options, idempotency_key
+    )
     return Exchange(conversation_id, submitted.response_id, model)
 
 

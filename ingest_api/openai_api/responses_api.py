@@ -20,6 +20,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from infra.settings import settings
 from ingest_api import submission
 from ingest_api.auth import User
+from ingest_api.idempotency import IdempotencyKey
 from ingest_api.openai_api import exchange as pipeline
 from ingest_api.openai_api import unstored
 from ingest_api.openai_api.errors import OpenAIError, OpenAIRoute, invalid
@@ -119,7 +120,12 @@ class CreateResponse(OpenAIRequest):
 
 
 @router.post("", response_model=None)
-async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[str, Any] | SseResponse:
+async def create_response(
+    body: CreateResponse,
+    user: User,
+    deps: Deps,
+    idempotency_key: IdempotencyKey = None,
+) -> dict[str, Any] | SseResponse:
     pipeline.check_model(body.model)
     if body.store is False and body.previous_response_id:
         raise invalid("store=false answers once and forgets: it cannot continue a stored conversation", "store")
@@ -131,7 +137,7 @@ async def create_response(body: CreateResponse, user: User, deps: Deps) -> dict[
         exchange = await unstored.begin(deps, user, request, body.model)
     else:
         conversation_id = await _continued_conversation(deps, user, body.previous_response_id)
-        exchange = await pipeline.begin(deps, user, request, body.model, conversation_id)
+        exchange = await pipeline.begin(deps, user, request, body.model, conversation_id, idempotency_key)
     meta = ResponseMeta(
         exchange.response_id, body.model, bool(body.background), body.previous_response_id, body.instructions
     )

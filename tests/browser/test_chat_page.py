@@ -8,7 +8,7 @@ slows down (see `scripted()`), so it cannot be over before the test acts.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -268,40 +268,48 @@ def test_a_regenerated_reply_announced_before_its_request_returns_is_shown_once(
     expect(page.locator("#log .assistant")).to_have_count(1)
 
 
-def test_sending_again_after_a_lost_answer_sends_the_same_message(page: Page) -> None:
-    """steno takes the message but its answer never reaches the page (a dropped connection, or a
-    503 whose write landed after all): the page keeps the draft's idempotency key, so sending it
-    again gets the message steno has, and history holds it once."""
+def test_sending_again_after_lost_answers_sends_the_same_chat_and_message(page: Page) -> None:
+    """steno takes a request but its answer never reaches the page (a dropped connection, or a 503
+    whose write landed after all): first a new chat's creation, then its message. The page keeps
+    the draft's idempotency key, so each send again gets what steno has: one chat, one message."""
     sign_in(page)
-    keys: list[str | None] = []
+    keys: dict[str, list[str | None]] = {"chat": [], "message": []}
 
-    def lose_the_first_answer(route: Route) -> None:
-        if route.request.method != "POST":
-            route.continue_()
-            return
-        keys.append(route.request.header_value("idempotency-key"))
-        if len(keys) == 1:
-            route.fetch()  # steno takes the message and streams its reply to the end; the page never hears it
-            route.abort("connectionreset")
-        else:
-            route.continue_()
+    def lose_the_first_answer(kind: str) -> Callable[[Route], None]:
+        def handle(route: Route) -> None:
+            if route.request.method != "POST":
+                route.continue_()
+                return
+            keys[kind].append(route.request.header_value("idempotency-key"))
+            if len(keys[kind]) == 1:
+                route.fetch()  # steno takes it (a message's reply streams to its end); the page never hears
+                route.abort("connectionreset")
+            else:
+                route.continue_()
 
-    page.route("**/v1/conversations/*/messages", lose_the_first_answer)
+        return handle
+
+    page.route("**/v1/conversations", lose_the_first_answer("chat"))
+    page.route("**/v1/conversations/*/messages", lose_the_first_answer("message"))
     page.select_option("#model", "scripted")
     page.fill("#content", "only once, please")
-    page.press("#content", "Enter")
+    page.press("#content", "Enter")  # the chat's creation: its answer is lost
     expect(page.locator("#notice")).to_be_visible()
-    page.press("#content", "Enter")
+    page.press("#content", "Enter")  # the chat again, then its message: that answer is lost
+    expect(page.locator("#notice")).to_be_visible()
+    page.press("#content", "Enter")  # the message again
 
     expect(page.locator("#log .assistant")).to_have_count(1)
     reply_ended(page)
-    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1], keys
+    assert [len(keys["chat"]), len(keys["message"])] == [2, 2], keys
+    assert len({*keys["chat"], *keys["message"]} - {None}) == 1, keys  # one key, the draft's
     while len(turns := history_of(page)) < 2 or any(m["status"] == "pending" for m in turns):  # the projection lags
         page.wait_for_timeout(50)
     assert [(t["role"], t["content"]) for t in turns] == [
         ("user", "only once, please"),
         ("assistant", "You said: only once, please"),
     ]
+    assert [c["title"] for c in api_get(page, "/v1/conversations").json()] == ["only once, please"]
     expect(page.locator("#log .user")).to_have_count(1)
 
 

@@ -100,7 +100,7 @@ async def test_the_same_key_with_another_message_is_refused_and_writes_nothing(a
     status, refused = await post(alice, conversation, "another message", key)
 
     assert status == 422, refused
-    assert "use a new key for a new message" in refused["detail"]
+    assert "use a new key for each new message" in refused["detail"]
     await one_exchange(alice, conversation, first, "the first message")
 
 
@@ -113,6 +113,19 @@ async def test_a_key_is_its_callers_and_its_conversations(alice: StenoClient, bo
     )
     assert [status for status, _ in sent] == [202, 202, 202]
     assert len({ids["message_id"] for _, ids in sent}) == 3
+
+
+async def test_a_conversation_created_again_under_its_key_is_the_same_conversation(alice: StenoClient) -> None:
+    key = new_id()
+    created = [await alice.http.post("/v1/conversations", json={"title": "once"}, headers={"Idempotency-Key": key})]
+    created.append(await alice.http.post("/v1/conversations", json={"title": "once"}, headers={"Idempotency-Key": key}))
+    other = await alice.http.post("/v1/conversations", json={"title": "another"}, headers={"Idempotency-Key": key})
+
+    assert [c.status_code for c in created] == [201, 201], [c.text for c in created]
+    assert created[0].json() == created[1].json()
+    assert other.status_code == 422, other.text
+    listed = (await alice.http.get("/v1/conversations")).json()
+    assert [(c["id"], c["title"]) for c in listed] == [(created[0].json()["id"], "once")]
 
 
 @pytest.mark.parametrize("key", ["", "has a space", "x" * 256])

@@ -13,7 +13,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from infra.settings import settings
 from ingest_api.auth import issue_token
-from schemas.events import InferenceRequested
+from schemas.events import InferenceRequested, new_id
 from schemas.topics import INFERENCE_REQUESTS
 from tests.integration.kafka_log import events_of
 from tests.integration.steno_client import StenoClient, scripted_reply, until
@@ -269,3 +269,54 @@ async def _raw_stream(client: openai.AsyncOpenAI, response_id: str, starting_aft
         url = f"/v1/responses/{response_id}?stream=true&starting_after={starting_after}"
         async with aconnect_sse(http, "GET", url) as source:
             return [(e.json()["sequence_number"], e.event) async for e in source.aiter_sse()]
+
+
+async def test_a_response_requested_again_under_its_idempotency_key_is_the_same_response(
+    client: openai.AsyncOpenAI, steno: StenoClient
+) -> None:
+    """What OpenAI's SDK does with `extra_headers` on its own retries after a 503: the same
+    conversation, message and reply, in a new conversation and in one continued."""
+    once, again = ({"Idempotency-Key": new_id()} for _ in range(2))
+    first = await client.responses.create(model="scripted", input="only once", extra_headers=once)
+    assert (await client.responses.create(model="scripted", input="only once", extra_headers=once)).id == first.id
+    follow = await client.responses.create(
+        model="scripted", input="and once more", previous_response_id=first.id, extra_headers=again
+    )
+    repeated = await client.responses.create(
+        model="scripted", input="and once more", previous_response_id=first.id, extra_headers=again
+    )
+
+    assert (repeated.id, repeated.output_text) == (follow.id, scripted_reply("and once more"))
+    conversation, turns = await only_conversation(steno), []
+
+    async def settled() -> bool:  # both exchanges (or more), none pending
+        nonlocal turns
+        turns = await steno.history(conversation)
+        return len(turns) >= 4 and all(t["status"] != "pending" for t in turns)
+
+    await until(settled)
+    assert [(t["role"], t["content"]) for t in turns] == [
+        ("user", "only once"),
+        ("assistant", scripted_reply("only once")),
+        ("user", "and once more"),
+        ("assistant", scripted_reply("and once more")),
+    ]
+
+
+async def test_a_chat_completion_requested_again_under_its_key_is_the_same_unless_unstored(
+    client: openai.AsyncOpenAI,
+) -> None:
+    """A stored completion is kept, its key with it; `store=false` keeps nothing and answers again."""
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
+    kept, forgotten = ({"Idempotency-Key": new_id()} for _ in range(2))
+    stored = [
+        await client.chat.completions.create(model="scripted", messages=messages, store=True, extra_headers=kept)
+        for _ in range(2)
+    ]
+    unstored = [
+        await client.chat.completions.create(model="scripted", messages=messages, store=False, extra_headers=forgotten)
+        for _ in range(2)
+    ]
+    assert stored[0].id == stored[1].id
+    assert stored[1].choices[0].message.content == scripted_reply("hello")
+    assert unstored[0].id != unstored[1].id

@@ -36,11 +36,11 @@ export async function signIn(username) {
 }
 
 /** A JSON call; throws ApiError with steno's own explanation (its `detail`) when refused. */
-export async function call(path, { method = "GET", body, signal, anonymous = false } = {}) {
+export async function call(path, { method = "GET", body, signal, anonymous = false, extraHeaders = {} } = {}) {
   const response = await fetch(path, {
     method,
     signal,
-    headers: headers(body !== undefined, anonymous),
+    headers: { ...headers(body !== undefined, anonymous), ...extraHeaders },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   await check(response, anonymous);

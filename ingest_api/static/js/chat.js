@@ -103,23 +103,25 @@ export class Chat {
     if (!content.trim() || this.generating || this.sending) return;
     this.sending = true;
     this.showNotice("");
+    // Sending the same text again after an error (steno's 503 "it may not be stored", a lost
+    // answer) goes under the same key: steno answers with the conversation and the message it
+    // has, never a second one.
+    if (this.draft?.content !== content) this.draft = { content, key: idempotencyKey() };
+    const once = { "Idempotency-Key": this.draft.key };
     try {
       if (this.id === null) {
         const title = content.trim().split("\n")[0].slice(0, TITLE_CHARS);
-        const { id } = await call("/v1/conversations", { method: "POST", body: { title } });
+        const { id } = await call("/v1/conversations", { method: "POST", body: { title }, extraHeaders: once });
         this.id = id;
         this.onTitle(title);
         this.onConversationCreated(id);
         this.watch(this.abort.signal);
       }
       const mine = this.log.appendChild(userTurn(content, "", "sent"));
-      // Sending the same text again after an error (steno's 503 "it may not be stored", a lost
-      // answer) goes under the same key: steno answers with the message it has, never a second one.
-      if (this.draft?.content !== content) this.draft = { content, key: idempotencyKey() };
       // The reply streams in the answer to the POST itself: its first event says the message is in.
       const reply = events(`/v1/conversations/${this.id}/messages`, this.abort.signal, {
         method: "POST", body: { content, model: this.model.value },
-        extraHeaders: { "Idempotency-Key": this.draft.key },
+        extraHeaders: once,
       });
       const { value: accepted } = await reply.next().catch((error) => {
         mine.remove();
