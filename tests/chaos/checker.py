@@ -3,7 +3,8 @@
 Pure logic over recorded observations, in the manner of Jepsen's queue checkers and Kafka's
 own system tests (acknowledged ⊆ persisted, nothing twice in the sink):
 
-- every message the API acknowledged has exactly one terminal outcome (0 lost, 0 doubled);
+- every message the API acknowledged has exactly one terminal outcome (0 lost, 0 doubled), and
+  it and its conversation are in its client's history once, though sent again after a 503 or a drop;
 - every client's final text equals history's text for that response (0 garbled);
 - every stream, across its reconnections, delivered exactly the response's events: on the
   native API the SSE ids are log positions, judged against the response's events in the token
@@ -98,11 +99,28 @@ class Verdict:
         return not self.problems
 
 
-def judge(exchange: Exchange, tokens: list[Logged], terminals: list[Logged], rows: list[Stored]) -> Verdict:
+@dataclass(frozen=True)
+class Held:
+    """What the client's history holds. It asked for one conversation and one message in it, maybe
+    more than once: a send again after a 503 or a drop must not double either."""
+
+    conversations: int = 1
+    messages: int = 1
+
+
+def judge(
+    exchange: Exchange, tokens: list[Logged], terminals: list[Logged], rows: list[Stored], held: Held = Held()
+) -> Verdict:
     """One exchange against its response's token-topic events, its terminal events on the
-    conversation topic and its history rows."""
+    conversation topic, its history rows and what its client's history holds."""
     verdict = Verdict(exchange.response_id, exchange.api)
     _judge_outcome(verdict, exchange, tokens, terminals, rows)
+    if held.conversations > 1 or held.messages > 1:
+        verdict.doubled = True
+        verdict.problems.append(
+            f"the client asked for one conversation and one message; its history holds {held.conversations} "
+            f"and {held.messages}"
+        )
     if exchange.api == "native":
         _judge_native_positions(verdict, exchange, tokens)
     elif exchange.api == "responses":

@@ -14,7 +14,7 @@ from infra.partition_reads import read_bounds
 from schemas.events import new_id
 from schemas.serde import UndecodableEvent, decode
 from schemas.topics import CONVERSATIONS, TOKENS, Topic
-from tests.chaos.checker import FINAL_STATUSES, TERMINAL_EVENTS, Exchange, Logged, Stored
+from tests.chaos.checker import FINAL_STATUSES, TERMINAL_EVENTS, Exchange, Held, Logged, Stored
 from tests.chaos.workload import Client
 
 SETTLE_S = 30.0  # how long history may take to show every outcome once the stack is healthy again
@@ -54,21 +54,25 @@ def _keep(found: dict[str, list[Logged]], offset: int, value: bytes | None) -> N
         found[response_id].append(Logged(offset, type(event).__name__, getattr(event, "text", "")))
 
 
-async def settled_rows(client: Client, response_id: str) -> list[Stored]:
-    """The response's history rows, once the projection shows an outcome (or SETTLE_S passed)."""
+async def settled_rows(client: Client, response_id: str) -> tuple[list[Stored], Held]:
+    """The response's history rows, once the projection shows an outcome (or SETTLE_S passed),
+    and what the client's history holds."""
     rows: list[Stored] = []
+    held = Held()
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
         try:
-            history = await client.history()
+            conversations = await client.history()
         except httpx.HTTPStatusError as exc:  # judged as a history without the outcome, if it lasts
             rows = [Stored(f"HTTP {exc.response.status_code} reading history", "")]
         else:
+            history = [row for turns in conversations.values() for row in turns]
             rows = [Stored(r["status"], r["content"]) for r in history if r["id"] == response_id]
+            held = Held(len(conversations), sum(r["role"] == "user" for r in history))
             if rows and all(r.status in FINAL_STATUSES for r in rows):
                 break
         await asyncio.sleep(0.2)
-    return rows
+    return rows, held
 
 
 def terminals(events: list[Logged]) -> list[Logged]:
@@ -77,16 +81,17 @@ def terminals(events: list[Logged]) -> list[Logged]:
 
 async def gather_evidence(
     clients: list[Client], since_ms: int
-) -> list[tuple[Exchange, list[Logged], list[Logged], list[Stored]]]:
-    """For each acknowledged exchange: its token events, its terminal events, its history rows."""
+) -> list[tuple[Exchange, list[Logged], list[Logged], list[Stored], Held]]:
+    """For each acknowledged exchange: its token events, its terminal events, its history rows,
+    and the messages its client's history holds."""
     acked = [c for c in clients if c.exchange is not None]
-    rows = await asyncio.gather(*(settled_rows(c, c.exchange.response_id) for c in acked))  # type: ignore[union-attr]
+    settled = await asyncio.gather(*(settled_rows(c, c.exchange.response_id) for c in acked))  # type: ignore[union-attr]
     tokens = await asyncio.to_thread(log_since, TOKENS, since_ms)
     conversations = await asyncio.to_thread(log_since, CONVERSATIONS, since_ms)
     evidence = []
-    for client, stored in zip(acked, rows, strict=True):
+    for client, (stored, held) in zip(acked, settled, strict=True):
         exchange = client.exchange
         assert exchange is not None
         rid = exchange.response_id
-        evidence.append((exchange, tokens.get(rid, []), terminals(conversations.get(rid, [])), stored))
+        evidence.append((exchange, tokens.get(rid, []), terminals(conversations.get(rid, [])), stored, held))
     return evidence

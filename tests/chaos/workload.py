@@ -1,7 +1,8 @@
 """Concurrent conversations through the running API, each client recording every event it reads.
 
-Three kinds of client, like real ones: the native API (POST a message, read its SSE stream,
-reconnect with `Last-Event-ID`), the Responses API (`background` + `stream`, reconnect with
+Three kinds of client, like real ones: the native API (POST a chat and a message, each sent again
+under its idempotency key after a 503 or a dropped connection; read the SSE stream, reconnect with
+`Last-Event-ID`), the Responses API (`background` + `stream`, reconnect with
 `starting_after`), and chat completions (a stream that cannot be resumed: a cut one stays cut).
 Every reply is a slow `scripted` echo, long enough for a fault to strike mid-stream.
 """
@@ -63,16 +64,31 @@ class Client:
             await self._chat(content)
 
     async def _native(self, content: str, deadline: float) -> None:
-        created = await self.http.post("/v1/conversations", json={})
-        created.raise_for_status()
-        sent = await self.http.post(
-            f"/v1/conversations/{created.json()['id']}/messages", json={"content": content, "model": "scripted"}
-        )
-        if sent.status_code != 202:
-            raise NotAcknowledged(f"POST message: {sent.status_code} {sent.text}")
-        exchange = self.exchange = Exchange("native", sent.json()["response_id"], time.monotonic())
+        once = {"Idempotency-Key": new_id()}  # the chat and its message, each sent again until answered
+        created = await self._posted("/v1/conversations", {}, once, deadline)
+        url = f"/v1/conversations/{created['id']}/messages"
+        sent = await self._posted(url, {"content": content, "model": "scripted"}, once, deadline)
+        exchange = self.exchange = Exchange("native", sent["response_id"], time.monotonic())
         url = f"/v1/responses/{exchange.response_id}/events"
         await self._follow(lambda: _sse(self.http, "GET", url, headers=_last_event_id(exchange)), deadline)
+
+    async def _posted(self, url: str, body: dict, once: dict[str, str], deadline: float) -> dict:
+        """POST until answered, as a careful client does: a 503 (the write may not be stored) or a
+        lost answer is sent again under the same idempotency key, which must not double it."""
+        while True:
+            try:
+                response = await self.http.post(url, json=body, headers=once)
+            except httpx.TransportError as exc:
+                failure = repr(exc)
+            else:
+                if response.is_success:
+                    return dict(response.json())
+                if response.status_code != 503:
+                    raise NotAcknowledged(f"POST {url}: {response.status_code} {response.text}")
+                failure = f"503 {response.text}"
+            if time.monotonic() > deadline:
+                raise NotAcknowledged(f"POST {url}: {failure}, until the deadline")
+            await asyncio.sleep(RECONNECT_PAUSE_S)
 
     async def _responses(self, content: str, deadline: float) -> None:
         body = {"model": "scripted", "input": content, "background": True, "stream": True}
@@ -160,16 +176,16 @@ class Client:
         delta = (choice.get("delta") or {}).get("content") or ""
         return Received(0, now, "finish" if choice.get("finish_reason") else "delta", None, delta)
 
-    async def history(self) -> list[dict]:
-        """Every message of every conversation of this user (one conversation each)."""
+    async def history(self) -> dict[str, list[dict]]:
+        """Every conversation of this user (it started one), with its messages."""
         listed = await self.http.get("/v1/conversations")
         listed.raise_for_status()
-        rows: list[dict] = []
+        history: dict[str, list[dict]] = {}
         for conversation in listed.json():
             got = await self.http.get(f"/v1/conversations/{conversation['id']}/messages")
             got.raise_for_status()
-            rows += got.json()
-        return rows
+            history[conversation["id"]] = got.json()
+        return history
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -3,7 +3,7 @@ flaw each, against a clean one that passes."""
 
 from __future__ import annotations
 
-from tests.chaos.checker import Exchange, Logged, Received, Stored, Tally, judge, resume_delays, table
+from tests.chaos.checker import Exchange, Held, Logged, Received, Stored, Tally, judge, resume_delays, table
 
 # A native reply "ab c" of three tokens, interleaved in its partition with other responses' events.
 TOKENS = [
@@ -45,6 +45,18 @@ def test_two_outcomes_are_a_doubled_message() -> None:
 
     assert judge(native(*CLEAN), twice_ended, TERMINAL, STORED).doubled
     assert judge(native(*CLEAN), TOKENS, two_terminals, STORED).doubled
+
+
+def test_a_conversation_or_message_sent_again_and_stored_twice_is_doubled() -> None:
+    """The reply judged alone is fine; the client's history holds its one chat or message twice."""
+    assert not judge(native(*CLEAN), TOKENS, TERMINAL, STORED, Held(1, 1)).problems
+    for held in (Held(2, 1), Held(1, 2)):
+        verdict = judge(native(*CLEAN), TOKENS, TERMINAL, STORED, held)
+        assert verdict.doubled
+        assert verdict.problems == [
+            f"the client asked for one conversation and one message; its history holds {held.conversations} "
+            f"and {held.messages}"
+        ]
 
 
 def test_an_event_skipped_on_resume_is_a_gap() -> None:
