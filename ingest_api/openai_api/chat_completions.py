@@ -120,10 +120,7 @@ class ChatCompletionRequest(OpenAIRequest):
 
 @router.post("/chat/completions", response_model=None)
 async def create_chat_completion(
-    body: ChatCompletionRequest,
-    user: User,
-    deps: Deps,
-    idempotency_key: IdempotencyKey = None,
+    body: ChatCompletionRequest, user: User, deps: Deps, idempotency_key: IdempotencyKey = None
 ) -> dict[str, Any] | SseResponse:
     pipeline.check_model(body.model)
     if body.n not in (None, 1):

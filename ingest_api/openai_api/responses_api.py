@@ -121,10 +121,7 @@ class CreateResponse(OpenAIRequest):
 
 @router.post("", response_model=None)
 async def create_response(
-    body: CreateResponse,
-    user: User,
-    deps: Deps,
-    idempotency_key: IdempotencyKey = None,
+    body: CreateResponse, user: User, deps: Deps, idempotency_key: IdempotencyKey = None
 ) -> dict[str, Any] | SseResponse:
     pipeline.check_model(body.model)
     if body.store is False and body.previous_response_id:
