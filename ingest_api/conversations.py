@@ -100,7 +100,8 @@ class MessageOut(BaseModel):
 async def start_conversation(
     user: User, deps: Deps, body: NewConversation | None = None, idempotency_key: IdempotencyKey = None
 ) -> Created:
-    """Start a conversation; it is listed as soon as this returns.
+    """Start a conversation; it is listed as soon as this returns (unless the projection is more
+    than a few seconds behind: then a moment later).
 
     Waiting for the projection (it writes both conversation tables in one batch) gives the
     creator read-your-writes on every other endpoint (`Ownership.created`).

@@ -4,7 +4,8 @@ Ownership never changes once written, so owners are kept in memory. The process 
 a write records it at once, so its own follow-up requests never wait for the projection; other
 processes ask the Cassandra view, waiting briefly for it to catch up. A new conversation's
 creator waits until the live views have applied its start (read-your-writes: it is listed), told
-by the active context's watermark, which moves just after the projection wrote history.
+by the active context's watermark, which moves just after the projection wrote history; for
+PROJECTION_WAIT_S at most, as its own process knows the owner anyway.
 
 A deletion is the one change, and every API process must know it at once, whichever took it.
 The process that deletes a conversation sets a marker in Redis (`steno:deleted:<id>`) once
@@ -79,21 +80,21 @@ class Ownership:
 
     async def created(self, conversation_id: str, user_id: str, partition: int, offset: int) -> None:
         """The caller started the conversation (its start is at `offset` of the partition): return
-        once the live views have applied it, so that it is listed and every process knows its owner.
+        once the live views have applied it, so that it is listed and every process knows its owner,
+        or after PROJECTION_WAIT_S with the views behind (the projection restarting, or rebalancing
+        after a frozen broker). Kafka has the start under the caller's name either way, so this
+        process knows the owner, and the conversation is listed once the projection catches up;
+        asking the view instead once answered the creator 404 for the conversation just started.
 
-        The active context's watermark says so (history is written before it moves) for one Redis
-        read, read again when the projection publishes a move, where asking the history view costs
-        a Cassandra read and is polled; should Redis not answer, or the projection not apply it in
-        time, the history view is asked.
+        The active context's watermark says when it is applied (history is written before it
+        moves): one Redis read, read again when the projection publishes a move. Should Redis not
+        answer, the history view is polled instead, which costs Cassandra reads.
         """
         try:
-            applied = await _applied_within(self._context, self._signals, partition, offset, PROJECTION_WAIT_S)
+            await _applied_within(self._context, self._signals, partition, offset, PROJECTION_WAIT_S)
         except STORE_UNAVAILABLE:
-            applied = False
-        if applied:
-            self._conversations.remember(conversation_id, (user_id, time.monotonic()))
-        else:
-            await self.check_conversation(conversation_id, user_id)
+            await eventually(self._history.conversation_owner, conversation_id)
+        self._conversations.remember(conversation_id, (user_id, time.monotonic()))
 
     def record_response(self, response_id: str, owner: ResponseOwner) -> None:
         self._responses.remember(response_id, owner)
