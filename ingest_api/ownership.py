@@ -1,23 +1,32 @@
 """Rule 8: who owns a conversation or a response, checked on every request.
 
 Ownership never changes once written, so owners are kept in memory. The process that accepted
-a write records it at once, so its own follow-up requests never wait for the projection; other
-processes ask the Cassandra view, waiting briefly for it to catch up. A new conversation's
-creator waits until the live views have applied its start (read-your-writes: it is listed), told
-by the active context's watermark, which moves just after the projection wrote history; for
-PROJECTION_WAIT_S at most, as its own process knows the owner anyway.
+a write remembers its owner at once, so its own follow-up requests never wait for the projection.
+It also records the owner in Redis (`steno:owner:<kind>:<id>`, for RECORD_S), alongside the write
+to Kafka: behind a balancer a client's next request usually reaches another process, which asks
+that record before the Cassandra view. The view lags the log, for seconds while the projection
+restarts or its group rebalances (after a frozen broker, say), and asking it alone answered 404
+for the conversation or reply the client had just been given. The record is a hint with a
+lifetime, written at best effort: a process that finds none asks the view, waiting briefly for
+it to catch up. A new conversation's creator waits until the live views have applied its start
+(read-your-writes: it is listed), told by the active context's watermark, which moves just after
+the projection wrote history; for PROJECTION_WAIT_S at most, as every process knows the owner
+anyway.
 
 A deletion is the one change, and every API process must know it at once, whichever took it.
 The process that deletes a conversation sets a marker in Redis (`steno:deleted:<id>`) once
 Kafka has the ConversationDeleted, and every check asks for it before trusting a remembered
 owner: a single EXISTS, answered before the projection has applied the deletion. The history
 view's tombstone is the durable record: a remembered owner is asked of the view again after
-OWNER_RECHECK_S, well within the marker's lifetime, so a marker lost with Redis (or never set:
-the deleting process died right after Kafka's ack) is outlived by no cached answer.
+OWNER_RECHECK_S, well within the marker's lifetime, so a marker lost with Redis is outlived by no
+cached answer. A marker never set (the deleting process died right after Kafka's ack) is
+outlived by the owner's record, RECORD_S at most after the conversation started.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -44,6 +53,9 @@ REMEMBERED = 100_000
 OWNER_RECHECK_S = 60.0  # a remembered owner is confirmed by the history view this often: one read a minute
 DELETED_MARKER_S = 24 * 3600  # how long the deletion marker outlives the deletion
 DELETED = ""  # the remembered owner of a deleted conversation: nobody
+RECORD_S = 600  # how long an owner's record outlives its write: far past any lag the projection recovers from
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,10 @@ def deleted_key(conversation_id: str) -> str:
     return f"steno:deleted:{conversation_id}"
 
 
+def record_key(kind: str, key: str) -> str:
+    return f"steno:owner:{kind}:{key}"
+
+
 class Ownership:
     def __init__(self, history: LiveHistory, context: LiveContext, redis: Redis, signals: WatermarkSignals) -> None:
         self._history = history
@@ -83,7 +99,8 @@ class Ownership:
         once the live views have applied it, so that it is listed and every process knows its owner,
         or after PROJECTION_WAIT_S with the views behind (the projection restarting, or rebalancing
         after a frozen broker). Kafka has the start under the caller's name either way, so this
-        process knows the owner, and the conversation is listed once the projection catches up;
+        process knows the owner (the others from its record), and the conversation is listed once
+        the projection catches up;
         asking the view instead once answered the creator 404 for the conversation just started.
 
         The active context's watermark says when it is applied (history is written before it
@@ -95,6 +112,16 @@ class Ownership:
         except STORE_UNAVAILABLE:
             await eventually(self._history.conversation_owner, conversation_id)
         self._conversations.remember(conversation_id, (user_id, time.monotonic()))
+
+    async def record_start(self, conversation_id: str, user_id: str) -> None:
+        """Record the owner of a conversation being started, for every process (see the module)."""
+        await self._record("conversation", conversation_id, user_id)
+
+    async def record_submission(self, response_id: str, owner: ResponseOwner) -> None:
+        """Record the owner of a response being submitted, for every process (see the module)."""
+        await self._record(
+            "response", response_id, json.dumps([owner.conversation_id, owner.user_id, owner.message_id])
+        )
 
     def record_response(self, response_id: str, owner: ResponseOwner) -> None:
         self._responses.remember(response_id, owner)
@@ -120,12 +147,7 @@ class Ownership:
         return _not_found("conversation", conversation_id)
 
     async def check_response(self, response_id: str, user_id: str) -> ResponseOwner:
-        owner = self._responses.get(response_id)
-        if owner is None:
-            row = await eventually(self._history.response, response_id)
-            if row is not None:
-                owner = ResponseOwner(row.conversation_id, row.user_id, row.message_id)
-                self.record_response(response_id, owner)
+        owner = self._responses.get(response_id) or await self._response_owner(response_id)
         if (
             owner is None
             or owner.user_id != user_id
@@ -134,20 +156,56 @@ class Ownership:
             raise _not_found("response", response_id)
         return owner
 
+    async def _response_owner(self, response_id: str) -> ResponseOwner | None:
+        """The owner recorded by the process that took the message (one Redis read, and no wait
+        for the projection), else the view's, remembered either way: it never changes."""
+        recorded = await self._recorded("response", response_id)
+        if recorded is not None:
+            owner = ResponseOwner(*json.loads(recorded))
+        else:
+            row = await eventually(self._history.response, response_id)
+            if row is None:
+                return None
+            owner = ResponseOwner(row.conversation_id, row.user_id, row.message_id)
+        self.record_response(response_id, owner)
+        return owner
+
     async def _conversation_owner(self, conversation_id: str, ask_marker: bool = True) -> str | None:
+        """The owner, unless the conversation was deleted: remembered; else recorded by the process
+        that started it; else the view's. The deletion marker and the record are one round trip."""
         owner: str | None
         owner, checked = self._conversations.get(conversation_id, (None, 0.0))
         if owner == DELETED:
             return None
         fresh = owner is not None and time.monotonic() - checked <= OWNER_RECHECK_S
-        if (ask_marker or not fresh) and await self._redis.exists(deleted_key(conversation_id)):
+        if fresh and not ask_marker:
+            return owner
+        deleted, recorded = await self._redis.mget(
+            deleted_key(conversation_id), record_key("conversation", conversation_id)
+        )
+        if deleted is not None:
             self._conversations.remember(conversation_id, (DELETED, time.monotonic()))
             return None
         if not fresh:
-            owner = await eventually(self._history.conversation_owner, conversation_id)
+            owner = recorded or await eventually(self._history.conversation_owner, conversation_id)
             if owner is not None:
                 self._conversations.remember(conversation_id, (owner, time.monotonic()))
         return owner
+
+    async def _record(self, kind: str, key: str, owner: str) -> None:
+        """At best effort: with Redis away the other processes ask the view, as they did before
+        records, and the write the record goes with must not fail for it."""
+        try:
+            await self._redis.set(record_key(kind, key), owner, ex=RECORD_S)
+        except STORE_UNAVAILABLE as exc:
+            log.warning("the owner of %s %s is not recorded (%s): other processes ask the view", kind, key, exc)
+
+    async def _recorded(self, kind: str, key: str) -> str | None:
+        try:
+            recorded: str | None = await self._redis.get(record_key(kind, key))
+        except STORE_UNAVAILABLE:
+            return None
+        return recorded
 
 
 async def eventually(lookup: Callable[[str], Awaitable[T | None]], key: str) -> T | None:

@@ -62,7 +62,10 @@ async def start_conversation(
     event = ConversationStarted(conversation_id=conversation_id or new_id(), user_id=user, title=title)
     if idempotency_key is not None:
         event = await deps.idempotency.earlier(idempotency_key, event) or event
-    partition, offset = position(await _write(deps, CONVERSATIONS, event))
+    written, _ = await asyncio.gather(
+        _write(deps, CONVERSATIONS, event), deps.ownership.record_start(event.conversation_id, user)
+    )
+    partition, offset = position(written)
     return Started(event.conversation_id, partition, offset)
 
 
@@ -147,8 +150,11 @@ async def _claim_for(deps: Services, event: MessageSubmitted) -> None:
 
 
 async def _write_claimed(deps: Services, event: MessageSubmitted) -> None:
+    """Write the event, its response's owner recorded meanwhile (`Ownership`); release the claim
+    should Kafka not have it."""
+    recorded = deps.ownership.record_submission(event.response_id, _owner(event))
     try:
-        await _write(deps, CONVERSATIONS, event)
+        await asyncio.gather(_write(deps, CONVERSATIONS, event), recorded)
     except Exception:  # not a cancellation: a request cancelled mid-send may have written its message
         await deps.claims.release(event.conversation_id, event.response_id)
         raise
@@ -164,9 +170,12 @@ async def _reply_status(deps: Services, event: MessageSubmitted) -> Status | Non
 
 
 def _submitted(deps: Services, event: MessageSubmitted) -> Submitted:
-    owner = ResponseOwner(event.conversation_id, event.user_id, event.message_id)
-    deps.ownership.record_response(event.response_id, owner)
+    deps.ownership.record_response(event.response_id, _owner(event))
     return Submitted(message_id=event.message_id, response_id=event.response_id)
+
+
+def _owner(event: MessageSubmitted) -> ResponseOwner:
+    return ResponseOwner(event.conversation_id, event.user_id, event.message_id)
 
 
 async def rename_conversation(deps: Services, user: str, conversation_id: str, title: str) -> None:

@@ -60,8 +60,13 @@ class History:
 
 
 class NoMarkers:
+    """A Redis holding no deletion marker and no owner's record."""
+
     async def exists(self, key: str) -> int:
         return 0
+
+    async def mget(self, *keys: str) -> list[None]:
+        return [None] * len(keys)
 
 
 def ownership(context: Watermark, history: History, signals: Signals | None = None) -> Ownership:
