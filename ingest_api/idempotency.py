@@ -61,13 +61,14 @@ class IdempotencyKeys:
         event rebuilt (the caller writes that one). The same key for another request is a 422."""
         check_form(key)
         minted = event.model_dump(mode="json", include=MINTED[type(event)])
-        record = json.dumps({"request": fingerprint(event), "minted": minted})
+        request = fingerprint(event)
+        record = json.dumps({"request": request, "minted": minted})
         ttl_s = settings.api.idempotency_ttl_s
         found: str | None = await self._redis.set(_name(key, event), record, nx=True, get=True, ex=ttl_s)
         if found is None:
             return None
         earlier: dict[str, Any] = json.loads(found)
-        if earlier["request"] != fingerprint(event):
+        if earlier["request"] != request:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
                 detail=f"the {HEADER} {key!r} was sent with another request: use a new key for each new message",
