@@ -6,13 +6,14 @@ to the very request that had started it, while the projection caught up after a 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from functools import partial
 
 import pytest
 
-from tests.chaos.faults import steno_pids
+from tests.chaos.faults import heal, steno_pids
 from tests.integration.steno_client import StenoClient, scripted_reply, until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(120)]
@@ -30,6 +31,7 @@ async def test_a_conversation_started_while_the_projections_are_paused_is_create
         finally:
             for pid in paused:
                 os.kill(pid, signal.SIGCONT)
+            await asyncio.to_thread(heal)  # back in its group before the next test
         assert sent.status_code == 202, sent.text
         await alice.events(sent.json()["response_id"])
         turns = await alice.settled_history(conversation, timeout_s=60)

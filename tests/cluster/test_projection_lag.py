@@ -13,7 +13,7 @@ import signal
 import pytest
 from httpx_sse import aconnect_sse
 
-from tests.chaos.faults import steno_pids
+from tests.chaos.faults import heal, steno_pids
 from tests.cluster.conftest import api_urls, on, timeout
 from tests.integration.steno_client import Sse, StenoClient, scripted_reply, text_of
 
@@ -48,6 +48,7 @@ async def test_while_the_projections_are_paused_the_other_instance_serves_what_o
         finally:
             for pid in paused:
                 os.kill(pid, signal.SIGCONT)
+            await asyncio.to_thread(heal)  # back in its group before the next test
         turns = await a.settled_history(conversation, timeout_s=60)
     finally:
         await asyncio.gather(a.close(), b.close())
