@@ -103,12 +103,17 @@ def test_a_conversation_carries_on_with_the_real_model(page: Page) -> None:
 
 def test_a_listing_that_comes_back_late_does_not_hide_a_newer_conversation(page: Page) -> None:
     """The page's first listing (empty), answered only after the listing that shows the new
-    conversation, as on a cold stack: the sidebar keeps the newer answer."""
-    held: list[tuple[Route, APIResponse]] = []
+    conversation, as on a cold stack: the sidebar keeps the newer answer.
+
+    The first listing is answered as a new user's is, empty, rather than fetched when it is
+    asked: Playwright runs this handler only while the test waits on the page, so a fetch could
+    go out after the conversation was started (and list it), and a second listing, asked while
+    that fetch was in flight, found nothing held yet and was held too (CI saw the sidebar empty)."""
+    held: list[Route] = []
 
     def hold_the_first_listing(route: Route) -> None:
         if route.request.method == "GET" and not held:
-            held.append((route, route.fetch()))  # answered now (empty), delivered later
+            held.append(route)  # answered at the end, as it was when asked: no conversation yet
             return
         route.continue_()
 
@@ -118,8 +123,7 @@ def test_a_listing_that_comes_back_late_does_not_hide_a_newer_conversation(page:
     reply_ended(page)
     expect(page.locator("#conversations .open")).to_have_text(["hello from a slow listing"])
 
-    route, stale = held[0]
-    route.fulfill(response=stale)
+    held[0].fulfill(status=200, content_type="application/json", body="[]")
     page.wait_for_url(re.compile(r".*#/c/[\w-]+$"))  # the page went on once the late listing arrived
 
     expect(page.locator("#conversations .open")).to_have_text(["hello from a slow listing"])
