@@ -16,7 +16,8 @@ anyway.
 A deletion is the one change, and every API process must know it at once, whichever took it.
 The process that deletes a conversation sets a marker in Redis (`steno:deleted:<id>`) once
 Kafka has the ConversationDeleted, and every check asks for it before trusting a remembered
-owner: a single EXISTS, answered before the projection has applied the deletion. The history
+owner: one Redis read (with the owner's record, when no owner is remembered), answered before
+the projection has applied the deletion. The history
 view's tombstone is the durable record: a remembered owner is asked of the view again after
 OWNER_RECHECK_S, well within the marker's lifetime, so a marker lost with Redis is outlived by no
 cached answer. A marker never set (the deleting process died right after Kafka's ack) is
@@ -100,8 +101,8 @@ class Ownership:
         or after PROJECTION_WAIT_S with the views behind (the projection restarting, or rebalancing
         after a frozen broker). Kafka has the start under the caller's name either way, so this
         process knows the owner (the others from its record), and the conversation is listed once
-        the projection catches up;
-        asking the view instead once answered the creator 404 for the conversation just started.
+        the projection catches up. Asking the view instead once answered the creator 404 for the
+        conversation just started.
 
         The active context's watermark says when it is applied (history is written before it
         moves): one Redis read, read again when the projection publishes a move. Should Redis not
