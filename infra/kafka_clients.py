@@ -15,8 +15,17 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from infra.settings import settings
 from schemas.events import DeadLetter, Event
@@ -26,6 +35,7 @@ from schemas.topics import Topic, partition_for
 # librdkafka retries a send for 5 minutes by default; a user waiting on a POST must hear much
 # sooner that the log is unreachable (the API then answers 503).
 DELIVERY_TIMEOUT_S = 30.0
+ADMIN_TIMEOUT_S = 5.0  # a group lookup by a status check or a watchdog: Kafka answers one in milliseconds
 COOPERATIVE = {"partition.assignment.strategy": "cooperative-sticky"}
 """Opt-in for consumers whose rebalance callbacks only observe (or call incremental_assign/
 unassign): a rebalance then moves only the partitions that change owner, and every other member
@@ -64,9 +74,42 @@ def stable_member(group_id: str, pid: int) -> bool:
     """Whether process `pid` is a member of the consumer group and the group is stable, as the
     group's coordinator sees it (raises when Kafka does not answer within 5 s)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
-    [description] = [f.result(timeout=5) for f in admin.describe_consumer_groups([group_id]).values()]
-    members = {member.client_id for member in description.members}
-    return description.state == ConsumerGroupState.STABLE and client_id(group_id, pid) in members
+    return _own_partitions(admin, group_id, pid) is not None
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A process's place in its consumer group, as the group's coordinator sees it."""
+
+    member: bool  # of the group, and the group stable
+    behind: dict[tuple[str, int], int]
+    """Its partitions that hold records past the group's committed offset: (topic, partition) to
+    that offset. Empty when it is no member."""
+
+
+def standing(admin: AdminClient, group_id: str, pid: int) -> Standing:
+    """Process `pid`'s standing in the group (raises when Kafka does not answer within 5 s each ask)."""
+    partitions = _own_partitions(admin, group_id, pid)
+    if not partitions:
+        return Standing(member=partitions is not None, behind={})
+    wanted = [ConsumerGroupTopicPartitions(group_id, partitions)]
+    [offsets] = [f.result(timeout=ADMIN_TIMEOUT_S) for f in admin.list_consumer_group_offsets(wanted).values()]
+    committed = {TopicPartition(tp.topic, tp.partition): tp.offset for tp in offsets.topic_partitions}
+    latest = admin.list_offsets(dict.fromkeys(committed, OffsetSpec.latest()), request_timeout=ADMIN_TIMEOUT_S)
+    ends = {tp: f.result(timeout=ADMIN_TIMEOUT_S).offset for tp, f in latest.items()}
+    # A partition with no committed offset (negative) is behind by whatever it holds.
+    behind = {(tp.topic, tp.partition): offset for tp, offset in committed.items() if ends[tp] > max(offset, 0)}
+    return Standing(member=True, behind=behind)
+
+
+def _own_partitions(admin: AdminClient, group_id: str, pid: int) -> list[TopicPartition] | None:
+    """The partitions the group assigned process `pid`; None unless it is a member of a stable group."""
+    futures = admin.describe_consumer_groups([group_id], request_timeout=ADMIN_TIMEOUT_S).values()
+    [description] = [f.result(timeout=ADMIN_TIMEOUT_S) for f in futures]
+    if description.state != ConsumerGroupState.STABLE:
+        return None
+    mine = [m for m in description.members if m.client_id == client_id(group_id, pid)]
+    return [tp for member in mine for tp in member.assignment.topic_partitions] if mine else None
 
 
 def client_id(group_id: str, pid: int | None = None) -> str:

@@ -1,15 +1,24 @@
-"""Whether a consumer process is still in its group, and how long it has been out of it.
+"""Whether a consumer process still does its share of its group's work, and how long it has not.
 
-A Kafka client can wedge out of its consumer group and never come back, the process alive but
-holding no partitions: aiokafka (Faust's client) across a broker restart, where a coordinator
-lookup begun while the broker was down never returns; librdkafka after a frozen broker's return,
-where the projections' consumer, its session timed out and its partitions revoked, never joined
-again (the chaos suite saw it). In Kubernetes the liveness probe (`infra.k8s.probe`) restarts
-such a process; under supervisord nothing would. So such a process asks what the probe asks,
-every few seconds: is it a stable member of its group, as the group's coordinator sees it? Once
-it has not been for `settings.kafka.membership_grace_s` while Kafka answered, it ends, and the
-supervisor restarts it from the committed offsets. A Kafka that does not answer says nothing about
-the process: the wait starts again when it does.
+A Kafka client can wedge and never come back, the process alive and reading nothing, in two ways.
+
+Out of its group: aiokafka (Faust's client) across a broker restart, where a coordinator lookup
+begun while the broker was down never returns; librdkafka after a frozen broker's return, where
+the projections' consumer, its session timed out and its partitions revoked, never joined again.
+
+In its group, holding partitions it does not read: the processors after a frozen broker's return
+(a clean-clone CI run), Faust's rebalance having paused the newly assigned partitions and never
+resumed them. Heartbeats go on, so the group stays stable and no membership check sees it; only
+the offsets do: records wait past the group's committed offset, and that offset does not move.
+
+In Kubernetes the liveness probe (`infra.k8s.probe`) restarts a process out of its group; under
+supervisord nothing would, and nothing at all restarts one that holds partitions. So such a process
+asks the group's coordinator every few seconds where it stands (`infra.kafka_clients.standing`).
+Once it has been out of its group for `settings.kafka.membership_grace_s`, or a partition of its has
+held records past an unmoving committed offset for `settings.kafka.stall_grace_s`, while Kafka
+answered, it ends, and the supervisor restarts it from the committed offsets. A Kafka that does not
+answer says nothing about the process, and neither does a store it waits on (unreachable, or a
+view behind: `infra.store_errors.STORE_WAITS`): the grace period starts again after either.
 """
 
 from __future__ import annotations
@@ -19,32 +28,73 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
-from infra.kafka_clients import stable_member
+from infra.kafka_clients import Standing, standing
+from infra.settings import settings
+from infra.store_errors import STORE_WAITS, StoreWaits
 
 CHECK_EVERY_S = 5.0
 
 
-class MembershipWatchdog:
-    """How long the process has been out of its group while Kafka answered."""
+class GroupWatchdog:
+    """How long the process has been out of its group, or stalled in it, while Kafka answered."""
 
-    def __init__(self, grace_s: float, now: Callable[[], float] = time.monotonic) -> None:
-        self._grace_s = grace_s
+    def __init__(
+        self,
+        group_id: str,
+        membership_grace_s: float,
+        stall_grace_s: float,
+        store_waits: StoreWaits = STORE_WAITS,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._group_id = group_id
+        self._membership_grace_s = membership_grace_s
+        self._stall_grace_s = stall_grace_s
+        self._store_waits = store_waits
         self._now = now
-        self._accounted_for = now()  # when the process was last a member, or Kafka last did not answer
+        self._member_at = now()  # when the process was last a member, or Kafka last did not answer
+        self._stuck_since: dict[tuple[str, int], tuple[int, float]] = {}  # partition: committed offset, since when
 
-    def lost(self, member: bool | None) -> bool:
-        """Record one check (None: Kafka did not answer it); True once the process has been out of
-        its group for the grace period with Kafka answering."""
-        if member is not False:
-            self._accounted_for = self._now()
-            return False
-        return self._now() - self._accounted_for >= self._grace_s
+    def wedged(self, found: Standing | None) -> str | None:
+        """Record one check (None: Kafka did not answer it); why the process should end, once it should."""
+        now = self._now()
+        if found is None or found.member:
+            self._member_at = now
+        if found is None:
+            self._stuck_since.clear()
+            return None
+        if not found.member and now - self._member_at >= self._membership_grace_s:
+            return f"not a member of consumer group {self._group_id} for {self._membership_grace_s:g} s"
+        return self._stalled(found.behind, now)
 
-
-def membership(group_id: str) -> bool | None:
-    """Whether this process is a stable member of the group; None when Kafka does not answer."""
-    try:
-        return stable_member(group_id, os.getpid())
-    except (KafkaException, TimeoutError):
+    def _stalled(self, behind: dict[tuple[str, int], int], now: float) -> str | None:
+        """Why, once a partition has held records past the same committed offset for the grace
+        period, counted from the latest wait on a store if that came later."""
+        stuck: dict[tuple[str, int], tuple[int, float]] = {}
+        for where, offset in behind.items():
+            previous = self._stuck_since.get(where)
+            stuck[where] = previous if previous is not None and previous[0] == offset else (offset, now)
+        self._stuck_since = stuck
+        for (topic, partition), (offset, since) in sorted(self._stuck_since.items()):
+            if now - max(since, self._store_waits.last) >= self._stall_grace_s:
+                return (
+                    f"records of {topic}[{partition}] past consumer group {self._group_id}'s committed offset"
+                    f" {offset} unread for {self._stall_grace_s:g} s"
+                )
         return None
+
+
+class GroupCheck:
+    """This process's standing in its group, asked with one admin client for the process's life."""
+
+    def __init__(self, group_id: str) -> None:
+        self._group_id = group_id
+        self._admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+
+    def __call__(self) -> Standing | None:
+        """The standing; None when Kafka does not answer (blocks: call it in a thread)."""
+        try:
+            return standing(self._admin, self._group_id, os.getpid())
+        except (KafkaException, TimeoutError):
+            return None

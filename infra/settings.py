@@ -105,6 +105,9 @@ class KafkaSettings(BaseModel):
     # A processors or projections process that has not been a member of its consumer group this long, while
     # Kafka answered, stops to be restarted (infra/membership.py).
     membership_grace_s: float = 30.0
+    # ... or has held records past its group's committed offset, unread, this long (a store it
+    # retries excepted): twice as long, since a restart cannot help a process that is only slow.
+    stall_grace_s: float = 60.0
     # ... and a crashed worker that has not stopped this long after (its wedged consumer cannot
     # close) ends itself outright: the supervisor's grace period for the processors.
     wedged_stop_s: float = 15.0

@@ -8,6 +8,10 @@ distinction is defined once, here beside the store clients, not by one component
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
+
 import redis.exceptions
 from cassandra import OperationTimedOut, Timeout, Unavailable
 from cassandra.cluster import NoHostAvailable
@@ -20,3 +24,21 @@ STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
 )
+
+
+class StoreWaits:
+    """When this process last waited on a store: one it could not reach, or a view not yet holding
+    what it needs. A consumer retrying a record meanwhile reads nothing, and that is waiting, not a
+    wedge: the watchdog that restarts a consumer holding records it does not read
+    (`infra.membership`) asks this first."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
+        self._now = now
+        self.last = -math.inf
+
+    def waiting(self) -> None:
+        """Note that the process waits on a store just now (each retry of a wait loop says so)."""
+        self.last = self._now()
+
+
+STORE_WAITS = StoreWaits()

@@ -26,10 +26,10 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from infra import kafka_clients, wedged
 from infra.backoff import doubling
-from infra.kafka_clients import EventProducer
-from infra.membership import CHECK_EVERY_S, MembershipWatchdog, membership
+from infra.kafka_clients import EventProducer, Standing
+from infra.membership import CHECK_EVERY_S, GroupCheck, GroupWatchdog
 from infra.settings import settings
-from infra.store_errors import STORE_UNAVAILABLE
+from infra.store_errors import STORE_UNAVAILABLE, STORE_WAITS
 from projections import generations
 from projections.consuming import (
     SparseCommits,
@@ -169,6 +169,7 @@ async def _while_stores_are_down(step: Callable[[], Awaitable[T]], stop: asyncio
             return await step()
         except STORE_UNAVAILABLE as exc:
             wait = next(waits)
+            STORE_WAITS.waiting()
             log.warning("store unavailable (%r); retrying in %.1fs", exc, wait)
             if await stopped_within(stop, wait):
                 return None
@@ -178,7 +179,7 @@ async def serve(stop: asyncio.Event) -> None:
     """Run the projections against the configured stores until `stop` is set."""
     producer = EventProducer()
     consumer = kafka_clients.consumer(GROUP)
-    watching = asyncio.create_task(exit_if_out_of_group(GROUP))
+    watching = asyncio.create_task(exit_if_wedged(GROUP, GroupCheck(GROUP)))
     try:
         async with generations.connected() as live:
             log.info("projecting %s as consumer group %s", CONVERSATIONS.name, GROUP)
@@ -190,14 +191,17 @@ async def serve(stop: asyncio.Event) -> None:
     log.info("stopped")
 
 
-async def exit_if_out_of_group(group_id: str, check_every_s: float = CHECK_EVERY_S) -> None:
-    """End the process once it has been out of its consumer group for the grace period while
-    Kafka answered (`infra.membership`): librdkafka's consumer once never rejoined after a frozen
-    broker's return, the process alive and projecting nothing. The supervisor restarts it."""
-    grace_s = settings.kafka.membership_grace_s
-    watchdog = MembershipWatchdog(grace_s)
+async def exit_if_wedged(
+    group_id: str, check: Callable[[], Standing | None], check_every_s: float = CHECK_EVERY_S
+) -> None:
+    """End the process once it has been out of its consumer group, or in it with records it does
+    not read, for the grace period while Kafka answered (`infra.membership`): librdkafka's consumer
+    once never rejoined after a frozen broker's return, the process alive and projecting nothing.
+    The supervisor restarts it."""
+    kafka = settings.kafka
+    watchdog = GroupWatchdog(group_id, kafka.membership_grace_s, kafka.stall_grace_s)
     while True:  # a check every few seconds, as a liveness probe's
-        if watchdog.lost(await asyncio.to_thread(membership, group_id)):
-            wedged.exit_wedged(f"not a member of consumer group {group_id} for {grace_s:g} s")
+        if why := watchdog.wedged(await asyncio.to_thread(check)):
+            wedged.exit_wedged(why)
             return  # (only a test's recorded exit returns)
         await asyncio.sleep(check_every_s)

@@ -27,7 +27,7 @@ from redis.asyncio import Redis
 
 from infra import cassandra
 from infra.kafka_clients import EventProducer, Record, client_id
-from infra.membership import CHECK_EVERY_S, MembershipWatchdog, membership
+from infra.membership import CHECK_EVERY_S, GroupCheck, GroupWatchdog
 from infra.settings import settings
 from projections import active_context
 from projections.active_context import ActiveContext
@@ -100,14 +100,14 @@ def create_app(
     agent = consume_with(Processor(admission, producer, outputs), crash)
     app.agent(conversation_log, name=admission.name, isolated_partitions=True)(agent)
 
-    watchdog = MembershipWatchdog(settings.kafka.membership_grace_s)
+    check = GroupCheck(app_id)
+    watchdog = GroupWatchdog(app_id, settings.kafka.membership_grace_s, settings.kafka.stall_grace_s)
 
     @app.timer(CHECK_EVERY_S)
-    async def check_membership() -> None:
-        """Crash a worker wedged out of its group (see `infra.membership`)."""
-        if watchdog.lost(await asyncio.to_thread(membership, app_id)):
-            grace = settings.kafka.membership_grace_s
-            await crash(RuntimeError(f"not a member of consumer group {app_id} for {grace:g} s: restarting"))
+    async def check_standing() -> None:
+        """Crash a worker wedged out of its group, or in it not reading (see `infra.membership`)."""
+        if why := watchdog.wedged(await asyncio.to_thread(check)):
+            await crash(RuntimeError(f"{why}: restarting"))
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's handler type fits no coroutine function
     async def close_clients(sender: faust.App, **_: Any) -> None:

@@ -28,7 +28,7 @@ import logging
 import time
 
 from infra.backoff import doubling
-from infra.store_errors import STORE_UNAVAILABLE
+from infra.store_errors import STORE_UNAVAILABLE, STORE_WAITS
 from projections.active_context import VISIBLE, ActiveContext, turns_once_applied
 from projections.history import History, Message
 from projections.live import LiveContext, LiveHistory
@@ -75,6 +75,7 @@ class ConversationReader:
         ) is None:
             if await self._cache_covers(accepted, partition):
                 raise MessageGone(f"message {accepted.message_id} was applied, and its conversation deleted")
+            STORE_WAITS.waiting()  # on the projections, not wedged
             if (wait := next(waits)) >= HISTORY_POLL_MAX_S:
                 log.warning(
                     "waiting %.0fs so far for the projections to apply message %s (partition %d, offset %d)",

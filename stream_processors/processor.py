@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from infra.backoff import doubling
 from infra.kafka_clients import Record, dead_letter
-from infra.store_errors import STORE_UNAVAILABLE
+from infra.store_errors import STORE_UNAVAILABLE, STORE_WAITS
 from schemas.events import (
     AnyEvent,
     DeadLetter,
@@ -132,6 +132,7 @@ class Processor:
                 return
             except STORE_UNAVAILABLE as exc:
                 wait = next(waits)
+                STORE_WAITS.waiting()
                 log.warning("%s: store unavailable at %s (%r); retrying in %.1fs", self.name, _at(record), exc, wait)
                 await asyncio.sleep(wait)
             except Exception as exc:  # rule 7: whatever else failed, the partition moves on

@@ -1,10 +1,13 @@
-"""A processors worker wedged out of its consumer group stops, so that its supervisor restarts it.
+"""A processors worker wedged out of its consumer group, or in it not reading, stops, so that its
+supervisor restarts it.
 
 The wedge seen in the chaos suite (aiokafka's group coordination stuck behind a coordinator lookup
 that never returned after a broker restart) is reproduced by stopping the app's group
 coordination (its aiokafka coordination and heartbeat tasks) in a running in-process app on the
 real Kafka: the worker stays alive, the broker drops it from the group after the session timeout,
-and nothing in Faust or aiokafka notices.
+and nothing in Faust or aiokafka notices. The one a clean-clone CI run saw (a rebalance that left
+the worker's new partitions paused: a stable member that never fetched) by pausing the app's
+partitions: heartbeats go on, and only the unmoving committed offsets show it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from infra.settings import settings
 from projections.consuming import forget_committed_offsets
 from stream_processors import membership_watchdog
 from stream_processors.app import create_app
+from tests.integration.log_io import produce_raw
 from tests.integration.processors_harness import crash_reason, scratch_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -126,3 +130,23 @@ async def test_a_wedged_worker_ends_even_though_it_cannot_stop(monkeypatch: pyte
     assert f"not a member of consumer group {GROUP}" in str(reason)
     assert exit_status == wedged.EXIT_WEDGED
     assert stuck, "the stop finished before the deadline: this test no longer reproduces the wedge"
+
+
+async def test_a_worker_in_its_group_that_does_not_read_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its partitions paused, as a rebalance left them: a record waits, the group stays stable."""
+    exits: queue.Queue[int] = queue.Queue()
+    monkeypatch.setattr(wedged, "hard_exit", exits.put)
+    monkeypatch.setattr(settings.kafka, "stall_grace_s", 1.0)
+    with scratch_topics(RUN) as topics:
+        app = create_app(GROUP, topics, cache_namespace=RUN, offset_reset="earliest")
+        await app.start()
+        try:
+            await member_of_a_stable_group(app)
+            app.consumer.pause_partitions(app.consumer.assignment())
+            produce_raw(topics.conversations, str(uuid.uuid4()), b"{}")
+            reason = await crash_reason(app)
+        finally:
+            await app.stop()
+            forget_committed_offsets(GROUP)
+    assert f"past consumer group {GROUP}'s committed offset" in str(reason)
+    assert exits.empty()
