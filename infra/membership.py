@@ -23,6 +23,7 @@ view behind: `infra.store_errors.STORE_WAITS`): the grace period starts again af
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from infra.settings import settings
 from infra.store_errors import STORE_WAITS, StoreWaits
 
 CHECK_EVERY_S = 5.0
+log = logging.getLogger(__name__)
 
 
 class GroupWatchdog:
@@ -91,10 +93,20 @@ class GroupCheck:
     def __init__(self, group_id: str) -> None:
         self._group_id = group_id
         self._admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+        self._unanswered_since: float | None = None
 
     def __call__(self) -> Standing | None:
-        """The standing; None when Kafka does not answer (blocks: call it in a thread)."""
+        """The standing; None when Kafka does not answer (blocks: call it in a thread). When Kafka
+        stops and starts answering is logged: a wedge the checks could not see would show there."""
         try:
-            return standing(self._admin, self._group_id, os.getpid())
-        except (KafkaException, TimeoutError):
+            found = standing(self._admin, self._group_id, os.getpid())
+        except (KafkaException, TimeoutError) as exc:
+            if self._unanswered_since is None:
+                self._unanswered_since = time.monotonic()
+                log.warning("Kafka did not answer the watchdog's check of group %s (%r)", self._group_id, exc)
             return None
+        if self._unanswered_since is not None:
+            unanswered_s = time.monotonic() - self._unanswered_since
+            log.warning("Kafka answers the checks of group %s again after %.0f s", self._group_id, unanswered_s)
+            self._unanswered_since = None
+        return found
