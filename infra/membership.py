@@ -88,19 +88,27 @@ class GroupWatchdog:
 
 
 class GroupCheck:
-    """This process's standing in its group, asked with one admin client for the process's life."""
+    """This process's standing in its group, asked with one admin client until a check fails.
+
+    A failed check replaces the client: one kept across a frozen broker's return had stale
+    partition leader epochs, and every offsets lookup it made was refused (FENCED_LEADER_EPOCH)
+    for as long as the process ran, blinding the watchdog (the chaos suite's frozen broker).
+    """
 
     def __init__(self, group_id: str) -> None:
         self._group_id = group_id
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
+        self._admin: AdminClient | None = None
         self._unanswered_since: float | None = None
 
     def __call__(self) -> Standing | None:
         """The standing; None when Kafka does not answer (blocks: call it in a thread). When Kafka
         stops and starts answering is logged: a wedge the checks could not see would show there."""
+        if self._admin is None:
+            self._admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap, "log_level": 0})
         try:
             found = standing(self._admin, self._group_id, os.getpid())
         except (KafkaException, TimeoutError) as exc:
+            self._admin = None
             if self._unanswered_since is None:
                 self._unanswered_since = time.monotonic()
                 log.warning("Kafka did not answer the watchdog's check of group %s (%r)", self._group_id, exc)

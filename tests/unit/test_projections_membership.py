@@ -18,16 +18,16 @@ class ChecksOver(Exception):
     """Every membership check the test prepared has been made."""
 
 
-def checks(*found: bool | None) -> Callable[[], Standing | None]:
-    """A standing lookup that finds membership (or no answer) as each of `found` in turn, then
-    raises ChecksOver."""
+def checks(*found: bool | Standing | None) -> Callable[[], Standing | None]:
+    """A standing lookup that finds each of `found` in turn (a bool: a member, or not, with no
+    records waiting; None: no answer), then raises ChecksOver."""
     left = list(found)
 
     def check() -> Standing | None:
         if not left:
             raise ChecksOver
-        member = left.pop(0)
-        return None if member is None else Standing(member=member, behind={})
+        standing = left.pop(0)
+        return Standing(member=standing, behind={}) if isinstance(standing, bool) else standing
 
     return check
 
@@ -51,3 +51,15 @@ async def test_a_member_is_left_running(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ChecksOver):  # it kept checking to the end, never exiting
         await runner.exit_if_wedged("steno-projections", checks(True, None, True), check_every_s=0.0)
     assert exits.statuses == []
+
+
+async def test_a_member_holding_records_it_does_not_read_past_the_stall_grace_period_exits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exits = recorded_exits(monkeypatch)
+    monkeypatch.setattr(runner.settings.kafka, "stall_grace_s", 0.0)
+    stuck = Standing(member=True, behind={("steno.conversations", 0): 7})
+
+    await runner.exit_if_wedged("steno-projections", checks(stuck, stuck), check_every_s=0.0)
+
+    assert exits.statuses == [wedged.EXIT_WEDGED]
