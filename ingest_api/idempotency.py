@@ -16,6 +16,11 @@ request is refused (422), as the draft asks. A record lost from Redis (flushed, 
 makes a later send a new message, as it is without a key. The OpenAI endpoints take the header
 too, for stored requests: a `store=false` one keeps nothing, its key included, and is answered
 again.
+
+A regeneration needs no key: the reply it replaces names it. `POST /v1/responses/{id}/regenerate`
+sent again (after a 503 or a lost answer, or a double click) is the same regeneration: the first
+request records the event it minted under the reply it replaces, before it writes it, and a
+request again rebuilds that event (`RegenerationRecords`), kept as long as a key.
 """
 
 from __future__ import annotations
@@ -94,3 +99,29 @@ def check_form(key: str) -> None:
 def fingerprint(event: MessageSubmitted | ConversationStarted) -> str:
     """What the client asked for (its message, model, options; a title), without what the API minted."""
     return hashlib.sha256(event.model_dump_json(exclude=MINTED[type(event)]).encode()).hexdigest()
+
+
+class RegenerationRecords:
+    """Each reply's regeneration, in Redis, under the reply it replaces."""
+
+    def __init__(self, client: Redis) -> None:
+        self._redis = client
+
+    async def of(self, response_id: str) -> MessageSubmitted | None:
+        """The regeneration recorded for the reply, if one was."""
+        found: str | None = await self._redis.get(_regeneration_name(response_id))
+        return None if found is None else MessageSubmitted.model_validate_json(found)
+
+    async def earlier(self, event: MessageSubmitted) -> MessageSubmitted | None:
+        """Record the event as the regeneration of the reply it replaces, in one round trip that
+        also reads what an earlier request recorded: None when this is the first, otherwise that
+        earlier regeneration (two requests at once: the one that recorded first wins)."""
+        if event.replaces is None:
+            raise ValueError(f"message {event.message_id} replaces no reply: it is no regeneration")
+        name, ttl_s = _regeneration_name(event.replaces), settings.api.idempotency_ttl_s
+        found: str | None = await self._redis.set(name, event.model_dump_json(), nx=True, get=True, ex=ttl_s)
+        return None if found is None else MessageSubmitted.model_validate_json(found)
+
+
+def _regeneration_name(response_id: str) -> str:
+    return f"steno:regeneration:{response_id}"

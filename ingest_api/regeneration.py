@@ -3,6 +3,11 @@
 Design rule 6 stays true: the new reply replaces the old one (`MessageSubmitted.replaces`), so the
 message still has exactly one reply in history, and context assembly builds the new prompt from
 the turns before the message, as it did the first time (the old reply comes after it).
+
+Asked again for the same reply (a resend after a 503 or a lost answer, a double click), it is the
+same regeneration, never a second one: the first request's is recorded under the reply it
+replaces (`ingest_api.idempotency.RegenerationRecords`), and answered again, written again only
+if history does not have it, whatever the reply's place in the conversation by then.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ingest_api.ownership import POLL_S, PROJECTION_WAIT_S
 from ingest_api.services import Deps
 from projections.history import Message
 from projections.status import Status
+from schemas.events import MessageSubmitted
 
 router = APIRouter(prefix="/v1/responses", tags=["responses"])
 STILL_GENERATING = "the reply is still being generated: stop it or wait for it to end, then regenerate"
@@ -32,8 +38,13 @@ class Regenerate(BaseModel):
 @router.post("/{response_id}/regenerate", status_code=status.HTTP_202_ACCEPTED, response_model=Accepted)
 async def regenerate(response_id: str, user: User, deps: Deps, body: Regenerate | None = None) -> Accepted:
     """Answer the message of this reply again; the new reply streams from its own events URL and
-    takes the old one's place in history. Only the conversation's last reply, once it has ended."""
+    takes the old one's place in history. Only the conversation's last reply, once it has ended;
+    asked again for a reply already regenerated, the same new reply (sent again if it was lost)."""
     owner = await deps.ownership.check_response(response_id, user)
+    earlier = await deps.regenerations.of(response_id)
+    if earlier is not None:
+        submitted = await submission.submit_regeneration_again(deps, _same_model(earlier, body))
+        return Accepted(message_id=submitted.message_id, response_id=submitted.response_id)
     if await _generating(deps, owner.conversation_id, response_id):
         raise _conflict(STILL_GENERATING)
     turns = await _settled_turns(deps, owner.conversation_id, response_id)
@@ -79,6 +90,17 @@ def _regenerable(turns: list[Message], response_id: str) -> Message:
     if reply.status == Status.BLOCKED:
         raise _conflict("the message was blocked by moderation, so it gets no reply: send another message")
     return reply
+
+
+def _same_model(earlier: MessageSubmitted, body: Regenerate | None) -> MessageSubmitted:
+    """The earlier regeneration, unless this request asks for another model: a 409 that names the
+    reply to regenerate instead."""
+    if body and body.model and body.model != earlier.model:
+        raise _conflict(
+            f"this reply was already regenerated, with model {earlier.model!r}: "
+            f"to try {body.model!r}, regenerate its new reply {earlier.response_id!r}"
+        )
+    return earlier
 
 
 def _conflict(detail: str) -> HTTPException:

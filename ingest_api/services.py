@@ -15,7 +15,7 @@ from infra import cassandra, garbage_collector
 from infra.kafka_clients import EventProducer
 from infra.settings import settings
 from ingest_api.claims import ReplyClaims
-from ingest_api.idempotency import IdempotencyKeys
+from ingest_api.idempotency import IdempotencyKeys, RegenerationRecords
 from ingest_api.ownership import Ownership
 from ingest_api.token_feed import TokenFeed
 from projections import active_context
@@ -33,6 +33,7 @@ class Services:
     history: LiveHistory  # the live generation's, looked up on every read: a swap shows at once
     claims: ReplyClaims  # one reply at a time per conversation
     idempotency: IdempotencyKeys  # a message sent again under its key is the same message
+    regenerations: RegenerationRecords  # ... and a regeneration asked again the same regeneration
     ownership: Ownership
 
 
@@ -53,6 +54,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         history=history,
         claims=ReplyClaims(redis_client),
         idempotency=IdempotencyKeys(redis_client),
+        regenerations=RegenerationRecords(redis_client),
         ownership=Ownership(history, LiveContext(generations), redis_client, signals),
     )
     app.state.services = services

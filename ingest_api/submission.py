@@ -101,7 +101,8 @@ async def submit_regeneration(
 
     It goes through the whole pipeline like any message (moderation, context, generation), so the
     new reply is built exactly as the first was; the caller has checked that `replaces` is the
-    conversation's last reply.
+    conversation's last reply. Should another request have regenerated it first (two at once), that
+    regeneration is the one sent (`ingest_api.idempotency`).
     """
     event = MessageSubmitted(
         conversation_id=conversation_id,
@@ -112,7 +113,13 @@ async def submit_regeneration(
         model=model,
         replaces=replaces,
     )
-    return await _submit(deps, event)
+    earlier = await deps.regenerations.earlier(event)
+    return await (_submit(deps, event) if earlier is None else _submit_again(deps, earlier))
+
+
+async def submit_regeneration_again(deps: Services, earlier: MessageSubmitted) -> Submitted:
+    """Send again a regeneration an earlier request recorded (`ingest_api.idempotency`)."""
+    return await _submit_again(deps, earlier)
 
 
 async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
@@ -123,7 +130,8 @@ async def _submit(deps: Services, event: MessageSubmitted) -> Submitted:
 
 
 async def _submit_again(deps: Services, event: MessageSubmitted) -> Submitted:
-    """Send again the message an earlier request under the same idempotency key sent, or tried to.
+    """Send again the message an earlier request sent, or tried to: under the same idempotency
+    key, or the same reply's regeneration.
 
     Once history holds it, it is in the log: nothing is written. Otherwise it is written again,
     under its claim (its own response's, which an earlier request of it may still hold): a first
@@ -161,10 +169,11 @@ async def _write_claimed(deps: Services, event: MessageSubmitted) -> None:
 
 
 async def _reply_status(deps: Services, event: MessageSubmitted) -> Status | None:
-    """Where history has the message's reply: None while it does not hold the message itself;
-    a reply no longer shown (regenerated since) counts as ended."""
+    """Where history has the message's reply: None while it does not hold the message itself, or
+    for a regeneration, while it still shows the reply regenerated; a reply no longer shown
+    (regenerated since) counts as ended."""
     turns = {turn.message_id: turn.status for turn in await deps.history.messages(event.conversation_id)}
-    if event.message_id not in turns:
+    if event.message_id not in turns or (event.response_id not in turns and event.replaces in turns):
         return None
     return turns.get(event.response_id, Status.REPLACED)
 

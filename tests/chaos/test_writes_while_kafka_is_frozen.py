@@ -4,7 +4,9 @@ broker found conversation creation (and renames, deletions and cancels) answerin
 
 A message answered so, and sent again under its `Idempotency-Key` once Kafka is back, is in
 history once: the frozen broker takes the first send when it wakes (the request waited in its
-socket), so without the key the second send doubled it."""
+socket), so without the key the second send doubled it. A regeneration answered so and asked
+again is the same regeneration (it needs no key): without that, the second was refused, its reply
+no longer the last."""
 
 from __future__ import annotations
 
@@ -67,4 +69,36 @@ async def test_a_message_answered_503_and_sent_again_under_its_key_is_in_history
     assert [(t["role"], t["content"], t["status"]) for t in turns] == [
         ("user", content, "accepted"),
         ("assistant", scripted_reply(content), "completed"),
+    ]
+
+
+async def test_a_regeneration_answered_503_and_asked_again_is_in_history_once() -> None:
+    alice = StenoClient()
+    alice.http.timeout = httpx.Timeout(DELIVERY_TIMEOUT_S + 30)
+    try:
+        conversation = await alice.new_conversation()
+        content = "regenerated while Kafka was frozen"
+        question = await alice.send(conversation, content)
+        await alice.events(question["response_id"])
+        await alice.settled_history(conversation)
+        regenerate = f"/v1/responses/{question['response_id']}/regenerate"
+        kafka = server_pid("kafka")
+        os.killpg(kafka, signal.SIGSTOP)
+        try:
+            refused = await alice.http.post(regenerate)
+        finally:
+            os.killpg(kafka, signal.SIGCONT)
+        await asyncio.to_thread(heal)
+        assert refused.status_code == 503, refused.text
+
+        again = await alice.http.post(regenerate)
+
+        assert again.status_code == 202, again.text
+        await alice.events(again.json()["response_id"])
+        turns = await alice.settled_history(conversation, timeout_s=60)
+    finally:
+        await alice.close()
+    assert [(t["id"], t["content"], t["status"]) for t in turns] == [
+        (question["message_id"], content, "accepted"),
+        (again.json()["response_id"], scripted_reply(content), "completed"),
     ]

@@ -155,6 +155,33 @@ async def test_regenerate_is_refused_with_a_reason_unless_the_reply_is_the_last_
     await alice.http.post(f"/v1/responses/{pending['response_id']}/cancel")
 
 
+async def test_a_regeneration_asked_again_is_the_same_one_and_history_has_one_reply(alice: StenoClient) -> None:
+    """Asked again at once (a double click: the first reply still streaming) and once it has ended
+    (a resend after a lost answer), with another model refused with the reply to ask instead."""
+    conversation = await alice.new_conversation()
+    question = await answered(alice, conversation, "say it again")
+    regenerate = lambda body=None: alice.http.post(f"/v1/responses/{question['response_id']}/regenerate", json=body)  # noqa: E731  (one request shape, named for the asserts)
+
+    first = await regenerate()
+    at_once = await regenerate()
+    text = text_of(await alice.events(first.json()["response_id"]))
+    after_it_ended, other_model = await regenerate(), await regenerate({"model": "smollm2"})
+
+    assert [r.status_code for r in (first, at_once, after_it_ended)] == [202, 202, 202]
+    assert first.json() == at_once.json() == after_it_ended.json()
+    assert other_model.status_code == 409, other_model.text
+    assert f"regenerate its new reply {first.json()['response_id']!r}" in other_model.json()["detail"]
+    history = await alice.settled_history(conversation)
+    assert [(m["id"], m["content"]) for m in history] == [
+        (question["message_id"], "say it again"),
+        (first.json()["response_id"], text),
+    ]
+    regenerations = {
+        e.response_id for e in events_of(CONVERSATIONS, conversation) if getattr(e, "replaces", None) is not None
+    }
+    assert regenerations == {first.json()["response_id"]}
+
+
 # --- a conversation's live feed -------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
-"""A message sent again under its `Idempotency-Key`, against the running stack: the same ids, one
-message and one reply in history, whatever became of the first request's write."""
+"""A message sent again under its `Idempotency-Key`, or a regeneration asked again, against the
+running stack: the same ids, one message and one reply in history, whatever became of the first
+request's write."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import pytest
 
-from ingest_api.idempotency import IdempotencyKeys
+from ingest_api.idempotency import IdempotencyKeys, RegenerationRecords
 from projections import active_context
 from schemas.events import MessageSubmitted, new_id
 from schemas.topics import CONVERSATIONS
@@ -88,6 +89,40 @@ async def test_a_message_whose_first_write_never_landed_is_written_under_the_fir
     await alice.events(again["response_id"])
     await one_exchange(alice, conversation, again, "never landed")
     (written,) = [e for e in events_of(CONVERSATIONS, conversation) if isinstance(e, MessageSubmitted)]
+    assert (written.event_id, written.occurred_at) == (lost.event_id, lost.occurred_at)
+
+
+async def test_a_regeneration_whose_first_write_never_landed_is_written_under_the_first_ids(
+    alice: StenoClient,
+) -> None:
+    """As a message under its key: the regeneration recorded, its event lost; asked again, it is
+    written, though history holds its message (it still shows the reply it replaces)."""
+    conversation = await alice.new_conversation()
+    status, question = await post(alice, conversation, "regenerate me", new_id())
+    assert status == 202, question
+    await alice.events(question["response_id"])
+    await one_exchange(alice, conversation, question, "regenerate me")
+    lost = MessageSubmitted(
+        conversation_id=conversation,
+        user_id=alice.user,
+        message_id=question["message_id"],
+        response_id=new_id(),
+        content="regenerate me",
+        model="scripted",
+        replaces=question["response_id"],
+    )
+    client = active_context.connect()
+    try:
+        assert await RegenerationRecords(client).earlier(lost) is None
+    finally:
+        await client.aclose()
+
+    again = await alice.http.post(f"/v1/responses/{question['response_id']}/regenerate")
+
+    assert (again.status_code, again.json()) == (202, {"message_id": lost.message_id, "response_id": lost.response_id})
+    await alice.events(lost.response_id)
+    await one_exchange(alice, conversation, again.json(), "regenerate me")
+    (written,) = [e for e in events_of(CONVERSATIONS, conversation) if isinstance(e, MessageSubmitted) and e.replaces]
     assert (written.event_id, written.occurred_at) == (lost.event_id, lost.occurred_at)
 
 
