@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -27,16 +29,33 @@ from tests.integration.steno_client import StenoClient, scripted_reply
 pytestmark = [pytest.mark.chaos, pytest.mark.integration, pytest.mark.timeout(300)]
 
 
+@asynccontextmanager
+async def patient_client() -> AsyncIterator[StenoClient]:
+    """A client that waits for the API's answer past a produce's delivery timeout (its 503)."""
+    client = StenoClient()
+    client.http.timeout = httpx.Timeout(DELIVERY_TIMEOUT_S + 30)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def while_kafka_is_frozen(request: Awaitable[httpx.Response]) -> httpx.Response:
+    """The request's answer, made with the broker SIGSTOPped; the stack healed after SIGCONT."""
+    kafka = server_pid("kafka")
+    os.killpg(kafka, signal.SIGSTOP)
+    try:
+        return await request
+    finally:
+        os.killpg(kafka, signal.SIGCONT)
+        await asyncio.to_thread(heal)
+
+
 async def test_starting_a_conversation_while_kafka_is_frozen_is_a_503_that_says_to_send_it_again() -> None:
     headers = {"Authorization": f"Bearer {issue_token(f'user-{new_id()}')}"}
-    kafka = server_pid("kafka")
     async with httpx.AsyncClient(base_url=settings.api.url, headers=headers, timeout=DELIVERY_TIMEOUT_S + 30) as client:
-        os.killpg(kafka, signal.SIGSTOP)
-        try:
-            response = await client.post("/v1/conversations", json={"title": "while Kafka is frozen"})
-        finally:
-            os.killpg(kafka, signal.SIGCONT)
-    await asyncio.to_thread(heal)
+        starting = client.post("/v1/conversations", json={"title": "while Kafka is frozen"})
+        response = await while_kafka_is_frozen(starting)
 
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"].isdigit()
@@ -45,18 +64,10 @@ async def test_starting_a_conversation_while_kafka_is_frozen_is_a_503_that_says_
 
 
 async def test_a_message_answered_503_and_sent_again_under_its_key_is_in_history_once() -> None:
-    alice = StenoClient()
-    alice.http.timeout = httpx.Timeout(DELIVERY_TIMEOUT_S + 30)
-    try:
+    async with patient_client() as alice:
         conversation = await alice.new_conversation()
         content, key = "sent while Kafka was frozen", new_id()
-        kafka = server_pid("kafka")
-        os.killpg(kafka, signal.SIGSTOP)
-        try:
-            refused = await alice.post_message(conversation, content, idempotency_key=key)
-        finally:
-            os.killpg(kafka, signal.SIGCONT)
-        await asyncio.to_thread(heal)
+        refused = await while_kafka_is_frozen(alice.post_message(conversation, content, idempotency_key=key))
         assert refused.status_code == 503, refused.text
 
         sent = await alice.post_message(conversation, content, idempotency_key=key)
@@ -64,8 +75,6 @@ async def test_a_message_answered_503_and_sent_again_under_its_key_is_in_history
         assert sent.status_code == 202, sent.text
         await alice.events(sent.json()["response_id"])
         turns = await alice.settled_history(conversation, timeout_s=60)
-    finally:
-        await alice.close()
     assert [(t["role"], t["content"], t["status"]) for t in turns] == [
         ("user", content, "accepted"),
         ("assistant", scripted_reply(content), "completed"),
@@ -73,22 +82,14 @@ async def test_a_message_answered_503_and_sent_again_under_its_key_is_in_history
 
 
 async def test_a_regeneration_answered_503_and_asked_again_is_in_history_once() -> None:
-    alice = StenoClient()
-    alice.http.timeout = httpx.Timeout(DELIVERY_TIMEOUT_S + 30)
-    try:
+    async with patient_client() as alice:
         conversation = await alice.new_conversation()
         content = "regenerated while Kafka was frozen"
         question = await alice.send(conversation, content)
         await alice.events(question["response_id"])
         await alice.settled_history(conversation)
         regenerate = f"/v1/responses/{question['response_id']}/regenerate"
-        kafka = server_pid("kafka")
-        os.killpg(kafka, signal.SIGSTOP)
-        try:
-            refused = await alice.http.post(regenerate)
-        finally:
-            os.killpg(kafka, signal.SIGCONT)
-        await asyncio.to_thread(heal)
+        refused = await while_kafka_is_frozen(alice.http.post(regenerate))
         assert refused.status_code == 503, refused.text
 
         again = await alice.http.post(regenerate)
@@ -96,8 +97,6 @@ async def test_a_regeneration_answered_503_and_asked_again_is_in_history_once() 
         assert again.status_code == 202, again.text
         await alice.events(again.json()["response_id"])
         turns = await alice.settled_history(conversation, timeout_s=60)
-    finally:
-        await alice.close()
     assert [(t["id"], t["content"], t["status"]) for t in turns] == [
         (question["message_id"], content, "accepted"),
         (again.json()["response_id"], scripted_reply(content), "completed"),

@@ -27,7 +27,7 @@ from infra import wedged
 from infra.settings import settings
 from projections.consuming import forget_committed_offsets
 from stream_processors import membership_watchdog
-from stream_processors.app import create_app
+from stream_processors.app import Topics, create_app
 from tests.integration.log_io import produce_raw
 from tests.integration.processors_harness import crash_reason, scratch_topics
 
@@ -77,22 +77,27 @@ def deadline_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == membership_watchdog.DEADLINE_THREAD]
 
 
-async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    """And its stop, completed, disarms the hard exit its crash armed: in tests the process goes on."""
-    exits: queue.Queue[int] = queue.Queue()
-    monkeypatch.setattr(wedged, "hard_exit", exits.put)
-    monkeypatch.setattr(settings.kafka, "membership_grace_s", 1.0)
+async def crash_when(wedge: Callable[[faust.App, Topics], None]) -> tuple[BaseException, list[threading.Thread]]:
+    """Run an app on scratch topics until it is a member, `wedge` it, and wait for its crash: why
+    it crashed, and the hard-exit deadlines the crash armed (the app is stopped afterwards)."""
     with scratch_topics(RUN) as topics:
         app = create_app(GROUP, topics, cache_namespace=RUN, offset_reset="earliest")
         await app.start()
         try:
             await member_of_a_stable_group(app)
-            stop_group_coordination(app)
-            reason = await crash_reason(app)
-            armed = deadline_threads()
+            wedge(app, topics)
+            return await crash_reason(app), deadline_threads()
         finally:
             await app.stop()
             forget_committed_offsets(GROUP)
+
+
+async def test_a_worker_out_of_its_group_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """And its stop, completed, disarms the hard exit its crash armed: in tests the process goes on."""
+    exits: queue.Queue[int] = queue.Queue()
+    monkeypatch.setattr(wedged, "hard_exit", exits.put)
+    monkeypatch.setattr(settings.kafka, "membership_grace_s", 1.0)
+    reason, armed = await crash_when(lambda app, _: stop_group_coordination(app))
     assert f"not a member of consumer group {GROUP}" in str(reason)
     assert armed, "the crash armed no deadline"
     for thread in armed:
@@ -137,16 +142,11 @@ async def test_a_worker_in_its_group_that_does_not_read_stops(monkeypatch: pytes
     exits: queue.Queue[int] = queue.Queue()
     monkeypatch.setattr(wedged, "hard_exit", exits.put)
     monkeypatch.setattr(settings.kafka, "stall_grace_s", 1.0)
-    with scratch_topics(RUN) as topics:
-        app = create_app(GROUP, topics, cache_namespace=RUN, offset_reset="earliest")
-        await app.start()
-        try:
-            await member_of_a_stable_group(app)
-            app.consumer.pause_partitions(app.consumer.assignment())
-            produce_raw(topics.conversations, str(uuid.uuid4()), b"{}")
-            reason = await crash_reason(app)
-        finally:
-            await app.stop()
-            forget_committed_offsets(GROUP)
+
+    def pause_with_a_record_waiting(app: faust.App, topics: Topics) -> None:
+        app.consumer.pause_partitions(app.consumer.assignment())
+        produce_raw(topics.conversations, str(uuid.uuid4()), b"{}")
+
+    reason, _ = await crash_when(pause_with_a_record_waiting)
     assert f"past consumer group {GROUP}'s committed offset" in str(reason)
     assert exits.empty()
