@@ -92,14 +92,20 @@ def standing(admin: AdminClient, group_id: str, pid: int) -> Standing:
     partitions = _own_partitions(admin, group_id, pid)
     if not partitions:
         return Standing(member=partitions is not None, behind={})
-    wanted = [ConsumerGroupTopicPartitions(group_id, partitions)]
-    [offsets] = [f.result(timeout=ADMIN_TIMEOUT_S) for f in admin.list_consumer_group_offsets(wanted).values()]
-    committed = {TopicPartition(tp.topic, tp.partition): tp.offset for tp in offsets.topic_partitions}
+    committed = committed_offsets(admin, group_id, partitions)
     latest = admin.list_offsets(dict.fromkeys(committed, OffsetSpec.latest()), request_timeout=ADMIN_TIMEOUT_S)
     ends = {tp: f.result(timeout=ADMIN_TIMEOUT_S).offset for tp, f in latest.items()}
     # A partition with no committed offset (negative) is behind by whatever it holds.
     behind = {(tp.topic, tp.partition): offset for tp, offset in committed.items() if ends[tp] > max(offset, 0)}
     return Standing(member=True, behind=behind)
+
+
+def committed_offsets(admin: AdminClient, group_id: str, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    """The group's committed offset of each partition, negative where it has none (raises when
+    Kafka does not answer within 5 s, or answers with an error: a coordinator still loading too)."""
+    wanted = [ConsumerGroupTopicPartitions(group_id, partitions)]
+    [offsets] = [f.result(timeout=ADMIN_TIMEOUT_S) for f in admin.list_consumer_group_offsets(wanted).values()]
+    return {TopicPartition(tp.topic, tp.partition): tp.offset for tp in offsets.topic_partitions}
 
 
 def _own_partitions(admin: AdminClient, group_id: str, pid: int) -> list[TopicPartition] | None:

@@ -38,6 +38,7 @@ from projections.watermark_signals import WatermarkSignals
 from schemas.topics import CONVERSATIONS, DEAD_LETTERS, INFERENCE_REQUESTS, TOKENS, Topic
 from stream_processors import tokenizers
 from stream_processors.admission_step import AdmissionStep
+from stream_processors.committed_offsets import CommittedOffsetsTransport
 from stream_processors.context_assembly import ContextAssembler
 from stream_processors.conversation import ConversationReader
 from stream_processors.delivery_window import DeliveryWindow
@@ -130,8 +131,10 @@ def _faust_app(app_id: str, offset_reset: str) -> faust.App:
 
     Session timeout and heartbeats as for every steno consumer (`infra.kafka_clients.consumer`):
     a processor that died or froze loses its partitions within ~7 s, not Faust's default 60 s.
+    Its transport's consumer resumes a partition at the group's committed offset even where
+    aiokafka misreads a busy coordinator's answer as "none" (`stream_processors.committed_offsets`).
     """
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=f"kafka://{settings.kafka.bootstrap}",
         broker_client_id=client_id(app_id),
@@ -145,6 +148,8 @@ def _faust_app(app_id: str, offset_reset: str) -> faust.App:
         consumer_auto_offset_reset=offset_reset,
         stream_wait_empty=False,  # stop without draining: unacked records are redelivered (rule 2)
     )
+    app.transport = CommittedOffsetsTransport(app.conf.broker_consumer, app)  # `stream_processors.committed_offsets`
+    return app
 
 
 def _admission(reader: ConversationReader, topics: Topics) -> AdmissionStep:
